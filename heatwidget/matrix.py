@@ -1,0 +1,305 @@
+"""The one result type every analysis returns (`HeatMatrix`) and what a click on a cell gives back (`Detail`).
+
+A HeatMatrix is a labelled float32 matrix plus provenance. It knows nothing about torch or widgets: analyses fill
+it, the widget draws it, and `drill(row, col)` asks the analysis that made it for the story behind one cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HeatMatrix", "Detail", "Chart", "Series", "MAX_CELLS"]
+
+# A matrix larger than this is refused at construction: it would not fit a browser tab anyway (the widget
+# downsamples above its own, lower, limit). 50M float32 cells = 200 MB.
+MAX_CELLS = 50_000_000
+
+Drill = Callable[["HeatMatrix", int, int], "Detail"]
+
+
+@dataclass
+class Series:
+    """One named series of a drill-down chart (bars: x are category labels; lines/hist: x are numbers)."""
+
+    name: str
+    x: Sequence[Any]
+    y: Sequence[float]
+
+
+@dataclass
+class Chart:
+    """A small chart shown beside the heatmap: bars (e.g. top-k tokens), a line (ROC, spectrum) or a histogram."""
+
+    title: str
+    kind: str  # "bar" | "line" | "hist" | "scatter"
+    series: list[Series]
+    x_title: str = ""
+    y_title: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bar", "line", "hist", "scatter"):
+            raise ValueError(f"Chart kind must be 'bar', 'line', 'hist' or 'scatter', got {self.kind!r}")
+
+
+@dataclass
+class Detail:
+    """What a click on (row, col) reveals: the cell, charts, texts, child matrices and re-run entry points.
+
+    `texts` are user data (token strings, generations): displays must escape them, never render them as HTML.
+    `reruns` maps a human label ("KL at every position for layer 3") to a zero-argument callable that returns a
+    new HeatMatrix: this is how a click re-runs the analysis for the selected layer or token.
+    """
+
+    row: int
+    col: int
+    row_label: str
+    col_label: str
+    value: float
+    title: str = ""
+    charts: list[Chart] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)  # name -> pandas.DataFrame
+    children: dict[str, HeatMatrix] = field(default_factory=dict)
+    reruns: dict[str, Callable[[], HeatMatrix]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def child(self) -> HeatMatrix | None:
+        """The first child matrix, if any (most drill-downs have at most one)."""
+        return next(iter(self.children.values()), None)
+
+    def __repr__(self) -> str:
+        parts = [f"Detail({self.row_label!r} × {self.col_label!r} = {self.value:.4g}"]
+        if self.charts:
+            parts.append(f"charts={[c.title for c in self.charts]}")
+        if self.children:
+            parts.append(f"children={list(self.children)}")
+        if self.reruns:
+            parts.append(f"reruns={list(self.reruns)}")
+        return ", ".join(parts) + ")"
+
+
+def _labels(labels: Sequence[Any] | None, n: int, what: str) -> list[str]:
+    if labels is None:
+        return [str(i) for i in range(n)]
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(f"{what} labels must be a sequence of labels, not a single string")
+    out = [str(x) for x in labels]
+    if len(out) != n:
+        raise ValueError(f"{len(out)} {what} labels for {n} {what}s: give exactly one label per {what}")
+    return out
+
+
+class HeatMatrix:
+    """A labelled float32 matrix: rows × cols, with titles, a metric name and provenance.
+
+    NaN cells are allowed and mean "n/a" (e.g. a module the architecture lacks); ±inf is refused because no colour
+    scale can show it honestly.
+    """
+
+    def __init__(
+        self,
+        values: Any,
+        rows: Sequence[Any] | None = None,
+        cols: Sequence[Any] | None = None,
+        *,
+        title: str = "",
+        row_title: str = "",
+        col_title: str = "",
+        metric: str = "",
+        meta: Mapping[str, Any] | None = None,
+        drill: Drill | None = None,
+    ) -> None:
+        if hasattr(values, "detach"):  # a torch tensor; no torch import needed here
+            values = values.detach().float().cpu().numpy()
+        arr = np.array(values, dtype=np.float32, copy=True)
+        if arr.ndim != 2:
+            raise ValueError(f"HeatMatrix values must be 2-D [rows, cols], got shape {arr.shape}")
+        if arr.size == 0:
+            raise ValueError(f"HeatMatrix values are empty (shape {arr.shape}): nothing to show")
+        if arr.size > MAX_CELLS:
+            raise ValueError(
+                f"HeatMatrix of {arr.shape[0]}×{arr.shape[1]} = {arr.size:,} cells is larger than "
+                f"{MAX_CELLS:,}: select fewer rows/cols or aggregate first"
+            )
+        if np.isinf(arr).any():
+            r, c = np.argwhere(np.isinf(arr))[0]
+            raise ValueError(f"HeatMatrix values contain ±inf (first at row {r}, col {c}); use NaN for n/a")
+        if np.isnan(arr).all():
+            raise ValueError("HeatMatrix values are all NaN: nothing to show")
+        self.values: np.ndarray = arr
+        self.rows: list[str] = _labels(rows, arr.shape[0], "row")
+        self.cols: list[str] = _labels(cols, arr.shape[1], "col")
+        self.title = str(title)
+        self.row_title = str(row_title)
+        self.col_title = str(col_title)
+        self.metric = str(metric)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._drill = drill
+
+    # ---- basic views -------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape  # type: ignore[return-value]
+
+    @property
+    def T(self) -> HeatMatrix:  # noqa: N802 - numpy's name
+        """The transpose (rows ↔ cols, titles swapped). Drill-downs follow, with (row, col) swapped back."""
+        drill = None
+        if self._drill is not None:
+            inner = self._drill
+            source = self
+
+            def drill(_m: HeatMatrix, r: int, c: int) -> Detail:
+                return inner(source, c, r)
+
+        return HeatMatrix(
+            self.values.T,
+            self.cols,
+            self.rows,
+            title=self.title,
+            row_title=self.col_title,
+            col_title=self.row_title,
+            metric=self.metric,
+            meta=self.meta,
+            drill=drill,
+        )
+
+    def to_pandas(self):
+        """A DataFrame indexed by row labels, one column per col label (titles become axis names)."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.values, index=pd.Index(self.rows, name=self.row_title or None),
+                          columns=pd.Index(self.cols, name=self.col_title or None))
+        df.attrs.update(title=self.title, metric=self.metric)
+        return df
+
+    def __repr__(self) -> str:
+        finite = self.values[np.isfinite(self.values)]
+        rng = f"{finite.min():.4g}…{finite.max():.4g}" if finite.size else "empty"
+        return (f"HeatMatrix({self.title!r}, {self.shape[0]}×{self.shape[1]} "
+                f"[{self.row_title or 'rows'} × {self.col_title or 'cols'}], {self.metric or 'value'} {rng})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HeatMatrix):
+            return NotImplemented
+        return (
+            self.values.shape == other.values.shape
+            and np.array_equal(self.values, other.values, equal_nan=True)
+            and (self.rows, self.cols, self.title, self.row_title, self.col_title, self.metric)
+            == (other.rows, other.cols, other.title, other.row_title, other.col_title, other.metric)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ---- drill-down --------------------------------------------------------------------------------------
+    def index(self, row: int | str, col: int | str) -> tuple[int, int]:
+        """Resolve a (row, col) given as integer positions or labels to integer positions."""
+        return self._resolve(row, self.rows, "row"), self._resolve(col, self.cols, "col")
+
+    @staticmethod
+    def _resolve(key: int | str, labels: list[str], what: str) -> int:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            i = int(key)
+            if not -len(labels) <= i < len(labels):
+                raise IndexError(f"{what} {i} is out of range for {len(labels)} {what}s")
+            return i % len(labels)
+        if isinstance(key, str):
+            if key in labels:
+                return labels.index(key)
+            raise KeyError(f"no {what} labelled {key!r}; {what}s are {labels[:10]}{'…' if len(labels) > 10 else ''}")
+        raise TypeError(f"{what} must be an int position or a str label, got {type(key).__name__}")
+
+    def drill(self, row: int | str, col: int | str) -> Detail:
+        """The Detail behind one cell. Analyses attach their own drill-down; without one you get the cell itself."""
+        r, c = self.index(row, col)
+        if self._drill is not None:
+            return self._drill(self, r, c)
+        return self.cell(r, c)
+
+    def cell(self, r: int, c: int, **extra: Any) -> Detail:
+        """A bare Detail for cell (r, c); drill-down functions start from it and add charts, texts, children."""
+        v = float(self.values[r, c])
+        title = f"{self.row_title or 'row'} {self.rows[r]} · {self.col_title or 'col'} {self.cols[c]}"
+        return Detail(row=r, col=c, row_label=self.rows[r], col_label=self.cols[c], value=v, title=title, **extra)
+
+    def with_drill(self, drill: Drill | None) -> HeatMatrix:
+        """Attach a drill-down function (e.g. after `HeatMatrix.load`, when the model is at hand again)."""
+        self._drill = drill
+        return self
+
+    @property
+    def has_drill(self) -> bool:
+        return self._drill is not None
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Save to a single .npz file (values bit-exact, labels, titles, JSON-able meta; arrays in meta kept)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
+        arrays: dict[str, np.ndarray] = {}
+        meta_json = _encode_meta(self.meta, arrays)
+        header = dict(rows=self.rows, cols=self.cols, title=self.title, row_title=self.row_title,
+                      col_title=self.col_title, metric=self.metric, meta=meta_json, format=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, values=self.values, header=np.array(json.dumps(header)),
+                 **{f"meta__{k}": v for k, v in arrays.items()})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> HeatMatrix:
+        """Load a matrix written by `save` (drill-down functions are not saved: re-attach with `with_drill`)."""
+        with np.load(Path(path), allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            arrays = {k[len("meta__"):]: z[k] for k in z.files if k.startswith("meta__")}
+            values = z["values"]
+        meta = _decode_meta(header["meta"], arrays)
+        return cls(values, header["rows"], header["cols"], title=header["title"], row_title=header["row_title"],
+                   col_title=header["col_title"], metric=header["metric"], meta=meta)
+
+
+def _encode_meta(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """JSON-encode meta; numpy arrays go to side arrays (exact), non-JSON objects become their repr."""
+    if isinstance(obj, np.ndarray):
+        key = str(len(arrays))
+        arrays[key] = obj
+        return {"__array__": key}
+    if hasattr(obj, "detach") and hasattr(obj, "numpy"):
+        return _encode_meta(obj.detach().cpu().numpy(), arrays)
+    if isinstance(obj, Mapping):
+        return {str(k): _encode_meta(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode_meta(v, arrays) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode_meta(v, arrays) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return {"__repr__": repr(obj)}
+
+
+def _decode_meta(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {"__array__"}:
+            return arrays[obj["__array__"]]
+        if set(obj) == {"__tuple__"}:
+            return tuple(_decode_meta(v, arrays) for v in obj["__tuple__"])
+        if set(obj) == {"__float__"}:
+            return float(obj["__float__"])
+        if set(obj) == {"__repr__"}:
+            return obj["__repr__"]
+        return {k: _decode_meta(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_meta(v, arrays) for v in obj]
+    return obj
