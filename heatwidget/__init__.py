@@ -1,0 +1,35 @@
+"""heatwidget: layer-by-token matrices of Hugging Face causal LMs, explored as an interactive heatmap widget.
+
+    import heatwidget as hw
+    lm = hw.demo_model()                      # or hw.load("Qwen/Qwen2.5-0.5B") / hw.load("/local/dir")
+    m = hw.ablation_kl(lm, "Q: What is the capital of Velmora? A:")
+    hw.explore(m)                             # click a cell: drill down, re-run for that layer or token
+"""
+
+from __future__ import annotations
+
+from . import hooks
+from ._lm import LM, ModelLoadError, load
+from .anatomy import MODULES, Anatomy, AnatomyError
+from .matrix import Chart, Detail, HeatMatrix, Series
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LM", "load", "ModelLoadError", "Anatomy", "AnatomyError", "MODULES", "HeatMatrix", "Detail", "Chart", "Series",
+    "hooks", "demo_model", "demo_questions",
+]
+
+
+def demo_model(device: str = "cpu", dtype=None) -> LM:
+    """The shipped tiny trained Llama-style model of a synthetic fact world (no download)."""
+    from .demo import demo_model as _demo_model
+
+    return _demo_model(device=device, dtype=dtype)
+
+
+def demo_questions(*args, **kwargs) -> list[dict]:
+    """The demo model's QA set: dicts with question, gold, subject, prompt, attribute, mult."""
+    from .demo import demo_questions as _demo_questions
+
+    return _demo_questions(*args, **kwargs)

@@ -1,0 +1,296 @@
+"""Every intervention on a model's internals, as context managers that always remove their hooks.
+
+The only module that registers hooks. Blocks may return a tensor (recent transformers) or a tuple whose first item
+is the hidden state (older releases, attention modules); both are handled. Selections are (rows, positions):
+`rows` picks batch rows, `positions` picks token positions of the current forward's input (ints, negative ints,
+a slice, or a bool mask [T] or [B, T] for per-row positions such as subject tokens). Interventions are computed
+on the full tensor and blended in with `torch.where`, so one batched forward can carry a different intervention
+in each row (the basis of the batched analyses).
+
+    with hooks.skip(lm.anatomy.layers[3]):                  # block output := block input
+        logits = lm.model(**enc).logits
+    with hooks.capture({"l3": lm.anatomy.layers[3]}) as acts:
+        lm.model(**enc)
+    acts["l3"]                                             # [B, T, d]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Selection", "selection_mask", "edit_output", "edit_input", "skip", "zero", "replace", "add", "project_out",
+    "capture", "block_attention", "stack",
+]
+
+Rows = int | Sequence[int] | slice | torch.Tensor | None
+Positions = int | Sequence[int] | slice | torch.Tensor | None
+Selection = tuple[Rows, Positions]
+EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+# ---- selections ------------------------------------------------------------------------------------------------
+
+def _index_mask(spec: Any, n: int, device: torch.device, what: str) -> torch.Tensor:
+    """A bool vector [n] from None / int / ints / slice / bool tensor."""
+    if spec is None:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    if isinstance(spec, torch.Tensor) and spec.dtype == torch.bool:
+        if spec.shape != (n,):
+            raise ValueError(f"{what} mask has shape {tuple(spec.shape)}, expected ({n},)")
+        return spec.to(device)
+    m = torch.zeros(n, dtype=torch.bool, device=device)
+    if isinstance(spec, slice):
+        m[spec] = True
+        return m
+    idx = [int(spec)] if isinstance(spec, int) or (isinstance(spec, torch.Tensor) and spec.ndim == 0) else \
+        [int(i) for i in spec]
+    for i in idx:
+        if not -n <= i < n:
+            raise IndexError(f"{what} {i} is out of range for a sequence of {n}")
+        m[i] = True
+    return m
+
+
+def selection_mask(shape: tuple[int, int], rows: Rows = None, positions: Positions = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """The bool mask [B, T] of the cells a (rows, positions) selection picks."""
+    b, t = shape
+    device = torch.device(device)
+    if isinstance(positions, torch.Tensor) and positions.dtype == torch.bool and positions.ndim == 2:
+        if tuple(positions.shape) != (b, t):
+            raise ValueError(f"positions mask has shape {tuple(positions.shape)}, expected {(b, t)}")
+        pos = positions.to(device)
+    else:
+        pos = _index_mask(positions, t, device, "position")[None, :].expand(b, t)
+    return pos & _index_mask(rows, b, device, "row")[:, None]
+
+
+# ---- getting at a module's hidden state, whatever it returns -----------------------------------------------------
+
+def _hidden_of(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    if isinstance(out, Mapping) and isinstance(out.get("hidden_states", None), torch.Tensor):
+        return out["hidden_states"]
+    raise TypeError(f"cannot find a hidden-state tensor in a module output of type {type(out).__name__}")
+
+
+def _with_hidden(out: Any, h: torch.Tensor) -> Any:
+    if isinstance(out, torch.Tensor):
+        return h
+    if isinstance(out, tuple):
+        return (h, *out[1:])
+    if isinstance(out, list):
+        return [h, *out[1:]]
+    out["hidden_states"] = h  # Mapping case (ModelOutput)
+    return out
+
+
+def _input_of(args: tuple, kwargs: dict) -> torch.Tensor:
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0]
+    h = kwargs.get("hidden_states")
+    if isinstance(h, torch.Tensor):
+        return h
+    raise TypeError("cannot find the module's input hidden state (neither a first positional tensor nor "
+                    "a hidden_states= keyword)")
+
+
+def _with_input(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
+    if args and isinstance(args[0], torch.Tensor):
+        return (h, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": h}
+
+
+def _blend(old: torch.Tensor, new: torch.Tensor, rows: Rows, positions: Positions) -> torch.Tensor:
+    if rows is None and positions is None:
+        return new.to(old.dtype).expand_as(old)
+    if old.ndim != 3:
+        raise ValueError(f"row/position selections need a [batch, seq, d] hidden state, got {tuple(old.shape)}")
+    m = selection_mask((old.shape[0], old.shape[1]), rows, positions, old.device)
+    return torch.where(m[..., None], new.to(old.dtype), old)
+
+
+# ---- edits -------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: Positions = None,
+                needs_input: bool = False) -> Iterator[None]:
+    """Replace the module's output hidden state h by fn(h, x) on the selection (x = its input if needs_input)."""
+
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+        h = _hidden_of(out)
+        x = _input_of(args, kwargs) if needs_input else None
+        return _with_hidden(out, _blend(h, fn(h, x), rows, positions))
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *, rows: Rows = None,
+               positions: Positions = None) -> Iterator[None]:
+    """Replace the module's input hidden state x by fn(x) on the selection, before the module runs."""
+
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        x = _input_of(args, kwargs)
+        return _with_input(args, kwargs, _blend(x, fn(x), rows, positions))
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def skip(block: nn.Module, *, rows: Rows = None, positions: Positions = None) -> contextlib.AbstractContextManager:
+    """Skip a residual block: its output := its input (the block's whole contribution removed)."""
+    return edit_output(block, lambda h, x: x, rows=rows, positions=positions, needs_input=True)
+
+
+def zero(module: nn.Module, *, rows: Rows = None, positions: Positions = None) -> contextlib.AbstractContextManager:
+    """Zero the module's output (e.g. an attention or MLP sublayer: removes its write to the residual stream)."""
+    return edit_output(module, lambda h, x: torch.zeros_like(h), rows=rows, positions=positions)
+
+
+def replace(module: nn.Module, value: torch.Tensor, *, rows: Rows = None,
+            positions: Positions = None) -> contextlib.AbstractContextManager:
+    """Set the module's output to `value` (broadcast to [B, T, d]) on the selection."""
+    return edit_output(module, lambda h, x: value.to(h.device, h.dtype).expand_as(h), rows=rows, positions=positions)
+
+
+def add(module: nn.Module, vector: torch.Tensor, alpha: float = 1.0, *, rows: Rows = None,
+        positions: Positions = None) -> contextlib.AbstractContextManager:
+    """Add alpha·vector to the module's output (steering); vector broadcasts to [B, T, d]."""
+    return edit_output(module, lambda h, x: h + alpha * vector.to(h.device, h.dtype), rows=rows,
+                       positions=positions)
+
+
+def project_out(module: nn.Module, direction: torch.Tensor, *, rows: Rows = None,
+                positions: Positions = None) -> contextlib.AbstractContextManager:
+    """Remove the component of the module's output along `direction` (normalised here)."""
+    if direction.ndim != 1 or not torch.isfinite(direction).all() or float(direction.norm()) == 0.0:
+        raise ValueError("direction must be a finite, non-zero vector [d]")
+
+    def fn(h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        u = (direction / direction.norm()).to(h.device, h.dtype)
+        return h - (h @ u)[..., None] * u
+
+    return edit_output(module, fn, rows=rows, positions=positions)
+
+
+# ---- reading ---------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = "output", *,
+            positions: Positions = None, detach: bool = True) -> Iterator[dict[Any, torch.Tensor]]:
+    """Record modules' output (or input) hidden states into a dict keyed like `modules` (name or index).
+
+    `positions` (ints/slice, not per-row masks) keeps only those positions, so long sequences cost little memory.
+    A module that runs several times (generation) keeps its last call; use `capture_all` for every call.
+    """
+    if what not in ("output", "input"):
+        raise ValueError(f"what must be 'output' or 'input', got {what!r}")
+    items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
+    store: dict[Any, torch.Tensor] = {}
+    handles = []
+    for key, mod in items:
+        def hook(_mod, args, kwargs, out=None, _key=key):
+            h = _hidden_of(out) if what == "output" else _input_of(args, kwargs)
+            if positions is not None:
+                h = h[:, positions]
+            store[_key] = h.detach() if detach else h
+
+        if what == "output":
+            handles.append(mod.register_forward_hook(hook, with_kwargs=True))
+        else:
+            handles.append(mod.register_forward_pre_hook(lambda m, a, k, _h=hook: _h(m, a, k), with_kwargs=True))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---- attention knockout --------------------------------------------------------------------------------------------
+
+def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[tuple, dict]]]:
+    """Find the attention_mask argument (keyword or positional) and a way to put a new one back."""
+    if "attention_mask" in kwargs:
+        return kwargs["attention_mask"], lambda m: (args, {**kwargs, "attention_mask": m})
+    params = list(inspect.signature(module.forward).parameters)
+    if "attention_mask" in params:
+        i = params.index("attention_mask")
+        if i < len(args):
+            return args[i], lambda m: ((*args[:i], m, *args[i + 1:]), kwargs)
+    return None, lambda m: (args, {**kwargs, "attention_mask": m})
+
+
+@contextlib.contextmanager
+def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys: Positions, *,
+                    rows: Rows = None) -> Iterator[None]:
+    """Attention knockout: the query positions cannot attend to the key positions, all heads, in these modules.
+
+    Edits the 4D attention mask the attention module receives (eager: additive float mask → dtype min; sdpa: bool
+    mask → False; no mask (sdpa's implicit causal mask) → an explicit causal mask is built first). Per-row query/key
+    sets come as bool masks [B, T]. Flash/flex attention take no such mask: load with attn_implementation="eager".
+    """
+
+    def hook(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        impl = getattr(getattr(mod, "config", None), "_attn_implementation", None)
+        if impl is not None and impl not in ("eager", "sdpa"):
+            raise RuntimeError(f"attention knockout needs eager or sdpa attention, this model uses {impl!r}: "
+                               "load it with attn_implementation='eager'")
+        h = _input_of(args, kwargs)
+        b, t = h.shape[0], h.shape[1]
+        mask, put = _mask_arg(mod, args, kwargs)
+        if mask is None:
+            cache = kwargs.get("past_key_values") or kwargs.get("layer_past")
+            if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
+                raise RuntimeError("attention knockout with a KV cache and no explicit mask is not supported")
+            mask = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()[None, None]
+        if mask.ndim != 4:
+            raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
+        kv = mask.shape[-1]
+        q_sel = selection_mask((b, t), rows, queries, h.device)
+        k_sel = selection_mask((b, t), rows, keys, h.device)
+        if kv != t:  # a cached prefix: key positions index the full key length, queries the current chunk
+            k_sel = torch.cat([torch.zeros(b, kv - t, dtype=torch.bool, device=h.device), k_sel], dim=1)
+        blocked = (q_sel[:, :, None] & k_sel[:, None, :])[:, None]  # [B, 1, T, KV]
+        mask = mask.expand(b, mask.shape[1], t, kv)
+        if mask.dtype == torch.bool:
+            new = mask & ~blocked
+        else:
+            new = mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
+        return put(new)
+
+    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attn_modules]
+    try:
+        yield
+    finally:
+        for hd in handles:
+            hd.remove()
+
+
+def stack(*managers: contextlib.AbstractContextManager) -> contextlib.ExitStack:
+    """Enter several hook context managers as one (all removed together, also on exceptions)."""
+    es = contextlib.ExitStack()
+    try:
+        for m in managers:
+            es.enter_context(m)
+    except BaseException:
+        es.close()
+        raise
+    return es

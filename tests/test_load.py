@@ -1,0 +1,197 @@
+"""hw.load on a real saved model of every supported family, and its anatomy."""
+
+import pytest
+import torch
+from tiny_models import FAMILIES
+
+import heatwidget as hw
+
+EXPECTED_MODULES = {
+    "gpt2": {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"},
+    "gpt_neox": {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"},
+    "opt": {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"},
+}
+ALL7 = set(hw.MODULES)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_loads_with_complete_anatomy(tiny_dir, family):
+    lm = hw.load(tiny_dir(family))
+    a = lm.anatomy
+    cfg = lm.model.config
+    assert a.n_layers == cfg.num_hidden_layers
+    assert a.final_norm is not None
+    assert a.unembed is lm.model.get_output_embeddings()
+    assert set(a.parts[0]) == EXPECTED_MODULES.get(family, ALL7)
+    d = cfg.hidden_size
+    for layer, name, part in a.iter_parts():
+        w = part.weight()
+        assert w.ndim == 2
+        # nn.Linear convention [out, in]: inputs of q/k/v/up/gate are the residual width, outputs of o/down are too
+        if name in ("attn.q", "attn.k", "attn.v", "mlp.up", "mlp.gate"):
+            assert w.shape[1] == d, (family, name, w.shape)
+        else:
+            assert w.shape[0] == d, (family, name, w.shape)
+        assert dict(lm.model.named_modules())[part.path] is part.module
+    assert lm.model.training is False
+    out = lm.model(**lm.encode("the capital of Velmora is"))
+    assert out.logits.shape[-1] == lm.model.config.vocab_size
+
+
+def test_fused_qkv_split_matches_the_models_own_forward(tiny_dir):
+    """Reading q/k/v from a fused weight must give exactly what the model computes."""
+    for family in ("gpt2", "gpt_neox", "phi3"):
+        lm = hw.load(tiny_dir(family))
+        a = lm.anatomy
+        x = torch.randn(5, lm.model.config.hidden_size)
+        fused = a.parts[0]["attn.q"].module
+        full = fused(x)  # the module's own output (bias included where present)
+        bias = getattr(fused, "bias", None)
+        for name in ("attn.q", "attn.k", "attn.v"):
+            p = a.parts[0][name]
+            idx = p.split.out_index(full.shape[-1])
+            want = full[:, idx]
+            got = x @ p.weight().T
+            if bias is not None:
+                got = got + bias[idx]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_gqa_shapes_are_respected(tiny_dir):
+    lm = hw.load(tiny_dir("phi3"))
+    p = lm.anatomy.parts[0]
+    assert p["attn.q"].weight().shape == (64, 64)
+    assert p["attn.k"].weight().shape == (32, 64)  # 2 kv heads × 16
+    assert p["mlp.gate"].weight().shape == (128, 64) and p["mlp.up"].weight().shape == (128, 64)
+
+
+
+def test_missing_pad_token_gets_a_safe_default(tiny_dir):
+    lm = hw.load(tiny_dir("llama", pad=False))
+    assert lm.tokenizer.pad_token == "</s>"
+    assert any("pad" in n for n in lm.notes)
+    enc = lm.encode(["the capital", "the capital of Velmora is"])
+    assert enc["input_ids"].shape[0] == 2
+    assert enc["attention_mask"][0, 0] == 0  # left padding
+
+
+def test_dtype_and_device_options(tiny_dir):
+    lm = hw.load(tiny_dir("qwen2"), dtype="bfloat16")
+    assert lm.dtype == torch.bfloat16
+    assert hw.load(tiny_dir("qwen2")).dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown dtype"):
+        hw.load(tiny_dir("qwen2"), dtype="float13")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_says_so(tiny_dir):
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        hw.load(tiny_dir("llama"), device="cuda")
+
+
+def test_wrong_path_is_one_clear_sentence(tmp_path):
+    with pytest.raises(hw.ModelLoadError, match="no such model directory") as e:
+        hw.load(str(tmp_path / "nope" / "here"))
+    assert e.value.__cause__ is None and (e.value.__context__ is None or e.value.__suppress_context__)
+    with pytest.raises(hw.ModelLoadError, match="no config.json"):
+        hw.load(tmp_path)
+    (tmp_path / "f.bin").write_bytes(b"x")
+    with pytest.raises(hw.ModelLoadError, match="is a file"):
+        hw.load(tmp_path / "f.bin")
+
+
+def test_hub_id_without_network_is_one_clear_sentence(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hw.ModelLoadError, match="could not load model 'nobody/no-such-model-xyz'.*Hub"):
+        hw.load("nobody/no-such-model-xyz")
+
+
+def test_unknown_architecture_is_refused(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "not-a-real-arch"}))
+    with pytest.raises(hw.ModelLoadError, match="not-a-real-arch|cannot build"):
+        hw.load(tmp_path)
+
+
+def test_unknown_layout_names_what_was_not_found():
+    from torch import nn
+
+    class Weird(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.body = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+            self.head = nn.Linear(8, 10)
+
+        def get_input_embeddings(self):
+            return self.emb
+
+        def get_output_embeddings(self):
+            return self.head
+
+    with pytest.raises(hw.AnatomyError, match="decoder layers"):
+        hw.LM.wrap(Weird())
+
+
+def test_structural_search_finds_parts_of_an_unseen_layout():
+    """Layers under an unusual path with conventional projection names are found by search."""
+    from torch import nn
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(8, 8) for _ in range(4))
+
+    class MLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention, self.ffn = Attn(), MLP()
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 8)
+            self.trunk = nn.Module()
+            self.trunk.stack = nn.ModuleList([Block() for _ in range(3)])
+            self.trunk.norm_out = nn.LayerNorm(8)
+            self.head = nn.Linear(8, 10)
+
+        def get_input_embeddings(self):
+            return self.emb
+
+        def get_output_embeddings(self):
+            return self.head
+
+    net = Net()
+    lm = hw.LM.wrap(net)
+    a = lm.anatomy
+    assert a.layers_path == "trunk.stack" and a.n_layers == 3
+    assert a.final_norm is net.trunk.norm_out
+    assert set(a.parts[2]) == {"attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"}
+    assert a.parts[1]["attn.o"].path == "trunk.stack.1.attention.out_proj"
+
+
+def test_layer_index_validation(tiny_dir):
+    a = hw.load(tiny_dir("llama")).anatomy
+    assert a.resolve_layers(None) == [0, 1, 2]
+    assert a.resolve_layers([2, 0, -2]) == [2, 0, 1]
+    with pytest.raises(IndexError, match="out of range.*3 layers"):
+        a.resolve_layers([3])
+    with pytest.raises(ValueError, match="duplicates"):
+        a.resolve_layers([1, 1])
+    with pytest.raises(ValueError, match="empty"):
+        a.resolve_layers([])
+
+
+def test_empty_prompt_is_refused(tiny_dir):
+    lm = hw.load(tiny_dir("gpt2"))
+    with pytest.raises(ValueError, match="empty"):
+        lm.encode("   ")
+    with pytest.raises(ValueError, match="context"):
+        lm.encode(" ".join(["the"] * 400))
