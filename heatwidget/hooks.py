@@ -5,7 +5,8 @@ is the hidden state (older releases, attention modules); both are handled. Selec
 `rows` picks batch rows, `positions` picks token positions of the current forward's input (ints, negative ints,
 a slice, or a bool mask [T] or [B, T] for per-row positions such as subject tokens). Interventions are computed
 on the full tensor and blended in with `torch.where`, so one batched forward can carry a different intervention
-in each row (the basis of the batched analyses).
+in each row (the basis of the batched analyses). Edits are registered ahead of captures (prepend), so a capture
+always sees the edited value whichever context was entered first.
 
     with hooks.skip(lm.anatomy.layers[3]):                  # block output := block input
         logits = lm.model(**enc).logits
@@ -132,7 +133,7 @@ def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: 
         x = _input_of(args, kwargs) if needs_input else None
         return _with_hidden(out, _blend(h, fn(h, x), rows, positions))
 
-    handle = module.register_forward_hook(hook, with_kwargs=True)
+    handle = module.register_forward_hook(hook, with_kwargs=True, prepend=True)
     try:
         yield
     finally:
@@ -148,7 +149,7 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
         x = _input_of(args, kwargs)
         return _with_input(args, kwargs, _blend(x, fn(x), rows, positions))
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
     try:
         yield
     finally:
@@ -256,11 +257,12 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         h = _input_of(args, kwargs)
         b, t = h.shape[0], h.shape[1]
         mask, put = _mask_arg(mod, args, kwargs)
-        if mask is None:
+        if mask is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
             cache = kwargs.get("past_key_values") or kwargs.get("layer_past")
-            if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
-                raise RuntimeError("attention knockout with a KV cache and no explicit mask is not supported")
-            mask = torch.ones(t, t, dtype=torch.bool, device=h.device).tril()[None, None]
+            past = 0
+            if cache is not None and hasattr(cache, "get_seq_length"):
+                past = int(cache.get_seq_length(getattr(mod, "layer_idx", 0) or 0))
+            mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
         if mask.ndim != 4:
             raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
         kv = mask.shape[-1]
