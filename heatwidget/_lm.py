@@ -209,7 +209,8 @@ def load(
                                      f"{_short(e)}") from None
             raise
         except ImportError as e:
-            raise ModelLoadError(f"loading {str(name_or_path)!r} needs a package that is missing: {_short(e)}") from None
+            msg = f"loading {str(name_or_path)!r} needs a package that is missing: {_short(e)}"
+            raise ModelLoadError(msg) from None
         try:
             tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code,
                                                       **({"local_files_only": local_files_only}

@@ -287,7 +287,7 @@ def _final_norm(model: nn.Module, layers_path: str) -> nn.Module | None:
 
 
 def find_anatomy(model: nn.Module) -> Anatomy:
-    """Find layers, attention/MLP projections, final norm and (un)embedding; raise AnatomyError naming what's missing."""
+    """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
     missing: list[str] = []
     layers_path, layers = _find_layers(model)
     family = _family(model)

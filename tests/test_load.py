@@ -24,7 +24,7 @@ def test_every_family_loads_with_complete_anatomy(tiny_dir, family):
     assert a.unembed is lm.model.get_output_embeddings()
     assert set(a.parts[0]) == EXPECTED_MODULES.get(family, ALL7)
     d = cfg.hidden_size
-    for layer, name, part in a.iter_parts():
+    for _layer, name, part in a.iter_parts():
         w = part.weight()
         assert w.ndim == 2
         # nn.Linear convention [out, in]: inputs of q/k/v/up/gate are the residual width, outputs of o/down are too
