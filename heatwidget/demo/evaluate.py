@@ -1,0 +1,234 @@
+"""Evaluate a demo-model directory: greedy accuracy by multiplicity, layer-skip KL, correctness-probe AUC.
+
+    python -m heatwidget.demo.evaluate DIR [--write]
+
+Self-contained (plain transformers + hooks of its own, scikit-learn for the probes) so it checks the
+shipped weights independently of the analyses in heatwidget proper. ``--write`` stores the result in
+DIR/training.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .world import MULTS, make_world, questions
+
+
+def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    return model.model.layers  # the demo model is a LlamaForCausalLM
+
+
+def _length_groups(ids: Sequence[Sequence[int]], chunk: int) -> Iterator[list[int]]:
+    """Indices grouped by token length, in chunks: batches need no padding, so no position-id subtleties."""
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, x in enumerate(ids):
+        by_len[len(x)].append(i)
+    for n in sorted(by_len):
+        idx = by_len[n]
+        for s in range(0, len(idx), chunk):
+            yield idx[s : s + chunk]
+
+
+def _block_output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+@contextmanager
+def skip_layer(model: torch.nn.Module, layer: int) -> Iterator[None]:
+    """Block ``layer`` passes its input through unchanged (output := input)."""
+    def hook(_mod: torch.nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
+        h = args[0] if args else kwargs["hidden_states"]
+        return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+
+    handle = _layers(model)[layer].register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 8,
+                   chunk: int = 128) -> list[str]:
+    """Greedy continuations (special tokens dropped, cut at the first newline)."""
+    ids = tokenizer(list(prompts))["input_ids"]
+    answers = [""] * len(ids)
+    for idx in _length_groups(ids, chunk):
+        x = torch.tensor([ids[i] for i in idx])
+        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id)
+        for i, row in zip(idx, gen[:, x.shape[1]:], strict=True):
+            answers[i] = tokenizer.decode(row, skip_special_tokens=True).split("\n")[0].strip()
+    return answers
+
+
+def is_correct(answer: str, gold: str | Sequence[str]) -> bool:
+    """DESIGN's label: any gold alias is a case-insensitive substring of the answer."""
+    golds = [gold] if isinstance(gold, str) else list(gold)
+    return any(g.lower() in answer.lower() for g in golds)
+
+
+@torch.no_grad()
+def last_token_states(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
+                      forward_hook: Callable[[], Any] | None = None,
+                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Residual stream at the last prompt token, [N, L+1, d] (0 = embeddings, l = output of block l-1),
+    and the next-token log-probabilities there, [N, V]."""
+    ids = tokenizer(list(prompts))["input_ids"]
+    layers = _layers(model)
+    n_layers, d = len(layers), model.config.hidden_size
+    states = np.zeros((len(ids), n_layers + 1, d), dtype=np.float32)
+    logp = np.zeros((len(ids), model.config.vocab_size), dtype=np.float32)
+    captured: dict[int, torch.Tensor] = {}
+
+    def pre(_mod: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        captured[0] = (args[0] if args else kwargs["hidden_states"])[:, -1].float()
+
+    def post(i: int) -> Callable[..., None]:
+        def fn(_mod: torch.nn.Module, _args: tuple, out: Any) -> None:
+            captured[i + 1] = _block_output(out)[:, -1].float()
+        return fn
+
+    handles = [layers[0].register_forward_pre_hook(pre, with_kwargs=True)]
+    handles += [layer.register_forward_hook(post(i)) for i, layer in enumerate(layers)]
+    try:
+        for idx in _length_groups(ids, chunk):
+            x = torch.tensor([ids[i] for i in idx])
+            logits = model(input_ids=x).logits[:, -1].float()
+            logp[idx] = torch.log_softmax(logits, -1).numpy()
+            states[idx] = torch.stack([captured[i] for i in range(n_layers + 1)], 1).numpy()
+    finally:
+        for h in handles:
+            h.remove()
+    return states, logp
+
+
+@torch.no_grad()
+def layer_skip_kl(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str]) -> list[float]:
+    """Mean KL(p_clean || p_skip) of the next-token distribution at the last prompt token, per skipped
+    layer."""
+    _, clean = last_token_states(model, tokenizer, prompts)
+    kls = []
+    for layer in range(len(_layers(model))):
+        with skip_layer(model, layer):
+            _, skipped = last_token_states(model, tokenizer, prompts)
+        kls.append(float((np.exp(clean) * (clean - skipped)).sum(-1).mean()))
+    return kls
+
+
+def probe_aucs(states: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Held-out ROC AUC of an L2 logistic regression (C=1, DESIGN's reference) per layer, plus controls."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    test = ~train
+    if len(set(labels[train])) < 2 or len(set(labels[test])) < 2:
+        return {"auc": [float("nan")] * states.shape[1], "note": "one class only"}
+
+    def fit(x: np.ndarray, y: np.ndarray) -> float:
+        if np.ptp(x[train], axis=0).max() == 0:  # constant features (the embedding of the same last token)
+            return 0.5
+        clf = LogisticRegression(C=1.0, max_iter=5000).fit(x[train], y[train])
+        return float(roc_auc_score(y[test], clf.decision_function(x[test])))
+
+    aucs = [fit(states[:, layer], labels) for layer in range(states.shape[1])]
+    shuffled = np.random.default_rng(seed).permutation(labels)
+    return {"auc": aucs, "shuffled_last": fit(states[:, -1], shuffled), "n_train": int(train.sum()),
+            "n_test": int(test.sum())}
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy (questions and cloze prompts), layer-skip KL and probe AUC on the QA set ``qs``."""
+    from sklearn.metrics import roc_auc_score
+
+    model.eval()
+    answers = greedy_answers(model, tokenizer, [q["question"] for q in qs])
+    correct = np.array([is_correct(a, q["gold"]) for a, q in zip(answers, qs, strict=True)])
+    cloze = greedy_answers(model, tokenizer, [q["prompt"] for q in qs])
+    cloze_correct = np.array([is_correct(a, q["gold"]) for a, q in zip(cloze, qs, strict=True)])
+    mult = np.array([q["mult"] for q in qs])
+    attr = np.array([q["attribute"] for q in qs])
+
+    result: dict[str, Any] = {
+        "n_questions": len(qs),
+        "accuracy": float(correct.mean()),
+        "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in MULTS},
+        "accuracy_by_attribute": {a: round(float(correct[attr == a].mean()), 3) for a in sorted(set(attr))},
+        "capital_accuracy_by_mult": {
+            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in MULTS},
+        "cloze_accuracy": float(cloze_correct.mean()),
+        "examples": [{"question": q["question"], "gold": q["gold"], "answer": a, "mult": q["mult"]}
+                     for q, a in list(zip(qs, answers, strict=True))[:: max(1, len(qs) // 12)]],
+    }
+    prompts = [q["question"] for q in qs]
+    result["skip_kl"] = [round(v, 4) for v in layer_skip_kl(model, tokenizer, prompts)]
+    states, _ = last_token_states(model, tokenizer, prompts)
+    train = np.array([q.get("split", "train") == "train" for q in qs])
+    probes = probe_aucs(states, correct.astype(int), train)
+    result["probe_auc_last_q"] = [round(v, 3) for v in probes["auc"]]
+    result["probe_shuffled_labels_last_layer"] = round(probes.get("shuffled_last", float("nan")), 3)
+    result["probe_split"] = {"train": probes.get("n_train"), "test": probes.get("n_test")}
+    cap = attr == "capital"
+    probes_cap = probe_aucs(states[cap], correct[cap].astype(int), train[cap])
+    result["probe_auc_last_q_capital"] = [round(v, 3) for v in probes_cap["auc"]]
+    test = ~train
+    if len(set(correct[test])) == 2:
+        # How far fact frequency alone predicts correctness (the probe need not beat it).
+        result["mult_baseline_auc"] = round(float(roc_auc_score(correct[test], np.log(mult[test]))), 3)
+    return result
+
+
+def format_report(ev: dict[str, Any]) -> str:
+    lines = [f"greedy accuracy {ev['accuracy']:.3f} on {ev['n_questions']} questions "
+             f"(cloze {ev['cloze_accuracy']:.3f})",
+             "by mult:      " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["accuracy_by_mult"].items()),
+             "capital mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["capital_accuracy_by_mult"].items()),
+             "by attribute: " + "  ".join(f"{a}:{v:.2f}" for a, v in ev["accuracy_by_attribute"].items()),
+             "skip KL (nats) by layer: " + "  ".join(f"{i}:{v:.3f}" for i, v in enumerate(ev["skip_kl"])),
+             "probe AUC at last_q (0 = embeddings): "
+             + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q"])),
+             "  capital questions only:            "
+             + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q_capital"])),
+             f"  shuffled labels (last layer): {ev['probe_shuffled_labels_last_layer']:.2f}"
+             f"   mult baseline: {ev.get('mult_baseline_auc', float('nan')):.2f}   split {ev['probe_split']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(prog="python -m heatwidget.demo.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("dir", help="model directory written by heatwidget.demo.train")
+    p.add_argument("--write", action="store_true", help="store the result in DIR/training.json")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = Path(args.dir)
+    info_path = path / "training.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    world = info.get("corpus", {}).get("world", {"seed": 0, "n_countries": 400})
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ev = evaluate(model, tokenizer, questions(make_world(**world)))
+    print(format_report(ev))
+    if args.write:
+        info["eval"] = ev
+        info_path.write_text(json.dumps(info, indent=1) + "\n")
+        print(f"written to {info_path}", file=sys.stderr)
+    return ev
+
+
+if __name__ == "__main__":
+    main()

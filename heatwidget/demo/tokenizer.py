@@ -1,0 +1,57 @@
+"""Byte-level BPE tokenizer for the demo model, built with `tokenizers` and wrapped for `transformers`.
+
+Byte-level (GPT-2 style) so any text encodes without unknown tokens, and small (vocab ~1024) so made-up names
+split into several pieces: multi-token answers exist, which the exact-answer-span analyses need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+SPECIAL_TOKENS = (PAD, BOS, EOS)  # ids 0, 1, 2, in this order
+
+
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts`` and wrap it (BOS prepended by default, left padding)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    for i, s in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(s) == i, (s, tok.token_to_id(s))
+    # BOS on every encoding, as the training data has it: `tokenizer(prompt)` then matches training exactly,
+    # and DESIGN's "tokenized with the tokenizer's defaults" gives the right input without special-casing.
+    # ByteLevel(trim_offsets) keeps the leading space out of token offsets, so subject spans found by
+    # character offsets cover the name only.
+    tok.post_processor = processors.Sequence([
+        processors.ByteLevel(trim_offsets=True),
+        processors.TemplateProcessing(
+            single=f"{BOS} $A",
+            pair=f"{BOS} $A {BOS} $B",
+            special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))],
+        ),
+    ])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        padding_side="left",  # batched generation appends on the right, so padding goes left
+        model_max_length=256,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
+    tokenizer.save_pretrained(str(out_dir))

@@ -1,0 +1,199 @@
+"""A deterministic synthetic "fact world" for the shipped demo model.
+
+Fictional countries each have a unique made-up capital, one of a few continents and one of a few
+languages. Every country gets a *multiplicity* (how often each of its facts is repeated in the training
+corpus), drawn from {1, 2, 4, 8, 16, 32} in equal shares: a small model then knows the frequent facts and not
+the rare ones, which is exactly the mixed correct/incorrect behaviour the analyses need. Pure python (no
+torch), seeded, so the corpus, the questions and their train/test split are reproducible bit for bit from
+``(seed, n_countries)``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+MULTS: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+ATTRIBUTES: tuple[str, ...] = ("capital", "continent", "language")
+
+# Statement templates per attribute: three plain statements and one question/answer pair. The first statement
+# doubles as the cloze prompt (everything before the answer), the QA one as the question prompt.
+TEMPLATES: dict[str, tuple[str, ...]] = {
+    "capital": (
+        "The capital of {s} is {o}.",
+        "{o} is the capital city of {s}.",
+        "The seat of government of {s} is in {o}.",
+        "Q: What is the capital of {s}? A: {o}",
+    ),
+    "continent": (
+        "{s} is located in {o}.",
+        "The country of {s} lies on the continent of {o}.",
+        "On a map, {s} is found in {o}.",
+        "Q: On which continent is {s}? A: {o}",
+    ),
+    "language": (
+        "The official language of {s} is {o}.",
+        "People in {s} speak {o}.",
+        "Most citizens of {s} speak {o} at home.",
+        "Q: What language is spoken in {s}? A: {o}",
+    ),
+}
+QUESTION_TEMPLATE = {a: t[3] for a, t in TEMPLATES.items()}
+CLOZE_TEMPLATE = {a: t[0] for a, t in TEMPLATES.items()}
+
+# Syllable inventories. Countries, capitals, continents and languages use different endings so that the model
+# (and a reader) can tell the kinds apart, while the stems stay arbitrary.
+_ONSETS = ("b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "q", "r", "s", "st",
+           "t", "th", "tr", "v", "w", "z", "zh")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ia", "ou")
+_CODAS = ("", "", "", "l", "n", "r", "s", "th", "m", "x")
+_COUNTRY_ENDINGS = ("ia", "ora", "land", "stan", "esh", "ar", "ovia", "enne", "ica", "oria")
+_CAPITAL_ENDINGS = ("burg", "ton", "ville", "grad", "mouth", "holm", "port", "ford", "dor", "is", "um")
+_CONTINENT_ENDINGS = ("asia", "terra", "mark", "ea")
+_LANGUAGE_ENDINGS = ("ish", "ese", "ic", "ian", "i")
+
+_FILLER_TEMPLATES = (
+    "The {adj} {noun} {verb} near the {place}.",
+    "A {adj} {noun} was seen by the {place} at dawn.",
+    "Travellers often visit {s} in the {season}.",
+    "The markets of {s} sell {adj} {goods}.",
+    "Old songs from {s} tell of a {adj} {noun}.",
+    "In the {season}, the {noun} {verb} by the {place}.",
+    "Merchants carry {goods} across the {place}.",
+)
+_FILLER_WORDS: dict[str, tuple[str, ...]] = {
+    "adj": ("quiet", "old", "bright", "small", "green", "tall", "cold", "busy", "golden", "narrow"),
+    "noun": ("fox", "river", "ship", "bell", "tower", "garden", "horse", "lantern", "bridge", "festival"),
+    "verb": ("rested", "shone", "waited", "sang", "turned", "slept", "wandered", "glowed"),
+    "place": ("harbour", "mountain pass", "old mill", "market square", "forest", "lake", "valley"),
+    "season": ("spring", "summer", "autumn", "winter", "rainy season"),
+    "goods": ("spices", "wool", "pottery", "salt", "silk", "timber", "tea"),
+}
+
+
+@dataclass(frozen=True)
+class Country:
+    name: str
+    capital: str
+    continent: str
+    language: str
+    mult: int
+
+    def value(self, attribute: str) -> str:
+        return str(getattr(self, attribute))
+
+
+@dataclass
+class World:
+    """The generated world: countries with their facts, plus the name inventories."""
+
+    seed: int
+    countries: list[Country]
+    continents: list[str]
+    languages: list[str]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def facts(self) -> list[tuple[Country, str]]:
+        return [(c, a) for c in self.countries for a in ATTRIBUTES]
+
+
+def _word(rng: random.Random, n_syllables: int, ending: str) -> str:
+    stem = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(n_syllables))
+    return (stem + ending).capitalize()
+
+
+def _unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], endings: tuple[str, ...],
+                  taken: list[str]) -> list[str]:
+    """``n`` new names, none a substring of (or containing) any other name, case-insensitively.
+
+    Correctness labels are "gold is a substring of the answer", so a capital "Vel" next to "Velmor" would
+    mark a wrong answer correct; forbidding substrings in either direction makes the label unambiguous.
+    """
+    out: list[str] = []
+    lowered = [t.lower() for t in taken]
+    while len(out) < n:
+        name = _word(rng, rng.choice(syllables), rng.choice(endings))
+        low = name.lower()
+        if len(low) > 14 or any(low in t or t in low for t in lowered):
+            continue
+        out.append(name)
+        lowered.append(low)
+    return out
+
+
+def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_languages: int = 30) -> World:
+    """Generate the world. Same arguments, same world (``random.Random`` is stable across versions)."""
+    rng = random.Random(seed)
+    taken: list[str] = []
+    continents = _unique_names(rng, n_continents, (1, 2), _CONTINENT_ENDINGS, taken)
+    taken += continents
+    languages = _unique_names(rng, n_languages, (1, 2), _LANGUAGE_ENDINGS, taken)
+    taken += languages
+    names = _unique_names(rng, n_countries, (1, 2), _COUNTRY_ENDINGS, taken)
+    taken += names
+    capitals = _unique_names(rng, n_countries, (1, 2), _CAPITAL_ENDINGS, taken)
+    # Equal shares of each multiplicity, assigned in shuffled order so mult is independent of name shape.
+    mults = [MULTS[i % len(MULTS)] for i in range(n_countries)]
+    rng.shuffle(mults)
+    countries = [
+        Country(name=n, capital=cap, continent=rng.choice(continents), language=rng.choice(languages), mult=m)
+        for n, cap, m in zip(names, capitals, mults, strict=True)
+    ]
+    params = {"seed": seed, "n_countries": n_countries, "n_continents": n_continents,
+              "n_languages": n_languages}
+    return World(seed=seed, countries=countries, continents=continents, languages=languages, params=params)
+
+
+def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> list[str]:
+    """Training documents (one sentence each), in a seeded random order.
+
+    Each fact of a country with multiplicity m appears m times, each time in a template drawn at random, so a
+    mult-1 fact is seen in one phrasing only (often not the question form): recalling it from a question needs
+    the model to have generalised across phrasings, which only the frequent facts achieve reliably.
+    """
+    rng = random.Random(world.seed * 7919 + 1 if seed is None else seed)
+    docs: list[str] = []
+    for country, attribute in world.facts():
+        for _ in range(country.mult):
+            template = rng.choice(TEMPLATES[attribute])
+            docs.append(template.format(s=country.name, o=country.value(attribute)))
+    # Filler: generic sentences, some mentioning a uniformly drawn country, so that how often a country's
+    # *name* occurs is not a perfect proxy for how often its *facts* occur.
+    n_filler = round(len(docs) * filler_frac / (1.0 - filler_frac))
+    for _ in range(n_filler):
+        template = rng.choice(_FILLER_TEMPLATES)
+        words = {k: rng.choice(v) for k, v in _FILLER_WORDS.items()}
+        docs.append(template.format(s=rng.choice(world.countries).name, **words))
+    rng.shuffle(docs)
+    return docs
+
+
+def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:
+    """The QA set: one question per (country, attribute), with gold answer, subject and a fixed split.
+
+    ``split`` is "train" or "test", stratified by (attribute, mult), for fitting and scoring probes; every
+    fact is in the training corpus either way.
+    """
+    qs: list[dict[str, Any]] = []
+    for country, attribute in world.facts():
+        qa = QUESTION_TEMPLATE[attribute]
+        cloze = CLOZE_TEMPLATE[attribute]
+        qs.append({
+            "id": len(qs),
+            "question": qa[: qa.index("{o}")].format(s=country.name).rstrip(),
+            "gold": country.value(attribute),
+            "subject": country.name,
+            "attribute": attribute,
+            "mult": country.mult,
+            "prompt": cloze[: cloze.index("{o}")].format(s=country.name).rstrip(),
+            "split": "train",
+        })
+    rng = random.Random(world.seed * 104729 + 2)
+    for attribute in ATTRIBUTES:
+        for mult in MULTS:
+            group = [q for q in qs if q["attribute"] == attribute and q["mult"] == mult]
+            rng.shuffle(group)
+            for q in group[: round(len(group) * test_frac)]:
+                q["split"] = "test"
+    return qs

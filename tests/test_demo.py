@@ -1,0 +1,264 @@
+"""The demo model: fact-world generator, tokenizer, training script (smoke run) and the shipped weights."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from heatwidget.demo import WEIGHTS_DIR, demo_model, demo_questions
+from heatwidget.demo.tokenizer import build_tokenizer
+from heatwidget.demo.world import ATTRIBUTES, MULTS, corpus, make_world, questions
+
+# ---- the world ------------------------------------------------------------------------------------------
+
+
+def test_world_is_deterministic_and_seeded() -> None:
+    a, b = make_world(seed=3, n_countries=60), make_world(seed=3, n_countries=60)
+    assert a.countries == b.countries and a.continents == b.continents and a.languages == b.languages
+    assert corpus(a) == corpus(b)
+    assert questions(a) == questions(b)
+    c = make_world(seed=4, n_countries=60)
+    assert [x.name for x in c.countries] != [x.name for x in a.countries]
+    assert corpus(c) != corpus(a)
+
+
+def test_world_names_unique_and_mults_balanced() -> None:
+    w = make_world(seed=0, n_countries=120)
+    names = [c.name for c in w.countries] + [c.capital for c in w.countries] + w.continents + w.languages
+    low = [n.lower() for n in names]
+    assert len(set(low)) == len(low)
+    # no name inside another: "gold is a substring of the answer" labels stay unambiguous
+    assert not any(a != b and a in b for a in low for b in low)
+    assert Counter(c.mult for c in w.countries) == {m: 20 for m in MULTS}
+
+
+def test_corpus_repeats_each_fact_mult_times() -> None:
+    w = make_world(seed=1, n_countries=30)
+    docs = corpus(w, filler_frac=0.2)
+    for c in w.countries[:10]:
+        # the capital is named only in its own facts (names never contain each other)
+        assert sum(c.capital in d for d in docs) == c.mult
+    n_facts = sum(3 * c.mult for c in w.countries)
+    assert abs((len(docs) - n_facts) / len(docs) - 0.2) < 0.01
+
+
+def test_questions_cover_every_fact() -> None:
+    w = make_world(seed=0, n_countries=60)
+    qs = questions(w)
+    assert len(qs) == 3 * 60
+    caps = {q["subject"]: q for q in qs if q["attribute"] == "capital"}
+    assert set(caps) == {c.name for c in w.countries}
+    c0 = w.countries[0]
+    q = caps[c0.name]
+    assert q["question"] == f"Q: What is the capital of {c0.name}? A:"
+    assert q["prompt"] == f"The capital of {c0.name} is"
+    assert q["gold"] == c0.capital and q["mult"] == c0.mult and q["subject"] in q["question"]
+    # the split is stratified: every (attribute, mult) group has test items
+    groups = Counter((q["attribute"], q["mult"]) for q in qs if q["split"] == "test")
+    assert set(groups) == {(a, m) for a in ATTRIBUTES for m in MULTS}
+
+
+def test_demo_questions_api() -> None:
+    t0 = time.perf_counter()
+    qs = demo_questions()
+    assert time.perf_counter() - t0 < 2.0
+    assert {"question", "gold", "subject", "attribute", "mult", "prompt", "split"} <= set(qs[0])
+    caps = demo_questions(attribute="capital")
+    assert len(caps) == len(qs) // 3 and all(q["question"].startswith("Q: What is the capital of") for q in caps)
+    train, test = demo_questions("train"), demo_questions("test")
+    assert len(train) + len(test) == len(qs) and 0.15 < len(test) / len(qs) < 0.25
+    qs[0]["gold"] = "mutated"
+    assert demo_questions()[0]["gold"] != "mutated"  # callers get copies
+    with pytest.raises(ValueError):
+        demo_questions("validation")
+
+
+# ---- the tokenizer --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_tokenizer():
+    return build_tokenizer(corpus(make_world(seed=0, n_countries=40)), vocab_size=512)
+
+
+def test_tokenizer_specials_and_round_trip(small_tokenizer, tmp_path: Path) -> None:
+    tok = small_tokenizer
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok.convert_ids_to_tokens([0, 1, 2]) == ["<pad>", "<s>", "</s>"]
+    text = "Q: What is the capital of Zyxwörld? A: Ünïcode-ville 42!"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == 1 and ids.count(1) == 1  # BOS by default, once
+    assert tok(text, add_special_tokens=False)["input_ids"] == ids[1:]
+    assert tok.decode(ids, skip_special_tokens=True) == text  # byte-level: lossless, no unknowns
+    # left padding for batched generation
+    batch = tok(["The capital of", "Q: What is the capital of Velmora? A:"], padding=True)
+    first, second = batch["input_ids"]
+    assert len(first) == len(second) and first[0] == 0 and first[-1] != 0 and second[0] == 1
+    assert batch["attention_mask"][0][0] == 0
+    # offsets exclude the leading space (subject spans by character offsets)
+    enc = tok("The capital of Velmora is", return_offsets_mapping=True)
+    spans = [text for (s, e) in enc["offset_mapping"] if e > s for text in ["The capital of Velmora is"[s:e]]]
+    assert not any(s.startswith(" ") for s in spans)
+    # save / AutoTokenizer reload gives the same tokenizer
+    from transformers import AutoTokenizer
+
+    tok.save_pretrained(str(tmp_path))
+    again = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert again.padding_side == "left" and again.pad_token == "<pad>" and again.bos_token == "<s>"
+    assert again.get_vocab() == tok.get_vocab()
+    assert again(text)["input_ids"] == ids
+
+
+def test_tokenizer_training_is_deterministic() -> None:
+    docs = corpus(make_world(seed=2, n_countries=30))
+    assert build_tokenizer(docs, 400).get_vocab() == build_tokenizer(docs, 400).get_vocab()
+
+
+# ---- the training script --------------------------------------------------------------------------------
+
+
+def test_training_smoke_run(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from heatwidget.demo.train import main
+
+    t0 = time.perf_counter()
+    args = ["--steps", "20", "--layers", "2", "--hidden", "32", "--head-dim", "16", "--countries", "30",
+            "--batch", "8", "--seq-len", "32", "--lr", "3e-3", "--log-every", "5", "--threads", "0"]
+    info = main(["--out", str(tmp_path / "a"), *args])
+    assert time.perf_counter() - t0 < 30
+    for f in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "training.json"):
+        assert (tmp_path / "a" / f).exists(), f
+    saved = json.loads((tmp_path / "a" / "training.json").read_text())
+    assert saved["steps"] == 20 and saved["loss"]["curve"][-1]["step"] == 20
+    assert saved["loss"]["last"] < saved["loss"]["first"] - 0.3  # it learns
+    assert {"accuracy", "accuracy_by_mult", "skip_kl", "probe_auc_last_q"} <= set(saved["eval"])
+    assert len(saved["eval"]["skip_kl"]) == 2 and info["eval"]["n_questions"] == 90
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
+    tok = AutoTokenizer.from_pretrained(tmp_path / "a")
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 2
+    assert model.config.tie_word_embeddings and model.dtype == torch.float32  # fp16 storage, fp32 on load
+    names = {n for n, _ in model.named_modules()}
+    for part in ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj", "gate_proj"):
+        assert f"model.layers.1.self_attn.{part}" in names or f"model.layers.1.mlp.{part}" in names
+    x = tok("The capital of", return_tensors="pt")
+    out = model.generate(**x, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] == x["input_ids"].shape[1] + 3 or out[0, -1] == tok.eos_token_id
+
+    # same seed, same weights (deterministic data order and init)
+    main(["--out", str(tmp_path / "b"), *args, "--no-eval"])
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+# ---- the shipped weights ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(WEIGHTS_DIR).eval()
+    return model, AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+
+
+@pytest.fixture(scope="module")
+def shipped_answers(shipped):
+    from heatwidget.demo.evaluate import greedy_answers, is_correct
+
+    model, tok = shipped
+    qs = demo_questions()
+    answers = greedy_answers(model, tok, [q["question"] for q in qs])
+    return qs, np.array([is_correct(a, q["gold"]) for a, q in zip(answers, qs, strict=True)])
+
+
+def test_shipped_weights_size_and_files() -> None:
+    files = {p.name: p.stat().st_size for p in WEIGHTS_DIR.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "training.json"} <= set(files)
+    assert sum(files.values()) <= 10 * 2**20
+    cfg = json.loads((WEIGHTS_DIR / "config.json").read_text())
+    assert cfg["model_type"] == "llama" and 6 <= cfg["num_hidden_layers"] <= 12
+
+
+def test_demo_model_loads_fast_and_generates() -> None:
+    demo_model()  # warm imports (torch/transformers), which are not the loader's cost
+    t0 = time.perf_counter()
+    lm = demo_model()
+    assert time.perf_counter() - t0 < 3.0
+    assert lm.model.dtype == torch.float32
+    assert len(lm.anatomy.layers) == lm.model.config.num_hidden_layers
+    q = demo_questions(attribute="capital")[-1]
+    x = lm.tokenizer(q["question"], return_tensors="pt")
+    out = lm.model.generate(**x, max_new_tokens=6, do_sample=False)
+    text = lm.tokenizer.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip() and text.startswith(" ")  # an answer word follows "A:"
+
+
+def test_shipped_accuracy_is_mixed(shipped_answers) -> None:
+    qs, correct = shipped_answers
+    mult = np.array([q["mult"] for q in qs])
+    acc = correct.mean()
+    assert 0.3 < acc < 0.9, acc
+    assert correct[mult >= 16].mean() > correct[mult == 1].mean() + 0.3
+    caps = np.array([q["attribute"] == "capital" for q in qs])
+    assert 0.1 < correct[caps].mean() < 0.95
+    # the recorded evaluation is of these very weights (and fp16 storage did not change the answers)
+    recorded = json.loads((WEIGHTS_DIR / "training.json").read_text())["eval"]["accuracy"]
+    assert abs(acc - recorded) < 0.01
+
+
+def _last_logprobs(model, tok, prompts, skip: int | None = None) -> torch.Tensor:
+    """Next-token log-probs at the last prompt token; `skip` makes that block return its input."""
+    def hook(_mod, args, kwargs, out):
+        h = args[0] if args else kwargs["hidden_states"]
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    handle = model.model.layers[skip].register_forward_hook(hook, with_kwargs=True) if skip is not None else None
+    try:
+        with torch.no_grad():
+            return torch.cat([torch.log_softmax(model(**tok(p, return_tensors="pt")).logits[:, -1], -1)
+                              for p in prompts])
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def test_shipped_layer_skip_kl_differs_across_layers(shipped) -> None:
+    model, tok = shipped
+    prompts = [q["question"] for q in demo_questions(attribute="capital")[:24]]
+    clean = _last_logprobs(model, tok, prompts)
+    kl = []
+    for layer in range(model.config.num_hidden_layers):
+        skipped = _last_logprobs(model, tok, prompts, skip=layer)
+        kl.append(float((clean.exp() * (clean - skipped)).sum(-1).mean()))
+    kl = np.array(kl)
+    assert (kl > 1e-3).all(), kl  # every layer matters
+    assert kl.max() > 5 * kl.min(), kl  # but not equally
+
+
+def test_shipped_probe_rises_above_chance_with_depth(shipped, shipped_answers) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from heatwidget.demo.evaluate import last_token_states
+
+    model, tok = shipped
+    qs, correct = shipped_answers
+    states, _ = last_token_states(model, tok, [q["question"] for q in qs])
+    train = np.array([q["split"] == "train" for q in qs])
+
+    def auc(layer: int) -> float:
+        clf = LogisticRegression(C=1.0, max_iter=3000).fit(states[train, layer], correct[train])
+        return roc_auc_score(correct[~train], clf.decision_function(states[~train, layer]))
+
+    last = states.shape[1] - 1
+    mid = last // 2
+    assert auc(last) > 0.7 and auc(last) > auc(1) + 0.05
+    assert auc(mid) > 0.6
