@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything heatwidget's demo and tests need on a fresh Debian machine. Idempotent: re-running is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Browser tests drive Debian's Chromium (never `playwright install`: browser downloads are not possible here).
+if ! command -v chromium >/dev/null 2>&1 && [ "${HEATWIDGET_NO_APT:-0}" != "1" ]; then
+  if [ "$(id -u)" = "0" ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium missing and not root; browser tests will be skipped (sudo apt-get install chromium)" >&2
+  fi
+fi
+
+# torch first, pinned to the CPU build on this machine's disk: a bare `torch` would pull a multi-GB CUDA build.
+# pyproject.toml keeps a range, so users bring their own (CUDA) torch.
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
+
+# The package (its build hook runs `npm install && npm run build` in js/) plus the dev tools.
+pip install -q -e ".[dev]"
+
+# The front end's own tooling (tsc, vitest) and a fresh bundle.
+(cd js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
