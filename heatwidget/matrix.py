@@ -143,6 +143,7 @@ class HeatMatrix:
         self.metric = str(metric)
         self.meta: dict[str, Any] = dict(meta or {})
         self._drill = drill
+        self._recompute: Callable[..., HeatMatrix] | None = None
 
     # ---- basic views -------------------------------------------------------------------------------------
     @property
@@ -234,6 +235,30 @@ class HeatMatrix:
         """Attach a drill-down function (e.g. after `HeatMatrix.load`, when the model is at hand again)."""
         self._drill = drill
         return self
+
+    def with_recompute(self, recompute: Callable[..., HeatMatrix] | None) -> HeatMatrix:
+        """Attach `recompute(**options) -> HeatMatrix`: the same analysis with some options changed.
+
+        The explorer offers `meta["options"]` as controls and calls this when the user re-runs with new values.
+        """
+        self._recompute = recompute
+        return self
+
+    def recompute(self, **options: Any) -> HeatMatrix:
+        """Re-run the analysis that made this matrix with `options` changed (e.g. intervention="zero_mlp")."""
+        if self._recompute is None:
+            raise RuntimeError("this matrix has no recompute function (it was loaded from disk or built by hand)")
+        return self._recompute(**options)
+
+    @property
+    def can_recompute(self) -> bool:
+        return self._recompute is not None
+
+    def explore(self, **heatmap_kwargs: Any):
+        """The interactive explorer for this matrix (same as `hw.explore(m)`)."""
+        from .explorer import explore
+
+        return explore(self, **heatmap_kwargs)
 
     @property
     def has_drill(self) -> bool:
