@@ -96,7 +96,8 @@ def detail_widgets(
     run_rerun: Callable[[str, Callable[[], HeatMatrix]], None],
 ) -> list[W.Widget]:
     """Widgets for one Detail; `open_matrix` shows a child matrix as the main view, `run_rerun` starts a re-run."""
-    out: list[W.Widget] = [W.HTML(f"<b>{html.escape(detail.title)}</b> &nbsp; value = {html.escape(_fmt(detail.value))}")]
+    head = f"<b>{html.escape(detail.title)}</b> &nbsp; value = {html.escape(_fmt(detail.value))}"
+    out: list[W.Widget] = [W.HTML(head)]
     if detail.reruns:
         buttons = []
         for label, fn in detail.reruns.items():

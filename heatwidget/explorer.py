@@ -65,7 +65,8 @@ class Explorer(W.VBox):
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px", visibility="hidden"))
+        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0,
+                                        layout=W.Layout(width="200px", visibility="hidden"))
         self.cancel_button = W.Button(description="cancel", icon="stop", layout=W.Layout(width="auto", display="none"))
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.controls = W.HBox(layout=W.Layout(flex_flow="row wrap", align_items="center"))

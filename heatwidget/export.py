@@ -1,4 +1,4 @@
-"""Export a notebook to HTML with its widget state, so heatmaps render (and respond to hover/clicks) without a kernel."""
+"""Export a notebook to HTML with its widget state, so heatmaps render and respond to hover/clicks without a kernel."""
 
 from __future__ import annotations
 
