@@ -198,3 +198,24 @@ def test_empty_prompt_is_refused(tiny_dir):
         lm.encode("   ")
     with pytest.raises(ValueError, match="context"):
         lm.encode(" ".join(["the"] * 400))
+
+
+def test_device_map_with_disk_offload_keeps_hooks_exact(tiny_dir, tmp_path):
+    """A model split over cpu and disk offload (accelerate) gives the same logits and the same hooked results."""
+    from heatwidget import hooks
+
+    d = tiny_dir("llama")
+    ref = hw.load(d)
+    dm = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
+          "model.layers.1": "disk", "model.layers.2": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    lm = hw.load(d, device_map=dm, offload_folder=str(tmp_path / "offload"))
+    assert lm.anatomy.n_layers == 3 and str(lm.device) == "cpu"
+    enc = ref.encode("the capital of Velmora is")
+    with torch.no_grad():
+        torch.testing.assert_close(lm.model(**enc).logits, ref.model(**enc).logits, atol=1e-6, rtol=0)
+        with hooks.skip(ref.anatomy.layers[1]), hooks.capture([ref.anatomy.layers[2]]) as c_ref:
+            a = ref.model(**enc).logits
+        with hooks.skip(lm.anatomy.layers[1]), hooks.capture([lm.anatomy.layers[2]]) as c_off:
+            b = lm.model(**enc).logits
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(c_ref[0], c_off[0], atol=1e-6, rtol=0)
