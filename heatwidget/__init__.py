@@ -12,12 +12,14 @@ from . import hooks
 from ._lm import LM, ModelLoadError, load
 from .anatomy import MODULES, Anatomy, AnatomyError
 from .matrix import Chart, Detail, HeatMatrix, Series
+from .weights import CheckpointError, WeightMismatchError, module_stats, weight_change
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LM", "load", "ModelLoadError", "Anatomy", "AnatomyError", "MODULES", "HeatMatrix", "Detail", "Chart", "Series",
     "hooks", "demo_model", "demo_questions",
+    "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
 ]
 
 
