@@ -1,10 +1,827 @@
-// Placeholder front end: replaced by the canvas heatmap (widget issue).
-type RenderArgs = { model: { get(name: string): unknown }; el: HTMLElement };
+// heatwidget front end: a canvas heatmap for anywidget. DOM and event wiring only; the arithmetic lives in
+// the pure modules (decode, scale, raster, layout, figure, svg) that vitest covers.
+import type { AnyModel, RenderProps } from "@anywidget/types";
+import { buildLut, lutAsUint32, parseColormap } from "./colormaps";
+import { type Shape, parseShape, toFloat32 } from "./decode";
+import { drawItems } from "./draw";
+import { DARK_THEME, type Figure, LIGHT_THEME, type Theme, axisLabel, layoutFigure } from "./figure";
+import { type Cell, type Rect, cellRect, hitTest, moveCursor } from "./layout";
+import { paintCells, poolFactors, poolMatrix } from "./raster";
+import { type Norm, computeNorm, formatValue, stats } from "./scale";
+import { toSvg } from "./svg";
 
-function render({ model, el }: RenderArgs): void {
-  const p = document.createElement("div");
-  p.textContent = String(model.get("title") ?? "heatwidget");
-  el.appendChild(p);
+export interface Downsample {
+  rows?: number;
+  cols?: number;
+  row_step?: number;
+  col_step?: number;
+  how?: string;
+}
+
+export interface HeatmapState {
+  values: unknown;
+  shape: number[];
+  row_labels: string[];
+  col_labels: string[];
+  title: string;
+  row_title: string;
+  col_title: string;
+  metric: string;
+  colormap: string;
+  vmin: number | null;
+  vmax: number | null;
+  log: boolean;
+  selected_row: number;
+  selected_col: number;
+  status: string;
+  progress: number | null;
+  height: number;
+  downsample: Downsample;
+}
+
+const TRAITS: (keyof HeatmapState)[] = [
+  "values", "shape", "row_labels", "col_labels", "title", "row_title", "col_title", "metric", "colormap",
+  "vmin", "vmax", "log", "selected_row", "selected_col", "status", "progress", "height", "downsample",
+];
+const DATA_TRAITS = new Set<string>(["values", "shape", "downsample"]);
+const IMAGE_TRAITS = new Set<string>(["colormap", "vmin", "vmax", "log"]);
+const OVERLAY_TRAITS = new Set<string>(["selected_row", "selected_col"]);
+const STATUS_TRAITS = new Set<string>(["status", "progress"]);
+
+// Browser canvas limits (Chrome: 32767 px per side, ~268M px) and memory: beyond these the view pools cells.
+// The kernel side already pools above 4M cells, so this only guards states built by other means.
+export const MAX_IMAGE_SIDE = 16384;
+export const MAX_IMAGE_CELLS = 16_000_000;
+const TOOLTIP_MAX_CHARS = 2000;
+
+const STYLE_ID = "heatwidget-style-v1";
+const CSS = `
+.heatwidget { position: relative; box-sizing: border-box; width: 100%; min-width: 160px; outline: none;
+  font-family: var(--jp-ui-font-family, system-ui, sans-serif); color: var(--jp-ui-font-color1, rgba(0,0,0,.87)); }
+.heatwidget:focus-visible { box-shadow: 0 0 0 1px var(--jp-brand-color1, #1976d2); }
+.heatwidget .hw-stage { position: relative; line-height: 0; }
+.heatwidget canvas { display: block; }
+.heatwidget .hw-overlay { position: absolute; left: 0; top: 0; cursor: crosshair; touch-action: none; }
+.heatwidget .hw-toolbar { position: absolute; right: 4px; bottom: 4px; z-index: 2; display: flex; gap: 4px;
+  opacity: .35; transition: opacity .15s; }
+.heatwidget:hover .hw-toolbar, .heatwidget:focus-within .hw-toolbar { opacity: 1; }
+.heatwidget .hw-toolbar button { font: 11px var(--jp-ui-font-family, system-ui, sans-serif); padding: 1px 6px;
+  cursor: pointer; border-radius: 3px; border: 1px solid var(--jp-border-color1, #bdbdbd);
+  background: var(--jp-layout-color1, #fff); color: var(--jp-ui-font-color1, rgba(0,0,0,.87)); }
+.heatwidget .hw-tooltip { position: absolute; z-index: 3; pointer-events: none; display: none; max-width: 420px;
+  padding: 4px 6px; border-radius: 3px; font-size: 12px; line-height: 1.35; white-space: pre-wrap;
+  overflow-wrap: anywhere; box-shadow: 0 1px 4px rgba(0,0,0,.3);
+  background: var(--jp-layout-color2, #eeeeee); color: var(--jp-ui-font-color0, #000);
+  border: 1px solid var(--jp-border-color1, #bdbdbd); }
+.heatwidget .hw-tooltip .hw-key { color: var(--jp-ui-font-color2, rgba(0,0,0,.54)); }
+.heatwidget .hw-status { display: none; align-items: center; gap: 8px; font-size: 12px; padding: 2px 0 4px;
+  color: var(--jp-ui-font-color2, rgba(0,0,0,.54)); }
+.heatwidget .hw-status progress { width: 160px; height: 8px; }
+.heatwidget .hw-error { display: none; font-size: 12px; padding: 4px; color: var(--jp-error-color1, #d32f2f); }
+`;
+
+function ensureStyle(doc: Document): void {
+  if (doc.getElementById(STYLE_ID)) return;
+  const style = doc.createElement("style");
+  style.id = STYLE_ID;
+  style.textContent = CSS;
+  doc.head.appendChild(style);
+}
+
+function cssVar(style: CSSStyleDeclaration, name: string, fallback: string): string {
+  const v = style.getPropertyValue(name).trim();
+  return v || fallback;
+}
+
+/** Colours from JupyterLab's `--jp-*` variables, with light/dark fallbacks outside Lab. */
+export function readTheme(el: HTMLElement): Theme {
+  const style = getComputedStyle(el);
+  const body = el.ownerDocument.body;
+  const lightAttr = body?.getAttribute("data-jp-theme-light");
+  const dark =
+    lightAttr === "false" ||
+    (lightAttr == null &&
+      (body?.classList.contains("vscode-dark") ||
+        (!style.getPropertyValue("--jp-layout-color0").trim() &&
+          typeof matchMedia === "function" &&
+          matchMedia("(prefers-color-scheme: dark)").matches)));
+  const base = dark ? DARK_THEME : LIGHT_THEME;
+  return {
+    background: cssVar(style, "--jp-layout-color0", base.background),
+    foreground: cssVar(style, "--jp-ui-font-color1", base.foreground),
+    muted: cssVar(style, "--jp-ui-font-color2", base.muted),
+    border: cssVar(style, "--jp-border-color1", base.border),
+    hatchBackground: cssVar(style, "--jp-layout-color2", base.hatchBackground),
+    hatchLine: cssVar(style, "--jp-border-color1", base.hatchLine),
+    accent: cssVar(style, "--jp-brand-color1", base.accent),
+    fontFamily: cssVar(style, "--jp-ui-font-family", base.fontFamily),
+  };
+}
+
+function slug(s: string): string {
+  const t = s.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^_+|_+$/g, "").slice(0, 60);
+  return t || "heatmap";
+}
+
+function shortText(s: string): string {
+  return s.length > TOOLTIP_MAX_CHARS ? `${s.slice(0, TOOLTIP_MAX_CHARS)}… (${s.length.toLocaleString()} chars)` : s;
+}
+
+interface Prepared {
+  /** Matrix as sent by the kernel (possibly already pooled there). */
+  shape: Shape;
+  /** What is drawn: the sent matrix, or its pooling when it exceeds canvas limits. */
+  values: Float32Array;
+  rows: number;
+  cols: number;
+  fr: number;
+  fc: number;
+  hasNaN: boolean;
+  stats: ReturnType<typeof stats>;
+}
+
+class HeatmapView {
+  readonly root: HTMLDivElement;
+  private readonly stage: HTMLDivElement;
+  private readonly base: HTMLCanvasElement;
+  private readonly overlay: HTMLCanvasElement;
+  private readonly tooltip: HTMLDivElement;
+  private readonly statusBar: HTMLDivElement;
+  private readonly statusText: HTMLSpanElement;
+  private readonly progressBar: HTMLProgressElement;
+  private readonly errorBox: HTMLDivElement;
+  private readonly cellsCanvas: HTMLCanvasElement;
+  private readonly barCanvas: HTMLCanvasElement;
+
+  private prepared: Prepared | null = null;
+  private norm: Norm | null = null;
+  private fig: Figure | null = null;
+  private theme: Theme;
+  private width = 0;
+  private measureCache = new Map<string, number>();
+
+  private dirtyData = true;
+  private dirtyImage = true;
+  private dirtyLayout = true;
+  private frame = 0;
+
+  private hover: Cell | null = null;
+  private cursor: Cell | null = null;
+  private keyboard = false;
+  private readonly t0: number;
+  private paints = 0;
+  private cleanups: (() => void)[] = [];
+
+  constructor(private readonly model: AnyModel<HeatmapState>, el: HTMLElement) {
+    this.t0 = performance.now();
+    const doc = el.ownerDocument;
+    ensureStyle(doc);
+    const mk = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent: HTMLElement) => {
+      const e = doc.createElement(tag);
+      if (cls) e.className = cls;
+      parent.appendChild(e);
+      return e;
+    };
+    this.root = mk("div", "heatwidget", el);
+    this.root.tabIndex = 0;
+    this.root.setAttribute("role", "grid");
+    this.root.setAttribute("aria-label", "heatmap: arrow keys move, Enter selects, Escape clears");
+    // Lumino (JupyterLab) must not treat arrows/Enter typed here as notebook shortcuts.
+    this.root.setAttribute("data-lm-suppress-shortcuts", "true");
+
+    const toolbar = mk("div", "hw-toolbar", this.root);
+    const png = mk("button", "hw-save-png", toolbar);
+    png.type = "button";
+    png.textContent = "PNG";
+    png.title = "Save PNG";
+    const svg = mk("button", "hw-save-svg", toolbar);
+    svg.type = "button";
+    svg.textContent = "SVG";
+    svg.title = "Save SVG";
+    this.listen(png, "click", () => this.savePng());
+    this.listen(svg, "click", () => this.saveSvg());
+
+    this.statusBar = mk("div", "hw-status", this.root);
+    this.statusText = mk("span", "hw-status-text", this.statusBar);
+    this.progressBar = mk("progress", "", this.statusBar);
+    this.progressBar.max = 1;
+    this.errorBox = mk("div", "hw-error", this.root);
+    this.stage = mk("div", "hw-stage", this.root);
+    this.base = mk("canvas", "hw-base", this.stage);
+    this.overlay = mk("canvas", "hw-overlay", this.stage);
+    this.tooltip = mk("div", "hw-tooltip", this.root);
+    this.cellsCanvas = doc.createElement("canvas");
+    this.barCanvas = doc.createElement("canvas");
+    this.theme = readTheme(this.root);
+
+    for (const name of TRAITS) {
+      const cb = () => this.onTrait(name);
+      model.on(`change:${name}`, cb);
+      this.cleanups.push(() => model.off(`change:${name}`, cb));
+    }
+
+    this.listen(this.overlay, "pointermove", (e) => this.onPointer(e as PointerEvent));
+    this.listen(this.overlay, "pointerleave", () => {
+      this.hover = null;
+      if (!this.keyboard) this.hideTooltip();
+      this.drawOverlay();
+    });
+    this.listen(this.overlay, "click", (e) => this.onClick(e as MouseEvent));
+    this.listen(this.root, "keydown", (e) => this.onKey(e as KeyboardEvent));
+    this.listen(this.root, "blur", () => {
+      this.keyboard = false;
+      if (!this.hover) this.hideTooltip();
+      this.drawOverlay();
+    });
+
+    const ro = new ResizeObserver(() => this.onResize());
+    ro.observe(this.root);
+    this.cleanups.push(() => ro.disconnect());
+
+    // Theme switches in Lab flip attributes on <body>; re-read the --jp-* colours then.
+    const mo = new MutationObserver(() => this.onTheme());
+    if (doc.body) mo.observe(doc.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "class", "style"] });
+    mo.observe(doc.documentElement, { attributes: true, attributeFilter: ["class", "style", "data-theme"] });
+    this.cleanups.push(() => mo.disconnect());
+    if (typeof matchMedia === "function") {
+      const mq = matchMedia("(prefers-color-scheme: dark)");
+      const cb = () => this.onTheme();
+      mq.addEventListener?.("change", cb);
+      this.cleanups.push(() => mq.removeEventListener?.("change", cb));
+    }
+
+    this.updateStatus();
+    // Paint now when the element already has a width (saved-state HTML, re-render); otherwise the first
+    // ResizeObserver callback will.
+    this.width = this.root.clientWidth;
+    if (this.width > 0) this.paint();
+    else this.schedule();
+  }
+
+  private listen(target: EventTarget, type: string, fn: (e: Event) => void): void {
+    target.addEventListener(type, fn);
+    this.cleanups.push(() => target.removeEventListener(type, fn));
+  }
+
+  destroy(): void {
+    cancelAnimationFrame(this.frame);
+    for (const c of this.cleanups.splice(0)) c();
+    this.root.remove();
+  }
+
+  // ---- state ---------------------------------------------------------------------------------------------
+  private onTrait(name: string): void {
+    if (DATA_TRAITS.has(name)) {
+      this.dirtyData = true;
+      this.hover = null;
+    } else if (IMAGE_TRAITS.has(name)) this.dirtyImage = true;
+    else if (OVERLAY_TRAITS.has(name)) {
+      this.drawOverlay();
+      return;
+    } else if (STATUS_TRAITS.has(name)) {
+      this.updateStatus();
+      return;
+    }
+    this.dirtyLayout = true;
+    this.schedule();
+  }
+
+  private onResize(): void {
+    const w = this.root.clientWidth;
+    if (w > 0 && Math.abs(w - this.width) >= 1) {
+      this.width = w;
+      this.dirtyLayout = true;
+      this.schedule();
+    }
+  }
+
+  private onTheme(): void {
+    const t = readTheme(this.root);
+    if (JSON.stringify(t) !== JSON.stringify(this.theme)) {
+      this.theme = t;
+      this.measureCache.clear();
+      this.dirtyLayout = true;
+      this.schedule();
+    }
+  }
+
+  private schedule(): void {
+    // Several traits change together (a new matrix is values + shape + labels): coalesce into one paint.
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.paint();
+    });
+  }
+
+  private labels(which: "row_labels" | "col_labels"): string[] {
+    const v = this.model.get(which);
+    return Array.isArray(v) ? v : [];
+  }
+
+  private prepare(): void {
+    this.prepared = null;
+    this.errorBox.style.display = "none";
+    const shape = parseShape(this.model.get("shape"));
+    if (shape[0] * shape[1] === 0) {
+      this.showError("empty matrix: nothing to show");
+      return;
+    }
+    let values: Float32Array;
+    try {
+      values = toFloat32(this.model.get("values"), shape);
+    } catch (err) {
+      this.showError(String((err as Error).message ?? err));
+      return;
+    }
+    let rows = shape[0];
+    let cols = shape[1];
+    const [fr, fc] = poolFactors(rows, cols, MAX_IMAGE_SIDE, MAX_IMAGE_CELLS);
+    if (fr > 1 || fc > 1) {
+      const how = this.model.get("downsample")?.how === "mean" ? "mean" : "max";
+      const p = poolMatrix(values, rows, cols, fr, fc, how);
+      values = p.values;
+      rows = p.rows;
+      cols = p.cols;
+    }
+    const s = stats(values);
+    this.prepared = { shape, values, rows, cols, fr, fc, hasNaN: s.nan > 0, stats: s };
+  }
+
+  private showError(msg: string): void {
+    this.errorBox.textContent = `heatwidget: ${msg}`;
+    this.errorBox.style.display = "block";
+  }
+
+  private numberOrNull(name: "vmin" | "vmax"): number | null {
+    const v = this.model.get(name);
+    return typeof v === "number" && Number.isFinite(v) ? v : null;
+  }
+
+  private paintImage(): void {
+    const p = this.prepared;
+    if (!p) return;
+    const colormap = String(this.model.get("colormap") || "blues");
+    this.norm = computeNorm(p.stats, {
+      colormap,
+      vmin: this.numberOrNull("vmin"),
+      vmax: this.numberOrNull("vmax"),
+      log: Boolean(this.model.get("log")),
+    });
+    const lut = buildLut(colormap);
+    const lut32 = lutAsUint32(lut);
+    const cc = this.cellsCanvas;
+    if (cc.width !== p.cols || cc.height !== p.rows) {
+      cc.width = p.cols;
+      cc.height = p.rows;
+    }
+    const ctx = cc.getContext("2d");
+    if (ctx) {
+      const img = ctx.createImageData(p.cols, p.rows);
+      paintCells(p.values, this.norm, lut32, new Uint32Array(img.data.buffer));
+      ctx.putImageData(img, 0, 0);
+    }
+    // Colour bar: 1 × 256, high values at the top.
+    const bc = this.barCanvas;
+    bc.width = 1;
+    bc.height = 256;
+    const bctx = bc.getContext("2d");
+    if (bctx) {
+      const img = bctx.createImageData(1, 256);
+      for (let k = 0; k < 256; k++) img.data.set(lut.subarray((255 - k) * 4, (256 - k) * 4), k * 4);
+      bctx.putImageData(img, 0, 0);
+    }
+  }
+
+  private measure = (text: string, font: string): number => {
+    const key = `${font}\u0000${text}`;
+    let w = this.measureCache.get(key);
+    if (w === undefined) {
+      const ctx = this.base.getContext("2d");
+      if (!ctx) return text.length * 6;
+      ctx.font = font;
+      w = ctx.measureText(text).width;
+      if (this.measureCache.size > 20000) this.measureCache.clear();
+      this.measureCache.set(key, w);
+    }
+    return w;
+  };
+
+  private notes(): string[] {
+    const p = this.prepared;
+    const notes: string[] = [];
+    const ds = this.model.get("downsample") ?? {};
+    if (ds.rows && ds.cols && ((ds.row_step ?? 1) > 1 || (ds.col_step ?? 1) > 1)) {
+      notes.push(
+        `downsampled for display: ${ds.how ?? "mean"} of ${ds.row_step ?? 1}×${ds.col_step ?? 1} cells ` +
+          `(matrix is ${ds.rows.toLocaleString()}×${ds.cols.toLocaleString()})`,
+      );
+    }
+    if (p && (p.fr > 1 || p.fc > 1)) {
+      notes.push(`pooled in the browser: ${this.model.get("downsample")?.how === "mean" ? "mean" : "max"} of ` +
+        `${p.fr}×${p.fc} cells (matrix is ${p.shape[0].toLocaleString()}×${p.shape[1].toLocaleString()})`);
+    }
+    if (this.norm?.warning && p && p.stats.finite > 0) notes.push(this.norm.warning);
+    if (!parseColormap(String(this.model.get("colormap") || "blues")).known)
+      notes.push(`unknown colormap ${JSON.stringify(String(this.model.get("colormap"))).slice(0, 40)}: using blues`);
+    return notes;
+  }
+
+  private rowLabel = (i: number): string => {
+    const p = this.prepared;
+    const labels = this.labels("row_labels");
+    const k = p ? i * p.fr : i;
+    return labels[k] ?? String(k);
+  };
+
+  private colLabel = (i: number): string => {
+    const p = this.prepared;
+    const labels = this.labels("col_labels");
+    const k = p ? i * p.fc : i;
+    return labels[k] ?? String(k);
+  };
+
+  private buildFigure(width: number, theme: Theme): Figure | null {
+    const p = this.prepared;
+    if (!p || !this.norm) return null;
+    const fig = layoutFigure({
+      width,
+      height: Math.max(0, Number(this.model.get("height")) || 0),
+      rows: p.rows,
+      cols: p.cols,
+      rowLabel: this.rowLabel,
+      colLabel: this.colLabel,
+      title: String(this.model.get("title") ?? ""),
+      rowTitle: String(this.model.get("row_title") ?? ""),
+      colTitle: String(this.model.get("col_title") ?? ""),
+      metric: String(this.model.get("metric") ?? ""),
+      norm: this.norm,
+      hasNaN: p.hasNaN,
+      notes: this.notes(),
+      theme,
+      measure: this.measure,
+    });
+    // "n/a" written in NaN cells that are big enough to hold it (only small matrices have such cells).
+    const cw = fig.plot.w / p.cols;
+    const ch = fig.plot.h / p.rows;
+    if (p.hasNaN && cw >= 26 && ch >= 13 && p.rows * p.cols <= 10000) {
+      for (let r = 0; r < p.rows; r++)
+        for (let c = 0; c < p.cols; c++) {
+          if (p.values[r * p.cols + c] === p.values[r * p.cols + c]) continue;
+          const rc = cellRect(fig.plot, p.rows, p.cols, r, c);
+          fig.items.push({
+            kind: "text", x: rc.x + rc.w / 2, y: rc.y + rc.h / 2, text: "n/a", font: `10px ${theme.fontFamily}`,
+            color: theme.foreground, align: "center", baseline: "middle", angle: 0,
+          });
+        }
+    }
+    return fig;
+  }
+
+  paint(): void {
+    if (this.dirtyData) {
+      this.prepare();
+      this.dirtyData = false;
+      this.dirtyImage = true;
+    }
+    if (this.dirtyImage) {
+      this.paintImage();
+      this.dirtyImage = false;
+      this.dirtyLayout = true;
+    }
+    if (!this.prepared) {
+      this.fig = null;
+      this.base.width = this.overlay.width = 0;
+      this.base.style.height = this.overlay.style.height = "0px";
+      return;
+    }
+    if (!this.dirtyLayout) return;
+    const width = this.width || this.root.clientWidth || 640;
+    const fig = this.buildFigure(width, this.theme);
+    if (!fig) return;
+    this.fig = fig;
+    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
+    for (const c of [this.base, this.overlay]) {
+      c.width = Math.round(fig.width * dpr);
+      c.height = Math.round(fig.height * dpr);
+      c.style.width = `${fig.width}px`;
+      c.style.height = `${fig.height}px`;
+    }
+    const ctx = this.base.getContext("2d");
+    if (!ctx) return;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    drawItems(ctx, fig.items, { cells: this.cellsCanvas, colorbar: this.barCanvas }, this.theme);
+    this.dirtyLayout = false;
+    this.drawOverlay();
+    this.paints++;
+    const ms = performance.now() - this.t0;
+    const p = this.prepared;
+    this.root.dataset.paints = String(this.paints);
+    this.root.dataset.plot = [fig.plot.x, fig.plot.y, fig.plot.w, fig.plot.h].map((v) => v.toFixed(2)).join(",");
+    this.root.dataset.shape = `${p.rows}x${p.cols}`;
+    this.root.dataset.notes = this.notes().join(" | ");
+    this.root.dispatchEvent(new CustomEvent("heatwidget:paint", { bubbles: true, detail: { ms, paints: this.paints } }));
+  }
+
+  // ---- selection: display cell <-> matrix indices --------------------------------------------------------
+  private steps(): [number, number] {
+    const p = this.prepared;
+    const ds = this.model.get("downsample") ?? {};
+    return [(ds.row_step ?? 1) * (p?.fr ?? 1), (ds.col_step ?? 1) * (p?.fc ?? 1)];
+  }
+
+  private fullShape(): Shape {
+    const ds = this.model.get("downsample") ?? {};
+    const p = this.prepared;
+    return [ds.rows ?? p?.shape[0] ?? 0, ds.cols ?? p?.shape[1] ?? 0];
+  }
+
+  private selectedCell(): Cell | null {
+    const p = this.prepared;
+    const r = Number(this.model.get("selected_row"));
+    const c = Number(this.model.get("selected_col"));
+    if (!p || !(r >= 0) || !(c >= 0)) return null;
+    const [sr, sc] = this.steps();
+    const cell = { row: Math.floor(r / sr), col: Math.floor(c / sc) };
+    return cell.row < p.rows && cell.col < p.cols ? cell : null;
+  }
+
+  private select(cell: Cell | null): void {
+    if (!cell) {
+      this.model.set("selected_row", -1);
+      this.model.set("selected_col", -1);
+    } else {
+      const [sr, sc] = this.steps();
+      const [R, C] = this.fullShape();
+      this.model.set("selected_row", Math.min(R - 1, cell.row * sr));
+      this.model.set("selected_col", Math.min(C - 1, cell.col * sc));
+    }
+    // One message with both traits: the kernel sees (row, col) change together.
+    this.model.save_changes();
+    this.drawOverlay();
+  }
+
+  // ---- interaction ---------------------------------------------------------------------------------------
+  private eventCell(e: MouseEvent): Cell | null {
+    if (!this.fig || !this.prepared) return null;
+    const box = this.overlay.getBoundingClientRect();
+    const sx = box.width ? this.fig.width / box.width : 1;
+    const sy = box.height ? this.fig.height / box.height : 1;
+    return hitTest(this.fig.plot, this.prepared.rows, this.prepared.cols, (e.clientX - box.left) * sx, (e.clientY - box.top) * sy);
+  }
+
+  private onPointer(e: PointerEvent): void {
+    const cell = this.eventCell(e);
+    const same = cell && this.hover && cell.row === this.hover.row && cell.col === this.hover.col;
+    this.hover = cell;
+    this.keyboard = false;
+    if (!cell) {
+      this.hideTooltip();
+    } else {
+      if (!same) this.fillTooltip(cell);
+      const box = this.overlay.getBoundingClientRect();
+      this.placeTooltip(e.clientX - box.left, e.clientY - box.top);
+    }
+    if (!same) this.drawOverlay();
+  }
+
+  private onClick(e: MouseEvent): void {
+    const cell = this.eventCell(e);
+    if (!cell) return;
+    this.cursor = cell;
+    this.root.focus({ preventScroll: true });
+    this.select(cell);
+  }
+
+  private onKey(e: KeyboardEvent): void {
+    const p = this.prepared;
+    if (!p || !this.fig) return;
+    const big = e.shiftKey ? 10 : 1;
+    const cur = this.cursor ?? this.selectedCell() ?? { row: 0, col: 0 };
+    let next: Cell | null = null;
+    switch (e.key) {
+      case "ArrowUp": next = moveCursor(cur, -big, 0, p.rows, p.cols); break;
+      case "ArrowDown": next = moveCursor(cur, big, 0, p.rows, p.cols); break;
+      case "ArrowLeft": next = moveCursor(cur, 0, -big, p.rows, p.cols); break;
+      case "ArrowRight": next = moveCursor(cur, 0, big, p.rows, p.cols); break;
+      case "Home": next = moveCursor(cur, 0, -p.cols, p.rows, p.cols); break;
+      case "End": next = moveCursor(cur, 0, p.cols, p.rows, p.cols); break;
+      case "Enter":
+      case " ":
+        this.cursor = cur;
+        this.select(cur);
+        break;
+      case "Escape":
+        this.select(null);
+        break;
+      default:
+        return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+    if (next) {
+      this.cursor = next;
+      this.keyboard = true;
+      this.fillTooltip(next);
+      const rc = cellRect(this.fig.plot, p.rows, p.cols, next.row, next.col);
+      this.placeTooltip(rc.x + rc.w, rc.y + rc.h);
+      this.drawOverlay();
+    }
+  }
+
+  // ---- tooltip (textContent only: labels are user data) -----------------------------------------------------
+  private hideTooltip(): void {
+    this.tooltip.style.display = "none";
+  }
+
+  private fillTooltip(cell: Cell): void {
+    const p = this.prepared;
+    if (!p) return;
+    const doc = this.root.ownerDocument;
+    const rows = this.labels("row_labels");
+    const cols = this.labels("col_labels");
+    const span = (labels: string[], i: number, f: number, n: number) => {
+      const a = i * f;
+      const b = Math.min(n, a + f) - 1;
+      const la = labels[a] ?? String(a);
+      return b > a ? `${shortText(la)} … ${shortText(labels[b] ?? String(b))}` : shortText(la);
+    };
+    const v = p.values[cell.row * p.cols + cell.col];
+    const lines: [string, string][] = [
+      [this.model.get("row_title") || "row", span(rows, cell.row, p.fr, p.shape[0])],
+      [this.model.get("col_title") || "col", span(cols, cell.col, p.fc, p.shape[1])],
+      [this.model.get("metric") || "value", formatValue(v, 6)],
+    ];
+    const [sr, sc] = this.steps();
+    if (sr > 1 || sc > 1) lines.push(["block", `${sr}×${sc} cells, ${this.model.get("downsample")?.how ?? "max"}`]);
+    this.tooltip.replaceChildren(
+      ...lines.map(([k, val]) => {
+        const line = doc.createElement("div");
+        const key = doc.createElement("span");
+        key.className = "hw-key";
+        key.textContent = `${axisLabel(String(k), 40)}: `;
+        line.appendChild(key);
+        line.appendChild(doc.createTextNode(val));
+        return line;
+      }),
+    );
+    this.tooltip.style.display = "block";
+  }
+
+  private placeTooltip(x: number, y: number): void {
+    // Keep the tooltip inside the widget: flip to the left/top of the pointer near the edges.
+    const stageTop = this.stage.offsetTop;
+    const w = this.tooltip.offsetWidth;
+    const h = this.tooltip.offsetHeight;
+    const maxW = this.root.clientWidth;
+    let left = x + 14;
+    if (left + w > maxW) left = Math.max(0, x - 14 - w);
+    let top = stageTop + y + 14;
+    const maxH = stageTop + (this.fig?.height ?? 0);
+    if (top + h > maxH && y - 14 - h >= -stageTop) top = stageTop + y - 14 - h;
+    this.tooltip.style.left = `${left}px`;
+    this.tooltip.style.top = `${top}px`;
+  }
+
+  // ---- overlay: hover, keyboard cursor, selection (O(1) per event) ------------------------------------------
+  private drawOverlay(): void {
+    const fig = this.fig;
+    const p = this.prepared;
+    const ctx = this.overlay.getContext("2d");
+    if (!ctx) return;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
+    if (!fig || !p) return;
+    const dpr = this.overlay.width / fig.width || 1;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    const box = (c: Cell): Rect => {
+      // Cells thinner than a few pixels still get a visible box.
+      const r = cellRect(fig.plot, p.rows, p.cols, c.row, c.col);
+      const min = 6;
+      const w = Math.max(r.w, min);
+      const h = Math.max(r.h, min);
+      return { x: r.x + r.w / 2 - w / 2, y: r.y + r.h / 2 - h / 2, w, h };
+    };
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(fig.plot.x - 3, fig.plot.y - 3, fig.plot.w + 6, fig.plot.h + 6);
+    ctx.clip();
+    if (this.hover) {
+      const b = box(this.hover);
+      ctx.strokeStyle = this.theme.foreground;
+      ctx.lineWidth = 1;
+      ctx.strokeRect(b.x + 0.5, b.y + 0.5, b.w - 1, b.h - 1);
+    }
+    const sel = this.selectedCell();
+    if (sel) {
+      // Dark outer + light inner stroke: visible on every colour of every map.
+      const b = box(sel);
+      ctx.lineWidth = 3;
+      ctx.strokeStyle = "#000000";
+      ctx.strokeRect(b.x, b.y, b.w, b.h);
+      ctx.lineWidth = 1.5;
+      ctx.strokeStyle = "#ffffff";
+      ctx.strokeRect(b.x, b.y, b.w, b.h);
+    }
+    if (this.keyboard && this.cursor && this.root.ownerDocument.activeElement === this.root) {
+      const b = box(this.cursor);
+      ctx.setLineDash([3, 2]);
+      ctx.lineWidth = 2;
+      ctx.strokeStyle = this.theme.accent;
+      ctx.strokeRect(b.x - 1, b.y - 1, b.w + 2, b.h + 2);
+      ctx.setLineDash([]);
+    }
+    ctx.restore();
+    if (sel) {
+      // Markers on both axes point at the selected row and column.
+      const r = cellRect(fig.plot, p.rows, p.cols, sel.row, sel.col);
+      ctx.fillStyle = this.theme.accent;
+      const cy = r.y + r.h / 2;
+      const cx = r.x + r.w / 2;
+      const x0 = fig.plot.x + fig.plot.w;
+      const y0 = fig.plot.y;
+      ctx.beginPath();
+      ctx.moveTo(x0 + 1, cy);
+      ctx.lineTo(x0 + 7, cy - 4);
+      ctx.lineTo(x0 + 7, cy + 4);
+      ctx.fill();
+      ctx.beginPath();
+      ctx.moveTo(cx, y0 - 1);
+      ctx.lineTo(cx - 4, y0 - 7);
+      ctx.lineTo(cx + 4, y0 - 7);
+      ctx.fill();
+    }
+  }
+
+  // ---- status / progress (long-running kernel work) -------------------------------------------------------
+  private updateStatus(): void {
+    const status = String(this.model.get("status") ?? "");
+    const progress = this.model.get("progress");
+    const hasProgress = typeof progress === "number" && Number.isFinite(progress);
+    this.statusBar.style.display = status || hasProgress ? "flex" : "none";
+    this.statusText.textContent = status;
+    this.progressBar.style.display = hasProgress ? "" : "none";
+    if (hasProgress) this.progressBar.value = Math.max(0, Math.min(1, progress as number));
+  }
+
+  // ---- export ------------------------------------------------------------------------------------------------
+  private fileName(ext: string): string {
+    return `${slug(String(this.model.get("title") ?? ""))}.${ext}`;
+  }
+
+  private download(blob: Blob, name: string): void {
+    const url = URL.createObjectURL(blob);
+    const a = this.root.ownerDocument.createElement("a");
+    a.href = url;
+    a.download = name;
+    a.style.display = "none";
+    this.root.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 30_000);
+  }
+
+  /** The figure as PNG at 2× resolution (no hover/selection decorations). */
+  pngBlob(): Promise<Blob | null> {
+    const fig = this.fig;
+    if (!fig) return Promise.resolve(null);
+    const scale = 2;
+    const c = this.root.ownerDocument.createElement("canvas");
+    c.width = Math.round(fig.width * scale);
+    c.height = Math.round(fig.height * scale);
+    const ctx = c.getContext("2d");
+    if (!ctx) return Promise.resolve(null);
+    ctx.setTransform(scale, 0, 0, scale, 0, 0);
+    drawItems(ctx, fig.items, { cells: this.cellsCanvas, colorbar: this.barCanvas }, this.theme);
+    return new Promise((resolve) => c.toBlob((b) => resolve(b), "image/png"));
+  }
+
+  svgText(): string | null {
+    const fig = this.fig;
+    if (!fig) return null;
+    return toSvg(
+      fig.items,
+      fig.width,
+      fig.height,
+      { cells: this.cellsCanvas.toDataURL("image/png"), colorbar: this.barCanvas.toDataURL("image/png") },
+      { background: this.theme.hatchBackground, line: this.theme.hatchLine },
+    );
+  }
+
+  private async savePng(): Promise<void> {
+    const blob = await this.pngBlob();
+    if (blob) this.download(blob, this.fileName("png"));
+  }
+
+  private saveSvg(): void {
+    const svg = this.svgText();
+    if (svg) this.download(new Blob([svg], { type: "image/svg+xml" }), this.fileName("svg"));
+  }
+}
+
+function render({ model, el }: RenderProps<HeatmapState>): () => void {
+  const view = new HeatmapView(model, el);
+  return () => view.destroy();
 }
 
 export default { render };

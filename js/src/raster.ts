@@ -1,0 +1,92 @@
+// Cells → pixels at one pixel per cell through the 256-entry LUT (the caller scales the image with
+// drawImage and smoothing off), plus NaN-aware pooling for matrices too large for one canvas.
+import { type Norm, toUnit, unitToIndex } from "./scale";
+
+/**
+ * Write one RGBA pixel per value into `out` (a Uint32Array over ImageData.data). NaN cells become fully
+ * transparent so the "n/a" hatch drawn underneath shows through them — the cost does not depend on how many
+ * cells are NaN.
+ */
+export function paintCells(values: Float32Array, norm: Norm, lut32: Uint32Array, out: Uint32Array): void {
+  const n = values.length;
+  if (norm.degenerate) {
+    const mid = lut32[unitToIndex(0.5)];
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      out[i] = v !== v ? 0 : mid;
+    }
+    return;
+  }
+  if (norm.mode === "linear") {
+    // The hot path (1M cells in a few ms): same arithmetic as toUnit/unitToIndex, inlined.
+    const lo = norm.lo;
+    const span = norm.hi - norm.lo;
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      if (v !== v) {
+        out[i] = 0;
+        continue;
+      }
+      let t = (v - lo) / span;
+      t = t < 0 ? 0 : t > 1 ? 1 : t;
+      let k = Math.floor(t * 256);
+      if (k > 255) k = 255;
+      out[i] = lut32[k];
+    }
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    out[i] = v !== v ? 0 : lut32[unitToIndex(toUnit(v, norm))];
+  }
+}
+
+export type PoolHow = "max" | "mean";
+
+/**
+ * Block sizes (fr, fc) so that a rows × cols matrix pooled into ceil(rows/fr) × ceil(cols/fc) blocks fits
+ * within maxSide pixels per side and maxCells pixels in all (browser canvas limits and memory).
+ */
+export function poolFactors(rows: number, cols: number, maxSide: number, maxCells: number): [number, number] {
+  let fr = Math.max(1, Math.ceil(rows / maxSide));
+  let fc = Math.max(1, Math.ceil(cols / maxSide));
+  while (Math.ceil(rows / fr) * Math.ceil(cols / fc) > maxCells) {
+    // Grow the factor of the side that still has more blocks, keeping blocks roughly square in cells.
+    if (Math.ceil(rows / fr) >= Math.ceil(cols / fc)) fr++;
+    else fc++;
+  }
+  return [fr, fc];
+}
+
+/** Pool a rows × cols matrix into fr × fc blocks, ignoring NaN (a block of only NaN stays NaN). */
+export function poolMatrix(
+  values: Float32Array,
+  rows: number,
+  cols: number,
+  fr: number,
+  fc: number,
+  how: PoolHow,
+): { values: Float32Array; rows: number; cols: number } {
+  const pr = Math.ceil(rows / fr);
+  const pc = Math.ceil(cols / fc);
+  const acc = new Float64Array(pr * pc).fill(how === "max" ? -Infinity : 0);
+  const cnt = new Uint32Array(pr * pc);
+  for (let r = 0; r < rows; r++) {
+    const base = Math.floor(r / fr) * pc;
+    const off = r * cols;
+    for (let c = 0; c < cols; c++) {
+      const v = values[off + c];
+      if (v !== v) continue;
+      const j = base + Math.floor(c / fc);
+      if (how === "max") {
+        if (v > acc[j]) acc[j] = v;
+      } else acc[j] += v;
+      cnt[j]++;
+    }
+  }
+  const out = new Float32Array(pr * pc);
+  for (let j = 0; j < out.length; j++) {
+    out[j] = cnt[j] === 0 ? NaN : how === "max" ? acc[j] : acc[j] / cnt[j];
+  }
+  return { values: out, rows: pr, cols: pc };
+}
