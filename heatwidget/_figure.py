@@ -20,6 +20,7 @@ import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from pathlib import Path
 from xml.sax.saxutils import escape as _xml_escape
@@ -222,6 +223,13 @@ def colorbar_ticks(norm: Norm, max_ticks: int = 5) -> list[float]:
     return nice_ticks(norm.lo, norm.hi, max_ticks)
 
 
+def _round_sig(v: float, digits: int) -> Decimal:
+    # JavaScript's toPrecision/toExponential round the exact binary value half away from zero; Python's
+    # format() rounds half to even. Decimal(v) is exact, so ROUND_HALF_UP reproduces JavaScript.
+    d = Decimal(v)
+    return d.quantize(Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=ROUND_HALF_UP)
+
+
 def format_value(v: float, digits: int = 4) -> str:
     """Compact number text, same as scale.ts:formatValue (4 significant digits, exponent when tiny/huge)."""
     if v != v:
@@ -232,12 +240,12 @@ def format_value(v: float, digits: int = 4) -> str:
         return "∞" if v > 0 else "−∞"
     a = abs(v)
     if a >= 1e5 or a < 1e-3:
-        m, e = f"{v:.{max(0, digits - 2)}e}".split("e")
-        if "." in m:
-            m = m.rstrip("0").rstrip(".")
-        s = f"{m}e{int(e)}"
+        q = _round_sig(v, max(1, digits - 1))
+        exp = q.adjusted()
+        m = str(q.scaleb(-exp).normalize())
+        s = f"{m}e{exp}"
     else:
-        x = float(f"{v:.{digits}g}")
+        x = float(_round_sig(v, digits))
         s = str(int(x)) if x.is_integer() else repr(x)
     return s.replace("-", "−", 1) if s.startswith("-") else s
 

@@ -314,6 +314,16 @@ class Heatmap(anywidget.AnyWidget):
             data["image/svg+xml"] = self.to_svg()
         return data, metadata
 
+    def get_state(self, key: str | list[str] | None = None, drop_defaults: bool = False) -> dict:
+        state = super().get_state(key, drop_defaults)
+        if drop_defaults and key is None:
+            # anywidget's `_esm` trait defaults to the bundle itself, so `ipywidgets.embed` (drop_defaults=True)
+            # would leave it out and a saved-state page would have no code to render with.
+            for name in ("_esm", "_anywidget_id"):
+                if self.has_trait(name):
+                    state[name] = getattr(self, name)
+        return state
+
     def __repr__(self) -> str:
         m = getattr(self, "_matrix", None)
         return f"Heatmap({m!r}, colormap={self.colormap!r})" if m is not None else "Heatmap()"
