@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import hooks
 from ._lm import LM, ModelLoadError, load
 from .anatomy import MODULES, Anatomy, AnatomyError
+from .divergence import ProjectOut, Steer, ablation_kl, knockout_js, logit_lens
 from .matrix import Chart, Detail, HeatMatrix, Series
 from .weights import CheckpointError, WeightMismatchError, module_stats, weight_change
 
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LM", "load", "ModelLoadError", "Anatomy", "AnatomyError", "MODULES", "HeatMatrix", "Detail", "Chart", "Series",
     "hooks", "demo_model", "demo_questions",
+    "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut",
     "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
 ]
 

@@ -27,7 +27,7 @@ from torch import nn
 
 __all__ = [
     "Selection", "selection_mask", "edit_output", "edit_input", "skip", "zero", "replace", "add", "project_out",
-    "capture", "block_attention", "stack",
+    "capture", "capture_all", "block_attention", "stack", "BlockCall", "record_calls", "probe_calls", "run_block",
 ]
 
 Rows = int | Sequence[int] | slice | torch.Tensor | None
@@ -225,6 +225,141 @@ def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = 
             h.remove()
 
 
+class Captured(dict):
+    """What `capture_all` returns: key -> list of tensors (one per call), plus whether outputs were tuples."""
+
+    tuple_output: dict[Any, bool]
+
+
+@contextlib.contextmanager
+def capture_all(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = "output") -> Iterator[Captured]:
+    """Like `capture`, but every call is kept (a list per key): e.g. the prompt step and each cached step of a
+    generation, which concatenate along the sequence axis to the activations of the whole generated sequence."""
+    if what not in ("output", "input"):
+        raise ValueError(f"what must be 'output' or 'input', got {what!r}")
+    items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
+    store = Captured({key: [] for key, _ in items})
+    store.tuple_output = {}
+    handles = []
+    for key, mod in items:
+        if what == "output":
+            def hook(_mod, args, kwargs, out, _key=key):
+                store.tuple_output[_key] = isinstance(out, tuple)
+                store[_key].append(_hidden_of(out).detach())
+
+            handles.append(mod.register_forward_hook(hook, with_kwargs=True))
+        else:
+            def pre(_mod, args, kwargs, _key=key):
+                store[_key].append(_input_of(args, kwargs).detach())
+
+            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# ---- re-running blocks from recorded calls (resuming a forward part-way) -------------------------------------
+
+class BlockCall:
+    """How the model called one decoder block, minus the hidden state: the other positional arguments and the
+    keyword arguments (attention mask, position ids/embeddings, cache flags). `run_block(block, call, h)` calls
+    the block again on a new hidden state, so an analysis can resume a forward from cached activations at any
+    layer without re-running the layers below (the batched analyses' "staircase")."""
+
+    __slots__ = ("args", "kwargs", "hidden_kw", "hidden")
+
+    def __init__(self, args: tuple, kwargs: dict, hidden_kw: bool, hidden: torch.Tensor | None = None) -> None:
+        self.args, self.kwargs, self.hidden_kw, self.hidden = args, kwargs, hidden_kw, hidden
+
+    @classmethod
+    def of(cls, args: tuple, kwargs: dict, keep_hidden: bool = False) -> BlockCall:
+        if args and isinstance(args[0], torch.Tensor):
+            return cls(tuple(args[1:]), dict(kwargs), False, args[0].detach() if keep_hidden else None)
+        h = kwargs.get("hidden_states")
+        if not isinstance(h, torch.Tensor):
+            raise TypeError("cannot find the block's input hidden state")
+        rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        return cls(tuple(args), rest, True, h.detach() if keep_hidden else None)
+
+
+def run_block(block: nn.Module, call: BlockCall, h: torch.Tensor) -> torch.Tensor:
+    """Call `block` on hidden state h [B, T, d] with the recorded arguments; returns the output hidden state.
+
+    Recorded tensors with batch size 1 (masks [1, 1, T, T], rotary tables [1, T, d_head]) broadcast over B.
+    Hooks registered on the block and its submodules (edits, knockouts) apply as in a normal forward.
+    """
+    out = block(*call.args, hidden_states=h, **call.kwargs) if call.hidden_kw else block(h, *call.args, **call.kwargs)
+    return _hidden_of(out)
+
+
+@contextlib.contextmanager
+def record_calls(modules: Sequence[nn.Module], *, keep_hidden: bool = True) -> Iterator[dict[int, BlockCall]]:
+    """Record each module's last call (arguments and, by default, its input hidden state) during a real forward."""
+    store: dict[int, BlockCall] = {}
+    handles = []
+    for i, mod in enumerate(modules):
+        def pre(_mod, args, kwargs, _i=i):
+            store[_i] = BlockCall.of(args, kwargs, keep_hidden)
+
+        handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class _Stop(Exception):
+    """Raised by `probe_calls` to end a probing forward before the (expensive) head runs."""
+
+
+def probe_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.Module, *,
+                returns_tuple: bool = False) -> list[BlockCall]:
+    """The arguments the model passes to each block for some input, at almost no cost.
+
+    While `run()` executes (a forward of the model), every block is replaced by the identity that records its
+    call, and the forward is stopped when it reaches `stop` (the final norm or the unembedding): only the
+    embedding, the masks and the position tables are computed. `returns_tuple` mimics blocks that return
+    (hidden, ...) tuples (older transformers). The blocks' own forward methods are restored on exit.
+    """
+    store: dict[int, BlockCall] = {}
+    saved = []
+    for i, mod in enumerate(modules):
+        def fake(*args, _i=i, **kwargs):
+            call = BlockCall.of(args, kwargs)
+            store[_i] = call
+            h = kwargs["hidden_states"] if call.hidden_kw else args[0]
+            return (h,) if returns_tuple else h
+
+        # An instance attribute shadows the class's forward (nn.Module.__call__ looks up self.forward);
+        # accelerate's own instance-level wrappers are saved and put back as they were.
+        saved.append((mod, mod.__dict__.get("forward")))
+        mod.forward = fake
+
+    def halt(*_a, **_k):
+        raise _Stop
+
+    handle = stop.register_forward_pre_hook(halt)
+    try:
+        with torch.no_grad():
+            run()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+        for mod, fwd in saved:
+            if fwd is None:
+                del mod.forward
+            else:
+                mod.forward = fwd
+    if len(store) != len(modules):
+        missing = [i for i in range(len(modules)) if i not in store]
+        raise RuntimeError(f"probe_calls: blocks {missing[:5]} were not called before the stop module")
+    return [store[i] for i in range(len(modules))]
+
+
 # ---- attention knockout --------------------------------------------------------------------------------------------
 
 def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[tuple, dict]]]:
@@ -296,3 +431,71 @@ def stack(*managers: contextlib.AbstractContextManager) -> contextlib.ExitStack:
         es.close()
         raise
     return es
+
+
+# ---- per-row gathering and early stopping (activation collection) ---------------------------------------------
+
+__all__ += ["capture_at", "halt_after", "ForwardHalted"]
+
+
+@contextlib.contextmanager
+def capture_at(modules: Mapping[str, nn.Module] | Sequence[nn.Module], index: torch.Tensor,
+               what: str = "output") -> Iterator[dict[Any, torch.Tensor]]:
+    """Record modules' output (or input) hidden states at per-row positions: store[key] = h[b, index[b, p]].
+
+    index: LongTensor [B, P] (positions of each row of the batch; any order, repeats allowed). Only the gathered
+    [B, P, d] is kept, so a forward over long sequences stores P vectors per row instead of T.
+    """
+    if what not in ("output", "input"):
+        raise ValueError(f"what must be 'output' or 'input', got {what!r}")
+    if index.ndim != 2 or index.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"index must be an integer tensor [batch, positions], got {index.dtype} {tuple(index.shape)}")
+    items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
+    store: dict[Any, torch.Tensor] = {}
+    handles = []
+
+    def gather(key: Any, h: torch.Tensor) -> None:
+        if h.ndim != 3 or h.shape[0] != index.shape[0]:
+            raise ValueError(f"capture_at expects a [batch={index.shape[0]}, seq, d] hidden state, "
+                             f"got {tuple(h.shape)}")
+        idx = index.to(h.device, torch.int64)
+        if int(idx.max()) >= h.shape[1] or int(idx.min()) < 0:
+            raise IndexError(f"position index out of range for a sequence of {h.shape[1]} tokens")
+        store[key] = h.detach().gather(1, idx[..., None].expand(-1, -1, h.shape[-1]))
+
+    for key, mod in items:
+        if what == "output":
+            handles.append(mod.register_forward_hook(
+                lambda _m, args, kwargs, out, _k=key: gather(_k, _hidden_of(out)), with_kwargs=True))
+        else:
+            handles.append(mod.register_forward_pre_hook(
+                lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs)), with_kwargs=True))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class ForwardHalted(Exception):
+    """Raised by `halt_after` once the module it watches has run: the rest of the forward is not needed."""
+
+
+@contextlib.contextmanager
+def halt_after(module: nn.Module) -> Iterator[None]:
+    """Stop the forward pass right after `module` (raise ForwardHalted, which the block absorbs).
+
+    Enter it after the captures on the same module, so they see the output first. Collecting layers 0..l of a
+    deep model then skips the layers above l and the unembedding (a [B, T, vocab] matmul).
+    """
+
+    def hook(_mod: nn.Module, args: tuple, out: Any) -> None:
+        raise ForwardHalted
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    except ForwardHalted:
+        pass
+    finally:
+        handle.remove()

@@ -1,0 +1,113 @@
+"""Small pieces shared by the divergence analyses: argument checks, token labels, top-k charts, provenance."""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._lm import LM
+from ..matrix import Chart, Detail, Series
+
+__all__ = ["check_max_new_tokens", "context_limit", "as_prompt_list", "token_labels", "topk_chart", "provenance",
+           "nanmean"]
+
+
+def check_max_new_tokens(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"max_new_tokens must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"max_new_tokens must be at least 1 (got {n}): there is no generated token to measure")
+    return int(n)
+
+
+def context_limit(lm: LM) -> int | None:
+    cfg = lm.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> tuple[list[str], bool]:
+    """(prompts, was_single): a str is one prompt; a list/tuple of str is several."""
+    if isinstance(prompt, str):
+        return [prompt], True
+    if isinstance(prompt, (list, tuple)):
+        if not prompt:
+            raise ValueError(f"no {what}s given")
+        for i, p in enumerate(prompt):
+            if not isinstance(p, str):
+                raise TypeError(f"{what} {i} is a {type(p).__name__}, not a str")
+        return list(prompt), False
+    raise TypeError(f"{what} must be a str or a list of str, got {type(prompt).__name__}")
+
+
+def token_labels(lm: LM, ids: Sequence[int]) -> list[str]:
+    """Token strings for labels (user data: the widget escapes them)."""
+    return lm.token_strings(list(ids))
+
+
+def _unique(labels: list[str], ids: list[int]) -> list[str]:
+    """Bar-chart categories must be distinct: different ids that decode alike get their id appended."""
+    seen: dict[str, int] = {}
+    for s in labels:
+        seen[s] = seen.get(s, 0) + 1
+    return [f"{s} #{i}" if seen[s] > 1 else s for s, i in zip(labels, ids, strict=False)]
+
+
+def topk_chart(lm: LM, title: str, a_ids: Sequence[int], a_p: Sequence[float], b_ids: Sequence[int],
+               b_p: Sequence[float], a_at_b: Sequence[float], b_at_a: Sequence[float],
+               names: tuple[str, str] = ("clean", "intervened")) -> tuple[Chart, Any]:
+    """One bar chart over the union of two top-k lists (a's order first), both probabilities per token, and the
+    same as a DataFrame. a_at_b[i] = P_a(b_ids[i]); b_at_a[i] = P_b(a_ids[i])."""
+    import pandas as pd
+
+    pa: dict[int, float] = {int(i): float(p) for i, p in zip(a_ids, a_p, strict=False)}
+    pb: dict[int, float] = {int(i): float(p) for i, p in zip(b_ids, b_p, strict=False)}
+    for i, p in zip(b_ids, a_at_b, strict=False):
+        pa.setdefault(int(i), float(p))
+    for i, p in zip(a_ids, b_at_a, strict=False):
+        pb.setdefault(int(i), float(p))
+    ids = [int(i) for i in a_ids] + [int(i) for i in b_ids if int(i) not in {int(x) for x in a_ids}]
+    labels = _unique(token_labels(lm, ids), ids)
+    ya, yb = [pa[i] for i in ids], [pb[i] for i in ids]
+    chart = Chart(title, "bar", [Series(names[0], labels, ya), Series(names[1], labels, yb)],
+                  x_title="token", y_title="probability")
+    table = pd.DataFrame({"token": labels, "id": ids, f"p_{names[0]}": ya, f"p_{names[1]}": yb})
+    return chart, table
+
+
+def spread_chart(title: str, labels: list[str], values: np.ndarray, metric: str) -> tuple[Chart, Any]:
+    """Per-prompt values of one cell, largest first (bar chart + table)."""
+    import pandas as pd
+
+    order = [i for i in np.argsort(-np.nan_to_num(values, nan=-np.inf)) if math.isfinite(values[i])]
+    xs = [labels[i] for i in order]
+    chart = Chart(title, "bar", [Series(metric, xs, [float(values[i]) for i in order])], x_title="prompt",
+                  y_title=metric)
+    table = pd.DataFrame({"prompt": xs, metric: [float(values[i]) for i in order]})
+    return chart, table
+
+
+def provenance(lm: LM) -> dict[str, Any]:
+    import transformers
+
+    return {"model": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers, "dtype": str(lm.dtype),
+            "device": str(lm.device), "versions": {"torch": torch.__version__,
+                                                   "transformers": transformers.__version__,
+                                                   "python": platform.python_version()}}
+
+
+def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Mean ignoring NaN (cells after an EOS); all-NaN stays NaN without a RuntimeWarning."""
+    a = np.asarray(a, dtype=np.float64)
+    n = np.sum(~np.isnan(a), axis=axis)
+    s = np.nansum(a, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def add_cell_note(d: Detail, text: str) -> None:
+    d.texts["note"] = (d.texts.get("note", "") + "\n" + text).strip()
