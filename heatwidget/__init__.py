@@ -12,14 +12,16 @@ from . import hooks
 from ._lm import LM, ModelLoadError, load
 from .anatomy import MODULES, Anatomy, AnatomyError
 from .divergence import ProjectOut, Steer, ablation_kl, knockout_js, logit_lens
+from .explorer import Explorer, explore
 from .matrix import Chart, Detail, HeatMatrix, Series
 from .weights import CheckpointError, WeightMismatchError, module_stats, weight_change
+from .widget import Heatmap
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LM", "load", "ModelLoadError", "Anatomy", "AnatomyError", "MODULES", "HeatMatrix", "Detail", "Chart", "Series",
-    "hooks", "demo_model", "demo_questions",
+    "hooks", "demo_model", "demo_questions", "Heatmap", "explore", "Explorer",
     "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut",
     "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
 ]

@@ -53,7 +53,7 @@ def chart_figure(chart: Chart, height: str = "220px") -> W.Widget:
                          labels=[s.name for s in chart.series], display_legend=len(chart.series) > 1,
                          colors=COLORS[: len(chart.series)], tooltip=bq.Tooltip(fields=["x", "y"]))]
         axes = [bq.Axis(scale=xs, label=chart.x_title, tick_rotate=-35 if len(cats) > 6 else 0),
-                bq.Axis(scale=ysc, orientation="vertical", label=chart.y_title, tick_format=".2g")]
+                bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".2g")]
     else:
         xs = bq.LinearScale()
         ysc = bq.LinearScale()
@@ -78,7 +78,7 @@ def chart_figure(chart: Chart, height: str = "220px") -> W.Widget:
                     kw["default_size"] = 24
                 marks.append(mark(x=x[ok], y=y[ok], scales={"x": xs, "y": ysc}, **kw))
         axes = [bq.Axis(scale=xs, label=chart.x_title, tick_format=".3g"),
-                bq.Axis(scale=ysc, orientation="vertical", label=chart.y_title, tick_format=".3g")]
+                bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".3g")]
     fig = bq.Figure(marks=marks, axes=axes, title=title, legend_location="top-right",
                     fig_margin=dict(top=40, bottom=50, left=55, right=15),
                     layout=W.Layout(width="100%", height=height, min_width="280px"))

@@ -225,13 +225,12 @@ class Explorer(W.VBox):
     def _finish(self, rid: int, apply: Callable[[Any], None], result: Any, label: str) -> None:
         if not self._is_current(rid):
             return  # superseded: never show a stale result
+        self._set_busy(False)
+        self.message.value = ""
         try:
             apply(result)
         except Exception as e:
             self._fail(rid, label, e)
-            return
-        self._set_busy(False)
-        self.message.value = ""
 
     def _fail(self, rid: int, label: str, err: Exception) -> None:
         if not self._is_current(rid):

@@ -1,0 +1,127 @@
+"""Explorer: clicks drill down off the main thread, supersede each other, are cached, never raise into the output."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import heatwidget as hw
+from heatwidget._progress import progress
+
+
+def matrix(drill=None, **kw):
+    v = np.arange(12, dtype=np.float32).reshape(3, 4)
+    v[2, 3] = np.nan
+    return hw.HeatMatrix(v, ["0", "1", "2"], ["a", "b", "c", "<script>x</script>"], title="T", row_title="Layer",
+                         col_title="Token", drill=drill, **kw)
+
+
+def rich_drill(m, r, c):
+    d = m.cell(r, c)
+    d.charts.append(hw.Chart("top-k", "bar", [hw.Series("clean", ["<b>x</b>", "y"], [0.7, 0.3]),
+                                               hw.Series("intervened", ["y", "z"], [0.5, 0.2])], "token", "p"))
+    d.charts.append(hw.Chart("roc", "line", [hw.Series("roc", [0, 0.5, 1], [0, 0.8, 1])]))
+    d.charts.append(hw.Chart("scores", "hist", [hw.Series("right", [], list(np.random.rand(50)))]))
+    d.texts["continuation"] = "<img src=x onerror=alert(1)>"
+    d.children["child"] = hw.HeatMatrix(np.ones((2, 2)) * (r + 1))
+    d.reruns[f"row {r} again"] = lambda: hw.HeatMatrix(np.full((2, 5), float(r)), title=f"rerun {r}")
+    return d
+
+
+def test_click_drills_down_and_renders_safely():
+    ex = hw.explore(matrix(rich_drill))
+    ex.heatmap.selected_row, ex.heatmap.selected_col = 1, 2
+    ex.wait()
+    d = ex.last_detail
+    assert (d.row, d.col, d.value) == (1, 2, 6.0)
+    html_parts = [w.value for w in ex.detail.children if hasattr(w, "value") and isinstance(w.value, str)]
+    joined = " ".join(html_parts)
+    assert "<img" not in joined and "&lt;img src=x" in joined  # user text escaped, never HTML
+    kinds = {type(w).__name__ for w in ex.detail.children}
+    assert "GridBox" in kinds  # the bqplot charts
+
+
+def test_rerun_replaces_view_with_breadcrumb_back():
+    ex = hw.explore(matrix(rich_drill))
+    ex.select(0, 1)
+    ex.wait()
+    ex.rerun("row 0 again", ex.last_detail.reruns["row 0 again"])
+    ex.wait()
+    assert ex.heatmap.matrix.title == "rerun 0" and len(ex.history) == 2
+    assert len(ex.breadcrumb.children) == 3
+    ex.back(0)
+    assert ex.heatmap.matrix.title == "T" and len(ex.history) == 1
+
+
+def test_cached_click_is_fast_and_not_recomputed():
+    calls = []
+
+    def slow(m, r, c):
+        calls.append((r, c))
+        time.sleep(0.2)
+        return m.cell(r, c)
+
+    ex = hw.explore(matrix(slow))
+    ex.select(0, 0)
+    ex.wait()
+    t0 = time.perf_counter()
+    ex.select(0, 0)
+    ex.wait()
+    assert time.perf_counter() - t0 < 0.1 and calls == [(0, 0)]
+
+
+def test_new_click_supersedes_running_one():
+    started = threading.Event()
+
+    def long_drill(m, r, c):
+        if r == 0:
+            started.set()
+            for _ in progress(range(200)):
+                time.sleep(0.01)
+        return m.cell(r, c)
+
+    ex = hw.explore(matrix(long_drill))
+    first = ex.select(0, 0)
+    started.wait(5)
+    ex.select(1, 1)
+    ex.wait()
+    assert first.result(5) is None  # cancelled at a progress step, never applied
+    assert ex.last_detail.row == 1
+
+
+def test_errors_become_a_message_not_a_traceback():
+    def broken(m, r, c):
+        raise ValueError("option makes no sense")
+
+    ex = hw.explore(matrix(broken))
+    ex.select(0, 0)
+    ex.wait()
+    assert "option makes no sense" in ex.message.value and "ValueError" in ex.message.value
+    assert ex.heatmap.status.startswith("error")
+
+
+def test_nan_cell_says_na():
+    ex = hw.explore(matrix(rich_drill))
+    ex.select(2, 3)
+    ex.wait()
+    assert "n/a" in ex.message.value and "&lt;script&gt;" in ex.message.value
+
+
+def test_recompute_controls():
+    def recompute(**opts):
+        return hw.HeatMatrix(np.ones((2, 2)), title=f"intervention={opts['intervention']}",
+                             meta={"options": {"intervention": opts["intervention"]}}).with_recompute(recompute)
+
+    m = matrix(meta={"options": {"intervention": "skip", "layers": [0, 1]}}).with_recompute(recompute)
+    ex = hw.explore(m)
+    names = [getattr(w, "description", "") for w in ex.controls.children]
+    assert "intervention" in names and "re-run" in names
+    ex.recompute(intervention="zero_mlp")
+    ex.wait()
+    assert ex.heatmap.matrix.title == "intervention=zero_mlp"
+
+
+def test_explore_refuses_non_matrix():
+    with pytest.raises(TypeError, match="HeatMatrix"):
+        hw.explore(np.zeros((2, 2)))
