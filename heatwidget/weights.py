@@ -13,6 +13,8 @@ read once for all the projections it holds.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -186,16 +188,48 @@ def _groups(a: _Source, b: _Source, layer: int) -> dict[tuple[str, str], list[st
     return groups
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only; absent on macOS/Windows/musl
+    except (AttributeError, OSError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS. glibc keeps freed multi-MB blocks (each ΔW) in its heap for reuse;
+    with tensors of varying sizes they fragment, and the process RSS grows to several tensor pairs although only
+    one is alive. Trimming after each pair keeps streaming at about one pair (milliseconds per call)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 # ---- statistics ---------------------------------------------------------------------------------------------------
 
+_CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32 per ΔW block
+
+
 def _pair_stats(wa: torch.Tensor, wb: torch.Tensor, eps: float) -> tuple[float, float, float, int, int]:
-    """(‖W_a‖, ‖W_b‖, ‖ΔW‖, #|ΔW| > eps, numel), reduced in float32 (inputs are float32)."""
-    na = float(torch.linalg.vector_norm(wa))
-    nb = float(torch.linalg.vector_norm(wb))
-    d = wb - wa
-    nd = float(torch.linalg.vector_norm(d))
-    changed = int((d.abs_() > eps).sum())
-    return na, nb, nd, changed, d.numel()
+    """(‖W_a‖, ‖W_b‖, ‖ΔW‖, #|ΔW| > eps, numel) of two float32 matrices.
+
+    ΔW is formed in row blocks of about 4 MB, never whole, so the reduction adds a few MB to the pair being
+    compared rather than another tensor's worth. Each block is reduced in float32; the block sums of squares
+    are added in float64.
+    """
+    rows = wa.shape[0] if wa.ndim > 1 else 1
+    wa2, wb2 = wa.reshape(rows, -1), wb.reshape(rows, -1)
+    step = max(1, _CHUNK_ELEMENTS // max(1, wa2.shape[1]))
+    sa = sb = sd = 0.0
+    changed = 0
+    for i in range(0, rows, step):
+        a, b = wa2[i:i + step], wb2[i:i + step]
+        d = b - a
+        sa += float(torch.linalg.vector_norm(a)) ** 2
+        sb += float(torch.linalg.vector_norm(b)) ** 2
+        sd += float(torch.linalg.vector_norm(d)) ** 2
+        changed += int(torch.count_nonzero(d.abs_() > eps))
+    return math.sqrt(sa), math.sqrt(sb), math.sqrt(sd), changed, wa.numel()
 
 
 def _change_value(stat: str, na: float, nd: float, changed: int, numel: int) -> float:
@@ -266,6 +300,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
                     norm_a[layer, j], norm_b[layer, j], norm_d[layer, j] = na, nb, nd
                     changed[layer, j], numel[layer, j] = ch, n
                 del ra, rb  # before the next read: this is what keeps peak memory at one pair
+                _release_freed_memory()
     values = np.full(shape, np.nan)
     present = numel > 0
     for i, j in zip(*np.nonzero(present), strict=True):
@@ -402,6 +437,7 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
                     g = part.weight(grads[part.param_name]) if grad else None
                     values[layer, MODULES.index(name)] = _single_value(stat, part.weight(raw), g)
                 del raw
+                _release_freed_memory()
     rows, cols = _rows_cols(n_layers)
     title = f"{SEED_TITLE}: {'gradient norms' if grad else 'weight norms'}"
     meta = dict(analysis="module_stats", stat=stat, model=src.label, family=src.anatomy.family,
@@ -528,9 +564,8 @@ class _ChangeDrill:
             return det
         with torch.no_grad():
             wa, wb = pair
-            d = wb - wa
             na, nb, nd, ch, n = _pair_stats(wa, wb, self.eps)
-            d = wb - wa  # _pair_stats took |ΔW| in place on its own copy; this one keeps the sign
+            d = wb - wa
             ad = d.abs()
             nz = (wa != 0) & (ad > 0)
             rel = torch.log10(ad[nz] / wa.abs()[nz])
