@@ -28,6 +28,7 @@ from torch import nn
 
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
 from ._lm import LM
+from ._progress import progress
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
 from .matrix import Chart, Detail, HeatMatrix, Series
 
@@ -178,6 +179,13 @@ def _check_compatible(a: _Source, b: _Source) -> list[str]:
     return notes
 
 
+def _require_parts(src: _Source) -> None:
+    if not any(src.anatomy.parts):
+        found = "; ".join(src.anatomy.notes) or "none of the known projection names matched"
+        raise ValueError(f"no attention or MLP projections found in {src.label!r} ({src.anatomy.family}), so there "
+                         f"is nothing to compare module by module: {found}")
+
+
 def _groups(a: _Source, b: _Source, layer: int) -> dict[tuple[str, str], list[str]]:
     """Module names of one layer grouped by the stored tensor pair that holds them (fused tensors read once)."""
     groups: dict[tuple[str, str], list[str]] = {}
@@ -278,6 +286,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     t0 = time.perf_counter()
     sa, sb = _source(a, "a"), _source(b, "b")
     notes = _check_compatible(sa, sb)
+    _require_parts(sa)
     dev = torch.device(device) if device is not None else None
     n_layers = sa.n_layers
     shape = (n_layers, len(MODULES))
@@ -285,7 +294,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     changed, numel = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
     largest_pair = 0
     with torch.no_grad():
-        for layer in range(n_layers):
+        for layer in progress(range(n_layers), desc="weight_change"):
             for names in _groups(sa, sb, layer).values():
                 pa0, pb0 = sa.part(layer, names[0]), sb.part(layer, names[0])
                 assert pa0 is not None and pb0 is not None
@@ -348,7 +357,7 @@ def _lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_si
         for p in params.values():
             p.requires_grad_(True)
         with torch.enable_grad():
-            for enc in encoded:
+            for enc in progress(encoded, desc="gradients"):
                 # Right padding keeps real tokens at positions 0..n-1, exactly as if each text ran alone.
                 logits = model(**enc, use_cache=False).logits[:, :-1].float()
                 targets = enc["input_ids"][:, 1:]
@@ -417,6 +426,7 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
     if grad and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     src = _source(_as_lm(lm) if grad else lm, "model")
+    _require_parts(src)
     for layer, name, part in src.anatomy.iter_parts():
         _check_present(src, part, layer, name)
     grads: dict[str, torch.Tensor] = {}
@@ -426,7 +436,7 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
     n_layers = src.n_layers
     values = np.full((n_layers, len(MODULES)), np.nan)
     with torch.no_grad():
-        for layer in range(n_layers):
+        for layer in progress(range(n_layers), desc="module_stats"):
             by_tensor: dict[str, list[str]] = {}
             for name, part in src.anatomy.parts[layer].items():
                 by_tensor.setdefault(part.param_name, []).append(name)

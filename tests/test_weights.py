@@ -372,7 +372,7 @@ def test_gradient_norms_match_hf_loss_backward(tiny_dir):
         assert m.values[layer, MODULES.index(name)] == pytest.approx(want, rel=1e-4), (layer, name)
     rel = hw.module_stats(lm, "grad_relative", texts=TEXTS)
     w = lm.model.model.layers[0].mlp.up_proj.weight
-    assert rel.values[0, MODULES.index("mlp.up")] == pytest.approx(float(w.grad.norm() / w.norm()), rel=1e-4)
+    assert rel.values[0, MODULES.index("mlp.up")] == pytest.approx(float(w.grad.norm() / w.detach().norm()), rel=1e-4)
     lm.model.zero_grad(set_to_none=True)
     det = m.drill(1, "attn.o")
     assert det.children["heads"].shape == (4, 4) and "∂L/∂W" in det.texts["spectrum"]
@@ -462,3 +462,16 @@ def test_streaming_peak_memory_is_about_one_tensor_pair(tmp_path):
     pair = res["largest_pair_mb"]
     assert res["peak_mb"] < pair + 16, res
     assert res["peak_mb"] < 0.5 * size / 2**20, (res, size)
+
+
+def test_drill_renders_in_the_detail_view(tiny_dir, tmp_path):
+    """The Detail is something the explorer can draw: hist/line charts, the heads child, texts."""
+    pytest.importorskip("bqplot")
+    from heatwidget._detail_view import detail_widgets
+
+    a = tiny_dir("llama")
+    b = edited_copy(a, tmp_path / "b", {"model.layers.1.self_attn.k_proj.weight": scaled_noise(0.1, 0)})
+    det = hw.weight_change(a, b).drill(1, "attn.k")
+    opened = []
+    widgets = detail_widgets(det, open_matrix=lambda name, m: opened.append(name), run_rerun=lambda *_: None)
+    assert len(widgets) >= 3 + len(det.texts)
