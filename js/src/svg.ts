@@ -70,11 +70,12 @@ export function toSvg(
         out.push(`<rect x="${n(it.x)}" y="${n(it.y)}" width="${n(it.w)}" height="${n(it.h)}" fill="url(#hw-hatch)"/>`);
         break;
       case "image":
-        // pixelated: one image pixel per cell must stay a crisp block when scaled up.
+        // pixelated: one image pixel per cell must stay a crisp block when scaled up. xlink:href (not only
+        // SVG 2 href) so older SVG tools (librsvg, Inkscape) show the cells too; stored once, it is the bulk.
         out.push(
           `<image x="${n(it.x)}" y="${n(it.y)}" width="${n(it.w)}" height="${n(it.h)}" preserveAspectRatio="none" ` +
             `style="image-rendering:pixelated;image-rendering:crisp-edges" ` +
-            `href="${escapeXml(images[it.src])}" xlink:href="${escapeXml(images[it.src])}"/>`,
+            `xlink:href="${escapeXml(images[it.src])}"/>`,
         );
         break;
       case "text": {
