@@ -77,6 +77,8 @@ const CSS = `
 .heatwidget .hw-status { display: none; align-items: center; gap: 8px; font-size: 12px; padding: 2px 0 4px;
   color: var(--jp-ui-font-color2, rgba(0,0,0,.54)); }
 .heatwidget .hw-status progress { width: 160px; height: 8px; }
+.heatwidget .hw-sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
+  white-space: nowrap; }
 .heatwidget .hw-error { display: none; font-size: 12px; padding: 4px; color: var(--jp-error-color1, #d32f2f); }
 `;
 
@@ -146,6 +148,7 @@ class HeatmapView {
   private readonly base: HTMLCanvasElement;
   private readonly overlay: HTMLCanvasElement;
   private readonly tooltip: HTMLDivElement;
+  private readonly live: HTMLDivElement;
   private readonly statusBar: HTMLDivElement;
   private readonly statusText: HTMLSpanElement;
   private readonly progressBar: HTMLProgressElement;
@@ -184,7 +187,9 @@ class HeatmapView {
     };
     this.root = mk("div", "heatwidget", el);
     this.root.tabIndex = 0;
-    this.root.setAttribute("role", "grid");
+    // "application": screen readers pass arrow keys through to us; the live region below reads the cell.
+    this.root.setAttribute("role", "application");
+    this.root.setAttribute("aria-roledescription", "heatmap");
     this.root.setAttribute("aria-label", "heatmap: arrow keys move, Enter selects, Escape clears");
     // Lumino (JupyterLab) must not treat arrows/Enter typed here as notebook shortcuts.
     this.root.setAttribute("data-lm-suppress-shortcuts", "true");
@@ -210,6 +215,8 @@ class HeatmapView {
     this.base = mk("canvas", "hw-base", this.stage);
     this.overlay = mk("canvas", "hw-overlay", this.stage);
     this.tooltip = mk("div", "hw-tooltip", this.root);
+    this.live = mk("div", "hw-sr", this.root);
+    this.live.setAttribute("aria-live", "polite");
     this.cellsCanvas = doc.createElement("canvas");
     this.barCanvas = doc.createElement("canvas");
     this.theme = readTheme(this.root);
@@ -623,6 +630,7 @@ class HeatmapView {
       this.cursor = next;
       this.keyboard = true;
       this.fillTooltip(next);
+      this.live.textContent = this.tooltip.textContent;
       const rc = cellRect(this.fig.plot, p.rows, p.cols, next.row, next.col);
       this.placeTooltip(rc.x + rc.w, rc.y + rc.h);
       this.drawOverlay();
