@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["log_probs", "kl_div", "js_div", "top_k", "rank_of"]
 
 LN2 = math.log(2.0)
+# The largest float32 not above ln 2: float32(ln 2) rounds *up*, and a JS "≤ ln 2" must hold in the stored matrix.
+LN2_F32 = float(np.nextafter(np.float32(LN2), np.float32(0)))
 
 
 def log_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -36,8 +39,14 @@ def js_div(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
 
     Note: scipy.spatial.distance.jensenshannon returns the square root of this (a distance), in its base.
     """
-    logm = torch.logaddexp(logp, logq) - LN2
-    return (0.5 * kl_div(logp, logm) + 0.5 * kl_div(logq, logm)).clamp(0.0, LN2)
+    # log M = mx + log(½(e^(log p − mx) + e^(log q − mx))): exactly log p when p = q (so JS(p, p) is exactly 0),
+    # and never an overflow; tokens impossible under both stay -inf.
+    mx = torch.maximum(logp, logq)
+    finite = torch.isfinite(mx)
+    safe = torch.where(finite, mx, torch.zeros_like(mx))
+    logm = safe + torch.log(0.5 * ((logp - safe).exp() + (logq - safe).exp()))
+    logm = torch.where(finite, logm, mx)
+    return (0.5 * kl_div(logp, logm) + 0.5 * kl_div(logq, logm)).clamp(0.0, LN2_F32)
 
 
 def top_k(logp: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
