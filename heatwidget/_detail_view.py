@@ -47,7 +47,14 @@ def chart_figure(chart: Chart, height: str = "220px") -> W.Widget:
             by = {str(x): float(y) for x, y in zip(s.x, s.y, strict=False)}
             ys.append([by.get(c, 0.0) for c in cats])
         xs = bq.OrdinalScale()
-        ysc = bq.LinearScale(min=0.0)
+        # An explicit max: bqplot's front end (0.6.x) computes no y domain for type="grouped" bars (it reads an
+        # undefined field), so without one every bar is drawn with zero height.
+        finite = [y for row in ys for y in row if math.isfinite(y)]
+        top = max([0.0, *finite])
+        bottom = min([0.0, *finite])
+        if top == bottom:  # all zero (or no data): any non-empty range
+            top = 1.0
+        ysc = bq.LinearScale(min=bottom * 1.05, max=top * 1.05)
         # Category labels are user data (token strings): bqplot draws them as SVG text, never as HTML.
         marks = [bq.Bars(x=cats, y=ys, scales={"x": xs, "y": ysc}, type="grouped",
                          labels=[s.name for s in chart.series], display_legend=len(chart.series) > 1,
