@@ -14,6 +14,7 @@ from .anatomy import MODULES, Anatomy, AnatomyError
 from .divergence import ProjectOut, Steer, ablation_kl, knockout_js, logit_lens
 from .explorer import Explorer, explore
 from .matrix import Chart, Detail, HeatMatrix, Series
+from .probing import PAPER_POSITIONS, Activations, AnswerSet, answer, collect, probe_auc
 from .weights import CheckpointError, WeightMismatchError, module_stats, weight_change
 from .widget import Heatmap
 
@@ -24,6 +25,7 @@ __all__ = [
     "hooks", "demo_model", "demo_questions", "Heatmap", "explore", "Explorer",
     "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut",
     "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
+    "answer", "collect", "probe_auc", "PAPER_POSITIONS", "AnswerSet", "Activations",
 ]
 
 

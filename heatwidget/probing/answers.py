@@ -1,0 +1,371 @@
+"""`hw.answer`: greedy answers to questions, correctness labels and exact-answer token spans (Orgad et al. 2024).
+
+For each question: the model's greedy answer (batched, left padding, the chat template only when the tokenizer has
+one); label 1 when any gold alias is a case-insensitive substring of the answer; the exact answer (the matched
+alias for a correct answer, `extractor(question, answer)` or else the answer's first line for a wrong one); and its
+token span, the smallest window of generated tokens whose decoding contains the exact answer (shrink from the
+right, then from the left, as the paper's code does). Rows whose exact answer cannot be located are kept out of
+the set, counted in `meta` and listed in `dropped`, with a warning — never silently.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._progress import progress
+from .positions import normalize_positions, position_index
+
+__all__ = ["AnswerSet", "answer", "find_span", "match_gold"]
+
+Extractor = Callable[[str, str], "str | None"]
+
+
+@dataclass
+class AnswerSet:
+    """Answers with labels and exact-answer spans; row i of every field is one question.
+
+    ids[i] is the full sequence the model saw and produced (prompt tokens, then generated tokens up to and
+    including the first end-of-sequence token), so ids[i][span[i, 0] : span[i, 1] + 1] are the exact-answer tokens.
+    labels: 1 = correct, 0 = wrong. logprobs[i]: the log-probability of each generated token (greedy choice).
+    index[i]: the row's position in the questions originally passed to `answer` (dropped rows leave gaps).
+    """
+
+    questions: list[str]
+    golds: list[list[str]]
+    answers: list[str]
+    labels: np.ndarray
+    exact: list[str]
+    ids: list[list[int]]
+    prompt_len: np.ndarray
+    span: np.ndarray
+    logprobs: list[np.ndarray]
+    index: np.ndarray
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __repr__(self) -> str:
+        n = len(self)
+        acc = float(self.labels.mean()) if n else float("nan")
+        return (f"AnswerSet({n} rows, {int(self.labels.sum())} correct ({acc:.0%}), "
+                f"{len(self.dropped)} dropped (exact answer not located))")
+
+    @property
+    def seq_len(self) -> np.ndarray:
+        return np.array([len(x) for x in self.ids], dtype=np.int64)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> AnswerSet:
+        """The rows `rows` (ints or a bool mask) as a new AnswerSet (dropped rows and meta carried over)."""
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise ValueError(f"mask has shape {idx.shape}, expected ({len(self)},)")
+            idx = np.nonzero(idx)[0]
+        idx = idx.astype(np.int64)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"row index out of range for {len(self)} rows")
+
+        def pick(xs: list) -> list:
+            return [xs[int(i)] for i in idx]
+
+        return AnswerSet(questions=pick(self.questions), golds=pick(self.golds), answers=pick(self.answers),
+                         labels=self.labels[idx], exact=pick(self.exact), ids=pick(self.ids),
+                         prompt_len=self.prompt_len[idx], span=self.span[idx], logprobs=pick(self.logprobs),
+                         index=self.index[idx], dropped=list(self.dropped), meta=dict(self.meta),
+                         tokenizer=self.tokenizer)
+
+    def positions(self, positions: Sequence[str | int]) -> np.ndarray:
+        """Absolute token index [N, P] of each named position in each row (errors name impossible rows)."""
+        return position_index(positions, self.prompt_len, self.seq_len, self.span)
+
+    def tokens(self, i: int) -> list[str]:
+        """Row i's tokens, each decoded on its own (user data: display as text, never as HTML)."""
+        if self.tokenizer is None:
+            raise ValueError("this AnswerSet has no tokenizer attached")
+        return [self.tokenizer.decode([t]) for t in self.ids[i]]
+
+    def logprob_scores(self) -> dict[str, np.ndarray]:
+        """Per-row confidence scores from the model's own log-probabilities (the paper's logprob baselines):
+        mean / min over the answer's generated tokens and mean over the exact-answer tokens."""
+        mean, low, exact = [], [], []
+        for i, lp in enumerate(self.logprobs):
+            lp = np.asarray(lp, dtype=np.float64)
+            p0 = int(self.prompt_len[i])
+            a, b = int(self.span[i, 0]) - p0, int(self.span[i, 1]) - p0
+            mean.append(lp.mean() if lp.size else np.nan)
+            low.append(lp.min() if lp.size else np.nan)
+            ex = lp[a:b + 1]
+            exact.append(ex.mean() if ex.size else np.nan)
+        return {"logprob_mean": np.array(mean), "logprob_min": np.array(low), "logprob_exact_mean": np.array(exact)}
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame({"index": self.index, "question": self.questions, "answer": self.answers,
+                             "correct": self.labels.astype(bool), "exact_answer": self.exact,
+                             "gold": [" | ".join(g) for g in self.golds],
+                             "span_first": self.span[:, 0], "span_last": self.span[:, 1],
+                             "prompt_len": self.prompt_len, "seq_len": self.seq_len})
+
+
+# ---- labels and spans (pure functions, unit-tested on their own) ---------------------------------------------
+
+def match_gold(answer_text: str, aliases: Sequence[str]) -> str | None:
+    """The alias found in the answer (case-insensitive), as it is written in the answer; None if none is.
+
+    Several matching aliases: the one that starts earliest wins, then the longest (so "New York City" beats
+    "New York" at the same place).
+    """
+    low = answer_text.lower()
+    best: tuple[int, int, str] | None = None
+    for a in aliases:
+        k = a.strip().lower()
+        if not k:
+            continue
+        i = low.find(k)
+        if i >= 0 and (best is None or (i, -len(k)) < (best[0], -best[1])):
+            best = (i, len(k), answer_text[i:i + len(k)])
+    return None if best is None else best[2]
+
+
+def find_span(decode: Callable[[list[int]], str], ids: Sequence[int], start: int, target: str
+              ) -> tuple[int, int] | None:
+    """The smallest window [lo, hi] (inclusive, lo >= start) of `ids` whose decoding contains `target`
+    (case-insensitive), or None. Shrinks from the right first (the earliest end), then from the left."""
+    t = target.strip().lower()
+    if not t:
+        return None
+    ids = list(ids)
+    n = len(ids)
+
+    def has(lo: int, hi: int) -> bool:
+        return t in decode(ids[lo:hi + 1]).lower()
+
+    if start >= n or not has(start, n - 1):
+        return None
+    hi = next(h for h in range(start, n) if has(start, h))
+    lo = next(lo for lo in range(hi, start - 1, -1) if has(lo, hi))
+    return lo, hi
+
+
+# ---- generation ----------------------------------------------------------------------------------------------
+
+class _ChosenLogprob:
+    """A logits processor that records log p(chosen token) at each greedy step without keeping [B, T, V] logits.
+
+    It runs last, on the scores greedy decoding takes the argmax of; the generation config below disables every
+    score-changing processor, so these are the model's own next-token log-probabilities.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.steps.append(torch.log_softmax(scores.float(), dim=-1).max(dim=-1).values.cpu())
+        return scores
+
+
+def _golds_list(golds: Any, n: int) -> list[list[str]]:
+    if isinstance(golds, (str, bytes)):
+        raise TypeError("golds must be one gold (str or list of aliases) per question, not a single string")
+    golds = list(golds)
+    if len(golds) != n:
+        raise ValueError(f"{n} questions but {len(golds)} golds: give exactly one gold per question")
+    out = []
+    for i, g in enumerate(golds):
+        aliases = [g] if isinstance(g, str) else list(g)
+        if not aliases or not all(isinstance(a, str) for a in aliases):
+            raise TypeError(f"gold {i} must be a str or a non-empty list of str, got {g!r}")
+        aliases = [a for a in aliases if a.strip()]
+        if not aliases:
+            raise ValueError(f"gold {i} is empty: a correct answer needs at least one non-empty alias")
+        out.append(aliases)
+    return out
+
+
+def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[int]], list[str]]:
+    tok = lm.tokenizer
+    texts = []
+    for i, q in enumerate(questions):
+        if not isinstance(q, str):
+            raise TypeError(f"question {i} is a {type(q).__name__}, not a str")
+        if not q.strip():
+            raise ValueError(f"question {i} is empty: give some text to answer")
+        if chat:
+            q = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        texts.append(q)
+    # The chat template already holds the special tokens; plain prompts get the tokenizer's defaults (DESIGN §3).
+    enc = tok(texts, add_special_tokens=not chat)["input_ids"]
+    return [list(map(int, x)) for x in enc], texts
+
+
+def _stop_ids(lm: Any) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(lm.model, "generation_config", None), lm.tokenizer):
+        e = getattr(src, "eos_token_id", None)
+        if isinstance(e, int):
+            ids.add(e)
+        elif isinstance(e, (list, tuple)):
+            ids.update(int(x) for x in e)
+    return ids
+
+
+@torch.inference_mode()
+def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+              ) -> tuple[list[list[int]], list[np.ndarray]]:
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    tok, model = lm.tokenizer, lm.model
+    pad = tok.pad_token_id
+    stops = _stop_ids(lm)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
+                           pad_token_id=pad, eos_token_id=sorted(stops) or None,
+                           bos_token_id=getattr(tok, "bos_token_id", None))
+    order = np.argsort([-len(p) for p in prompts], kind="stable")  # similar lengths together: less padding
+    gen: list[list[int]] = [[] for _ in prompts]
+    lps: list[np.ndarray] = [np.zeros(0) for _ in prompts]
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for chunk in progress(chunks, desc="answer: generating"):
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, i in enumerate(chunk):  # left padding: every row's next token is at the same column
+            p = prompts[i]
+            ids[r, width - len(p):] = torch.tensor(p)
+            mask[r, width - len(p):] = 1
+        rec = _ChosenLogprob()
+        out = model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), generation_config=cfg,
+                             logits_processor=LogitsProcessorList([rec]))
+        seqs = (out.sequences if hasattr(out, "sequences") else out)[:, width:].cpu()
+        steps = torch.stack(rec.steps, dim=1) if rec.steps else torch.zeros(len(chunk), 0)
+        for r, i in enumerate(chunk):
+            row = seqs[r].tolist()
+            end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))  # keep the first EOS
+            gen[i] = row[:end]
+            lps[i] = steps[r, :end].numpy().astype(np.float32)
+    return gen, lps
+
+
+def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
+           max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
+           chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None) -> AnswerSet:
+    """Greedy answers, labels and exact-answer spans for `questions` (see the module docstring).
+
+    questions: prompts (str), or dicts with "question" and "gold" (e.g. `hw.demo_questions()`; then golds may be
+    omitted). golds: one per question, a str or a list of aliases. extractor(question, answer) -> exact answer for
+    wrong answers (a substring of the answer; None / "" = no answer); default: the answer's first line.
+    chat_template: None = use it when the tokenizer has one. required_positions: also drop (and count) rows that
+    lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
+    """
+    qs = list(questions)
+    if not qs:
+        raise ValueError("no questions given")
+    if all(isinstance(q, dict) for q in qs):
+        if golds is None:
+            try:
+                golds = [q["gold"] for q in qs]
+            except KeyError:
+                raise ValueError("question dicts need a 'gold' key, or pass golds=") from None
+        try:
+            qs = [q["question"] for q in qs]
+        except KeyError:
+            raise ValueError("question dicts need a 'question' key (the prompt to feed)") from None
+    if golds is None:
+        raise ValueError("golds is missing: give one gold answer (or list of aliases) per question")
+    gold_lists = _golds_list(golds, len(qs))
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if lm.tokenizer is None:
+        raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
+    chat = bool(getattr(lm.tokenizer, "chat_template", None)) if chat_template is None else bool(chat_template)
+    if chat and not getattr(lm.tokenizer, "chat_template", None):
+        raise ValueError("chat_template=True, but this tokenizer has no chat template")
+    prompts, texts = _prompt_ids(lm, qs, chat)
+    limit = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
+    longest = max(len(p) for p in prompts)
+    if limit is not None and longest + max_new_tokens > limit:
+        raise ValueError(f"the longest prompt is {longest} tokens; with max_new_tokens={max_new_tokens} that exceeds "
+                         f"the model's context of {limit} tokens")
+    if extractor is not None and not callable(extractor):
+        raise TypeError("extractor must be a callable extractor(question, answer) -> str | None")
+
+    gen, lps = _generate(lm, prompts, max_new_tokens, batch_size)
+    tok = lm.tokenizer
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=True)
+
+    keep: list[int] = []
+    dropped: list[dict[str, Any]] = []
+    answers, labels, exacts, spans, full = [], [], [], [], []
+    for i, (q, g, p, a_ids) in enumerate(zip(qs, gold_lists, prompts, gen, strict=True)):
+        text = decode(a_ids)
+        hit = match_gold(text, g)
+        if hit is not None:
+            exact: str | None = hit
+        elif extractor is not None:
+            exact = extractor(q, text)
+            if exact is not None and not isinstance(exact, str):
+                raise TypeError(f"extractor returned a {type(exact).__name__} for question {i}, not a str or None")
+        else:
+            exact = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        seq = p + a_ids
+        span = find_span(decode, seq, len(p), exact) if exact else None
+        if span is None:
+            reason = ("empty answer" if not text.strip() else
+                      "no exact answer" if not exact else "exact answer not found in the answer's tokens")
+            dropped.append(dict(index=i, question=q, answer=text, exact_answer=exact or "", reason=reason))
+            continue
+        keep.append(i)
+        answers.append(text)
+        labels.append(int(hit is not None))
+        exacts.append(exact)
+        spans.append(span)
+        full.append(seq)
+
+    res = AnswerSet(
+        questions=[qs[i] for i in keep], golds=[gold_lists[i] for i in keep], answers=answers,
+        labels=np.array(labels, dtype=np.int64), exact=exacts, ids=full,
+        prompt_len=np.array([len(prompts[i]) for i in keep], dtype=np.int64),
+        span=np.array(spans, dtype=np.int64).reshape(-1, 2), logprobs=[lps[i] for i in keep],
+        index=np.array(keep, dtype=np.int64), dropped=dropped, tokenizer=tok,
+    )
+    if required_positions is not None:
+        pos = normalize_positions(required_positions)
+        ok = np.ones(len(res), dtype=bool)
+        for j, p in enumerate(pos):
+            for r in range(len(res)):
+                if ok[r]:
+                    try:
+                        position_index([p], res.prompt_len[r:r + 1], res.seq_len[r:r + 1], res.span[r:r + 1])
+                    except ValueError:
+                        ok[r] = False
+                        dropped.append(dict(index=int(res.index[r]), question=res.questions[r],
+                                            answer=res.answers[r], exact_answer=res.exact[r],
+                                            reason=f"no token at position {pos[j]!r}"))
+        res = res.subset(ok)
+        res.dropped = dropped
+    n_total = len(qs)
+    res.meta = dict(model=getattr(lm, "name", ""), n_total=n_total, n_kept=len(res), n_dropped=len(dropped),
+                    n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens, chat_template=chat,
+                    extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
+                    prompts=texts if chat else None)
+    if dropped:
+        reasons: dict[str, int] = {}
+        for d in dropped:
+            reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+        res.meta["dropped_reasons"] = reasons
+        warnings.warn(f"hw.answer: {len(dropped)} of {n_total} rows kept out ({reasons}); see answers.dropped",
+                      stacklevel=2)
+    return res
