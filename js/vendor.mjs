@@ -2,10 +2,10 @@
 // exported notebook needs into the Python package, so `heatwidget export` never fetches anything at export
 // time or view time:
 //   require.js                        (npm `requirejs`)                      : the AMD loader nbconvert pages use
-//   embed-amd.js                      (npm `@jupyter-widgets/html-manager`) : renders saved widget state
+//   embed-amd.js (+ its *.woff2 fonts) (npm `@jupyter-widgets/html-manager`) : renders saved widget state
 // The versions are pinned in package.json (exact) and package-lock.json (integrity hashes). The widget front
 // ends (anywidget, bqplot, bqscales) are not copied here: they come from the installed Python packages.
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -25,5 +25,9 @@ for (const [pkg, path, name] of files) {
   copyFileSync(join(dirname(pkgJson), path), join(out, name));
   versions[name] = { package: pkg, version: JSON.parse(readFileSync(pkgJson, "utf8")).version };
 }
+// The html-manager's Font Awesome fonts (icons on ipywidgets buttons): the exported page inlines the woff2 files
+// (heatwidget/export.py) instead of fetching them from next to the script, which an inlined script does not have.
+const dist = join(dirname(require.resolve("@jupyter-widgets/html-manager/package.json")), "dist");
+for (const f of readdirSync(dist).filter((f) => f.endsWith(".woff2"))) copyFileSync(join(dist, f), join(out, f));
 // Recorded so the exported page (and a bug report) can say which html-manager rendered it.
 writeFileSync(join(out, "versions.json"), JSON.stringify(versions, null, 2) + "\n");
