@@ -20,9 +20,13 @@ def _tour() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     tour = _tour()
     if args.html:
-        from .export import export_notebook
+        from .export import ExportError, export_notebook
 
-        out = export_notebook(tour, Path(args.html), execute=True, timeout=args.timeout)
+        try:
+            out = export_notebook(tour, Path(args.html), execute=True, timeout=args.timeout)
+        except ExportError as e:
+            print(f"heatwidget demo: {e}", file=sys.stderr)
+            return 1
         print(f"wrote {out}")
         return 0
     cmd = [sys.executable, "-m", "jupyter", "lab", str(tour), f"--port={args.port}"]
@@ -36,9 +40,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_notebook
+    from .export import ExportError, export_notebook
 
-    out = export_notebook(Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout)
+    try:
+        out = export_notebook(Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout,
+                              offline=not args.cdn, theme=args.theme)
+    except (ExportError, FileNotFoundError) as e:
+        print(f"heatwidget export: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {out}")
     return 0
 
@@ -57,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("output")
     e.add_argument("--execute", action="store_true", help="run the notebook first (widget state is saved)")
     e.add_argument("--timeout", type=int, default=600)
+    e.add_argument("--theme", choices=["light", "dark"], default="light", help="JupyterLab page theme")
+    e.add_argument("--cdn", action="store_true",
+                   help="load require.js and widget front ends from CDNs (nbconvert's default; needs internet)")
     e.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
     return int(args.func(args) or 0)
