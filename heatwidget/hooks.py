@@ -289,7 +289,11 @@ def run_block(block: nn.Module, call: BlockCall, h: torch.Tensor) -> torch.Tenso
 
     Recorded tensors with batch size 1 (masks [1, 1, T, T], rotary tables [1, T, d_head]) broadcast over B.
     Hooks registered on the block and its submodules (edits, knockouts) apply as in a normal forward.
+    A call recorded with a KV cache is refused: re-running it would append to (and corrupt) that cache.
     """
+    if any(hasattr(v, "get_seq_length") for v in (*call.args, *call.kwargs.values())):
+        raise ValueError("this block call was recorded with a KV cache; record it from a forward with "
+                         "use_cache=False to re-run the block")
     out = block(*call.args, hidden_states=h, **call.kwargs) if call.hidden_kw else block(h, *call.args, **call.kwargs)
     return _hidden_of(out)
 
