@@ -130,7 +130,7 @@ def _check_resume(lm: LM, clean: Clean, logp: torch.Tensor, positions: torch.Ten
         if not ok:
             clean.resume_note = f"re-running block 0 from recorded arguments differs from the clean run by {err:.3g}"
             return
-        lg = log_probs(head(lm, clean.final[:, positions]))
+        lg = log_probs(head(lm, clean.final[:, positions.to(clean.final.device)]))
         ok, err = _close(lg[0], logp, dt)
         if not ok:
             clean.resume_note = f"final norm + unembedding differ from the model's logits by {err:.3g}"
@@ -294,7 +294,7 @@ def _run_staircase(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequen
         with hooks.stack(*ctx):
             h = hooks.run_block(layers[j], clean.calls[j], h)
     assert h is not None
-    logits = head(lm, h[:, positions])
+    logits = head(lm, h[:, positions.to(h.device)])
     back = {r: i for i, r in enumerate(in_batch)}
     return logits[torch.tensor([back[r] for r in chunk], device=logits.device)]
 
@@ -323,7 +323,7 @@ def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence
     with hooks.stack(*ctx):
         logits = lm.model(input_ids=clean.ids.expand(n, s_len), use_cache=False, **keep).logits
     offset = s_len - logits.shape[1]
-    return logits[:, positions - offset]
+    return logits[:, (positions - offset).to(logits.device)]
 
 
 def run_rows(lm: LM, clean: Clean, specs: Sequence[RowSpec], positions: torch.Tensor,
