@@ -74,6 +74,9 @@ class Explorer(W.VBox):
         self.heatmap.observe(self._on_select, names=["selected_row", "selected_col"])
         super().__init__([self.breadcrumb, self.controls, self.heatmap,
                           W.HBox([self.progress, self.cancel_button, self.message]), self.detail])
+        # Stable hooks for user CSS and browser tests (the heatmap inside vs. child heatmaps in the detail area).
+        self.add_class("heatwidget-explorer")
+        self.detail.add_class("heatwidget-detail")
         self._show_matrix(matrix)
 
     # ---- the main view and its history -------------------------------------------------------------------
