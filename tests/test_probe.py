@@ -1,0 +1,182 @@
+"""hw.probe_auc on plain arrays: sklearn-exact split, solver and AUC; planted signal; shuffled labels; bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import heatwidget as hw
+from heatwidget.probing import fit_logreg, roc_auc, roc_curve, split_indices
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from sklearn.metrics import roc_curve as sk_roc_curve  # noqa: E402
+from sklearn.model_selection import train_test_split  # noqa: E402
+
+
+def _data(n: int, L: int, P: int, d: int, seed: int = 0, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Features whose label signal differs per cell (so AUCs spread over 0.5..1), with an offset and mixed scales."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.4).astype(np.int64)
+    X = rng.normal(size=(n, L, P, d)) * rng.uniform(0.5, 2.0, size=(1, L, P, d)) + rng.normal(size=(1, L, P, d))
+    strength = signal * rng.uniform(0.0, 0.6, size=(L, P))
+    direction = rng.normal(size=(L, P, d)) / np.sqrt(d)
+    X += (2 * y - 1)[:, None, None, None] * strength[None, :, :, None] * direction[None] * np.sqrt(d) / 2
+    return X.astype(np.float32), y
+
+
+# ---- split and AUC are sklearn's ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,test_size,seed", [(100, 0.2, 0), (257, 0.2, 3), (50, 0.33, 7), (40, 9, 1)])
+def test_split_is_sklearns_train_test_split(n: int, test_size: float, seed: int) -> None:
+    tr, te = split_indices(n, test_size, seed)
+    sk_tr, sk_te = train_test_split(np.arange(n), test_size=test_size, random_state=seed)
+    assert np.array_equal(tr, sk_tr) and np.array_equal(te, sk_te)
+
+
+def test_roc_auc_and_curve_match_sklearn_with_ties() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, size=200)
+    scores = np.round(rng.normal(size=(4, 200)) + y, 1)  # rounding makes many ties
+    assert np.allclose(roc_auc(scores, y), [roc_auc_score(y, s) for s in scores], atol=1e-12)
+    fpr, tpr, _ = roc_curve(scores[0], y)
+    sf, st, _ = sk_roc_curve(y, scores[0], drop_intermediate=False)
+    assert np.allclose(fpr, sf) and np.allclose(tpr, st)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+
+
+# ---- the solver ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,d", [(300, 20), (120, 200)])  # primal (d < n) and row-space (d > n) paths
+def test_batched_newton_reaches_sklearns_optimum(n: int, d: int) -> None:
+    X, y = _data(n, 2, 2, d, seed=n)
+    Xk = torch.from_numpy(X.reshape(n, 4, d)).transpose(0, 1)
+    fit = fit_logreg(Xk, torch.from_numpy(y).float(), C=1.0)
+    assert bool(fit.converged.all())
+    for k in range(4):
+        ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X.reshape(n, 4, d)[:, k].astype(np.float64),
+                                                                        y)
+        scale = np.abs(ref.coef_).max()
+        assert np.abs(fit.coef[k].numpy() - ref.coef_[0]).max() < 2e-3 * scale + 1e-4
+        assert abs(float(fit.intercept[k]) - ref.intercept_[0]) < 2e-3 * (1 + abs(ref.intercept_[0]))
+
+
+def test_solver_handles_separable_cells_and_C() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    X = rng.normal(size=(60, 5)).astype(np.float32)
+    X[:, 0] += 6 * (2 * y - 1)  # perfectly separable: only the penalty keeps w finite
+    for C in (0.1, 1.0, 10.0):
+        fit = fit_logreg(torch.from_numpy(X)[None], torch.from_numpy(y).float(), C=C)
+        ref = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(X.astype(np.float64), y)
+        assert np.allclose(fit.coef[0].numpy(), ref.coef_[0], rtol=2e-3, atol=1e-4), C
+
+
+# ---- probe_auc = a loop of sklearn fits on the same split ------------------------------------------------------
+
+@pytest.mark.parametrize("d", [12, 160])
+def test_probe_auc_matches_sklearn_per_cell(d: int) -> None:
+    n, L, P = 200, 3, 4
+    X, y = _data(n, L, P, d, seed=d)
+    m = hw.probe_auc(X, y, test_size=0.2, seed=0)
+    assert m.shape == (L, P) and m.row_title == "Layer" and m.col_title == "Token" and m.metric == "AUC"
+    tr, te = m.meta["train_idx"], m.meta["test_idx"]
+    sk_tr, sk_te = train_test_split(np.arange(n), test_size=0.2, random_state=0)
+    assert np.array_equal(tr, sk_tr) and np.array_equal(te, sk_te)
+    ref = np.empty((L, P))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn's ConvergenceWarning at max_iter=100 is part of the reference
+        for i in range(L):
+            for j in range(P):
+                clf = LogisticRegression(C=1.0).fit(X[tr, i, j], y[tr])
+                ref[i, j] = roc_auc_score(y[te], clf.decision_function(X[te, i, j]))
+    assert np.abs(m.values - ref).max() <= 0.01
+    assert m.values.std() > 0.05  # the cells really differ: the comparison is not trivially 0.5 vs 0.5
+    assert m.meta["solver"]["all_converged"]
+
+
+def test_planted_signal_is_found_in_its_cell() -> None:
+    rng = np.random.default_rng(5)
+    n, L, P, d = 240, 4, 5, 24
+    y = rng.integers(0, 2, size=n)
+    X = rng.normal(size=(n, L, P, d)).astype(np.float32)
+    X[:, 2, 3, 7] += 2.5 * y  # the only informative cell
+    m = hw.probe_auc(X, y, rows=[f"L{i}" for i in range(L)], cols=list("abcde"))
+    r, c = np.unravel_index(np.argmax(m.values), m.shape)
+    assert (r, c) == (2, 3) and m.values[2, 3] > 0.9
+    others = np.delete(m.values.ravel(), 2 * P + 3)
+    assert others.max() < 0.75 and abs(others.mean() - 0.5) < 0.08
+    assert m.rows == ["L0", "L1", "L2", "L3"] and m.cols == list("abcde")
+
+
+def test_shuffled_labels_give_chance_auc() -> None:
+    X, y = _data(300, 3, 5, 16, seed=2, signal=3.0)
+    real = hw.probe_auc(X, y)
+    shuffled = hw.probe_auc(X, np.random.default_rng(0).permutation(y))
+    assert real.values.mean() > 0.75
+    assert abs(float(shuffled.values.mean()) - 0.5) < 0.06 and shuffled.values.max() < 0.72
+
+
+def test_memmap_features_and_torch_input(tmp_path) -> None:
+    X, y = _data(120, 2, 3, 8, seed=4)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=X.shape)
+    mm[:] = X
+    a = hw.probe_auc(mm, y, memory_budget=1)  # one cell per chunk
+    b = hw.probe_auc(torch.from_numpy(X), torch.from_numpy(y))
+    assert np.allclose(a.values, b.values, atol=1e-6) and a.meta["solver"]["cells_per_chunk"] == 1
+
+
+def test_drill_on_arrays_and_save_roundtrip(tmp_path) -> None:
+    X, y = _data(150, 2, 3, 10, seed=6)
+    m = hw.probe_auc(X, y)
+    det = m.drill(1, 2)
+    roc, hist = det.charts
+    assert roc.kind == "line" and hist.kind == "hist"
+    probe = roc.series[0]
+    assert (probe.x[0], probe.y[0], probe.x[-1], probe.y[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert sum(hist.series[0].y) + sum(hist.series[1].y) == len(m.meta["test_idx"])
+    assert abs(det.meta["auc"] - m.values[1, 2]) < 1e-6 and not det.reruns
+    back = hw.HeatMatrix.load(m.save(tmp_path / "probe.npz"))
+    assert np.array_equal(back.meta["test_idx"], m.meta["test_idx"]) and back.meta["vmin"] == 0.5
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,match", [
+    ("one_label", "all 200 labels are correct"),
+    ("few", "at least 10 of each class"),
+    ("nan", r"NaN/inf \(first at example 5, layer 1, position 2\)"),
+    ("mismatch", "N=200 examples but labels have 199"),
+    ("ndim", r"\[N, layers, positions, d\]"),
+    ("labels", "labels must be 0/1"),
+    ("no_y", "labels y are missing"),
+    ("split", "test split holds only one class"),
+])
+def test_bad_input_is_a_clear_error(case: str, match: str) -> None:
+    X, y = _data(200, 2, 3, 4, seed=0)
+    kw: dict = {}
+    if case == "one_label":
+        y = np.ones_like(y)
+    elif case == "few":
+        y = np.zeros_like(y)
+        y[:6] = 1
+    elif case == "nan":
+        X[5, 1, 2, 0] = np.nan
+    elif case == "mismatch":
+        y = y[:-1]
+    elif case == "ndim":
+        X = X[:, 0]
+    elif case == "labels":
+        y = y + 1
+    elif case == "no_y":
+        y = None
+    elif case == "split":
+        y = np.zeros_like(y)
+        _tr, te = split_indices(200, 0.2, 0)
+        y[np.setdiff1d(np.arange(200), te)[:20]] = 1  # every correct example lands in the training split
+    with pytest.raises(ValueError, match=match):
+        hw.probe_auc(X, y, **kw)
