@@ -7,9 +7,6 @@ recolours it; arrow keys typed in the widget do not move Lab's active cell.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,13 +26,10 @@ print("READY")
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[LabServer]:
-    with tempfile.TemporaryDirectory(prefix="hw-lab-") as d:
-        server = LabServer(Path(d), {"widget.ipynb": [SETUP, "w  # ... displayed here", ""]})
-        try:
-            yield server
-        finally:
-            server.close()
+def lab(lab_server: LabServer) -> LabServer:
+    # The session's one Lab server (conftest.py): starting a second one costs seconds on 2 cores.
+    lab_server.add_notebook("widget.ipynb", [SETUP, "w  # ... displayed here", ""])
+    return lab_server
 
 
 def widget_pixel(page: Any, x: float, y: float) -> list[int]:
