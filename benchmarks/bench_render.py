@@ -13,7 +13,8 @@ Two measurements:
 bqplot draws one SVG <rect> per cell; cases that do not finish within --timeout seconds are reported as such
 (and larger bqplot cases are skipped after the first timeout).
 
-Usage: python benchmarks/bench_render.py [--repeats 5] [--timeout 120] [--skip-lab] [--json out.json]
+Usage: python benchmarks/bench_render.py [--repeats 5] [--lab-repeats 3] [--timeout 120] [--skip-lab]
+       [--json out.json]
 Needs: the built bundle (cd js && npm run build), /usr/bin/chromium, playwright (python), jupyterlab, bqplot.
 """
 
@@ -107,9 +108,12 @@ SETUP = WIDGET_IMPORT + textwrap.dedent(f"""
     print("READY")
 """)
 
-# Run cell 1 with `code`; resolve with ms from "run" until the cells are on screen (+2 frames), null on timeout.
+# Run cell 1 with `code`; window.__hwResult gets the ms from "run" until the cells are on screen (+2 frames).
+# The caller waits for it with a Playwright timeout, which fires even while bqplot keeps the page's main thread
+# busy (an in-page timer could not).
 TIME_JS = """
-async ([code, kind, cells, timeoutMs]) => {
+([code, kind, cells]) => {
+  window.__hwResult = undefined;
   const app = window.jupyterapp;
   const nb = app.shell.currentWidget.content;
   const cell = nb.widgets[1];
@@ -121,20 +125,27 @@ async ([code, kind, cells, timeoutMs]) => {
   const done = () => kind === 'ours'
     ? node.querySelector('.heatwidget[data-paints]') !== null
     : node.getElementsByClassName('heatmapcell').length >= cells;
-  return await new Promise((resolve) => {
-    const check = () => {
-      if (done()) {
-        requestAnimationFrame(() => requestAnimationFrame(() => resolve(performance.now() - t0)));
-      } else if (performance.now() - t0 > timeoutMs) {
-        resolve(null);
-      } else {
-        setTimeout(check, kind === 'ours' ? 2 : 50);
-      }
-    };
-    check();
-  });
+  const check = () => {
+    if (done()) {
+      requestAnimationFrame(() => requestAnimationFrame(() => { window.__hwResult = performance.now() - t0; }));
+    } else {
+      setTimeout(check, kind === 'ours' ? 2 : 50);
+    }
+  };
+  check();
 }
 """
+
+
+def run_timed(page: Any, args: list[Any], timeout_s: float) -> float | None:
+    page.evaluate(TIME_JS, args)
+    try:
+        page.wait_for_function("window.__hwResult !== undefined", timeout=timeout_s * 1000, polling=100)
+    except Exception as e:  # TimeoutError, or the page crashed (out of memory)
+        if "Timeout" not in type(e).__name__:
+            print(f"    {args[1]}: {type(e).__name__}: {str(e)[:120]}", flush=True)
+        return None
+    return page.evaluate("window.__hwResult")
 
 
 def time_case(lab: Any, browser: Any, kind: str, shape: tuple[int, int], timeout_s: float) -> float | None:
@@ -142,20 +153,16 @@ def time_case(lab: Any, browser: Any, kind: str, shape: tuple[int, int], timeout
     try:
         expr = "Heatmap(data[{}], colormap='viridis')" if kind == "ours" else "grid(data[{}])"
         # Untimed warm-up: loads the widget's JS (anywidget ESM / bqplot chunks) in this page.
-        if page.evaluate(TIME_JS, [expr.format((2, 2)), kind, 4, 60_000]) is None:
+        if run_timed(page, [expr.format((2, 2)), kind, 4], 60) is None:
             raise RuntimeError(f"{kind} warm-up widget did not render")
         page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
         page.wait_for_timeout(300)
-        try:
-            return page.evaluate(TIME_JS, [expr.format(shape), kind, shape[0] * shape[1], timeout_s * 1000])
-        except Exception as e:  # the page crashed (out of memory) or similar
-            print(f"    {kind} {shape}: {type(e).__name__}: {str(e)[:120]}", flush=True)
-            return None
+        return run_timed(page, [expr.format(shape), kind, shape[0] * shape[1]], timeout_s)
     finally:
         ctx.close()
 
 
-def bench_lab(browser: Any, timeout_s: float) -> dict[str, dict[str, float | None]]:
+def bench_lab(browser: Any, timeout_s: float, repeats: int) -> dict[str, dict[str, float | None]]:
     out: dict[str, dict[str, float | None]] = {"heatwidget": {}, "bqplot": {}}
     with tempfile.TemporaryDirectory(prefix="hw-bench-") as d:
         lab = LabServer(Path(d), {"bench.ipynb": [SETUP, ""]})
@@ -172,13 +179,20 @@ def bench_lab(browser: Any, timeout_s: float) -> dict[str, dict[str, float | Non
                         out[label][key] = None
                         print(f"  jupyterlab {label:>10} {key:>10}: skipped (a smaller case did not finish)")
                         continue
-                    ms = time_case(lab, browser, kind, shape, timeout_s)
-                    out[label][key] = ms
-                    if ms is None:
+                    runs: list[float] = []
+                    for _ in range(repeats):
+                        ms = time_case(lab, browser, kind, shape, timeout_s)
+                        if ms is None:
+                            break
+                        runs.append(ms)
+                    if not runs:
                         gave_up = True
+                        out[label][key] = None
                         print(f"  jupyterlab {label:>10} {key:>10}: did not finish in {timeout_s:.0f} s", flush=True)
                     else:
-                        print(f"  jupyterlab {label:>10} {key:>10}: first paint {ms:9.1f} ms", flush=True)
+                        out[label][key] = statistics.median(runs)
+                        print(f"  jupyterlab {label:>10} {key:>10}: first paint {statistics.median(runs):9.1f} ms "
+                              f"median (min {min(runs):.1f}, n={len(runs)})", flush=True)
         finally:
             lab.close()
     return out
@@ -187,6 +201,7 @@ def bench_lab(browser: Any, timeout_s: float) -> dict[str, dict[str, float | Non
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="renderer repeats per size (median reported)")
+    ap.add_argument("--lab-repeats", type=int, default=3, help="JupyterLab repeats per case (median reported)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for one JupyterLab case")
     ap.add_argument("--skip-lab", action="store_true", help="only the static-page renderer timings")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -207,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         results["renderer"] = bench_renderer(browser, args.repeats)
         if not args.skip_lab:
             print("jupyterlab (run cell -> cells on screen):", flush=True)
-            results["jupyterlab"] = bench_lab(browser, args.timeout)
+            results["jupyterlab"] = bench_lab(browser, args.timeout, args.lab_repeats)
         browser.close()
     results["wall_s"] = round(time.time() - t, 1)
 
