@@ -137,6 +137,7 @@ class Heatmap(anywidget.AnyWidget):
         self._max_cells = int(max_cells)
         self._pooling = pooling
         self._auto_colormap = colormap is None
+        self._in_set_matrix = False
         self.static_image = static_image
         self._select_handlers = CallbackDispatcher()
         self._last_selection: tuple[int, int] | None = None
@@ -152,6 +153,12 @@ class Heatmap(anywidget.AnyWidget):
             self.height = int(height)
             self._set_matrix(m)
         self.observe(self._on_selection, names=["selected_row", "selected_col"])
+        self.observe(self._on_colormap, names=["colormap"])
+
+    def _on_colormap(self, change: dict) -> None:
+        # A colour map chosen by the user sticks; only the automatic one follows new matrices.
+        if not self._in_set_matrix:
+            self._auto_colormap = False
 
     # ---- the matrix ------------------------------------------------------------------------------------------
     @property
@@ -177,6 +184,14 @@ class Heatmap(anywidget.AnyWidget):
         values = _figure.pool(m.values, fr, fc, self._pooling)
         self._matrix = m
         # One comm message for the whole swap: the view never sees new bytes with an old shape.
+        self._in_set_matrix = True
+        try:
+            self._send_matrix(m, values, fr, fc, keep_selection)
+        finally:
+            self._in_set_matrix = False
+
+    def _send_matrix(self, m: HeatMatrix, values: np.ndarray, fr: int, fc: int, keep_selection: bool) -> None:
+        r, c = m.shape
         with self.hold_sync():
             if self._auto_colormap:
                 self.colormap = self._default_colormap(m)

@@ -95,6 +95,13 @@ def test_colormap_default_and_validation():
     w = Heatmap(km())
     with pytest.raises(traitlets.TraitError, match="choose one of"):
         w.colormap = "<script>"
+    # The automatic choice follows new matrices; an explicit one sticks.
+    w.matrix = np.array([[-1.0, 1.0]])
+    assert w.colormap == "rdbu"
+    w.colormap = "viridis"
+    w.matrix = np.array([[-2.0, 1.0]])
+    assert w.colormap == "viridis"
+    assert Heatmap(np.array([[-1.0, 1.0]]), colormap="blues").colormap == "blues"
 
 
 def test_range_and_log_validation():

@@ -290,3 +290,18 @@ def test_million_cells_paint_fast_and_hover_is_constant_time(page: Any) -> None:
     )
     assert per_move < 5, per_move
     print(json.dumps({"paint_ms_1M": round(info["paintMs"], 1), "hover_ms": round(per_move, 3)}))
+
+
+def test_too_wide_for_one_canvas_is_pooled_in_the_browser_with_a_note(page: Any) -> None:
+    # 1 × 20,000 is small for the kernel (no pooling there) but wider than a canvas may be: the view pools.
+    w = Heatmap(np.arange(20_000, dtype=np.float32).reshape(1, 20_000))
+    assert w.downsample == {}
+    info = mount(page, w)
+    assert root(page, 0).get_attribute("data-shape") == "1x10000"
+    assert "pooled in the browser: max of 1×2 cells" in root(page, 0).get_attribute("data-notes")
+    x, y, pw, ph = info["plot"]
+    page.mouse.click(*page_xy(page, 0, x + pw - 0.5, y + ph / 2))
+    got = saved(page, 0)[-1]
+    # Pointer positions are whole pixels (~17 blocks each here): the last pixel's block, in full-matrix columns.
+    assert got["selected_row"] == 0 and 19_900 <= got["selected_col"] <= 19_998 and got["selected_col"] % 2 == 0
+    assert page.errors == []
