@@ -1,0 +1,161 @@
+"""An exported notebook works offline: `heatwidget export --execute` opened from file:// with every request aborted.
+
+The notebook (explore_nb.py) is executed by nbclient with its widget state saved and converted by nbconvert with
+heatwidget's offline template (heatwidget/export.py). Chromium then loads the single HTML file with all network
+requests aborted except file:, data: and blob: URLs: the heatmap paints, the bqplot charts of the saved drill-down
+draw, hover shows a tooltip, a click selects, and nothing logs an error. A notebook saved without widget state
+exports to a page that says so and shows the static image instead.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import numpy as np
+import pytest
+from explore_nb import COLS, EXPORT_SELECTED, ROWS, SELECT, SETUP, kernel_token
+from heatmap_page import cell_center, cell_left_edge, overlay_alpha, page_point, plot_stats
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+LOCAL_SCHEMES = ("file:", "data:", "blob:")
+
+
+def _notebook(path: Path, cells: list[str]) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The explorer notebook, executed and exported through the CLI (what a user runs)."""
+    d = tmp_path_factory.mktemp("export")
+    nb = _notebook(d / "explore.ipynb", [SETUP, SELECT])
+    out = d / "explore.html"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "heatwidget.cli", "export", str(nb), str(out), "--execute"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"heatwidget export --execute: {time.perf_counter() - t0:.1f} s, {out.stat().st_size / 1e6:.1f} MB")
+    return out
+
+
+class OfflinePage:
+    """A page that may load only file:, data: and blob: URLs, recording what it tried and what it logged."""
+
+    def __init__(self, browser: Any) -> None:
+        self.ctx = browser.new_context(viewport={"width": 1200, "height": 1000})
+        self.page = self.ctx.new_page()
+        self.blocked: list[str] = []
+        self.errors: list[str] = []
+        self.page.route("**/*", self._route)
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("console", lambda m: self.errors.append(f"console.error: {m.text}") if m.type == "error" else None)
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url[:200]} {r.failure}"))
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(LOCAL_SCHEMES):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def open(self, path: Path) -> Any:
+        self.page.goto(path.as_uri())
+        return self.page
+
+
+@pytest.fixture
+def offline(browser: Any) -> Iterator[OfflinePage]:
+    p = OfflinePage(browser)
+    yield p
+    p.ctx.close()
+
+
+def test_export_renders_heatmap_and_bqplot_charts_offline(exported: Path, offline: OfflinePage) -> None:
+    page = offline.open(exported)
+    root = page.locator(".heatwidget-explorer .heatwidget").first
+    root.wait_for(state="visible", timeout=60_000)
+    page.wait_for_function("document.querySelector('.heatwidget')?.dataset.paints >= 1", timeout=30_000)
+    assert root.get_attribute("data-shape") == f"{ROWS}x{COLS}"
+    stats = plot_stats(root)
+    assert stats["opaque"] == stats["samples"] and stats["colours"] >= 12, stats
+
+    # The drill-down that ran in the kernel before saving: its text and its two bqplot figures.
+    detail = page.locator(".heatwidget-detail")
+    r, c = EXPORT_SELECTED
+    assert f"token={kernel_token(r, c)}" in detail.inner_text()
+    page.wait_for_function("document.querySelectorAll('.heatwidget-detail .bqplot').length >= 2", timeout=30_000)
+    bars = detail.locator(".bqplot rect.bar")
+    page.wait_for_function(
+        "Array.from(document.querySelectorAll('.heatwidget-detail .bqplot rect.bar'))"
+        ".filter(r => parseFloat(r.getAttribute('height')) > 1).length >= 5", timeout=30_000)
+    assert bars.count() == 8  # 4 tokens x 2 series, grouped
+    line = detail.locator(".bqplot path.line").first
+    assert len(line.get_attribute("d") or "") > 20
+    assert "top tokens" in detail.inner_text() and "per position" in detail.inner_text()
+
+    assert offline.blocked == [], f"the page tried the network: {offline.blocked}"
+    assert offline.errors == []
+
+
+def test_export_hover_tooltip_and_click_selection_without_kernel(exported: Path, offline: OfflinePage) -> None:
+    page = offline.open(exported)
+    root = page.locator(".heatwidget-explorer .heatwidget").first
+    page.wait_for_function("document.querySelector('.heatwidget')?.dataset.paints >= 1", timeout=60_000)
+
+    page.mouse.move(*page_point(root, *cell_center(root, 4, 3)))
+    tip = root.locator(".hw-tooltip")
+    tip.wait_for(state="visible", timeout=10_000)
+    text = tip.text_content()
+    assert "L4" in text and "Gen3" in text and f"{(4 * COLS + 3) / 7:.3g}"[:3] in text, text
+
+    # The saved selection is outlined; a click moves the outline (no kernel: the selection lives in the page).
+    old = cell_left_edge(root, *EXPORT_SELECTED)
+    new = cell_left_edge(root, 4, 3)
+    assert overlay_alpha(root, *old) > 200
+    page.mouse.click(*page_point(root, *cell_center(root, 4, 3)))
+    page.mouse.move(5, 5)  # away from the plot: no hover highlight
+    tip.wait_for(state="hidden", timeout=10_000)
+    assert overlay_alpha(root, *new) > 200
+    assert overlay_alpha(root, *old) < 50
+    assert offline.blocked == []
+    assert offline.errors == []
+
+
+def test_export_of_a_notebook_without_widget_state_says_so(tmp_path: Path, offline: OfflinePage,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from heatwidget.export import export_notebook
+    from heatwidget.widget import Heatmap
+
+    # What JupyterLab saves when "Save Widget State Automatically" is off: the outputs (view reference, SVG
+    # fallback, text) but no widget state in the notebook metadata.
+    w = Heatmap(np.arange(12, dtype=np.float32).reshape(3, 4))
+    data, _ = w._repr_mimebundle_()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("hw.Heatmap(m)", execution_count=1, outputs=[
+        nbformat.v4.new_output("execute_result", data=data, execution_count=1)])])
+    path = tmp_path / "unsaved.ipynb"
+    nbformat.write(nb, path)
+    out = export_notebook(path, tmp_path / "unsaved.html")
+    assert "no saved widget state" in capsys.readouterr().err
+
+    page = offline.open(out)
+    banner = page.locator(".heatwidget-export-note")
+    banner.wait_for(state="visible")
+    assert "saved without its widget state" in banner.inner_text()
+    assert "static image" in page.locator(".heatwidget-unsaved-widget").inner_text()
+    img = page.locator("img[src^='data:image/svg+xml']")
+    img.wait_for(state="visible")
+    assert img.evaluate("i => i.complete && i.naturalWidth > 100")
+    assert page.locator(".heatwidget").count() == 0  # no live widget pretending to work
+    assert offline.blocked == [] and offline.errors == []

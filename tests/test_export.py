@@ -1,0 +1,133 @@
+"""heatwidget.export without a browser: what goes into the offline page, and the error paths.
+
+The browser half (the page really works with the network cut off) is tests/browser/test_export.py.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from heatwidget import export
+from heatwidget.export import STATE_MIME, VIEW_MIME, ExportError, export_notebook
+from heatwidget.matrix import Chart, Detail, HeatMatrix, Series
+
+# Script tags that would make the page depend on the network.
+REMOTE_SCRIPT = re.compile(r"<script[^>]+src=[\"']?https?:", re.IGNORECASE)
+
+
+def _explorer_notebook(path: Path) -> Path:
+    """A notebook holding an explorer with a drill-down, its state saved as JupyterLab would (no kernel needed)."""
+    from ipywidgets.embed import embed_data
+
+    import heatwidget as hw
+
+    def drill(m: HeatMatrix, r: int, c: int) -> Detail:
+        return Detail(r, c, m.rows[r], m.cols[c], float(m.values[r, c]),
+                      charts=[Chart("bars", "bar", [Series("a", ["x", "y"], [1.0, 2.0])])])
+
+    m = HeatMatrix(np.arange(6, dtype=np.float32).reshape(2, 3)).with_drill(drill)
+    ex = hw.explore(m)
+    ex.select(1, 2)
+    ex.wait()
+    data = embed_data(views=[ex])
+    out = nbformat.v4.new_output("display_data", data={VIEW_MIME: data["view_specs"][0], "text/plain": "Explorer"})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("ex", outputs=[out])])
+    nb.metadata["widgets"] = {STATE_MIME: data["manager_state"]}
+    nbformat.write(nb, path)
+    ex.close()
+    return path
+
+
+def test_offline_page_inlines_loader_manager_and_front_ends(tmp_path: Path) -> None:
+    nb = _explorer_notebook(tmp_path / "ex.ipynb")
+    html = export_notebook(nb, tmp_path / "ex.html").read_text(encoding="utf-8")
+    assert not REMOTE_SCRIPT.search(html), REMOTE_SCRIPT.search(html)
+    assert 'data-heatwidget-vendor="require.js"' in html and 'data-heatwidget-vendor="embed-amd.js"' in html
+    for module in ("anywidget", "bqplot", "bqscales"):
+        assert f'data-heatwidget-module="{module}"' in html
+    # The html-manager's icon fonts are inlined, not fetched from beside the (non-existent) script file.
+    assert "data:font/woff2;base64," in html
+    assert not re.search(r'\.p\+"[0-9a-f]{20}\.woff2"', html)
+    assert STATE_MIME in html and "heatwidget-export-note" not in html
+    # An HTML parser sees each inlined script whole (nothing in the code ends its <script> early).
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    vendor = export.find_vendor_files()
+    for name, path in vendor.items():
+        text = soup.find("script", attrs={"data-heatwidget-vendor": name}).string
+        assert text.rstrip().endswith(path.read_text(encoding="utf-8").rstrip()[-200:]), name
+    bq = soup.find("script", attrs={"data-heatwidget-module": "bqplot"}).string
+    assert bq.rstrip().endswith('(window.__heatwidgetNamedDefine("bqplot"));')
+
+
+def test_cdn_mode_is_nbconverts_page(tmp_path: Path) -> None:
+    nb = _explorer_notebook(tmp_path / "ex.ipynb")
+    html = export_notebook(nb, tmp_path / "ex.html", offline=False).read_text(encoding="utf-8")
+    assert REMOTE_SCRIPT.search(html)
+    assert "data-heatwidget-module" not in html
+
+
+def test_unsaved_widget_state_falls_back_with_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nb = nbformat.read(_explorer_notebook(tmp_path / "ex.ipynb"), as_version=4)
+    del nb.metadata["widgets"]
+    nbformat.write(nb, tmp_path / "unsaved.ipynb")
+    html = export_notebook(tmp_path / "unsaved.ipynb", tmp_path / "unsaved.html").read_text(encoding="utf-8")
+    assert "1 widget output(s)" in capsys.readouterr().err
+    assert "heatwidget-export-note" in html and "saved without its widget state" in html
+    assert "no static image was saved" in html  # an Explorer (VBox) has only text to fall back to
+    assert 'data-heatwidget-vendor="embed-amd.js"' not in html  # nothing to render: no manager
+
+
+def test_mathjax_only_when_markdown_has_math(tmp_path: Path) -> None:
+    for src, expected in (("plain text", False), ("KL is $\\sum p \\log p/q$", True)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(src)])
+        nbformat.write(nb, tmp_path / "m.ipynb")
+        html = export_notebook(tmp_path / "m.ipynb", tmp_path / "m.html").read_text(encoding="utf-8")
+        assert ("mathjax" in html.lower()) is expected, src
+        assert bool(REMOTE_SCRIPT.search(html)) is expected
+
+
+def test_inline_js_cannot_close_its_script_tag() -> None:
+    js = 'const a = "</script><script>alert(1)</script>"; const b = "<!-- x";'
+    out = export._inline_js(js)
+    assert "</script" not in out.lower() and "<!--" not in out
+    assert out == 'const a = "<\\/script><script>alert(1)<\\/script>"; const b = "<\\!-- x";'
+
+
+def test_missing_vendor_files_say_how_to_build_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(export, "VENDOR_DIR", tmp_path / "vendor")
+    monkeypatch.setattr(export, "_NODE_MODULES", tmp_path / "node_modules")
+    with pytest.raises(ExportError, match=r"npm ci && npm run build.*--cdn"):
+        export.find_vendor_files()
+
+
+def test_widget_modules_resolved_from_nbextensions() -> None:
+    state = {
+        "a": {"model_module": "anywidget", "state": {"_view_module": "anywidget"}},
+        "b": {"model_module": "bqplot", "state": {"_view_module": "bqplot"}},
+        "c": {"model_module": "@jupyter-widgets/controls", "state": {"_view_module": "@jupyter-widgets/controls"}},
+        "d": {"model_module": "no-such-widget-module", "state": {}},
+    }
+    modules, missing = export._modules_for(state)
+    names = [m.name for m in modules]
+    assert {"anywidget", "bqplot"} <= set(names)
+    assert "@jupyter-widgets/controls" not in names  # the html-manager brings its own
+    assert missing == ["no-such-widget-module"]
+    assert all(m.path.name == "index.js" for m in modules)
+
+
+def test_missing_notebook_and_failing_cell(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        export_notebook(tmp_path / "nope.ipynb", tmp_path / "out.html")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("raise ValueError('boom in cell')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "bad.ipynb")
+    with pytest.raises(ExportError, match="boom in cell"):
+        export_notebook(tmp_path / "bad.ipynb", tmp_path / "bad.html", execute=True, timeout=120)
+    assert not (tmp_path / "bad.html").exists()
