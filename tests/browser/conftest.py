@@ -58,8 +58,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(pytest.mark.skip(reason=f"BROWSER TESTS SKIPPED: {_MISSING}"))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def _browser_required() -> None:
+    # Session-scoped so it runs before the session's browser / Lab fixtures, with this message instead of theirs.
     if _MISSING:  # only reached when required (otherwise the test was skipped)
         pytest.fail(f"browser tests are required here (CI / HEATWIDGET_REQUIRE_BROWSER) but {_MISSING}", pytrace=False)
 
