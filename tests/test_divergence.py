@@ -93,10 +93,14 @@ def plain_ablation(lm: hw.LM, prompt: str, make_ctx, layers=None) -> np.ndarray:
     return out
 
 
-def _mean_out(lm, layer, prompt_ids):
+def _out(lm, layer, prompt_ids):
     with torch.inference_mode(), hooks.capture([lm.anatomy.layers[layer]]) as cap:
         lm.model(prompt_ids)
-    return cap[0][0].mean(0)
+    return cap[0][0]
+
+
+def _mean_out(lm, layer, prompt_ids):
+    return _out(lm, layer, prompt_ids).mean(0)
 
 
 REF_CTX = {
@@ -353,7 +357,8 @@ def test_ablation_is_deterministic(lms):
 
 # ---- knockout_js ---------------------------------------------------------------------------------------------
 
-def plain_knockout(lm: hw.LM, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0):
+def plain_knockout(lm: hw.LM, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0,
+                   noise_ref="embedding"):
     """One hooked forward per (prompt, site, layer); JS by scipy on float64 probabilities."""
     L = lm.n_layers
     sigma = float(lm.anatomy.embed.weight.detach().float().std())
@@ -370,8 +375,9 @@ def plain_knockout(lm: hw.LM, prompts, subjects, corruption="noise", noise_scale
             for site, where in ((0, pos), (2, [S - 1])):
                 blk = lm.anatomy.layers[layer]
                 if corruption == "noise":
+                    std = sigma if noise_ref == "embedding" else float(_out(lm, layer, ids).std())
                     full = torch.zeros(S, d)
-                    full[where] = corruption_noise(seed, i, site, layer, len(where), d) * noise_scale * sigma
+                    full[where] = corruption_noise(seed, i, site, layer, len(where), d) * noise_scale * std
                     ctxs.append((site, hooks.add(blk, full, positions=where)))
                 elif corruption == "zero":
                     ctxs.append((site, hooks.zero(blk, positions=where)))
@@ -406,6 +412,16 @@ def test_knockout_other_corruptions_match_plain_loop(lms, corruption):
     m = hw.knockout_js(lm, PROMPTS[0], SUBJECTS[0], corruption=corruption, window=3)
     np.testing.assert_allclose(m.values, want[0], atol=TOL, rtol=0)
     assert m.meta["attention_windows"]["0"] == [0, 1] and m.meta["options"]["window"] == 3
+
+
+def test_knockout_noise_relative_to_the_residual_matches_plain_loop(lms):
+    lm = lms("gpt2")
+    want = plain_knockout(lm, PROMPTS[:2], SUBJECTS[:2], noise_scale=0.5, noise_ref="residual")
+    m = hw.knockout_js(lm, PROMPTS[:2], SUBJECTS[:2], noise_scale=0.5, noise_ref="residual")
+    np.testing.assert_allclose(m.values, want.mean(0), atol=TOL, rtol=0)
+    assert m.meta["options"]["noise_ref"] == "residual" and "corrupted layer" in m.meta["noise_note"]
+    with pytest.raises(ValueError, match="noise_ref"):
+        hw.knockout_js(lm, PROMPT, "Velmora", noise_ref="input")
 
 
 def test_knockout_seeded_and_deterministic(lms):
@@ -523,19 +539,22 @@ def demo():
 def test_demo_ablation_matches_plain_loop(demo):
     lm, qs = demo
     prompt = qs[0]["question"]
-    for iv in ("skip", "zero_mlp"):
+    for iv in ("skip", "zero_attn", "zero_mlp", "mean"):
         want = plain_ablation(lm, prompt, REF_CTX[iv])
         m = hw.ablation_kl(lm, prompt, max_new_tokens=T, intervention=iv)
         assert m.meta["engine"] == ["resume"]
-        np.testing.assert_allclose(m.values, want, atol=TOL, rtol=0)
+        np.testing.assert_allclose(m.values, want, atol=TOL, rtol=0, equal_nan=True)
+        assert np.nanmax(want) > 1e-2
 
 
 def test_demo_knockout_and_lens_match_plain_loop(demo):
     lm, qs = demo
     prompts, subjects = [q["prompt"] for q in qs[:3]], [q["subject"] for q in qs[:3]]
-    want = plain_knockout(lm, prompts, subjects)
-    m = hw.knockout_js(lm, prompts, subjects)
-    np.testing.assert_allclose(m.values, want.mean(0), atol=TOL, rtol=0)
-    assert m.meta["engine"] == ["resume"]
+    for ref in ("embedding", "residual"):
+        want = plain_knockout(lm, prompts, subjects, noise_ref=ref)
+        m = hw.knockout_js(lm, prompts, subjects, noise_ref=ref)
+        assert m.meta["engine"] == ["resume"]
+        np.testing.assert_allclose(m.meta["per_prompt"], want, atol=TOL, rtol=0)
+        assert (m.values >= 0).all() and (m.values <= math.log(2)).all()
     lens = hw.logit_lens(lm, prompts[0])
-    assert np.abs(lens.values[-1]).max() < 1e-5
+    assert np.abs(lens.values[-1]).max() < 1e-5 and lens.values[0].max() > 1e-2

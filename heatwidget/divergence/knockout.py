@@ -120,15 +120,18 @@ class _Prompt:
 
 
 def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corruption: str, window: int, seed: int,
-           scale: float) -> list[RowSpec]:
+           scale: float | None, noise_scale: float) -> list[RowSpec]:
+    """Rows in site order Subj., Attn., Last.; `scale` = noise std, or None: noise_scale × std of the clean
+    output of the corrupted layer (noise_ref="residual")."""
     S, d = int(clean.ids.shape[1]), int(clean.inputs[0].shape[-1])
     L = lm.n_layers
     specs: list[RowSpec] = []
     for site, positions in ((0, subj), (2, [S - 1])):
         for layer in sel:
             noise = corruption_noise(seed, i, site, layer, len(positions), d) if corruption == "noise" else None
+            std = scale if scale is not None else noise_scale * float(clean.out(layer).float().std())
             specs.append(RowSpec(out_layer=layer, out_fn=_corrupt_fn(corruption, positions, S, clean, layer,
-                                                                     noise, scale)))
+                                                                     noise, std)))
     attn_rows = []
     for layer in sel:
         edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([lm.anatomy.attn[j]],
@@ -141,12 +144,13 @@ def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corrup
 
 
 def _run_prompt(lm: LM, i: int, prompt: str, subject: str, sel: list[int], corruption: str, window: int, seed: int,
-                scale: float, k: int, resume: bool | None, budget_mb: float | None) -> _Prompt:
+                scale: float | None, noise_scale: float, k: int, resume: bool | None, budget_mb: float | None
+                ) -> _Prompt:
     ids = lm.encode(prompt)["input_ids"]
     subj = subject_positions(lm, prompt, subject, ids)
     clean, logits = forward_clean(lm, ids, keep_last=1)
     P = log_probs(logits[-1])
-    specs = _specs(lm, clean, i, subj, sel, corruption, window, seed, scale)
+    specs = _specs(lm, clean, i, subj, sel, corruption, window, seed, scale, noise_scale)
     R = len(sel)
     p_ids, p_p = topk_of(P, k)
     kk = p_ids.shape[-1]
@@ -176,7 +180,8 @@ def _run_prompt(lm: LM, i: int, prompt: str, subject: str, sel: list[int], corru
 
 def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str],
                 layers: Sequence[int] | None = None, corruption: str = "noise", noise_scale: float = 3.0,
-                window: int = 5, seed: int = 0, *, top_k: int = 10, resume: bool | None = None,
+                window: int = 5, seed: int = 0, *, noise_ref: str = "embedding", top_k: int = 10,
+                resume: bool | None = None,
                 memory_budget_mb: float | None = None, progress_bar: bool | None = None) -> HeatMatrix:
     """Mean Jensen–Shannon divergence (nats, ≤ ln 2) between the clean and the knocked-out next-token distribution
     at the last prompt position: rows Subj./Attn./Last., cols = layers.
@@ -184,6 +189,8 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     subjects: one per prompt (or one str for all); each must occur in its prompt (positions by token offsets).
     corruption: "noise" (add N(0, (noise_scale·σ_emb)²), σ_emb = std of the input-embedding matrix; seeded per
     (seed, prompt, site, layer)), "zero", or "mean" (the block's mean output over the prompt's positions).
+    noise_ref="residual" scales the noise by the std of the corrupted layer's clean output instead of σ_emb:
+    the residual stream often grows 10-100× larger than the embeddings, where σ_emb-sized noise barely registers.
     window: attention-knockout window (layers l − window//2 … l + window//2, clipped). Attention knockout edits
     the attention mask: it needs eager or sdpa attention (load with attn_implementation="eager" otherwise).
     """
@@ -197,27 +204,31 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
         raise ValueError(f"window must be a positive int (layers around l whose attention is blocked), "
                          f"got {window!r}")
+    if noise_ref not in ("embedding", "residual"):
+        raise ValueError(f"noise_ref must be 'embedding' or 'residual', got {noise_ref!r}")
     if not np.isfinite(noise_scale) or noise_scale < 0:
         raise ValueError(f"noise_scale must be a finite number ≥ 0, got {noise_scale!r}")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
     for p, s in zip(plist, slist, strict=True):  # every bad input fails before any model time is spent
         subject_positions(lm, p, s, lm.encode(p)["input_ids"])
     sigma = float(lm.anatomy.embed.weight.detach().float().std())
-    scale = float(noise_scale) * sigma
+    scale = float(noise_scale) * sigma if noise_ref == "embedding" else None
     quiet = progress_bar is False or (progress_bar is None and len(plist) <= 2)
     runs: list[_Prompt] = []
     for i, (p, s) in enumerate(progress(list(zip(plist, slist, strict=True)), desc="knockout_js", disable=quiet)):
         check_cancelled()
-        runs.append(_run_prompt(lm, i, p, s, sel, corruption, int(window), seed, scale, top_k, resume,
-                                memory_budget_mb))
+        runs.append(_run_prompt(lm, i, p, s, sel, corruption, int(window), seed, scale, float(noise_scale), top_k,
+                                resume, memory_budget_mb))
     per_prompt = np.stack([r.js for r in runs])  # [N, 3, R]
     kwargs = dict(prompts=prompts, subjects=subjects, layers=layers, corruption=corruption, noise_scale=noise_scale,
-                  window=window, seed=seed, top_k=top_k, resume=resume, memory_budget_mb=memory_budget_mb,
-                  progress_bar=progress_bar)
+                  window=window, seed=seed, noise_ref=noise_ref, top_k=top_k, resume=resume,
+                  memory_budget_mb=memory_budget_mb, progress_bar=progress_bar)
     meta = {**C.provenance(lm), "analysis": "knockout_js",
             "options": {"corruption": corruption, "noise_scale": float(noise_scale), "window": int(window),
-                        "seed": int(seed), "layers": sel},
+                        "seed": int(seed), "noise_ref": noise_ref, "layers": sel},
             "seed": int(seed), "sigma_emb": sigma, "noise_std": scale if corruption == "noise" else None,
+            "noise_note": ("noise std = noise_scale × σ_emb" if noise_ref == "embedding" else
+                           "noise std = noise_scale × std of the corrupted layer's clean output, per prompt"),
             "prompts": [r.prompt for r in runs], "subjects": [r.subject for r in runs],
             "subject_positions": [r.subj for r in runs],
             "subject_tokens": [C.token_labels(lm, [r.ids[0, j].item() for j in r.subj]) for r in runs],
