@@ -484,6 +484,17 @@ def test_knockout_drill(lms):
     assert m.recompute(corruption="zero").meta["options"]["corruption"] == "zero"
 
 
+def test_spread_chart_is_a_histogram_for_many_prompts():
+    from heatwidget.divergence._common import spread_chart
+
+    vals = np.linspace(0, 1, 40)
+    vals[3] = np.nan
+    chart, table = spread_chart("t", [str(i) for i in range(40)], vals, "JS")
+    assert chart.kind == "hist" and len(chart.series[0].y) == 39 and len(table) == 39
+    chart, _ = spread_chart("t", ["a", "b"], np.array([0.1, 0.3]), "JS")
+    assert chart.kind == "bar" and chart.series[0].x == ["b", "a"]
+
+
 # ---- logit_lens ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])

@@ -80,14 +80,17 @@ def topk_chart(lm: LM, title: str, a_ids: Sequence[int], a_p: Sequence[float], b
 
 
 def spread_chart(title: str, labels: list[str], values: np.ndarray, metric: str) -> tuple[Chart, Any]:
-    """Per-prompt values of one cell, largest first (bar chart + table)."""
+    """Per-prompt values of one cell: a bar per prompt, largest first (a histogram beyond 30 prompts) + a table."""
     import pandas as pd
 
     order = [i for i in np.argsort(-np.nan_to_num(values, nan=-np.inf)) if math.isfinite(values[i])]
     xs = [labels[i] for i in order]
-    chart = Chart(title, "bar", [Series(metric, xs, [float(values[i]) for i in order])], x_title="prompt",
-                  y_title=metric)
-    table = pd.DataFrame({"prompt": xs, metric: [float(values[i]) for i in order]})
+    ys = [float(values[i]) for i in order]
+    if len(order) > 30:  # raw samples (x left empty): the view bins them
+        chart = Chart(title, "hist", [Series(metric, [], ys)], x_title=metric, y_title="prompts")
+    else:
+        chart = Chart(title, "bar", [Series(metric, xs, ys)], x_title="prompt", y_title=metric)
+    table = pd.DataFrame({"prompt": xs, metric: ys})
     return chart, table
 
 
