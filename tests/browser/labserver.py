@@ -97,11 +97,14 @@ class LabServer:
         """A new browser context with notebook `name` open and its kernel idle."""
         ctx = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
         page = ctx.new_page()
-        page.goto(f"{self.url}/lab/tree/{name}?token={self.token}")
+        # `reset`: the server is shared by the session, and Lab would otherwise restore the previous test's tabs
+        # (and might make one of them the current widget that commands act on).
+        page.goto(f"{self.url}/lab/tree/{name}?reset&token={self.token}")
         page.wait_for_function(
-            """() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+            """(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                 return k && k.status === 'idle' && w.content.widgets.length > 0; }""", timeout=120_000)
+                 return k && k.status === 'idle' && w.context.path === name && w.content.widgets.length > 0; }""",
+            arg=name, timeout=120_000)
         return ctx, page
 
     @staticmethod
