@@ -31,7 +31,8 @@ from .. import hooks
 from .._lm import LM
 from ._stats import log_probs
 
-__all__ = ["Clean", "Edit", "RowSpec", "head", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk"]
+__all__ = ["Clean", "Edit", "RowSpec", "head", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
+           "keep_logits_arg", "eos_ids", "block_evaluations"]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -141,7 +142,7 @@ def _check_resume(lm: LM, clean: Clean, logp: torch.Tensor, positions: torch.Ten
 
 # ---- clean runs --------------------------------------------------------------------------------------------
 
-def _keep_arg(model: Any, n: int) -> dict[str, int]:
+def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     """Ask for logits at the last n positions only, where the model supports it (the unembedding is costly)."""
     params = inspect.signature(model.forward).parameters
     if "logits_to_keep" in params:
@@ -187,7 +188,7 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
     eos_at = None
     with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
             hooks.capture_all([layers[-1]], what="output") as outs:
-        out = model(input_ids=prompt_ids, use_cache=True, **_keep_arg(model, 1))
+        out = model(input_ids=prompt_ids, use_cache=True, **keep_logits_arg(model, 1))
         for t in range(max_new_tokens):
             lp = log_probs(out.logits[0, -1])
             tok = int(lp.argmax())
@@ -226,7 +227,7 @@ def _probe(lm: LM, clean: Clean, returns_tuple: bool) -> None:
 def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) -> tuple[Clean, torch.Tensor]:
     """One clean forward over ids [1, S], recording each block's input and call; returns (clean, logits)."""
     layers = lm.anatomy.layers
-    keep = _keep_arg(lm.model, keep_last) if keep_last else {}
+    keep = keep_logits_arg(lm.model, keep_last) if keep_last else {}
     with torch.inference_mode(), hooks.record_calls(list(layers)) as calls, \
             hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
@@ -319,7 +320,7 @@ def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence
             ctx.append(hooks.edit_output(layers[sp.out_layer], sp.out_fn, rows=[i], needs_input=True))
     for j in sorted({j for r in chunk for j in specs[r].block_edits}):
         ctx += _edit_contexts(specs, chunk, j)
-    keep = _keep_arg(lm.model, s_len - int(positions.min()))
+    keep = keep_logits_arg(lm.model, s_len - int(positions.min()))
     with hooks.stack(*ctx):
         logits = lm.model(input_ids=clean.ids.expand(n, s_len), use_cache=False, **keep).logits
     offset = s_len - logits.shape[1]

@@ -21,9 +21,21 @@ from .._lm import LM
 from .._progress import check_cancelled, progress
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
-from ._engine import Clean, Edit, Generation, RowSpec, block_evaluations, eos_ids, generate_clean, run_rows
+from ._engine import (
+    Clean,
+    Edit,
+    Generation,
+    RowSpec,
+    block_evaluations,
+    eos_ids,
+    generate_clean,
+    keep_logits_arg,
+    rows_per_chunk,
+    run_rows,
+)
 from ._stats import kl_div, log_probs, rank_of
 from ._stats import top_k as topk_of
+from .lens import logit_lens
 
 __all__ = ["ablation_kl", "Steer", "ProjectOut", "INTERVENTIONS", "per_position_kl", "resolve_intervention",
            "spec_hooks"]
@@ -231,8 +243,6 @@ def _run_prompt(lm: LM, prompt: str, layers: list[int], iv: _Intervention, T: in
 def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callable, budget_mb: float | None
                   ) -> list[list[int]]:
     """Each intervened row greedily generates its own tokens (batched, KV cache); logp per step to `reduce`."""
-    from ._engine import _keep_arg, rows_per_chunk
-
     P, n_gen = gen.prompt_len, len(gen.tokens)
     ids = gen.clean.ids[:, :P]
     per = rows_per_chunk(lm, P + n_gen, n_gen, budget_mb)
@@ -243,13 +253,13 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
         ctx = [c for i, r in enumerate(chunk) for c in spec_hooks(lm, specs[r], [i])]
         steps = []
         with torch.inference_mode(), hooks.stack(*ctx):
-            out = lm.model(input_ids=ids.expand(n, P), use_cache=True, **_keep_arg(lm.model, 1))
+            out = lm.model(input_ids=ids.expand(n, P), use_cache=True, **keep_logits_arg(lm.model, 1))
             for t in range(n_gen):
                 lp = log_probs(out.logits[:, -1])
                 steps.append(lp)
                 nxt = lp.argmax(-1)
-                for i, r in enumerate(chunk):
-                    own[r].append(int(nxt[i]))
+                for r, tok in zip(chunk, nxt.tolist(), strict=True):  # one device sync per step, not per row
+                    own[r].append(tok)
                 if t < n_gen - 1:
                     out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
             reduce(chunk, torch.stack(steps, 1))
@@ -347,12 +357,10 @@ def _pick_prompt(runs: list[_Run], r: int, c: int) -> int:
 
 def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
     """The intervened model's own greedy continuation (KV cache), for the drill-down text."""
-    from ._engine import _keep_arg
-
     toks: list[int] = []
     stop = eos_ids(lm)
     with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, None)):
-        out = lm.model(input_ids=run.prompt_ids, use_cache=True, **_keep_arg(lm.model, 1))
+        out = lm.model(input_ids=run.prompt_ids, use_cache=True, **keep_logits_arg(lm.model, 1))
         for t in range(n):
             tok = int(out.logits[0, -1].argmax())
             toks.append(tok)
@@ -407,8 +415,6 @@ def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: st
     d.meta.update(layer=layer, gen_index=t, prompt_index=pi, intervention=iv.label, mode=mode)
     d.reruns[f"KL at every position, layer {layer}"] = lambda: per_position_kl(lm, run, layer, iv)
     if t < len(run.gen.tokens):
-        from .lens import logit_lens
-
         ids = torch.cat([run.prompt_ids[0], torch.tensor(run.gen.tokens[:t], dtype=torch.long,
                                                          device=run.prompt_ids.device)])
         d.reruns[f"logit lens at Gen{t}"] = lambda: logit_lens(lm, ids)

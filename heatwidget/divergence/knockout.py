@@ -24,6 +24,7 @@ from . import _common as C
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
 from ._stats import js_div, log_probs
 from ._stats import top_k as topk_of
+from .lens import logit_lens
 
 __all__ = ["knockout_js", "subject_positions", "corruption_noise", "SITES", "CORRUPTIONS"]
 
@@ -279,7 +280,5 @@ def _drill(lm: LM, runs: list[_Prompt], sel: list[int], window: int, m: HeatMatr
         "JS": vals[order], "clean top-1": [lm.token_strings([int(runs[i].p_ids[0])])[0] for i in order],
         "knocked-out top-1": [lm.token_strings([int(runs[i].q_ids[r, c, 0])])[0] for i in order]})
     d.meta.update(layer=layer, site=SITES[r], prompt_index=pi)
-    from .lens import logit_lens
-
     d.reruns[f"logit lens of prompt {pi}"] = lambda: logit_lens(lm, run.ids[0])
     return d
