@@ -101,7 +101,12 @@ def test_known_perturbations_give_their_ratios(base_dir, tmp_path):
     k = keys[noisy]
     expected[noisy[0], MODULES.index(noisy[1])] = true_relative(sa[k], sb[k])  # 0.05 up to the storage rounding
     assert expected[noisy[0], MODULES.index(noisy[1])] == pytest.approx(0.05, rel=0.02 if sa[k].itemsize < 4 else 1e-5)
-    np.testing.assert_allclose(m.values, expected, rtol=1e-6, atol=0)  # untouched modules are exactly 0
+    # Untouched modules are exactly 0; scaling by -1, 0 or 2 gives exactly 2, 1, 1 (power-of-two scalings commute
+    # with float32 rounding); 4·W and the noise agree to float32 reduction accuracy.
+    np.testing.assert_allclose(m.values, expected, rtol=2e-5, atol=0)
+    for (layer, name), (k_, ratio) in exact.items():
+        if k_ != 4.0:
+            assert m.values[layer, MODULES.index(name)] == ratio
     assert m.meta["streamed"] == {"a": True, "b": True} and m.meta["stat"] == "relative"
 
     absolute = hw.weight_change(base_dir, b, stat="absolute")
@@ -336,10 +341,10 @@ def test_drill_spectra_histogram_and_gqa_heads(base_dir, tmp_path):
     group = n_heads // n_kv
     k_col, o_col = child.values[:, 1], child.values[:, 3]
     moved = np.array([h // group == n_kv - 1 for h in range(n_heads)])
-    np.testing.assert_allclose(k_col[moved], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(k_col[moved], 2.0, rtol=2e-5)
     assert np.all(k_col[~moved] == 0)
     assert child.meta["kv_head_of_row"] == [h // group for h in range(n_heads)]
-    np.testing.assert_allclose(o_col[1], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(o_col[1], 1.0, rtol=2e-5)
     assert np.all(np.delete(o_col, 1) == 0) and np.all(child.values[:, [0, 2]] == 0)
     # the module-level relative change of k is the head-block norm ratio scaled by the block's share of ‖W‖
     sa = load_file(str(base_dir / "model.safetensors"))[keys[(1, "attn.k")]]
