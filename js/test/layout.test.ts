@@ -28,7 +28,7 @@ describe("hit testing", () => {
     expect(hitTest(plot, 10000, 1, 60, 21)).toEqual({ row: 100, col: 0 });
     const t = performance.now();
     for (let i = 0; i < 100000; i++) hitTest(plot, 1000, 1000, 50 + (i % 300), 20 + (i % 100));
-    expect(performance.now() - t).toBeLessThan(200);
+    expect(performance.now() - t).toBeLessThan(1000); // ~5 ms; loose so a loaded CI box cannot flake it
   });
 });
 

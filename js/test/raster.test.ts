@@ -29,7 +29,9 @@ describe("painting cells", () => {
     const out = new Uint32Array(n);
     const t = performance.now();
     paintCells(values, norm, lut32, out);
-    expect(performance.now() - t).toBeLessThan(150); // typically ~5 ms; generous for a shared CI box
+    // Typically ~5 ms. A regression guard only (a shared, loaded CI box must not flake it): the benchmark
+    // (benchmarks/bench_render.py) reports real numbers.
+    expect(performance.now() - t).toBeLessThan(1000);
   });
 });
 
