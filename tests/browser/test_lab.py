@@ -58,7 +58,12 @@ async (code) => {
 PROBE = """
 import gc as _gc, json as _json, os as _os
 import heatwidget as _hw
-_hits = [_o for _o in _gc.get_objects() if isinstance(_o, _hw.Explorer) and _o.heatmap.selected == ({r}, {c})]
+def _is_explorer(o):
+    try:
+        return isinstance(o, _hw.Explorer)
+    except ReferenceError:  # a dead weakref.proxy among the kernel's objects (torch has some)
+        return False
+_hits = [_o for _o in _gc.get_objects() if _is_explorer(_o) and _o.heatmap.selected == ({r}, {c})]
 _hits[0].wait(120)
 _d = _hits[0].last_detail
 print(_json.dumps({{"explorers": len(_hits), "row": _d.row, "col": _d.col, "title": _d.title,
