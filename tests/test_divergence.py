@@ -200,6 +200,22 @@ def test_resume_engine_equals_batched_engine(lms, family):
     np.testing.assert_allclose(k1.values, k2.values, atol=TOL, rtol=0)
 
 
+def test_failed_self_check_falls_back_to_the_batched_engine(tiny_dir):
+    """If the head cannot reproduce the model's logits, the resume engine must not be used (and says why)."""
+    lm = hw.load(_tiny(tiny_dir, "llama"))
+    ref = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
+    lm.model.config.logit_scale = 2.0  # a Cohere-style scale this Llama does not apply: head() now disagrees
+    m = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
+    assert m.meta["engine"] == ["batched"] and "unembedding differ" in m.meta["engine_note"][0]
+    np.testing.assert_allclose(m.values, ref.values, atol=TOL, rtol=0)
+    # forcing the resume engine without recorded block arguments is a clear error, not a wrong answer
+    from heatwidget.divergence._engine import generate_clean, run_rows
+
+    gen = generate_clean(lm, lm.encode(PROMPT)["input_ids"], 2, probe=False)
+    with pytest.raises(RuntimeError, match="cannot be resumed"):
+        run_rows(lm, gen.clean, [], torch.tensor([0]), lambda *a: None, resume=True)
+
+
 def test_resume_costs_about_half_a_forward_per_layer(lms):
     lm = lms("llama")
     m = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
