@@ -204,22 +204,23 @@ def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
     import os
     import tempfile
 
-    from jupyter_client.manager import AsyncKernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+    from traitlets.config import Config
 
     with tempfile.TemporaryDirectory(prefix="hw-kernel-") as sockets:
-        km = AsyncKernelManager(kernel_name=kernel_name)
+        config = Config()
         if os.name == "posix":
             # Unix sockets in a private folder instead of localhost TCP ports: no race for "free" ports with other
             # kernels starting at the same moment (shared CI machines, a JupyterLab next to us), and no
-            # "running over TCP without encryption" warning.
-            km.transport = "ipc"
-            km.ip = os.path.join(sockets, "k")
+            # "running over TCP without encryption" warning. Given as config (not a ready kernel manager) so
+            # that nbclient owns the kernel and shuts it down when done.
+            config.KernelManager.transport = "ipc"
+            config.KernelManager.ip = os.path.join(sockets, "k")
         # store_widget_state: the client records every widget's state (comm messages, binary buffers included)
         # into the notebook metadata, which is what the exported page renders from.
-        client = NotebookClient(nb, km=km, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
-                                resources={"metadata": {"path": str(notebook.parent.resolve())}})
+        client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
+                                resources={"metadata": {"path": str(notebook.parent.resolve())}}, config=config)
         try:
             client.execute()
         except CellExecutionError as e:
