@@ -1,6 +1,7 @@
 """heatwidget.export without a browser: what goes into the offline page, and the error paths.
 
-The browser half (the page really works with the network cut off) is tests/browser/test_export.py.
+The browser half (the page really works with the network cut off) is tests/browser/test_export.py; this file
+has another name because pytest needs unique test-module basenames across folders without __init__.py.
 """
 
 from __future__ import annotations
