@@ -168,6 +168,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
         "capital_accuracy_by_mult": {
             str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in MULTS},
         "cloze_accuracy": float(cloze_correct.mean()),
+        # Per-question labels in question order ("1" = correct), compact: a reference for other analyses' tests.
+        "correct": "".join("1" if c else "0" for c in correct),
         "examples": [{"question": q["question"], "gold": q["gold"], "answer": a, "mult": q["mult"]}
                      for q, a in list(zip(qs, answers, strict=True))[:: max(1, len(qs) // 12)]],
     }

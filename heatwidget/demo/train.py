@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--eval-every", type=int, default=0,
+                   help="log greedy accuracy on a fixed sample of questions every N steps (0: never)")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation written to training.json")
     p.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
     return p.parse_args(argv)
@@ -128,7 +130,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     opt = _optimizer(model, args)
     data = batches(docs, args.seq_len, args.batch, seed=args.seed + 1)
 
+    qs = questions(world)
+    # A fixed, mult-stratified sample: enough to see whether accuracy is heading into the mixed range.
+    probe_qs = qs[:: max(1, len(qs) // 240)]
     curve: list[dict[str, float]] = []
+    acc_curve: list[dict[str, float]] = []
     window: list[float] = []
     t_train = time.perf_counter()
     for step in range(args.steps):
@@ -149,6 +155,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             print(f"step {step + 1:5d}  loss {mean:.4f}  lr {lr:.2e}  {curve[-1]['elapsed_s']:.0f}s",
                   flush=True)
             window = []
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            from .evaluate import greedy_answers, is_correct
+
+            model.eval()
+            answers = greedy_answers(model, tokenizer, [q["question"] for q in probe_qs])
+            model.train()
+            acc = sum(is_correct(a, q["gold"]) for a, q in zip(answers, probe_qs, strict=True)) / len(probe_qs)
+            acc_curve.append({"step": step + 1, "accuracy_sample": round(acc, 3)})
+            print(f"step {step + 1:5d}  sample accuracy {acc:.3f}", flush=True)
     train_s = time.perf_counter() - t_train
     model.eval()
 
@@ -160,6 +175,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": round(args.steps * args.batch * args.seq_len / n_tokens, 2),
         "loss": {"first": curve[0]["loss"] if curve else None, "last": curve[-1]["loss"] if curve else None,
                  "curve": curve},
+        "accuracy_curve": acc_curve,
         "args": vars(args),
         "params": sum(p.numel() for p in model.parameters()),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -169,7 +185,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if not args.no_eval:
         from .evaluate import evaluate  # imported late: it pulls in scikit-learn
 
-        info["eval"] = evaluate(model, tokenizer, questions(world))
+        info["eval"] = evaluate(model, tokenizer, qs)
     info["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
