@@ -15,6 +15,7 @@ import math
 import sys
 import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -26,6 +27,8 @@ from ._progress import Cancelled, Task, running
 from .matrix import Detail, HeatMatrix
 
 __all__ = ["Explorer", "explore", "OPTION_CHOICES"]
+
+CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
 
 # Options an analysis records in meta["options"] that the explorer offers as controls, with their choices
 # (None = free text). Others are shown read-only in the provenance line.
@@ -55,7 +58,7 @@ class Explorer(W.VBox):
 
         self.heatmap = Heatmap(matrix, **heatmap_kwargs)
         self.history: list[tuple[str, HeatMatrix]] = [(matrix.title or "matrix", matrix)]
-        self._cache: dict[tuple[int, Any], Any] = {}
+        self._cache: OrderedDict[tuple[int, Any], Any] = OrderedDict()  # LRU, bounded: memory stays flat
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatwidget-explorer")
         self._lock = threading.Lock()
         self._task: Task | None = None
@@ -190,6 +193,7 @@ class Explorer(W.VBox):
             task = Task(on_progress=lambda f, d: self._on_progress(rid, f, d))
             self._task = task
         if cache_key in self._cache:
+            self._cache.move_to_end(cache_key)
             fut: Future = Future()
             fut.set_result(self._cache[cache_key])
             self._finish(rid, apply, self._cache[cache_key], label)
@@ -209,6 +213,8 @@ class Explorer(W.VBox):
             finally:
                 _release_memory()
             self._cache[cache_key] = result
+            while len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
             self._finish(rid, apply, result, label)
             return result
 

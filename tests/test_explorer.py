@@ -125,3 +125,30 @@ def test_recompute_controls():
 def test_explore_refuses_non_matrix():
     with pytest.raises(TypeError, match="HeatMatrix"):
         hw.explore(np.zeros((2, 2)))
+
+
+@pytest.mark.slow
+def test_hundred_clicks_on_the_demo_model_do_not_grow_memory():
+    """Real drill-downs (ablation_kl on the demo model), cache cleared each time: RSS stays flat, no hooks left."""
+    import gc
+
+    import psutil
+
+    lm = hw.demo_model()
+    q = hw.demo_questions(attribute="capital")[0]
+    m = hw.ablation_kl(lm, q["question"], max_new_tokens=3)
+    ex = hw.explore(m)
+    proc = psutil.Process()
+    rss = []
+    for i in range(100):
+        ex._cache.clear()
+        ex.select(i % m.shape[0], i % m.shape[1])
+        ex.wait(60)
+        assert ex.last_detail.row == i % m.shape[0]
+        if i in (19, 99):
+            gc.collect()
+            rss.append(proc.memory_info().rss)
+    assert rss[1] - rss[0] < 40e6, f"RSS grew {(rss[1] - rss[0]) / 1e6:.1f} MB over 80 clicks"
+    hooked = [n for n, mod in lm.model.named_modules() if mod._forward_hooks or mod._forward_pre_hooks]
+    assert not hooked, f"hooks left behind on {hooked[:3]}"
+    ex.close()
