@@ -72,7 +72,7 @@ print("re-run entry points:", list(d.reruns))"""),
         ("code", "m.to_pandas().round(3)"),
         ("md", """## 2. Subject / attention / last-token knockouts (Jensen–Shannon)"""),
         ("code", """facts = [x for x in qs if x["mult"] >= 8][:40]
-js = hw.knockout_js(lm, [x["prompt"] for x in facts], [x["subject"] for x in facts])
+js = hw.knockout_js(lm, [x["prompt"] for x in facts], [x["subject"] for x in facts], noise_ref="residual")
 hw.explore(js)"""),
         ("md", """## 3. Probe AUC per (layer, token)
 Generate answers, label them against the gold answers, locate the exact answer tokens and fit one linear probe
@@ -129,8 +129,14 @@ JS divergence (nats, ≤ ln 2) between the clean and the intervened next-token d
         ("code", """facts = [x for x in hw.demo_questions(attribute="capital") if x["mult"] >= 8][:60]
 prompts = [x["prompt"] for x in facts]
 subjects = [x["subject"] for x in facts]
-js = hw.knockout_js(lm, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0)
+js = hw.knockout_js(lm, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0,
+                   noise_ref="residual")
 hw.Heatmap(js, colormap="blues")"""),
+        ("md", """`noise_ref="residual"` scales the noise to the corrupted layer's own residual-stream std. The paper's
+default, 3 × the *embedding* std, is tiny next to this small model's residual stream (std 2–90), so the Subj. and
+Last. rows would be almost zero; with it, or with `corruption="zero"`/`"mean"`, the figure shows the paper's shape.
+Compare the default:"""),
+        ("code", """hw.knockout_js(lm, prompts, subjects).to_pandas().round(3)"""),
         ("code", """d = js.drill("Subj.", 2)
 print(d)
 d.tables.keys(), [c.title for c in d.charts]"""),
