@@ -5,7 +5,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(2)
+# Tiny test models gain nothing from intra-op threads, and two threads on a busy 2-core box mostly wait
+# for each other (measured: ~8x slower under load). Subprocesses (kernels, benchmarks) choose their own.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
