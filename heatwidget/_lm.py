@@ -36,6 +36,9 @@ class LM:
     anatomy: Anatomy
     name: str = ""
     notes: list[str] = field(default_factory=list)
+    # How `hw.load` was called (besides the path in `name`): enough for a Ray worker to build an identical replica.
+    # Empty for `LM.wrap(...)` models, which have no path to reload from.
+    load_kwargs: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def wrap(cls, model: Any, tokenizer: Any = None, name: str | None = None) -> LM:
@@ -50,8 +53,12 @@ class LM:
     # ---- facts -------------------------------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        """Where inputs go: the device of the input embedding (the first layer's, under a device_map)."""
-        return self.anatomy.embed.weight.device
+        """Where inputs go: the device of the input embedding (the first layer's, under a device_map).
+
+        An embedding offloaded by accelerate has its weight on "meta"; inputs then go to its execution device."""
+        from ._offload import execution_device
+
+        return execution_device(self.anatomy.embed)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -223,5 +230,7 @@ def load(
     if device_map is None and dev is not None:
         model.to(dev)
     lm = LM.wrap(model, tokenizer, name=str(name_or_path))
+    lm.load_kwargs = dict(device=device, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation,
+                          trust_remote_code=trust_remote_code, local_files_only=local_files_only, **model_kwargs)
     lm.notes.append(f"loaded in {time.perf_counter() - t0:.2f} s")
     return lm

@@ -28,6 +28,7 @@ from torch import nn
 
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
 from ._lm import LM
+from ._offload import live_param
 from ._progress import progress
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
 from .matrix import Chart, Detail, HeatMatrix, Series
@@ -95,7 +96,8 @@ class _Source:
     def raw(self, part: Part, device: torch.device | None = None) -> torch.Tensor:
         """The stored tensor (fused/transposed as stored) in float32; live weights are used in place if possible."""
         if self.ckpt is None:
-            t = part.module.weight.detach()
+            # live_param: a device_map-offloaded module's weight is "meta"; its values sit in accelerate's map
+            t = live_param(part.module).detach()
             t = t.to(device=device or t.device, dtype=torch.float32)
         else:
             t = self.ckpt.get(self.keymap[part.param_name], dtype=torch.float32, device=device or "cpu")

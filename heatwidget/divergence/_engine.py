@@ -104,8 +104,10 @@ def head(lm: LM, h: torch.Tensor) -> torch.Tensor:
 
 
 def _device_of(module: torch.nn.Module, like: torch.Tensor) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else like.device
+    from .._offload import execution_device
+
+    # execution_device: an offloaded (device_map) module's weights sit on "meta" but it computes on a real device
+    return execution_device(module) if next(module.parameters(), None) is not None else like.device
 
 
 def _tolerance(dtype: torch.dtype) -> float:

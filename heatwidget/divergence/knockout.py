@@ -18,6 +18,7 @@ import torch
 
 from .. import hooks
 from .._lm import LM
+from .._offload import live_param
 from .._progress import check_cancelled, progress
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
@@ -212,7 +213,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
     for p, s in zip(plist, slist, strict=True):  # every bad input fails before any model time is spent
         subject_positions(lm, p, s, lm.encode(p)["input_ids"])
-    sigma = float(lm.anatomy.embed.weight.detach().float().std())
+    sigma = float(live_param(lm.anatomy.embed).detach().float().std())  # live_param: offloaded embeddings too
     scale = float(noise_scale) * sigma if noise_ref == "embedding" else None
     quiet = progress_bar is False or (progress_bar is None and len(plist) <= 2)
     runs: list[_Prompt] = []
