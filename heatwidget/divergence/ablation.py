@@ -271,7 +271,8 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
 def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, layers: Sequence[int] | None = None,
                 intervention: Any = "skip", mode: str = "teacher_forced", *, top_k: int = 10,
                 resume: bool | None = None, memory_budget_mb: float | None = None,
-                progress_bar: bool | None = None) -> HeatMatrix:
+                progress_bar: bool | None = None, executor: str | None = None, ray_address: str | None = None,
+                num_workers: int = 2) -> HeatMatrix:
     """KL divergence (nats) between the clean and the intervened next-token distribution, by layer × generated token.
 
     prompt: a str, or a list of str (cells are the mean over prompts; per-prompt values in meta["per_prompt"]).
@@ -284,7 +285,12 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     If greedy generation emits EOS before max_new_tokens, the cells after the EOS token are NaN (meta["eos"]).
     resume: None = resume from the cached clean activations when the self-check passes (else batched full
     forwards); True/False force one engine. memory_budget_mb bounds one batched pass (default 1 GiB on CPU).
+    executor: None/"local", or "ray": prompts are sharded across `num_workers` Ray actors holding model replicas
+    (heatwidget.scale; `ray_address` picks the cluster); equal results.
     """
+    from ..scale import check_executor
+
+    use_ray = check_executor(executor)
     t0 = time.perf_counter()
     T = C.check_max_new_tokens(max_new_tokens)
     prompts, single = C.as_prompt_list(prompt)
@@ -299,7 +305,12 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
         _encode(lm, p, T)
     runs: list[_Run] = []
     quiet = progress_bar is False or (progress_bar is None and len(prompts) <= 2)
-    for p in progress(prompts, desc="ablation_kl", disable=quiet):
+    if use_ray:
+        from ..scale import ablation_runs
+
+        runs = ablation_runs(lm, prompts, sel, intervention, (T, mode, top_k, resume, memory_budget_mb),
+                             ray_address, num_workers)
+    for p in progress(prompts if not use_ray else [], desc="ablation_kl", disable=quiet):
         check_cancelled()
         runs.append(_run_prompt(lm, p, sel, iv, T, mode, top_k, resume, memory_budget_mb))
     per_prompt = np.stack([r.values for r in runs])  # [N, R, T]

@@ -184,7 +184,8 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
                 layers: Sequence[int] | None = None, corruption: str = "noise", noise_scale: float = 3.0,
                 window: int = 5, seed: int = 0, *, noise_ref: str = "embedding", top_k: int = 10,
                 resume: bool | None = None,
-                memory_budget_mb: float | None = None, progress_bar: bool | None = None) -> HeatMatrix:
+                memory_budget_mb: float | None = None, progress_bar: bool | None = None,
+                executor: str | None = None, ray_address: str | None = None, num_workers: int = 2) -> HeatMatrix:
     """Mean Jensen–Shannon divergence (nats, ≤ ln 2) between the clean and the knocked-out next-token distribution
     at the last prompt position: rows Subj./Attn./Last., cols = layers.
 
@@ -195,7 +196,12 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     the residual stream often grows 10-100× larger than the embeddings, where σ_emb-sized noise barely registers.
     window: attention-knockout window (layers l − window//2 … l + window//2, clipped). Attention knockout edits
     the attention mask: it needs eager or sdpa attention (load with attn_implementation="eager" otherwise).
+    executor: None/"local", or "ray": prompts are sharded across `num_workers` Ray actors holding model replicas
+    (heatwidget.scale; `ray_address` picks the cluster); equal results, the noise is seeded per prompt index.
     """
+    from ..scale import check_executor
+
+    use_ray = check_executor(executor)
     t0 = time.perf_counter()
     plist, single = C.as_prompt_list(prompts)
     slist = [subjects] * len(plist) if isinstance(subjects, str) else list(subjects)
@@ -217,7 +223,14 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     scale = float(noise_scale) * sigma if noise_ref == "embedding" else None
     quiet = progress_bar is False or (progress_bar is None and len(plist) <= 2)
     runs: list[_Prompt] = []
-    for i, (p, s) in enumerate(progress(list(zip(plist, slist, strict=True)), desc="knockout_js", disable=quiet)):
+    if use_ray:
+        from ..scale import knockout_runs
+
+        items = [(i, p, s) for i, (p, s) in enumerate(zip(plist, slist, strict=True))]
+        args = (sel, corruption, int(window), seed, scale, float(noise_scale), top_k, resume, memory_budget_mb)
+        runs = knockout_runs(lm, items, args, ray_address, num_workers)
+    for i, (p, s) in enumerate(progress(list(zip(plist, slist, strict=True)) if not use_ray else [],
+                                        desc="knockout_js", disable=quiet)):
         check_cancelled()
         runs.append(_run_prompt(lm, i, p, s, sel, corruption, int(window), seed, scale, float(noise_scale), top_k,
                                 resume, memory_budget_mb))

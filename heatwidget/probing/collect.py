@@ -164,14 +164,20 @@ def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | 
 def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_POSITIONS,
             layers: int | Sequence[int] | None = None, site: str = "resid", *, batch_size: int = 16,
             dtype: str | np.dtype = "float32", memory_budget: int | str = DEFAULT_BUDGET,
-            path: str | Path | None = None) -> Activations:
+            path: str | Path | None = None, executor: str | None = None, ray_address: str | None = None,
+            num_workers: int = 2) -> Activations:
     """Activations of `answers`' full sequences (prompt + answer) at `positions` × `layers` at `site`.
 
     site: "resid" (block output), "mlp" (MLP output), "mlp_in" (input to the down-projection), "attn" (output of
     the o-projection). dtype: storage dtype ("float32" or "float16"; computation stays in the model's dtype).
     Stored in RAM up to `memory_budget` bytes, else in a .npy memmap in a temporary directory (removed with the
     object) or at `path` (kept; reopen with np.load(path, mmap_mode="r")).
+    executor: None/"local" (this process) or "ray": chunks are sharded across `num_workers` Ray actors, each with
+    a model replica loaded like `lm` (see heatwidget.scale; `ray_address` picks the cluster); same values.
     """
+    from ..scale import check_executor
+
+    use_ray = check_executor(executor)
     if not isinstance(answers, AnswerSet):
         raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
     if len(answers) == 0:
@@ -200,7 +206,12 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
     # Halt after the last module the forward reaches among those captured (the highest layer).
     last = mods[max(lay)]
     keys = list(mods)
-    for rows in progress(chunks, desc=f"collect {site}"):
+
+    def local_blocks() -> Any:
+        for rows in progress(chunks, desc=f"collect {site}"):
+            yield rows, one_chunk(rows)
+
+    def one_chunk(rows: np.ndarray) -> torch.Tensor:
         width = int(seq_len[rows].max())
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -211,7 +222,15 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
         index = torch.from_numpy(tok_index[rows])
         with hooks.capture_at(mods, index, what=what) as got, hooks.halt_after(last):
             lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-        block = torch.stack([got[k] for k in keys], dim=1).float()  # [B, L, P, d]
+        return torch.stack([got[k] for k in keys], dim=1).float()  # [B, L, P, d]
+
+    if use_ray:
+        from ..scale import collect_blocks
+
+        blocks = collect_blocks(lm, answers, chunks, pos, lay, site, batch_size, ray_address, num_workers)
+    else:
+        blocks = local_blocks()
+    for rows, block in blocks:
         n_bad += int((~torch.isfinite(block)).any(dim=(1, 2, 3)).sum())
         if values is None:
             values, tmpdir = _allocate((n, len(lay), len(pos), block.shape[-1]), store_dtype, budget, path)
