@@ -168,14 +168,10 @@ def shipped():
     return model, AutoTokenizer.from_pretrained(WEIGHTS_DIR)
 
 
-@pytest.fixture(scope="module")
-def shipped_answers(shipped):
-    from heatwidget.demo.evaluate import greedy_answers, is_correct
-
-    model, tok = shipped
-    qs = demo_questions()
-    answers = greedy_answers(model, tok, [q["question"] for q in qs])
-    return qs, np.array([is_correct(a, q["gold"]) for a, q in zip(answers, qs, strict=True)])
+def _recorded_labels() -> np.ndarray:
+    """Per-question correctness recorded by `evaluate --write` on the shipped weights (question order)."""
+    recorded = json.loads((WEIGHTS_DIR / "training.json").read_text())["eval"]["correct"]
+    return np.array([c == "1" for c in recorded])
 
 
 def test_shipped_weights_size_and_files() -> None:
@@ -201,17 +197,23 @@ def test_demo_model_loads_fast_and_generates() -> None:
     assert text.strip() and text.startswith(" ")  # an answer word follows "A:"
 
 
-def test_shipped_accuracy_is_mixed(shipped_answers) -> None:
-    qs, correct = shipped_answers
+def test_shipped_accuracy_is_mixed(shipped) -> None:
+    from heatwidget.demo.evaluate import greedy_answers, is_correct
+
+    model, tok = shipped
+    # every other question: all three attributes, every mult, half the generation time
+    qs = demo_questions()[::2]
+    answers = greedy_answers(model, tok, [q["question"] for q in qs])
+    correct = np.array([is_correct(a, q["gold"]) for a, q in zip(answers, qs, strict=True)])
     mult = np.array([q["mult"] for q in qs])
     acc = correct.mean()
     assert 0.3 < acc < 0.9, acc
     assert correct[mult >= 16].mean() > correct[mult == 1].mean() + 0.3
     caps = np.array([q["attribute"] == "capital" for q in qs])
     assert 0.1 < correct[caps].mean() < 0.95
-    # the recorded evaluation is of these very weights (and fp16 storage did not change the answers)
-    recorded = json.loads((WEIGHTS_DIR / "training.json").read_text())["eval"]["accuracy"]
-    assert abs(acc - recorded) < 0.01
+    # the recorded evaluation is of these very weights, question by question (a near-tie may flip with the
+    # thread count, hence not exact); the probe test below relies on these labels
+    assert (_recorded_labels()[::2] == correct).mean() > 0.99
 
 
 def _last_logprobs(model, tok, prompts, skip: int | None = None) -> torch.Tensor:
@@ -223,8 +225,7 @@ def _last_logprobs(model, tok, prompts, skip: int | None = None) -> torch.Tensor
     handle = model.model.layers[skip].register_forward_hook(hook, with_kwargs=True) if skip is not None else None
     try:
         with torch.no_grad():
-            return torch.cat([torch.log_softmax(model(**tok(p, return_tensors="pt")).logits[:, -1], -1)
-                              for p in prompts])
+            return torch.log_softmax(model(**tok(prompts, return_tensors="pt")).logits[:, -1], -1)
     finally:
         if handle is not None:
             handle.remove()
@@ -232,7 +233,12 @@ def _last_logprobs(model, tok, prompts, skip: int | None = None) -> torch.Tensor
 
 def test_shipped_layer_skip_kl_differs_across_layers(shipped) -> None:
     model, tok = shipped
-    prompts = [q["question"] for q in demo_questions(attribute="capital")[:24]]
+    # prompts of one token length, so one unpadded batch per layer
+    by_len: dict[int, list[str]] = {}
+    for q in demo_questions(attribute="capital"):
+        by_len.setdefault(len(tok(q["question"])["input_ids"]), []).append(q["question"])
+    prompts = max(by_len.values(), key=len)[:32]
+    assert len(prompts) >= 16
     clean = _last_logprobs(model, tok, prompts)
     kl = []
     for layer in range(model.config.num_hidden_layers):
@@ -243,22 +249,25 @@ def test_shipped_layer_skip_kl_differs_across_layers(shipped) -> None:
     assert kl.max() > 5 * kl.min(), kl  # but not equally
 
 
-def test_shipped_probe_rises_above_chance_with_depth(shipped, shipped_answers) -> None:
+def test_shipped_probe_rises_above_chance_with_depth(shipped) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
     from heatwidget.demo.evaluate import last_token_states
 
     model, tok = shipped
-    qs, correct = shipped_answers
+    qs, correct = demo_questions(), _recorded_labels().astype(int)
     states, _ = last_token_states(model, tok, [q["question"] for q in qs])
     train = np.array([q["split"] == "train" for q in qs])
 
-    def auc(layer: int) -> float:
-        clf = LogisticRegression(C=1.0, max_iter=3000).fit(states[train, layer], correct[train])
-        return roc_auc_score(correct[~train], clf.decision_function(states[~train, layer]))
+    def auc(layer: int, y: np.ndarray = correct) -> float:
+        clf = LogisticRegression(C=1.0, max_iter=3000).fit(states[train, layer], y[train])
+        return roc_auc_score(y[~train], clf.decision_function(states[~train, layer]))
 
+    # the embedding at the last question token (":") is the same for every question: chance, by construction
+    assert np.ptp(states[:, 0], axis=0).max() == 0
     last = states.shape[1] - 1
-    mid = last // 2
-    assert auc(last) > 0.7 and auc(last) > auc(1) + 0.05
-    assert auc(mid) > 0.6
+    aucs = [auc(layer) for layer in (1, last // 2, last)]
+    assert min(aucs) > 0.65 and max(aucs) > 0.7, aucs
+    shuffled = np.random.default_rng(0).permutation(correct)
+    assert auc(last, shuffled) < 0.62  # the probe reads correctness, not an artefact of the split

@@ -149,9 +149,10 @@ def probe_aucs(states: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: 
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy (questions and cloze prompts), layer-skip KL and probe AUC on the QA set ``qs``."""
-    from sklearn.metrics import roc_auc_score
+    """Accuracy (questions and cloze prompts), layer-skip KL and probe AUC on the QA set ``qs``.
 
+    The probes need scikit-learn (a dev dependency); without it they are left out, with a note.
+    """
     model.eval()
     answers = greedy_answers(model, tokenizer, [q["question"] for q in qs])
     correct = np.array([is_correct(a, q["gold"]) for a, q in zip(answers, qs, strict=True)])
@@ -175,6 +176,11 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     }
     prompts = [q["question"] for q in qs]
     result["skip_kl"] = [round(v, 4) for v in layer_skip_kl(model, tokenizer, prompts)]
+    try:
+        from sklearn.metrics import roc_auc_score
+    except ImportError:
+        result["probe_note"] = "scikit-learn is not installed: probes skipped"
+        return result
     states, _ = last_token_states(model, tokenizer, prompts)
     train = np.array([q.get("split", "train") == "train" for q in qs])
     probes = probe_aucs(states, correct.astype(int), train)
@@ -192,6 +198,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
 
 
 def format_report(ev: dict[str, Any]) -> str:
+    if "probe_auc_last_q" not in ev:
+        ev = {**ev, "probe_auc_last_q": [], "probe_auc_last_q_capital": [], "probe_split": None,
+              "probe_shuffled_labels_last_layer": float("nan")}
     lines = [f"greedy accuracy {ev['accuracy']:.3f} on {ev['n_questions']} questions "
              f"(cloze {ev['cloze_accuracy']:.3f})",
              "by mult:      " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["accuracy_by_mult"].items()),
