@@ -126,7 +126,7 @@ For factual prompts: corrupt the subject tokens' hidden state at a layer (Subj.)
 tokens to the last token in a window of layers (Attn.), or corrupt the last token (Last.). The cell is the mean
 JS divergence (nats, ≤ ln 2) between the clean and the intervened next-token distribution."""),
         ("code", SETUP),
-        ("code", """facts = [x for x in hw.demo_questions(attribute="capital") if x["mult"] >= 8][:60]
+        ("code", """facts = [x for x in hw.demo_questions(attribute="capital") if x["mult"] >= 8][:40]
 prompts = [x["prompt"] for x in facts]
 subjects = [x["subject"] for x in facts]
 js = hw.knockout_js(lm, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0,
