@@ -37,7 +37,7 @@ OPTION_CHOICES: dict[str, list[str] | None] = {
     "mode": ["teacher_forced", "free_running"],
     "corruption": ["noise", "zero", "mean"],
     "site": ["resid", "mlp", "mlp_in", "attn"],
-    "stat": ["relative", "density"],
+    "stat": ["relative", "density", "absolute"],
     "prompt": None,
 }
 
@@ -140,11 +140,26 @@ class Explorer(W.VBox):
                 elif value in choices:
                     editors[name] = W.Dropdown(options=choices, value=value, description=name,
                                                layout=W.Layout(width="220px"))
+            layers = options.get("layers")
+            if isinstance(layers, list) and all(isinstance(i, int) for i in layers):
+                editors["layers"] = W.Text(value=", ".join(map(str, layers)), description="layers",
+                                           tooltip="layer indices in display order, e.g. 0, 15, 18, 17",
+                                           layout=W.Layout(width="260px"))
             if editors:
                 run = W.Button(description="re-run", icon="play", button_style="primary")
-                run.on_click(lambda _b: self.recompute(**{k: e.value for k, e in editors.items()}))
+                run.on_click(lambda _b: self._rerun_with(editors))
                 items += [*editors.values(), run]
         self.controls.children = items
+
+    def _rerun_with(self, editors: dict[str, W.ValueWidget]) -> None:
+        options = {k: e.value for k, e in editors.items()}
+        if "layers" in options:
+            try:
+                options["layers"] = [int(x) for x in str(options["layers"]).replace(",", " ").split()]
+            except ValueError:
+                self.message.value = html.escape(f"layers must be integers separated by commas: {options['layers']!r}")
+                return
+        self.recompute(**options)
 
     # ---- requests ----------------------------------------------------------------------------------------
     def _on_select(self, _change: Any) -> None:
@@ -166,7 +181,8 @@ class Explorer(W.VBox):
         """Re-run the current analysis with changed options; the result replaces the main view."""
         m = self.matrix
         label = ", ".join(f"{k}={v}" for k, v in options.items())
-        return self._submit(("recompute", tuple(sorted(options.items()))), lambda: m.recompute(**options),
+        key = tuple(sorted((k, repr(v)) for k, v in options.items()))  # repr: lists (layers) are unhashable
+        return self._submit(("recompute", key), lambda: m.recompute(**options),
                             lambda res: self._replace(label, res), label)
 
     def rerun(self, label: str, fn: Callable[[], HeatMatrix]) -> Future:

@@ -327,9 +327,11 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
                 family=sa.anatomy.family, streamed={"a": sa.streamed, "b": sb.streamed},
                 norm_a=norm_a, norm_b=norm_b, norm_diff=norm_d, changed=changed, numel=numel,
                 largest_pair_bytes=int(largest_pair), seconds=round(time.perf_counter() - t0, 3), notes=notes)
+    meta["options"] = {"stat": stat, "eps": float(eps)}  # what the explorer offers to change and re-run
     drill = _ChangeDrill(sa, sb, stat, float(eps), dev)
-    return HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
-                      col_title="Module", metric=metric, meta=meta, drill=drill)
+    m = HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
+                   col_title="Module", metric=metric, meta=meta, drill=drill)
+    return m.with_recompute(lambda **o: weight_change(a, b, **{"stat": stat, "eps": eps, "device": device, **o}))
 
 
 # ---- one model: weight norms and gradient norms -----------------------------------------------------------------

@@ -152,3 +152,29 @@ def test_hundred_clicks_on_the_demo_model_do_not_grow_memory():
     hooked = [n for n, mod in lm.model.named_modules() if mod._forward_hooks or mod._forward_pre_hooks]
     assert not hooked, f"hooks left behind on {hooked[:3]}"
     ex.close()
+
+
+def test_weight_change_stat_can_be_switched_from_the_explorer(tiny_dir):
+    a = tiny_dir("llama")
+    b = tiny_dir("llama", seed=1)
+    m = hw.weight_change(a, b)
+    ex = hw.explore(m)
+    assert "stat" in [getattr(w, "description", "") for w in ex.controls.children]
+    ex.recompute(stat="density")
+    ex.wait(60)
+    assert ex.heatmap.matrix.meta["stat"] == "density" and ex.heatmap.matrix == hw.weight_change(a, b, "density")
+
+
+def test_layers_control_reruns_ablation_for_chosen_layers(tiny_dir):
+    lm = hw.load(tiny_dir("llama"))
+    m = hw.ablation_kl(lm, "the capital of Velmora is", max_new_tokens=2, layers=[2, 0])
+    ex = hw.explore(m)
+    editors = {w.description: w for w in ex.controls.children if hasattr(w, "value") and hasattr(w, "description")}
+    assert editors["layers"].value == "2, 0"
+    editors["layers"].value = "1, 2"
+    ex._rerun_with({k: editors[k] for k in ("layers", "intervention")})
+    ex.wait(60)
+    assert ex.heatmap.matrix.rows == ["1", "2"]
+    editors["layers"].value = "one"
+    ex._rerun_with({"layers": editors["layers"]})
+    assert "integers" in ex.message.value
