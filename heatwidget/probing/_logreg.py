@@ -34,7 +34,7 @@ class LogRegFit:
 
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
         """Scores [K, m] for features X [K, m, d] (higher = more likely label 1)."""
-        return torch.einsum("kmd,kd->km", X.to(self.coef.dtype), self.coef) + self.intercept[:, None]
+        return _matvec(X.to(self.coef.dtype), self.coef) + self.intercept[:, None]
 
 
 @contextlib.contextmanager
@@ -63,6 +63,12 @@ def _lapack_threads(device: torch.device, size: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def _matvec(F: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """F [K, n, m] · w [K, m] -> [K, n]. As a row vector times F^T: MKL runs this as a small GEMM, ~10x faster on
+    CPU than the batched matrix-vector product torch picks for F @ w[..., None]."""
+    return torch.bmm(w[:, None, :], F.transpose(1, 2))[:, 0]
+
+
 def _objective(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
     z = z.double()
     return (torch.nn.functional.softplus(z) - y * z).sum(-1) + 0.5 * lam * (w.double() ** 2).sum(-1)
@@ -88,7 +94,7 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
         # Work on the unfinished cells only once enough have finished to pay for the copy.
         Fa = F if act.numel() == K else F[act]
         wa, ba = w[act], b[act]
-        z = torch.einsum("knm,km->kn", Fa, wa.to(F.dtype)).double() + ba[:, None]
+        z = _matvec(Fa, wa.to(F.dtype)).double() + ba[:, None]
         p = torch.sigmoid(z)
         s = p * (1 - p)
         r = p - yd
@@ -115,7 +121,7 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
         t = torch.ones_like(dec)
         f_new = f0.clone()
         todo = ~fin
-        u = torch.einsum("knm,km->kn", Fa, step[:, :m].to(F.dtype)).double() + step[:, m:]  # z moves along -t·u
+        u = _matvec(Fa, step[:, :m].to(F.dtype)).double() + step[:, m:]  # z moves along -t·u
         for _ls in range(20):
             if not bool(todo.any()):
                 break
@@ -190,7 +196,7 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         if bool(uphill.any()):
             d = torch.where(uphill[:, None], -D * g, d)
             gd = (g * d).sum(-1)
-        u = torch.einsum("knm,km->kn", F, d[:, :m].to(dt)).double() + d[:, m:]
+        u = _matvec(F, d[:, :m].to(dt)).double() + d[:, m:]
         t = torch.ones(K, dtype=f64, device=dev)
         ok = ~act
         f_new = f.clone()
