@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["LogRegFit", "fit_logreg", "choose_solver", "roc_auc", "roc_curve"]
+__all__ = ["LogRegFit", "fit_logreg", "roc_auc", "roc_curve"]
 
 
 @dataclass
@@ -141,140 +141,32 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
     return w.to(F.dtype), b, n_iter, done
 
 
-def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, history: int = 10
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Batched L-BFGS (diagonally preconditioned) on features F [K, n, m] (centred), labels y [n] in {0, 1}.
-
-    Costs two batched matrix-vector products per iteration, like sklearn's lbfgs per fit: u = F·d for the search
-    direction (every trial step of the line search is then z + t·u, free) and F^T·r for the gradient. The
-    preconditioner is the inverse of the Hessian diagonal's upper bound (s <= 1/4), which evens out the outlier
-    feature scales of transformer activations that make plain L-BFGS crawl.
-    Stops per cell when max|grad| <= tol * n (the mean-loss gradient below tol), when f stalls at float64
-    resolution, or when no step decreases f (the float32 features' precision floor).
-    """
-    K, n, m = F.shape
-    dev, dt = F.device, F.dtype
-    f64 = torch.float64
-    yd = y.to(dev, f64)
-    ybar = float(yd.mean())
-    w = torch.zeros(K, m, dtype=f64, device=dev)
-    b = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=f64, device=dev)
-    D = torch.cat([1.0 / (0.25 * (F * F).sum(1).double() + lam), torch.full((K, 1), 4.0 / n, dtype=f64, device=dev)],
-                  dim=1)
-    z = b[:, None].expand(K, n).clone()
-
-    def grad(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        r = torch.sigmoid(z) - yd
-        return torch.cat([torch.bmm(r.to(dt)[:, None, :], F)[:, 0].double() + lam * w, r.sum(-1, keepdim=True)], 1)
-
-    f = _objective(z, yd, w, lam)
-    g = grad(z, w)
-    S = torch.zeros(K, history, m + 1, dtype=f64, device=dev)
-    Y = torch.zeros_like(S)
-    rho = torch.zeros(K, history, dtype=f64, device=dev)
-    gamma = torch.ones(K, dtype=f64, device=dev)
-    done = g.abs().amax(-1) <= tol * n
-    n_iter = torch.zeros(K, dtype=torch.long, device=dev)
-    for it in range(max_iter):
-        act = ~done
-        if not bool(act.any()):
-            break
-        # Two-loop recursion, newest pair first; empty or rejected slots have rho = 0 and change nothing.
-        q = -g
-        slots = [(it - 1 - j) % history for j in range(min(it, history))]
-        alphas = []
-        for sl in slots:
-            a = rho[:, sl] * (S[:, sl] * q).sum(-1)
-            q = q - a[:, None] * Y[:, sl]
-            alphas.append(a)
-        d = gamma[:, None] * D * q
-        for sl, a in zip(reversed(slots), reversed(alphas), strict=True):
-            beta = rho[:, sl] * (Y[:, sl] * d).sum(-1)
-            d = d + (a - beta)[:, None] * S[:, sl]
-        gd = (g * d).sum(-1)
-        uphill = gd >= 0  # cannot happen in exact arithmetic; fall back to the preconditioned gradient
-        if bool(uphill.any()):
-            d = torch.where(uphill[:, None], -D * g, d)
-            gd = (g * d).sum(-1)
-        u = _matvec(F, d[:, :m].to(dt)).double() + d[:, m:]
-        t = torch.ones(K, dtype=f64, device=dev)
-        ok = ~act
-        f_new = f.clone()
-        for _ls in range(40):
-            f_try = _objective(z + t[:, None] * u, yd, w + t[:, None] * d[:, :m], lam)
-            good = ~ok & (f_try <= f + 1e-4 * t * gd)
-            f_new = torch.where(good, f_try, f_new)
-            ok = ok | good
-            if bool(ok.all()):
-                break
-            t = torch.where(ok, t, t / 2)
-        moved = act & ok
-        t = torch.where(moved, t, torch.zeros_like(t))
-        step = t[:, None] * d
-        w = w + step[:, :m]
-        b = b + step[:, m]
-        z = z + t[:, None] * u
-        g_new = grad(z, w)
-        yv = g_new - g
-        sy = (step * yv).sum(-1)
-        keep = moved & (sy > 1e-12 * (step * step).sum(-1).sqrt() * (yv * yv).sum(-1).sqrt())
-        sl = it % history
-        S[:, sl] = torch.where(keep[:, None], step, torch.zeros_like(step))
-        Y[:, sl] = torch.where(keep[:, None], yv, torch.zeros_like(yv))
-        rho[:, sl] = torch.where(keep, 1.0 / sy.where(keep, torch.ones_like(sy)), torch.zeros_like(sy))
-        gamma = torch.where(keep, sy / (yv * D * yv).sum(-1).clamp_min(1e-300), gamma)
-        stalled = (f - f_new) <= 1e-13 * torch.maximum(f.abs(), torch.ones_like(f))
-        f = torch.where(moved, f_new, f)
-        g = torch.where(moved[:, None], g_new, g)
-        n_iter += act.long()
-        done = done | (act & (~ok | stalled | (g.abs().amax(-1) <= tol * n)))
-    conv = g.abs().amax(-1) <= tol * n
-    return w.to(dt), b, n_iter, conv | done & (n_iter < max_iter)
-
-
-def choose_solver(n: int, d: int, device: torch.device | None = None) -> str:
-    """"newton" unless its (m+1)² Hessian per cell (m = min(n, d)) would pass 8192² entries: then "lbfgs".
-
-    Measured (benchmarks/bench_probe.py): Newton needs ~10 iterations where L-BFGS needs 100-200 to the same
-    precision on transformer activations (nearly separable classes make the curvature uneven, which no feature
-    preconditioner fixes), and its Hessian products run at matrix-matrix speed, so it wins on CPU and GPU alike.
-    """
-    return "newton" if min(n, d) <= 8192 else "lbfgs"
-
-
-def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, solver: str = "auto", max_iter: int | None = None,
-               tol: float | None = None) -> LogRegFit:
+def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: int = 50, tol: float = 1e-9
+               ) -> LogRegFit:
     """Fit K L2 logistic regressions on X [K, n, d] (float32/64) with shared labels y [n] in {0, 1}.
 
-    solver: "newton" (few exact steps; tol on the Newton decrement, relative to f; default 1e-9, max_iter 50),
-    "lbfgs" (tol on the mean-loss gradient's max-abs; default 1e-6, 100x stricter than sklearn's; max_iter 1000),
-    or "auto" (choose_solver). Both reach the same optimum.
+    tol: stop a cell when its Newton decrement (≈ twice the remaining objective gap) falls below tol·(1 + f), or
+    when its objective stops decreasing at the features' float resolution. (A batched L-BFGS was tried and
+    dropped: on real activations it needed over 1000 iterations for what Newton reaches in ~10.)
     """
     if X.ndim != 3:
         raise ValueError(f"X must be [cells, examples, features], got {tuple(X.shape)}")
     K, n, d = X.shape
     if not C > 0:
         raise ValueError(f"C must be > 0, got {C}")
-    if solver == "auto":
-        solver = choose_solver(n, d, X.device)
-    if solver not in ("newton", "lbfgs"):
-        raise ValueError(f"solver must be 'auto', 'newton' or 'lbfgs', got {solver!r}")
     y = y.to(X.device)
     with _full_precision(), torch.no_grad():
         mu = X.mean(1, keepdim=True)
         Xc = X - mu
         Q = None
-        if solver == "lbfgs":
-            w, b, n_iter, conv = _lbfgs(Xc, y, 1.0 / C, max_iter or 1000, tol if tol is not None else 1e-6)
+        if d > n:
+            # Row space of the centred data (rank <= n - 1): Xc = F Q^T with F = Xc Q [K, n, n].
+            with _lapack_threads(X.device, n):
+                Q, R = torch.linalg.qr(Xc.transpose(1, 2), mode="reduced")  # Q [K, d, n], R [K, n, n]
+            F = R.transpose(1, 2).contiguous()
         else:
-            if d > n:
-                # Row space of the centred data (rank <= n - 1): Xc = F Q^T with F = Xc Q [K, n, n].
-                with _lapack_threads(X.device, n):
-                    Q, R = torch.linalg.qr(Xc.transpose(1, 2), mode="reduced")  # Q [K, d, n], R [K, n, n]
-                F = R.transpose(1, 2).contiguous()
-            else:
-                F = Xc
-            w, b, n_iter, conv = _newton(F, y, 1.0 / C, max_iter or 50, tol if tol is not None else 1e-9)
+            F = Xc
+        w, b, n_iter, conv = _newton(F, y, 1.0 / C, max_iter, tol)
         coef = (Q @ w[..., None])[..., 0] if Q is not None else w
         intercept = b - torch.einsum("kd,kd->k", mu[:, 0].double(), coef.double())
     return LogRegFit(coef=coef, intercept=intercept.to(coef.dtype), n_iter=n_iter, converged=conv)

@@ -20,7 +20,7 @@ import torch
 
 from .._progress import progress
 from ..matrix import HeatMatrix
-from ._logreg import choose_solver, fit_logreg, roc_auc
+from ._logreg import fit_logreg, roc_auc
 from .collect import Activations
 from .positions import position_label
 
@@ -101,8 +101,8 @@ def _cells_per_chunk(n: int, n_train: int, d: int, device: torch.device, budget:
 
 
 def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, test_size: float | int = 0.2,
-              seed: int = 0, C: float = 1.0, device: str | torch.device | None = None, solver: str = "auto",
-              max_iter: int | None = None, tol: float | None = None, min_per_class: int = MIN_PER_CLASS,
+              seed: int = 0, C: float = 1.0, device: str | torch.device | None = None, max_iter: int = 50,
+              tol: float = 1e-9, min_per_class: int = MIN_PER_CLASS,
               rows: Sequence[Any] | None = None, cols: Sequence[Any] | None = None, title: str | None = None,
               memory_budget: int | None = None) -> HeatMatrix:
     """Probe AUC per (layer, position): rows = layers, cols = positions, values = held-out ROC AUC.
@@ -162,7 +162,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
             raise ValueError(f"features contain NaN/inf (first at example {int(i)}, layer {row_labels[cell // P]}, "
                              f"position {col_labels[cell % P]}): drop those rows, or re-collect in float32")
         Xb = torch.from_numpy(block).to(dev).transpose(0, 1)  # [k, N, d]
-        fit = fit_logreg(Xb[:, train], ytr, C, solver=solver, max_iter=max_iter, tol=tol)
+        fit = fit_logreg(Xb[:, train], ytr, C, max_iter=max_iter, tol=tol)
         s = fit.decision_function(Xb[:, test]).float().cpu().numpy()
         test_scores[k0:k1] = s
         auc[k0:k1] = roc_auc(s, yv[test])
@@ -198,7 +198,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     meta: dict[str, Any] = dict(
         analysis="probe_auc", n=n, n_train=len(train), n_test=len(test), n_correct=int(yv.sum()),
         test_size=test_size, seed=seed, C=C, train_idx=train, test_idx=test, vmin=0.5, vmax=1.0, colormap="blues",
-        solver=dict(method=solver if solver != "auto" else choose_solver(len(train), d), max_iter=max_iter, tol=tol,
+        solver=dict(method="batched damped Newton", max_iter=max_iter, tol=tol,
                     n_iter_max=int(n_iter.max()), all_converged=bool(converged.all()), device=str(dev),
                     cells_per_chunk=per, seconds=round(seconds, 3)),
         test_scores=test_scores.reshape(L, P, -1), coef=coef.reshape(L, P, d), intercept=intercept.reshape(L, P),
@@ -224,7 +224,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     m = HeatMatrix(auc.reshape(L, P), row_labels, col_labels, title=title, row_title="Layer", col_title="Token",
                    metric="AUC", meta=meta, drill=probe_drill(a, yv))
     if a is not None and a.lm is not None and a.answers is not None:
-        m.with_recompute(_recompute(a, dict(test_size=test_size, seed=seed, C=C, device=device, solver=solver,
+        m.with_recompute(_recompute(a, dict(test_size=test_size, seed=seed, C=C, device=device,
                                             max_iter=max_iter, tol=tol, min_per_class=min_per_class)))
     return m
 
