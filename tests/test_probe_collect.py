@@ -99,6 +99,14 @@ def test_memmap_when_over_budget_and_user_path(setup, tmp_path: Path) -> None:
     assert kept.path == tmp_path / "acts" / "values.npy" and kept.values.dtype == np.float16
     again = np.load(kept.path, mmap_mode="r")
     assert np.allclose(again, mem.values, atol=1e-2)
+    assert np.array_equal(mem.cell(1, "last_q_token"), mem.values[:, 0, 0]) and mem.cell(1, -1).dtype == np.float32
+    with pytest.raises(KeyError, match="layer 0 was not collected"):
+        mem.cell(0, -1)
+    from heatwidget.probing.collect import parse_bytes
+
+    assert parse_bytes("1.5 GiB") == 3 * 2**29 and parse_bytes("500MB") == 500_000_000 and parse_bytes(2e9) == 2e9
+    with pytest.raises(ValueError, match="as a size"):
+        parse_bytes("lots")
 
 
 def test_capture_at_and_halt_after(setup) -> None:
