@@ -134,7 +134,7 @@ def test_answer_default_extractor_is_first_line_and_drops_are_counted(lm, monkey
     assert a.index.tolist() == [0] and a.exact == ["north river"]
     assert a.meta["dropped_reasons"] == {"empty answer": 1, "no token at position 'second_answer'": 1}
     with pytest.warns(UserWarning, match="1 of 2 rows kept out"):  # an extractor answer that is not in the answer
-        b = _answer_with(lm, monkeypatch, ["north river", "the city"], ["x", "y"],
+        b = _answer_with(lm, monkeypatch, ["north river", "the city"], ["Ostrand", "Tamor"],
                          extractor=lambda q, a: "Paris" if "north" in a else "city")
     assert b.dropped[0]["reason"] == "exact answer not found in the answer's tokens" and b.exact == ["city"]
     assert b.meta["extractor"] == "<lambda>"
