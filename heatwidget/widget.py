@@ -143,6 +143,15 @@ class Heatmap(anywidget.AnyWidget):
         self._last_selection: tuple[int, int] | None = None
         super().__init__(**kwargs)
         m = _as_matrix(matrix)
+        # An analysis may suggest its figure's colour range and map (e.g. probe AUC: 0.5–1, "blues"); explicit
+        # arguments win.
+        if vmin is None and isinstance(m.meta.get("vmin"), (int, float)):
+            vmin = float(m.meta["vmin"])
+        if vmax is None and isinstance(m.meta.get("vmax"), (int, float)):
+            vmax = float(m.meta["vmax"])
+        if colormap is None and isinstance(m.meta.get("colormap"), str):
+            colormap = m.meta["colormap"]
+            self._auto_colormap = False
         if vmin is not None and vmax is not None and float(vmin) > float(vmax):
             raise ValueError(f"vmin ({vmin}) is larger than vmax ({vmax})")
         with self.hold_sync():

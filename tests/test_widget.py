@@ -374,3 +374,13 @@ def test_executed_notebook_saves_widget_state_with_the_buffer(tmp_path):
 
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert "application/vnd.jupyter.widget-state+json" in html and model_id in html
+
+
+def test_analysis_suggested_range_and_colormap_are_defaults():
+    import heatwidget as hw
+
+    m = hw.HeatMatrix(np.array([[0.6, 0.7], [0.8, 0.9]]), meta={"vmin": 0.5, "vmax": 1.0, "colormap": "viridis"})
+    w = Heatmap(m)
+    assert (w.vmin, w.vmax, w.colormap) == (0.5, 1.0, "viridis")
+    w2 = Heatmap(m, vmin=0.0, colormap="blues")
+    assert (w2.vmin, w2.vmax, w2.colormap) == (0.0, 1.0, "blues")
