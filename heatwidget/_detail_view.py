@@ -88,7 +88,9 @@ def chart_figure(chart: Chart, height: str = "220px") -> W.Widget:
                 bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".3g")]
     fig = bq.Figure(marks=marks, axes=axes, title=title, legend_location="top-right",
                     fig_margin=dict(top=40, bottom=50, left=55, right=15),
-                    layout=W.Layout(width="100%", height=height, min_width="280px"))
+                    # A fixed width: bqplot sizes itself from its container, and a grid/flex track that is
+                    # only resolved later (exported HTML) leaves it at its ~280 px minimum with a clipped title.
+                    layout=W.Layout(width="460px", height=height, flex="0 0 auto"))
     return fig
 
 
@@ -114,7 +116,7 @@ def detail_widgets(
         out.append(W.HBox(buttons, layout=W.Layout(flex_flow="row wrap")))
     charts = [chart_figure(c) for c in detail.charts]
     if charts:
-        out.append(W.GridBox(charts, layout=W.Layout(grid_template_columns="repeat(auto-fill, minmax(320px, 1fr))")))
+        out.append(W.HBox(charts, layout=W.Layout(flex_flow="row wrap", width="100%")))
     for name, child in detail.children.items():
         from .widget import Heatmap
 
