@@ -9,15 +9,6 @@ import heatwidget as hw
 from heatwidget import hooks
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one thread. On a shared 2-core machine every multi-threaded op of a [1, 9, 64] tensor waits
-    for a second, busy core (an OpenMP barrier), which made these tests 10× slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def lm(request, tiny_dir):
     return hw.load(tiny_dir(request.param))

@@ -18,15 +18,6 @@ from sklearn.metrics import roc_curve as sk_roc_curve  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (intra-op threads only wait at barriers on the shared 2-core machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _data(n: int, L: int, P: int, d: int, seed: int = 0, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Features whose label signal differs per cell (so AUCs spread over 0.5..1), with an offset and mixed scales."""
     rng = np.random.default_rng(seed)

@@ -11,15 +11,6 @@ from heatwidget.probing import answers as answers_mod
 from heatwidget.probing.answers import find_span, match_gold
 from heatwidget.probing.positions import normalize_positions, position_index
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (intra-op threads only wait at barriers on the shared 2-core machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 PROMPT = "Q : What is the capital of Velmora ? A :"  # word-level tiny tokenizer: one token per word
 
 

@@ -16,15 +16,6 @@ import heatwidget as hw
 from heatwidget import hooks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny problems: one torch thread (intra-op threads only wait at barriers on the shared 2-core machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _questions(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     from tiny_models import WORDS
 

@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import heatwidget as hw
 from heatwidget.demo import WEIGHTS_DIR
@@ -16,17 +15,8 @@ pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "model.safetensors").exists()
                                 reason="demo weights not shipped in this checkout")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def demo():
-    torch.set_num_threads(1)
     lm = hw.demo_model()
     qs = hw.demo_questions()
     with warnings.catch_warnings():
