@@ -36,6 +36,16 @@ Selection = tuple[Rows, Positions]
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
+@contextlib.contextmanager
+def _removing(handles: list) -> Iterator[None]:
+    """Remove every hook handle when the block ends, also on exceptions (every context manager here uses it)."""
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # ---- selections ------------------------------------------------------------------------------------------------
 
 def _index_mask(spec: Any, n: int, device: torch.device, what: str) -> torch.Tensor:
@@ -134,10 +144,8 @@ def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: 
         return _with_hidden(out, _blend(h, fn(h, x), rows, positions))
 
     handle = module.register_forward_hook(hook, with_kwargs=True, prepend=True)
-    try:
+    with _removing([handle]):
         yield
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
@@ -150,10 +158,8 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
         return _with_input(args, kwargs, _blend(x, fn(x), rows, positions))
 
     handle = module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
-    try:
+    with _removing([handle]):
         yield
-    finally:
-        handle.remove()
 
 
 def skip(block: nn.Module, *, rows: Rows = None, positions: Positions = None) -> contextlib.AbstractContextManager:
@@ -218,11 +224,8 @@ def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = 
             handles.append(mod.register_forward_hook(hook, with_kwargs=True))
         else:
             handles.append(mod.register_forward_pre_hook(lambda m, a, k, _h=hook: _h(m, a, k), with_kwargs=True))
-    try:
+    with _removing(handles):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class Captured(dict):
@@ -253,11 +256,8 @@ def capture_all(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: st
                 store[_key].append(_input_of(args, kwargs).detach())
 
             handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
-    try:
+    with _removing(handles):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 # ---- re-running blocks from recorded calls (resuming a forward part-way) -------------------------------------
@@ -308,11 +308,8 @@ def record_calls(modules: Sequence[nn.Module], *, keep_hidden: bool = True) -> I
             store[_i] = BlockCall.of(args, kwargs, keep_hidden)
 
         handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
-    try:
+    with _removing(handles):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class _Stop(Exception):
@@ -418,11 +415,8 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         return put(new)
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attn_modules]
-    try:
+    with _removing(handles):
         yield
-    finally:
-        for hd in handles:
-            hd.remove()
 
 
 def stack(*managers: contextlib.AbstractContextManager) -> contextlib.ExitStack:
@@ -474,11 +468,8 @@ def capture_at(modules: Mapping[str, nn.Module] | Sequence[nn.Module], index: to
         else:
             handles.append(mod.register_forward_pre_hook(
                 lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs)), with_kwargs=True))
-    try:
+    with _removing(handles):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 class ForwardHalted(Exception):
