@@ -58,7 +58,8 @@ class Explorer(W.VBox):
 
         self.heatmap = Heatmap(matrix, **heatmap_kwargs)
         self.history: list[tuple[str, HeatMatrix]] = [(matrix.title or "matrix", matrix)]
-        self._cache: OrderedDict[tuple[int, Any], Any] = OrderedDict()  # LRU, bounded: memory stays flat
+        # LRU, bounded so memory stays flat: (id(matrix), request) -> (matrix, result)
+        self._cache: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Any]] = OrderedDict()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="heatwidget-explorer")
         self._lock = threading.Lock()
         self._task: Task | None = None
@@ -183,36 +184,37 @@ class Explorer(W.VBox):
         label = ", ".join(f"{k}={v}" for k, v in options.items())
         key = tuple(sorted((k, repr(v)) for k, v in options.items()))  # repr: lists (layers) are unhashable
         return self._submit(("recompute", key), lambda: m.recompute(**options),
-                            lambda res: self._replace(label, res), label)
+                            lambda res: self.push(label, res), label)
 
     def rerun(self, label: str, fn: Callable[[], HeatMatrix]) -> Future:
         """Run a drill-down's re-run entry point; its matrix becomes the main view (breadcrumb back)."""
         return self._submit(("rerun", label), fn, lambda res: self.push(label, res), label)
 
-    def _replace(self, label: str, matrix: HeatMatrix) -> None:
-        self.push(label, matrix)
-
     def cancel(self) -> None:
+        self._supersede()
+        self._set_busy(False)
+
+    def _supersede(self) -> int:
+        """Cancel the running task (at its next progress step) and return the id of the newest request."""
         with self._lock:
             if self._task is not None:
                 self._task.cancel()
             self._request_id += 1
-        self._set_busy(False)
+            return self._request_id
 
     def _submit(self, key: tuple, work: Callable[[], Any], apply: Callable[[Any], None], label: str) -> Future:
-        cache_key = (id(self.matrix), key)
+        matrix = self.matrix
+        cache_key = (id(matrix), key)
+        rid = self._supersede()  # a new click supersedes the running one
+        task = Task(on_progress=lambda f, d: self._on_progress(rid, f, d))
         with self._lock:
-            if self._task is not None:
-                self._task.cancel()  # a new click supersedes the running one
-            self._request_id += 1
-            rid = self._request_id
-            task = Task(on_progress=lambda f, d: self._on_progress(rid, f, d))
             self._task = task
         if cache_key in self._cache:
             self._cache.move_to_end(cache_key)
+            result = self._cache[cache_key][1]
             fut: Future = Future()
-            fut.set_result(self._cache[cache_key])
-            self._finish(rid, apply, self._cache[cache_key], label)
+            fut.set_result(result)
+            self._finish(rid, apply, result, label)
             self.last_future = fut
             return fut
         self._set_busy(True, f"computing {label} …")
@@ -228,7 +230,8 @@ class Explorer(W.VBox):
                 return None
             finally:
                 _release_memory()
-            self._cache[cache_key] = result
+            # The entry keeps its matrix alive, so id(matrix) cannot be reused by another matrix while cached.
+            self._cache[cache_key] = (matrix, result)
             while len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
             self._finish(rid, apply, result, label)
