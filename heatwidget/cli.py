@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,39 +18,34 @@ def _tour() -> Path:
     return tour
 
 
+def _export(command: str, notebook: Path, output: Path, **options) -> int:
+    """Export, print where it went, and turn export errors into one line on stderr (exit 1)."""
+    from .export import ExportError, export_notebook
+
+    try:
+        out = export_notebook(notebook, output, **options)
+    except (ExportError, FileNotFoundError) as e:
+        print(f"heatwidget {command}: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     tour = _tour()
     if args.html:
-        from .export import ExportError, export_notebook
-
-        try:
-            out = export_notebook(tour, Path(args.html), execute=True, timeout=args.timeout)
-        except ExportError as e:
-            print(f"heatwidget demo: {e}", file=sys.stderr)
-            return 1
-        print(f"wrote {out}")
-        return 0
+        return _export("demo", tour, Path(args.html), execute=True, timeout=args.timeout)
     cmd = [sys.executable, "-m", "jupyter", "lab", str(tour), f"--port={args.port}"]
     if args.no_browser:
         cmd.append("--no-browser")
-    import os
-
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     return subprocess.call(cmd)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import ExportError, export_notebook
-
-    try:
-        out = export_notebook(Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout,
-                              offline=not args.cdn, theme=args.theme)
-    except (ExportError, FileNotFoundError) as e:
-        print(f"heatwidget export: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+    return _export("export", Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout,
+                   offline=not args.cdn, theme=args.theme)
 
 
 def main(argv: list[str] | None = None) -> int:

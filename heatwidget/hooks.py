@@ -223,7 +223,7 @@ def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = 
         if what == "output":
             handles.append(mod.register_forward_hook(hook, with_kwargs=True))
         else:
-            handles.append(mod.register_forward_pre_hook(lambda m, a, k, _h=hook: _h(m, a, k), with_kwargs=True))
+            handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))  # called without `out`
     with _removing(handles):
         yield store
 
