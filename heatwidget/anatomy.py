@@ -259,10 +259,6 @@ def _layer_parts(model: nn.Module, attn: nn.Module, mlp: nn.Module, attn_path: s
 
 def _family(model: nn.Module) -> str:
     mt = getattr(getattr(model, "config", None), "model_type", "") or ""
-    if mt in ("gpt2",):
-        return "gpt2"
-    if mt in ("gpt_neox",):
-        return "gpt_neox"
     return mt or type(model).__name__
 
 
