@@ -51,11 +51,12 @@ def test_roc_auc_and_curve_match_sklearn_with_ties() -> None:
 
 # ---- the solver ---------------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
 @pytest.mark.parametrize("n,d", [(300, 20), (120, 200)])  # primal (d < n) and row-space (d > n) paths
-def test_batched_newton_reaches_sklearns_optimum(n: int, d: int) -> None:
+def test_batched_solvers_reach_sklearns_optimum(n: int, d: int, solver: str) -> None:
     X, y = _data(n, 2, 2, d, seed=n)
     Xk = torch.from_numpy(X.reshape(n, 4, d)).transpose(0, 1)
-    fit = fit_logreg(Xk, torch.from_numpy(y).float(), C=1.0)
+    fit = fit_logreg(Xk, torch.from_numpy(y).float(), C=1.0, solver=solver)
     assert bool(fit.converged.all())
     for k in range(4):
         ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X.reshape(n, 4, d)[:, k].astype(np.float64),
@@ -65,24 +66,56 @@ def test_batched_newton_reaches_sklearns_optimum(n: int, d: int) -> None:
         assert abs(float(fit.intercept[k]) - ref.intercept_[0]) < 2e-3 * (1 + abs(ref.intercept_[0]))
 
 
-def test_solver_handles_separable_cells_and_C() -> None:
+@pytest.mark.parametrize("solver", ["newton", "lbfgs"])
+def test_solver_handles_separable_cells_and_C(solver: str) -> None:
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 30)
     X = rng.normal(size=(60, 5)).astype(np.float32)
     X[:, 0] += 6 * (2 * y - 1)  # perfectly separable: only the penalty keeps w finite
     for C in (0.1, 1.0, 10.0):
-        fit = fit_logreg(torch.from_numpy(X)[None], torch.from_numpy(y).float(), C=C)
+        fit = fit_logreg(torch.from_numpy(X)[None], torch.from_numpy(y).float(), C=C, solver=solver)
         ref = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(X.astype(np.float64), y)
         assert np.allclose(fit.coef[0].numpy(), ref.coef_[0], rtol=2e-3, atol=1e-4), C
 
 
 # ---- probe_auc = a loop of sklearn fits on the same split ------------------------------------------------------
 
+def test_activation_like_features_need_whitening_not_thousands_of_iterations() -> None:
+    """Raw activations: a large shared offset, a few outlier dimensions 30x the rest (as in LLM residual streams).
+    L-BFGS in the bound's whitened coordinates converges in tens of iterations to Newton's optimum."""
+    rng = np.random.default_rng(3)
+    n, d = 400, 64
+    y = (rng.random(n) < 0.7).astype(np.int64)
+    X = rng.normal(size=(n, d)) + 5.0
+    X[:, :3] *= 30
+    X += (2 * y - 1)[:, None] * rng.normal(size=d) * 0.3
+    Xt = torch.from_numpy(X.astype(np.float32))[None]
+    yt = torch.from_numpy(y).float()
+    newton = fit_logreg(Xt, yt, solver="newton")
+    lbfgs = fit_logreg(Xt, yt, solver="lbfgs")
+    assert bool(lbfgs.converged.all()) and int(lbfgs.n_iter.max()) < 150
+    rel = float((lbfgs.coef - newton.coef).norm() / newton.coef.norm())
+    assert rel < 3e-3, rel
+
+
+def test_solver_choice() -> None:
+    from heatwidget.probing._logreg import resolve_solver
+
+    assert resolve_solver("auto", "cpu") == "lbfgs" and resolve_solver("auto", "cuda:0") == "newton"
+    assert resolve_solver("newton", "cpu") == "newton"
+    with pytest.raises(ValueError, match="unknown solver 'sgd'"):
+        resolve_solver("sgd", "cpu")
+    X, y = _data(120, 1, 2, 8)
+    m = hw.probe_auc(X, y)
+    assert m.meta["solver"]["name"] == "lbfgs" and m.meta["solver"]["all_converged"]
+
+
+@pytest.mark.parametrize("solver", ["auto", "newton"])
 @pytest.mark.parametrize("d", [12, 160])
-def test_probe_auc_matches_sklearn_per_cell(d: int) -> None:
+def test_probe_auc_matches_sklearn_per_cell(d: int, solver: str) -> None:
     n, L, P = 200, 3, 4
     X, y = _data(n, L, P, d, seed=d)
-    m = hw.probe_auc(X, y, test_size=0.2, seed=0)
+    m = hw.probe_auc(X, y, test_size=0.2, seed=0, solver=solver)
     assert m.shape == (L, P) and m.row_title == "Layer" and m.col_title == "Token" and m.metric == "AUC"
     tr, te = m.meta["train_idx"], m.meta["test_idx"]
     sk_tr, sk_te = train_test_split(np.arange(n), test_size=0.2, random_state=0)

@@ -20,7 +20,7 @@ import torch
 
 from .._progress import progress
 from ..matrix import HeatMatrix
-from ._logreg import fit_logreg, roc_auc
+from ._logreg import SOLVERS, fit_logreg, resolve_solver, roc_auc
 from .collect import Activations
 from .positions import position_label
 
@@ -101,17 +101,18 @@ def _cells_per_chunk(n: int, n_train: int, d: int, device: torch.device, budget:
 
 
 def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, test_size: float | int = 0.2,
-              seed: int = 0, C: float = 1.0, device: str | torch.device | None = None, max_iter: int = 50,
-              tol: float = 1e-9, min_per_class: int = MIN_PER_CLASS,
+              seed: int = 0, C: float = 1.0, device: str | torch.device | None = None, solver: str = "auto",
+              max_iter: int | None = None, tol: float = 1e-9, min_per_class: int = MIN_PER_CLASS,
               rows: Sequence[Any] | None = None, cols: Sequence[Any] | None = None, title: str | None = None,
               memory_budget: int | None = None) -> HeatMatrix:
     """Probe AUC per (layer, position): rows = layers, cols = positions, values = held-out ROC AUC.
 
     acts: what hw.collect returns, or plain features X [N, L, P, d] (numpy, memmap or torch) with labels y [N]
     (1 = correct). The split is sklearn's train_test_split(test_size=, random_state=seed); meta["train_idx"] /
-    meta["test_idx"] hold it. C: inverse L2 strength, as sklearn's. The features are read cell chunk by cell chunk,
-    so a disk-backed array never has to fit in memory. Bad input (one class, < min_per_class examples of a class,
-    NaN/inf features, mismatched N) raises a ValueError that says what to fix.
+    meta["test_idx"] hold it. C: inverse L2 strength, as sklearn's. solver: "auto" (L-BFGS on CPU, Newton on a
+    GPU), "lbfgs" or "newton"; both reach sklearn's optimum (see heatwidget.probing._logreg). The features are
+    read cell chunk by cell chunk, so a disk-backed array never has to fit in memory. Bad input (one class,
+    < min_per_class examples of a class, NaN/inf features, mismatched N) raises a ValueError that says what to fix.
     """
     t0 = time.perf_counter()
     a = acts if isinstance(acts, Activations) else None
@@ -142,6 +143,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     _check_classes(yv, train, test, min_per_class)
 
     dev = torch.device(device) if device is not None else _default_device(a)
+    method = resolve_solver(solver, dev)
     K = L * P
     per = min(K, _cells_per_chunk(n, len(train), d, dev, memory_budget))
     flat = X.reshape(n, K, d)  # a view (memmaps too): cell k = (k // P, k % P)
@@ -162,7 +164,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
             raise ValueError(f"features contain NaN/inf (first at example {int(i)}, layer {row_labels[cell // P]}, "
                              f"position {col_labels[cell % P]}): drop those rows, or re-collect in float32")
         Xb = torch.from_numpy(block).to(dev).transpose(0, 1)  # [k, N, d]
-        fit = fit_logreg(Xb[:, train], ytr, C, max_iter=max_iter, tol=tol)
+        fit = fit_logreg(Xb[:, train], ytr, C, max_iter=max_iter, tol=tol, solver=method)
         s = fit.decision_function(Xb[:, test]).float().cpu().numpy()
         test_scores[k0:k1] = s
         auc[k0:k1] = roc_auc(s, yv[test])
@@ -198,7 +200,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     meta: dict[str, Any] = dict(
         analysis="probe_auc", n=n, n_train=len(train), n_test=len(test), n_correct=int(yv.sum()),
         test_size=test_size, seed=seed, C=C, train_idx=train, test_idx=test, vmin=0.5, vmax=1.0, colormap="blues",
-        solver=dict(method="batched damped Newton", max_iter=max_iter, tol=tol,
+        solver=dict(method=SOLVERS[method], name=method, max_iter=max_iter, tol=tol,
                     n_iter_max=int(n_iter.max()), all_converged=bool(converged.all()), device=str(dev),
                     cells_per_chunk=per, seconds=round(seconds, 3)),
         test_scores=test_scores.reshape(L, P, -1), coef=coef.reshape(L, P, d), intercept=intercept.reshape(L, P),
@@ -224,7 +226,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     m = HeatMatrix(auc.reshape(L, P), row_labels, col_labels, title=title, row_title="Layer", col_title="Token",
                    metric="AUC", meta=meta, drill=probe_drill(a, yv))
     if a is not None and a.lm is not None and a.answers is not None:
-        m.with_recompute(_recompute(a, dict(test_size=test_size, seed=seed, C=C, device=device,
+        m.with_recompute(_recompute(a, dict(test_size=test_size, seed=seed, C=C, device=device, solver=solver,
                                             max_iter=max_iter, tol=tol, min_per_class=min_per_class)))
     return m
 
