@@ -150,6 +150,28 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
     return w.to(F.dtype), b, n_iter, done
 
 
+@dataclass
+class _Cells:
+    """L-BFGS working state of the cells still being fitted, one row per cell. `take` keeps a subset, so that
+    finished cells stop costing passes over their features."""
+    index: torch.Tensor  # each row's cell number in the caller's batch
+    F: torch.Tensor      # [k, n, m] centred features
+    chol: torch.Tensor   # [k, m, m] unit-diagonal Cholesky factor of the bound (features' dtype)
+    dsc: torch.Tensor    # [k, m] its diagonal scaling
+    w: torch.Tensor      # [k, m]
+    b: torch.Tensor      # [k]
+    z: torch.Tensor      # [k, n] = F w + b
+    f: torch.Tensor      # [k] objective
+    g: torch.Tensor      # [k, m + 1] gradient in whitened coordinates
+    S: torch.Tensor      # [k, memory, m + 1] curvature pairs, in whitened coordinates
+    Y: torch.Tensor
+    rho: torch.Tensor    # [k, memory]; 0 marks a skipped pair
+    done: torch.Tensor   # [k] bool: finished, waiting for the next take()
+
+    def take(self, keep: torch.Tensor) -> _Cells:
+        return _Cells(**{name: value[keep] for name, value in vars(self).items()})
+
+
 def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, memory: int = 10
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
@@ -165,108 +187,111 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     bound = (F.transpose(1, 2) @ F).double() / 4
     bound.diagonal(dim1=1, dim2=2).add_(lam)
     dsc = bound.diagonal(dim1=1, dim2=2).rsqrt()
+    scaled = bound * dsc[:, :, None] * dsc[:, None, :]
     with _lapack_threads(dev, m):
-        chol, info = torch.linalg.cholesky_ex(bound * dsc[:, :, None] * dsc[:, None, :])
+        chol, info = torch.linalg.cholesky_ex(scaled)
         if bool((info != 0).any()):  # float round-off in a near-singular Gram: a touch of ridge
-            chol, _ = torch.linalg.cholesky_ex(bound * dsc[:, :, None] * dsc[:, None, :]
-                                               + 1e-10 * torch.eye(m, dtype=torch.float64, device=dev))
-    # Both maps use the same float32 factor, so they are exact inverses of one change of variables whatever its
-    # round-off: the optimum found is the problem's own.
-    chol = chol.to(F.dtype)
-    dsc_f = dsc.to(F.dtype)
+            chol, _ = torch.linalg.cholesky_ex(scaled + 1e-10 * torch.eye(m, dtype=torch.float64, device=dev))
+    del bound, scaled
     rb = (n / 4) ** 0.5
-
-    def to_w(v: torch.Tensor) -> torch.Tensor:  # R^-1 v = D L^-T v
-        return torch.linalg.solve_triangular(chol.transpose(1, 2), v.to(F.dtype)[..., None], upper=True)[..., 0] * dsc_f
-
-    def grad_v(z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # R^-T grad_w = L^-1 D grad_w, then the intercept
-        r = torch.sigmoid(z) - yd
-        gw = torch.bmm(r.to(F.dtype)[:, None, :], F)[:, 0].double() + lam * w
-        gv = torch.linalg.solve_triangular(chol, (gw.to(F.dtype) * dsc_f)[..., None], upper=False)[..., 0]
-        return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
-
     yd = y.to(dev, torch.float64)
     ybar = float(yd.mean())
-    w = torch.zeros(K, m, dtype=torch.float64, device=dev)
-    b = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=torch.float64, device=dev)  # optimum at w = 0
-    z = b[:, None].repeat(1, n)
-    f = _objective(z, yd, w, lam)
-    g = grad_v(z, w)
-    S = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)  # curvature pairs, in v
-    Y = torch.zeros_like(S)
-    rho = torch.zeros(K, memory, dtype=torch.float64, device=dev)       # 0 marks a skipped pair
+
+    # Both maps use the same float32 factor, so they are exact inverses of one change of variables whatever its
+    # round-off: the optimum found is the problem's own.
+    def to_w(c: _Cells, v: torch.Tensor) -> torch.Tensor:  # R^-1 v = D L^-T v
+        v = v.to(F.dtype)[..., None]
+        return torch.linalg.solve_triangular(c.chol.transpose(1, 2), v, upper=True)[..., 0] * c.dsc
+
+    def grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # R^-T grad_w = L^-1 D grad_w; b's
+        r = torch.sigmoid(z) - yd
+        gw = torch.bmm(r.to(F.dtype)[:, None, :], c.F)[:, 0].double() + lam * w
+        gv = torch.linalg.solve_triangular(c.chol, (gw.to(F.dtype) * c.dsc)[..., None], upper=False)[..., 0]
+        return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
+
+    w0 = torch.zeros(K, m, dtype=torch.float64, device=dev)
+    b0 = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=torch.float64, device=dev)  # optimum at w = 0
+    z0 = b0[:, None].repeat(1, n)
+    pairs = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)
+    c = _Cells(index=torch.arange(K, device=dev), F=F, chol=chol.to(F.dtype), dsc=dsc.to(F.dtype), w=w0, b=b0, z=z0,
+               f=_objective(z0, yd, w0, lam), g=torch.empty(0), S=pairs, Y=pairs.clone(),
+               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev),
+               done=torch.zeros(K, dtype=torch.bool, device=dev))
+    c.g = grad_v(c, c.z, c.w)
+    w_out, b_out = w0.clone(), b0.clone()
     n_iter = torch.zeros(K, dtype=torch.long, device=dev)
-    done = torch.zeros(K, dtype=torch.bool, device=dev)
     converged = torch.zeros(K, dtype=torch.bool, device=dev)
-    pairs = 0
-    for _ in range(max_iter):
-        # Two-loop recursion over the stored pairs, oldest slot last in the first loop.
-        q = g.clone()
-        alpha = torch.zeros(K, memory, dtype=torch.float64, device=dev)
-        slots = [(pairs - 1 - j) % memory for j in range(min(pairs, memory))]
+    for it in range(max_iter):
+        # Two-loop recursion over the stored pairs, newest first.
+        q = c.g.clone()
+        alpha = torch.zeros_like(c.rho)
+        slots = [(it - 1 - j) % memory for j in range(min(it, memory))]
         for j in slots:
-            alpha[:, j] = rho[:, j] * (S[:, j] * q).sum(1)
-            q -= alpha[:, j, None] * Y[:, j]
+            alpha[:, j] = c.rho[:, j] * (c.S[:, j] * q).sum(1)
+            q -= alpha[:, j, None] * c.Y[:, j]
         if slots:
             j = slots[0]
-            gamma = (S[:, j] * Y[:, j]).sum(1) / (Y[:, j] ** 2).sum(1).clamp_min(1e-300)
-            q *= torch.where(rho[:, j] > 0, gamma, torch.ones_like(gamma))[:, None]
+            gamma = (c.S[:, j] * c.Y[:, j]).sum(1) / (c.Y[:, j] ** 2).sum(1).clamp_min(1e-300)
+            q *= torch.where(c.rho[:, j] > 0, gamma, torch.ones_like(gamma))[:, None]
         for j in reversed(slots):
-            beta = rho[:, j] * (Y[:, j] * q).sum(1)
-            q += (alpha[:, j] - beta)[:, None] * S[:, j]
+            beta = c.rho[:, j] * (c.Y[:, j] * q).sum(1)
+            q += (alpha[:, j] - beta)[:, None] * c.S[:, j]
         direction = -q
-        slope = (g * direction).sum(1)
+        slope = (c.g * direction).sum(1)
         uphill = slope >= 0  # a stale pair bent the direction: fall back to steepest descent in v
-        direction = torch.where(uphill[:, None], -g, direction)
-        slope = torch.where(uphill, -(g * g).sum(1), slope)
+        direction = torch.where(uphill[:, None], -c.g, direction)
+        slope = torch.where(uphill, -(c.g * c.g).sum(1), slope)
         # The quasi-Newton decrement g^T H^-1 g / 2 (H^-1 as L-BFGS has learnt it) estimates the remaining gap; the
         # gradient's plain length in v would understate it wherever the fit is confident and H << the bound.
         dec = -slope / 2
-        live = ~done
-        ok = live & (dec <= tol * (1 + f.abs()))
-        converged |= ok
-        done |= ok
-        if bool(done.all()):
-            break
-        u = to_w(direction[:, :m]).double()
+        ok = ~c.done & (dec <= tol * (1 + c.f.abs()))
+        live = ~c.done & ~ok
+        u = to_w(c, direction[:, :m]).double()
         ub = direction[:, m] / rb
-        Fu = _matvec(F, u.to(F.dtype)).double() + ub[:, None]
+        Fu = _matvec(c.F, u.to(F.dtype)).double() + ub[:, None]
         # Backtracking (Armijo) per cell; in whitened coordinates the unit step is almost always accepted.
-        t = torch.ones(K, dtype=torch.float64, device=dev)
-        f_new = f.clone()
-        todo = ~done
+        t = torch.ones_like(slope)
+        f_new = c.f.clone()
+        todo = live.clone()
         for _ls in range(30):
             if not bool(todo.any()):
                 break
-            f_try = _objective(z + t[:, None] * Fu, yd, w + t[:, None] * u, lam)
-            ok = todo & (f_try <= f + 1e-4 * t * slope)
-            f_new = torch.where(ok, f_try, f_new)
-            todo = todo & ~ok
+            f_try = _objective(c.z + t[:, None] * Fu, yd, c.w + t[:, None] * u, lam)
+            accept = todo & (f_try <= c.f + 1e-4 * t * slope)
+            f_new = torch.where(accept, f_try, f_new)
+            todo &= ~accept
             t = torch.where(todo, t / 2, t)
         stalled = todo  # no step decreases f: at the optimum to the features' float resolution
-        t = torch.where(done | stalled, torch.zeros_like(t), t)
-        z = z + t[:, None] * Fu
-        w = w + t[:, None] * u
-        b = b + t * ub
-        g_new = grad_v(z, w)
-        s_v, y_v = t[:, None] * direction, g_new - g
+        t = torch.where(live & ~stalled, t, torch.zeros_like(t))
+        c.z = c.z + t[:, None] * Fu
+        c.w = c.w + t[:, None] * u
+        c.b = c.b + t * ub
+        g_new = grad_v(c, c.z, c.w)
+        s_v, y_v = t[:, None] * direction, g_new - c.g
         sy = (s_v * y_v).sum(1)
-        slot = pairs % memory
-        S[:, slot], Y[:, slot] = s_v, y_v
-        rho[:, slot] = torch.where(sy > 1e-12 * (y_v * y_v).sum(1).sqrt() * (s_v * s_v).sum(1).sqrt(),
-                                   1 / sy.clamp_min(1e-300), torch.zeros_like(sy))
-        pairs += 1
-        drop = f - f_new
-        live = ~done
-        n_iter += live.long()
-        f = torch.where(live & ~stalled, f_new, f)
-        g = torch.where(live[:, None], g_new, g)
+        slot = it % memory
+        c.S[:, slot], c.Y[:, slot] = s_v, y_v
+        c.rho[:, slot] = torch.where(sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300),
+                                     torch.zeros_like(sy))
+        drop = c.f - f_new
+        c.f = torch.where(live & ~stalled, f_new, c.f)
+        c.g = torch.where(live[:, None], g_new, c.g)
+        n_iter[c.index] += live.long()
         # At float resolution the objective stops moving before the decrement vanishes: stop there once it is
         # already small, as further iterations would chase round-off.
-        flat = (drop <= 2 * eps * (1 + f.abs())) & (dec <= tol * (1 + f.abs()))
-        converged |= live & (flat | stalled)
-        done |= live & (flat | stalled)
-    return w.to(F.dtype), b, n_iter, converged
+        flat = live & (drop <= 2 * eps * (1 + c.f.abs())) & (dec <= tol * (1 + c.f.abs()))
+        finished = ok | flat | stalled
+        c.done |= finished
+        if bool(finished.any()):
+            converged[c.index[finished]] = True
+            w_out[c.index], b_out[c.index] = c.w, c.b
+            if bool(c.done.all()):
+                break
+            if int(c.done.sum()) * 4 >= len(c.done):  # copy the features only once it pays
+                c = c.take(~c.done)
+    else:
+        w_out[c.index], b_out[c.index] = c.w, c.b
+    return w_out.to(F.dtype), b_out, n_iter, converged
 
 
 def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: int | None = None, tol: float = 1e-9,
