@@ -172,6 +172,29 @@ class _Cells:
         return _Cells(**{name: value[keep] for name, value in vars(self).items()})
 
 
+def _inverse_hessian_times(S: torch.Tensor, Y: torch.Tensor, valid: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """L-BFGS's inverse-Hessian estimate times g, for pairs S, Y [K, k, m] (oldest first; `valid` [K, k] False for
+    skipped pairs), in the compact form of Byrd, Nocedal & Schnabel (1994):
+        H g = gamma g + S^T p - gamma Y^T r,  r = R^-1 S g,  p = R^-T ((D + gamma Y Y^T) r - gamma Y g),
+    R = the upper triangle of S Y^T, D its diagonal, gamma = s.y / y.y of the newest pair. Equal to the two-loop
+    recursion, in a dozen batched ops instead of ~10 per pair: on CPU the per-op overhead is what L-BFGS costs.
+    """
+    if S.shape[1] == 0:
+        return g.clone()
+    keep = valid.to(g.dtype)
+    S, Y = S * keep[..., None], Y * keep[..., None]  # a skipped pair contributes nothing ...
+    SY = torch.bmm(S, Y.transpose(1, 2))
+    R = SY.triu() + torch.diag_embed(1 - keep)  # ... and gets a unit pivot, so R stays invertible
+    D = SY.diagonal(dim1=1, dim2=2) + (1 - keep)
+    yy = (Y[:, -1] ** 2).sum(1)
+    gamma = torch.where(valid[:, -1], SY[:, -1, -1] / yy.clamp_min(1e-300), torch.ones_like(yy))[:, None]
+    r = torch.linalg.solve_triangular(R, torch.bmm(S, g[..., None]), upper=True)
+    Yr = torch.bmm(Y, torch.bmm(Y.transpose(1, 2), r))
+    t = D[..., None] * r + gamma[..., None] * (Yr - torch.bmm(Y, g[..., None]))
+    p = torch.linalg.solve_triangular(R.transpose(1, 2), t, upper=False)
+    return gamma * g + torch.bmm(p.transpose(1, 2), S)[:, 0] - gamma * torch.bmm(r.transpose(1, 2), Y)[:, 0]
+
+
 def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, memory: int = 10
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
@@ -222,20 +245,8 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     n_iter = torch.zeros(K, dtype=torch.long, device=dev)
     converged = torch.zeros(K, dtype=torch.bool, device=dev)
     for it in range(max_iter):
-        # Two-loop recursion over the stored pairs, newest first.
-        q = c.g.clone()
-        alpha = torch.zeros_like(c.rho)
-        slots = [(it - 1 - j) % memory for j in range(min(it, memory))]
-        for j in slots:
-            alpha[:, j] = c.rho[:, j] * (c.S[:, j] * q).sum(1)
-            q -= alpha[:, j, None] * c.Y[:, j]
-        if slots:
-            j = slots[0]
-            gamma = (c.S[:, j] * c.Y[:, j]).sum(1) / (c.Y[:, j] ** 2).sum(1).clamp_min(1e-300)
-            q *= torch.where(c.rho[:, j] > 0, gamma, torch.ones_like(gamma))[:, None]
-        for j in reversed(slots):
-            beta = c.rho[:, j] * (c.Y[:, j] * q).sum(1)
-            q += (alpha[:, j] - beta)[:, None] * c.S[:, j]
+        slots = [(it - 1 - j) % memory for j in range(min(it, memory))][::-1]  # oldest pair first
+        q = _inverse_hessian_times(c.S[:, slots], c.Y[:, slots], c.rho[:, slots] > 0, c.g)
         direction = -q
         slope = (c.g * direction).sum(1)
         uphill = slope >= 0  # a stale pair bent the direction: fall back to steepest descent in v
