@@ -10,9 +10,10 @@ Same features, same split (probe_auc's meta["train_idx"/"test_idx"], which are s
            solver "auto" = Böhning-whitened L-BFGS on CPU, damped Newton on a GPU)
   sklearn: for every (layer, position): LogisticRegression(C=1).fit(X_train, y_train), roc_auc_score on X_test
 Reports the time ratio and max |ΔAUC| over cells. sklearn runs with its defaults (lbfgs, max_iter=100, tol=1e-4);
-cells where it stops at max_iter are counted, and `--converged` adds sklearn's exact solver as a reference
-(newton-cholesky at tol=1e-8: the optimum both approach). Threads: both sides get the same count (--threads;
-default: torch's current setting).
+cells where it stops at max_iter are counted, and `--converged` adds sklearn run to convergence, two ways:
+newton-cholesky at tol=1e-8 (the optimum both approach) and lbfgs with max_iter=10000 (what its ConvergenceWarning
+suggests); the faster of the two is the fair yardstick for time at equal answers. Threads: both sides get the same
+count (--threads; default: torch's current setting).
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--converged", action="store_true",
-                    help="also compare with sklearn's exact solver (newton-cholesky, tol=1e-8)")
+                    help="also time sklearn run to convergence (newton-cholesky; lbfgs with max_iter=10000)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -122,18 +123,23 @@ def main() -> None:
         t_sklearn = time.perf_counter() - t
 
         conv = None
-        t_conv = None
+        exact: dict[str, float] = {}
         if args.converged:
-            conv = np.empty((L, P))
-            t = time.perf_counter()
-            for i in range(L):
-                for j in range(P):
-                    # sklearn's exact solver on the same objective: where lbfgs stops at max_iter, this is
-                    # the optimum both approach.
-                    clf = LogisticRegression(C=1.0, solver="newton-cholesky", tol=1e-8, max_iter=1000).fit(
-                        X[tr, i, j].astype(np.float64), y[tr])
-                    conv[i, j] = roc_auc_score(y[te], clf.decision_function(X[te, i, j].astype(np.float64)))
-            t_conv = time.perf_counter() - t
+            # The same objective solved to convergence, two ways (the faster one is the fair yardstick): sklearn's
+            # exact solver, and its default lbfgs given the iterations its ConvergenceWarning asks for.
+            for name, kw in (("newton-cholesky", dict(solver="newton-cholesky", tol=1e-8, max_iter=1000)),
+                             ("lbfgs, max_iter=10000", dict(max_iter=10_000))):
+                aucs = np.empty((L, P))
+                t = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for i in range(L):
+                        for j in range(P):
+                            clf = LogisticRegression(C=1.0, **kw).fit(X[tr, i, j].astype(np.float64), y[tr])
+                            aucs[i, j] = roc_auc_score(y[te], clf.decision_function(X[te, i, j].astype(np.float64)))
+                exact[name] = time.perf_counter() - t
+                if conv is None:
+                    conv = aucs  # newton-cholesky's: the optimum itself
 
     diff = np.abs(m.values - ref)
     out = dict(**info, shape=[n, L, P, d], cells=L * P, n_train=len(tr), n_test=len(te), device=args.device,
@@ -143,10 +149,12 @@ def main() -> None:
                sklearn_cells_at_max_iter=at_max, iterations_max=m.meta["solver"]["n_iter_max"],
                solver=m.meta["solver"]["method"], auc_range=[float(m.values.min()), float(m.values.max())])
     if conv is not None:
+        fastest = min(exact, key=exact.get)
         out["max_abs_dauc_vs_converged_sklearn"] = float(np.abs(m.values - conv).max())
         out["max_abs_dauc_sklearn_default_vs_converged"] = float(np.abs(ref - conv).max())
-        out["sklearn_converged_seconds"] = round(t_conv, 3)
-        out["speedup_vs_converged"] = round(t_conv / t_batched, 2)
+        out["sklearn_converged_seconds"] = {k: round(v, 3) for k, v in exact.items()}
+        out["sklearn_converged_fastest"] = fastest
+        out["speedup_vs_converged"] = round(exact[fastest] / t_batched, 2)
     if args.json:
         print(json.dumps(out))
         return
@@ -157,11 +165,10 @@ def main() -> None:
     print(f"speed-up          : {out['speedup']:8.2f}×")
     print(f"max |ΔAUC|        : {out['max_abs_dauc']:.4f}   (mean {out['mean_abs_dauc']:.5f})")
     if conv is not None:
-        print(f"sklearn exact loop: {t_conv:8.2f} s   (newton-cholesky, tol=1e-8: the same precision as "
-              f"probe_auc) -> speed-up {out['speedup_vs_converged']:.2f}×")
-        print(f"max |ΔAUC| vs exact sklearn: {out['max_abs_dauc_vs_converged_sklearn']:.4f}; "
-              f"sklearn default vs exact: {out['max_abs_dauc_sklearn_default_vs_converged']:.4f}")
-
+        for name, sec in exact.items():
+            print(f"sklearn to convergence ({name}): {sec:8.2f} s -> speed-up {sec / t_batched:.2f}×")
+        print(f"max |ΔAUC| vs converged sklearn: {out['max_abs_dauc_vs_converged_sklearn']:.4f}; "
+              f"sklearn default vs converged: {out['max_abs_dauc_sklearn_default_vs_converged']:.4f}")
 
 if __name__ == "__main__":
     main()

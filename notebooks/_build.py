@@ -153,6 +153,9 @@ print(ans)
 acts = hw.collect(lm, ans, positions=hw.PAPER_POSITIONS, site="resid")
 auc = hw.probe_auc(acts, test_size=0.2, seed=0)
 hw.Heatmap(auc, colormap="blues", vmin=0.5, vmax=1.0)"""),
+        ("md", """All 120 probes were fitted together (L-BFGS whitened by Böhning's bound on a CPU, Newton on a GPU), to the
+optimum sklearn's `LogisticRegression(C=1)` converges to; `benchmarks/bench_probe.py --converged` compares the two."""),
+        ("code", """{k: auc.meta["solver"][k] for k in ("method", "n_iter_max", "all_converged", "seconds")}"""),
         ("code", """d = auc.drill(auc.rows[-2], "exact_answer_last")
 print(d)
 [c.title for c in d.charts]"""),

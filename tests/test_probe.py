@@ -98,6 +98,42 @@ def test_activation_like_features_need_whitening_not_thousands_of_iterations() -
     assert rel < 3e-3, rel
 
 
+def _two_loop(S: torch.Tensor, Y: torch.Tensor, valid: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Nocedal & Wright's Algorithm 7.4, pair by pair (oldest first in S, Y); skipped pairs have rho = 0."""
+    if S.shape[1] == 0:
+        return g.clone()  # no pairs yet: steepest descent
+    rho = torch.where(valid, 1 / (S * Y).sum(2), torch.zeros(valid.shape, dtype=g.dtype))
+    q, alpha = g.clone(), torch.zeros_like(rho)
+    for j in reversed(range(S.shape[1])):
+        alpha[:, j] = rho[:, j] * (S[:, j] * q).sum(1)
+        q -= alpha[:, j, None] * Y[:, j]
+    gamma = (S[:, -1] * Y[:, -1]).sum(1) / (Y[:, -1] ** 2).sum(1)
+    q *= torch.where(valid[:, -1], gamma, torch.ones_like(gamma))[:, None]
+    for j in range(S.shape[1]):
+        q += (alpha[:, j] - rho[:, j] * (Y[:, j] * q).sum(1))[:, None] * S[:, j]
+    return q
+
+
+@pytest.mark.parametrize("pairs", [0, 1, 4, 10])
+def test_compact_lbfgs_direction_equals_the_two_loop_recursion(pairs: int) -> None:
+    from heatwidget.probing._logreg import _inverse_hessian_times
+
+    gen = torch.Generator().manual_seed(pairs)
+    K, d = 4, 30
+    A = torch.randn(K, d, d, generator=gen, dtype=torch.float64)
+    H = A @ A.transpose(1, 2) + torch.eye(d, dtype=torch.float64)
+    S = torch.randn(K, pairs, d, generator=gen, dtype=torch.float64)
+    Y = torch.bmm(S, H)
+    valid = torch.ones(K, pairs, dtype=torch.bool)
+    if pairs > 2:
+        valid[1, 1] = False  # a skipped pair holding junk
+        S[1, 1], Y[1, 1] = torch.randn(d, generator=gen, dtype=torch.float64), -S[1, 1]
+        valid[2, -1] = False  # the newest pair skipped: gamma falls back to 1
+    g = torch.randn(K, d, generator=gen, dtype=torch.float64)
+    got, want = _inverse_hessian_times(S, Y, valid, g), _two_loop(S, Y, valid, g)
+    assert torch.allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_solver_choice() -> None:
     from heatwidget.probing._logreg import resolve_solver
 
@@ -213,3 +249,20 @@ def test_bad_input_is_a_clear_error(case: str, match: str) -> None:
         y[np.setdiff1d(np.arange(200), te)[:20]] = 1  # every correct example lands in the training split
     with pytest.raises(ValueError, match=match):
         hw.probe_auc(X, y, **kw)
+
+
+def test_bench_probe_reports_ratios_against_default_and_converged_sklearn() -> None:
+    """The benchmark runs end to end (small synthetic features) and reports what the docs quote."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_probe.py"
+    out = subprocess.run([sys.executable, str(bench), "--synthetic", "300", "2", "3", "16", "--converged", "--json",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300, check=True)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["cells"] == 6 and r["solver"].startswith("batched L-BFGS")
+    assert set(r["sklearn_converged_seconds"]) == {"newton-cholesky", "lbfgs, max_iter=10000"}
+    assert r["max_abs_dauc_vs_converged_sklearn"] <= 0.01
+    assert r["speedup"] > 0 and r["speedup_vs_converged"] > 0
