@@ -206,7 +206,6 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     """
     K, n, m = F.shape
     dev = F.device
-    eps = float(torch.finfo(F.dtype).eps)
     bound = (F.transpose(1, 2) @ F).double() / 4
     bound.diagonal(dim1=1, dim2=2).add_(lam)
     dsc = bound.diagonal(dim1=1, dim2=2).rsqrt()
@@ -284,14 +283,10 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         c.S[:, slot], c.Y[:, slot] = s_v, y_v
         c.rho[:, slot] = torch.where(sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300),
                                      torch.zeros_like(sy))
-        drop = c.f - f_new
         c.f = torch.where(live & ~stalled, f_new, c.f)
         c.g = torch.where(live[:, None], g_new, c.g)
         n_iter[c.index] += live.long()
-        # At float resolution the objective stops moving before the decrement vanishes: stop there once it is
-        # already small, as further iterations would chase round-off.
-        flat = live & (drop <= 2 * eps * (1 + c.f.abs())) & (dec <= tol * (1 + c.f.abs()))
-        finished = ok | flat | stalled
+        finished = ok | stalled
         c.done |= finished
         if bool(finished.any()):
             converged[c.index[finished]] = True
