@@ -209,6 +209,7 @@ def test_drill_on_arrays_and_save_roundtrip(tmp_path) -> None:
     assert (probe.x[0], probe.y[0], probe.x[-1], probe.y[-1]) == (0.0, 0.0, 1.0, 1.0)
     assert sum(hist.series[0].y) + sum(hist.series[1].y) == len(m.meta["test_idx"])
     assert abs(det.meta["auc"] - m.values[1, 2]) < 1e-6 and not det.reruns
+    assert "iterations of batched L-BFGS" in det.texts["summary"]  # the solver that ran, not a fixed name
     back = hw.HeatMatrix.load(m.save(tmp_path / "probe.npz"))
     assert np.array_equal(back.meta["test_idx"], m.meta["test_idx"]) and back.meta["vmin"] == 0.5
 

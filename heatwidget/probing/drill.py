@@ -92,7 +92,7 @@ def probe_drill(acts: Any, y: np.ndarray) -> Callable[[HeatMatrix, int, int], De
         n_it = int(np.asarray(meta["n_iter"])[r, c])
         lines = [f"held-out ROC AUC {auc:.3f} on {len(test)} test examples ({int(yt.sum())} correct, "
                  f"{int(len(yt) - yt.sum())} wrong); trained on {meta['n_train']}.",
-                 f"probe: L2 logistic regression, C={meta['C']}, {n_it} Newton iterations"
+                 f"probe: L2 logistic regression, C={meta['C']}, {n_it} iterations of {meta['solver']['method']}"
                  + ("" if bool(np.asarray(meta["converged"])[r, c]) else " (not converged)") + "."]
         lines += [f"baseline {k}: AUC {v:.3f}" for k, v in base.items()]
         det.texts["summary"] = "\n".join(lines)

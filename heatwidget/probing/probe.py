@@ -94,7 +94,7 @@ def _cells_per_chunk(n: int, n_train: int, d: int, device: torch.device, budget:
             free, _total = torch.cuda.mem_get_info(device)
             budget = int(free * 0.5)
         else:
-            # A few cells at a time: their features stay in the CPU cache through all Newton iterations
+            # A few cells at a time: their features stay in the CPU cache through all solver iterations
             # (measured 1.7x faster than one large batch that streams from RAM every iteration).
             return max(1, min((8 << 20) // (4 * n * d), (1 << 30) // per_cell))
     return max(1, budget // per_cell)
