@@ -83,6 +83,40 @@ def _objective(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float) ->
     return (torch.nn.functional.softplus(z) - y * z).sum(-1) + 0.5 * lam * (w.double() ** 2).sum(-1)
 
 
+def _scaled_cholesky(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cholesky factor of A [K, m, m] (float64, SPD) scaled to unit diagonal: returns (L, dsc) with
+    L L^T = dsc A dsc, dsc = diag(A)^-1/2. Float32 round-off can leave a near-singular A numerically indefinite:
+    then a touch of ridge."""
+    m = A.shape[-1]
+    dsc = A.diagonal(dim1=1, dim2=2).clamp_min(1e-300).rsqrt()
+    scaled = A * dsc[:, :, None] * dsc[:, None, :]
+    with _lapack_threads(A.device, m):
+        L, info = torch.linalg.cholesky_ex(scaled)
+        if bool((info != 0).any()):
+            L, _ = torch.linalg.cholesky_ex(scaled + 1e-10 * torch.eye(m, dtype=A.dtype, device=A.device))
+    return L, dsc
+
+
+def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Tensor, y: torch.Tensor, lam: float,
+               f0: torch.Tensor, slope: torch.Tensor, todo: torch.Tensor, tries: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Armijo backtracking per cell along (z, w) + t (dz, dw), from t = 1, for the cells in `todo`. The objective
+    is evaluated from z, so no pass over the features. Returns (t, f at the accepted step, failed): `failed` marks
+    cells where no step of `tries` halvings decreased f (at the optimum to the features' float resolution)."""
+    t = torch.ones_like(f0)
+    f_new = f0.clone()
+    todo = todo.clone()
+    for _ in range(tries):
+        if not bool(todo.any()):
+            break
+        f_try = _objective(z + t[:, None] * dz, y, w + t[:, None] * dw, lam)
+        accept = todo & (f_try <= f0 + 1e-4 * t * slope)
+        f_new = torch.where(accept, f_try, f_new)
+        todo &= ~accept
+        t = torch.where(todo, t / 2, t)
+    return t, f_new, todo
+
+
 def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Damped Newton on features F [K, n, m] (centred), labels y [n] in {0, 1}."""
@@ -117,31 +151,17 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
         H[:, :m, m] = Fs.sum(1).double()
         H[:, m, :m] = H[:, :m, m]
         H[:, m, m] = s.sum(-1)
-        dsc = H.diagonal(dim1=1, dim2=2).clamp_min(1e-300).rsqrt()  # unit-diagonal scaling
-        Hs = H * dsc[:, :, None] * dsc[:, None, :]
+        L, dsc = _scaled_cholesky(H)
         with _lapack_threads(dev, m):
-            L, info = torch.linalg.cholesky_ex(Hs)
-            if bool((info != 0).any()):  # numerically indefinite (float32 round-off): a touch of ridge
-                L, _ = torch.linalg.cholesky_ex(Hs + 1e-10 * eye)
             step = torch.cholesky_solve((g * dsc)[..., None], L)[..., 0] * dsc
         dec = (g * step).sum(-1)  # Newton decrement squared: f - f* ~ dec / 2 near the optimum
         fin = (dec / 2 <= tol * (1 + f0.abs())) | ~torch.isfinite(dec)
-        # Backtracking (Armijo) per cell; a full step is accepted almost always.
-        t = torch.ones_like(dec)
-        f_new = f0.clone()
-        todo = ~fin
+        # A full step is accepted almost always.
         u = _matvec(Fa, step[:, :m].to(F.dtype)).double() + step[:, m:]  # z moves along -t·u
-        for _ls in range(20):
-            if not bool(todo.any()):
-                break
-            f_try = _objective(z - t[:, None] * u, yd, wa - t[:, None] * step[:, :m], lam)
-            ok = todo & (f_try <= f0 - 1e-4 * t * dec)
-            f_new = torch.where(ok, f_try, f_new)
-            todo = todo & ~ok
-            t = torch.where(todo, t / 2, t)
+        t, f_new, failed = _backtrack(z, -u, wa, -step[:, :m], yd, lam, f0, -dec, ~fin, tries=20)
         # Done also when no step decreases f, or the decrease is below the features' float resolution (the
         # objective itself is only that exact): further iterations would chase round-off.
-        fin = fin | todo | (f0 - f_new <= 2 * eps * (1 + f0.abs()))
+        fin = fin | failed | (f0 - f_new <= 2 * eps * (1 + f0.abs()))
         t = torch.where(fin, torch.zeros_like(t), t)
         w[act] = wa - t[:, None] * step[:, :m]
         b[act] = ba - t * step[:, m]
@@ -208,13 +228,8 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     dev = F.device
     bound = (F.transpose(1, 2) @ F).double() / 4
     bound.diagonal(dim1=1, dim2=2).add_(lam)
-    dsc = bound.diagonal(dim1=1, dim2=2).rsqrt()
-    scaled = bound * dsc[:, :, None] * dsc[:, None, :]
-    with _lapack_threads(dev, m):
-        chol, info = torch.linalg.cholesky_ex(scaled)
-        if bool((info != 0).any()):  # float round-off in a near-singular Gram: a touch of ridge
-            chol, _ = torch.linalg.cholesky_ex(scaled + 1e-10 * torch.eye(m, dtype=torch.float64, device=dev))
-    del bound, scaled
+    chol, dsc = _scaled_cholesky(bound)
+    del bound
     rb = (n / 4) ** 0.5
     yd = y.to(dev, torch.float64)
     ybar = float(yd.mean())
@@ -259,19 +274,8 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         u = to_w(c, direction[:, :m]).double()
         ub = direction[:, m] / rb
         Fu = _matvec(c.F, u.to(F.dtype)).double() + ub[:, None]
-        # Backtracking (Armijo) per cell; in whitened coordinates the unit step is almost always accepted.
-        t = torch.ones_like(slope)
-        f_new = c.f.clone()
-        todo = live.clone()
-        for _ls in range(30):
-            if not bool(todo.any()):
-                break
-            f_try = _objective(c.z + t[:, None] * Fu, yd, c.w + t[:, None] * u, lam)
-            accept = todo & (f_try <= c.f + 1e-4 * t * slope)
-            f_new = torch.where(accept, f_try, f_new)
-            todo &= ~accept
-            t = torch.where(todo, t / 2, t)
-        stalled = todo  # no step decreases f: at the optimum to the features' float resolution
+        # In whitened coordinates the unit step is almost always accepted.
+        t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, lam, c.f, slope, live, tries=30)
         t = torch.where(live & ~stalled, t, torch.zeros_like(t))
         c.z = c.z + t[:, None] * Fu
         c.w = c.w + t[:, None] * u
