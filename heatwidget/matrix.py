@@ -142,6 +142,8 @@ class HeatMatrix:
         self.row_title = str(row_title)
         self.col_title = str(col_title)
         self.metric = str(metric)
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a dict (provenance: model, options, seeds), got {type(meta).__name__}")
         self.meta: dict[str, Any] = dict(meta or {})
         self._drill = drill
         self._recompute: Callable[..., HeatMatrix] | None = None
@@ -296,9 +298,15 @@ class HeatMatrix:
         if not path.is_file():
             raise FileNotFoundError(f"no HeatMatrix file at {str(path)!r}" +
                                     (" (it is a directory)" if path.is_dir() else ""))
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            # np.load would try it as a pickle and say so; this is simply some other kind of file.
+            raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
+                                      ".npz (zip) archive, and this file is not one")
         try:
             z = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             # np.load's own message talks about pickles for any file that is not numpy's: say what it is instead.
             raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
                                       f".npz archive; reading it failed: {_first_line(e)})") from None
