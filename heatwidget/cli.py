@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -22,6 +23,8 @@ def _export(command: str, notebook: Path, output: Path, **options) -> int:
     """Export and print where it went (user errors become one line on stderr in `_run`)."""
     from .export import export_notebook
 
+    if output.is_dir():  # before a possibly long execution, not after it
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(output))
     out = export_notebook(notebook, output, **options)
     print(f"wrote {out}")
     return 0

@@ -295,41 +295,12 @@ class HeatMatrix:
         raises HeatMatrixFileError (a ValueError) saying what is wrong in one sentence.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no HeatMatrix file at {str(path)!r}" +
-                                    (" (it is a directory)" if path.is_dir() else ""))
-        with open(path, "rb") as f:
-            magic = f.read(6)
-        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
-            # np.load would try it as a pickle and say so; this is simply some other kind of file.
-            raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
-                                      ".npz (zip) archive, and this file is not one")
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            # np.load's own message talks about pickles for any file that is not numpy's: say what it is instead.
-            raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
-                                      f".npz archive; reading it failed: {_first_line(e)})") from None
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise HeatMatrixFileError(f"{str(path)!r} holds a single numpy array, not the .npz archive "
-                                      "HeatMatrix.save writes")
-        with z:
-            for key in ("header", "values"):
-                if key not in z.files:
-                    raise HeatMatrixFileError(f"{str(path)!r} is an .npz archive without the {key!r} entry "
-                                              "HeatMatrix.save writes: it was not saved by HeatMatrix.save")
-            try:
-                header = _read_header(z["header"], path)
-                arrays = {k[len("meta__"):]: z[k] for k in z.files if k.startswith("meta__")}
-                values = z["values"]
-            except HeatMatrixFileError:
-                raise
-            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-                raise HeatMatrixFileError(f"{str(path)!r} has an entry numpy cannot read without unpickling or at "
-                                          f"all: {_first_line(e)}") from None
+        entries = _read_npz(path)
+        header = _read_header(entries["header"], path)
+        arrays = {k[len("meta__"):]: v for k, v in entries.items() if k.startswith("meta__")}
         meta = _decode_meta(header["meta"], arrays, path)
         try:
-            return cls(values, header["rows"], header["cols"], title=header["title"],
+            return cls(entries["values"], header["rows"], header["cols"], title=header["title"],
                        row_title=header["row_title"], col_title=header["col_title"], metric=header["metric"],
                        meta=meta)
         except (ValueError, TypeError) as e:
@@ -346,6 +317,46 @@ _HEADER_KEYS = ("rows", "cols", "title", "row_title", "col_title", "metric", "me
 def _first_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0][:200] if lines else type(e).__name__
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every entry of a HeatMatrix .npz, read without unpickling; any other file is a HeatMatrixFileError."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no HeatMatrix file at {str(path)!r}" + (" (it is a directory)" if path.is_dir()
+                                                                          else ""))
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # np.load would try it as a pickle and say so; this is simply some other kind of file.
+        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
+                                  ".npz (zip) archive, and this file is not one")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
+                                  f".npz archive; reading it failed: {_first_line(e)})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HeatMatrixFileError(f"{str(path)!r} holds a single numpy array, not the .npz archive "
+                                  "HeatMatrix.save writes")
+    with z:
+        for key in ("header", "values"):
+            if key not in z.files:
+                raise HeatMatrixFileError(f"{str(path)!r} is an .npz archive without the {key!r} entry "
+                                          "HeatMatrix.save writes: it was not saved by HeatMatrix.save")
+        entries = {}
+        for key in z.files:
+            try:
+                entries[key] = z[key]
+            except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                if "allow_pickle" not in str(e):
+                    raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable ({_first_line(e)})"
+                                              ) from None
+                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} holds Python objects, which only "
+                                          "unpickling could read, and HeatMatrix.load never unpickles") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable (a truncated or damaged "
+                                          f"archive: {_first_line(e)})") from None
+    return entries
 
 
 def _read_header(raw: np.ndarray, path: Path) -> dict[str, Any]:
