@@ -208,6 +208,16 @@ def test_probe_solver_options_are_checked(kw, exc, pattern):
         hw.probe_auc(X, y, **kw)
 
 
+@pytest.mark.parametrize("bad, pattern", [(2, r"label 7 is 2"), (np.nan, r"label 7 is nan"),
+                                          (None, r"label 7 is None")])
+def test_probe_labels_name_the_first_bad_one(bad, pattern):
+    X, y = _features(4.0)
+    labels = y.astype(object)
+    labels[7] = bad
+    with pytest.raises(ValueError, match=r"labels must be 0/1 or bool \(1 = correct\); " + pattern):
+        hw.probe_auc(X, labels)
+
+
 def test_probe_features_with_an_empty_axis():
     with pytest.raises(ValueError, match=r"have an empty axis"):
         hw.probe_auc(np.zeros((40, 1, 1, 0), np.float32), np.arange(40) % 2)

@@ -57,8 +57,14 @@ def _as_labels(y: Any, n: int) -> np.ndarray:
         raise ValueError(f"features have N={n} examples but labels have {y.shape[0]}: they must match row for row")
     if y.dtype == bool:
         return y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
-        raise ValueError(f"labels must be 0/1 or bool (1 = correct); got values {np.unique(y)[:5].tolist()}")
+    if np.issubdtype(y.dtype, np.number):
+        bad = ~np.isin(y, (0, 1))
+    else:  # strings, objects: any item that is not the number 0 or 1
+        bad = np.array([not (isinstance(v, (int, float, np.number)) and v in (0, 1)) for v in y.tolist()])
+    if bad.any():
+        first = int(np.argmax(bad))
+        value = y[first].item() if isinstance(y[first], np.generic) else y[first]
+        raise ValueError(f"labels must be 0/1 or bool (1 = correct); label {first} is {value!r}")
     return y.astype(np.int64)
 
 
