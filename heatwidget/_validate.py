@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -87,7 +86,3 @@ def optional_budget(x: Any, name: str) -> float | None:
     """None (the default budget) or a positive finite number of megabytes."""
     return None if x is None else finite_number(x, name, positive=True)
 
-
-def same_length(a: Sequence[Any], b: Sequence[Any], what_a: str, what_b: str) -> None:
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} {what_a} but {len(b)} {what_b}: give one per {what_a.rstrip('s')}")
