@@ -86,7 +86,8 @@ def poison(h, x):
 @pytest.mark.parametrize("fn, exc, pattern", [
     (shrink, ValueError, r"intervention 'shrink' .* at layer 1 returned shape \[1, \d+, 3\] for a block output of "
                          r"shape \[1, \d+, 192\]"),
-    (give_none, TypeError, r"intervention 'give_none' .* returned a value of type NoneType; it must return a torch tensor"),
+    (give_none, TypeError,
+     r"intervention 'give_none' .* returned a value of type NoneType; it must return a torch tensor"),
     (poison, ValueError, r"intervention 'poison' .* returned NaN or inf"),
 ])
 def test_callable_intervention_result_is_checked(lm, fn, exc, pattern):
