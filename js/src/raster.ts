@@ -21,17 +21,14 @@ export function paintCells(values: Float32Array, norm: Norm, lut32: Uint32Array,
     // The hot path (1M cells in a few ms): same arithmetic as toUnit/unitToIndex, inlined.
     const lo = norm.lo;
     const span = norm.hi - norm.lo;
+    // One comparison settles most cells; NaN fails every comparison and ends transparent. `| 0` is floor for
+    // 0 <= t·256 < 256. Fewer operations matter most on a first paint, while the loop still runs unoptimised.
+    const first = lut32[0];
+    const last = lut32[255];
     for (let i = 0; i < n; i++) {
-      const v = values[i];
-      if (v !== v) {
-        out[i] = 0;
-        continue;
-      }
-      let t = (v - lo) / span;
-      t = t < 0 ? 0 : t > 1 ? 1 : t;
-      let k = Math.floor(t * 256);
-      if (k > 255) k = 255;
-      out[i] = lut32[k];
+      const t = (values[i] - lo) / span;
+      if (t >= 0) out[i] = t < 1 ? lut32[(t * 256) | 0] : last;
+      else out[i] = t < 0 ? first : 0;
     }
     return;
   }
@@ -89,4 +86,30 @@ export function poolMatrix(
     out[j] = cnt[j] === 0 ? NaN : how === "max" ? acc[j] : acc[j] / cnt[j];
   }
   return { values: out, rows: pr, cols: pc };
+}
+
+/**
+ * The cells' pixels, one 32-bit RGBA word per cell, recoloured in place: a new colour map, range or log scale
+ * rewrites the same buffer through the LUT (no allocation, no layout); nothing is redone while the values, the
+ * norm and the colour map stay the same.
+ */
+export class CellPixels {
+  pixels = new Uint32Array(0);
+  /** How many times the pixels were (re)computed. */
+  recolors = 0;
+  private values: Float32Array | null = null;
+  private norm: Norm | null = null;
+  private lut: Uint32Array | null = null;
+
+  /** Bring the pixels up to date; true when they changed. */
+  update(values: Float32Array, norm: Norm, lut32: Uint32Array): boolean {
+    if (values === this.values && norm === this.norm && lut32 === this.lut) return false;
+    if (this.pixels.length !== values.length) this.pixels = new Uint32Array(values.length);
+    paintCells(values, norm, lut32, this.pixels);
+    this.values = values;
+    this.norm = norm;
+    this.lut = lut32;
+    this.recolors++;
+    return true;
+  }
 }
