@@ -32,6 +32,21 @@ export function paintCells(values: Float32Array, norm: Norm, lut32: Uint32Array,
     }
     return;
   }
+  if (norm.mode === "log") {
+    // toUnit's log arithmetic with the per-matrix logarithms hoisted out of the loop (same operations, same bins).
+    const a = Math.log10(norm.lo);
+    const d = Math.log10(norm.hi) - a;
+    const first = lut32[0];
+    const last = lut32[255];
+    for (let i = 0; i < n; i++) {
+      const v = values[i];
+      if (v > 0) {
+        const t = (Math.log10(v) - a) / d;
+        out[i] = t < 1 ? (t >= 0 ? lut32[(t * 256) | 0] : first) : last;
+      } else out[i] = v !== v ? 0 : first;
+    }
+    return;
+  }
   for (let i = 0; i < n; i++) {
     const v = values[i];
     out[i] = v !== v ? 0 : lut32[unitToIndex(toUnit(v, norm))];

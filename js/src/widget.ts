@@ -5,11 +5,12 @@ import { buildLut, buildLut32, parseColormap } from "./colormaps";
 import { type Shape, parseShape, toFloat32 } from "./decode";
 import { drawItems } from "./draw";
 import { DARK_THEME, type Figure, LIGHT_THEME, type Theme, axisLabel, layoutFigure } from "./figure";
+import { FrameCache, type LayoutInputs } from "./frame";
 import { type Cell, cellRect, hitTest, moveCursor } from "./layout";
 import { Memo } from "./memo";
 import { OverlayLayer, type OverlayState } from "./overlay";
 import { CellPixels, poolFactors, poolMatrix } from "./raster";
-import { type Norm, computeNorm, formatValue, stats } from "./scale";
+import { type Norm, formatValue, stats } from "./scale";
 import { toSvg } from "./svg";
 import { type TextMeasurer, documentMeasurer } from "./text";
 
@@ -168,10 +169,9 @@ class HeatmapView {
   private width = 0;
 
   // Frame caches (see memo.ts): a paint recomputes only the stages whose inputs changed.
-  private readonly normMemo = new Memo<Norm>();
+  private readonly frameCache = new FrameCache();
   private readonly cells = new CellPixels();
   private readonly barMemo = new Memo<void>();
-  private readonly figureMemo = new Memo<Figure | null>();
   private readonly drawMemo = new Memo<void>();
   private dirtyData = true;
   private frame = 0;
@@ -384,9 +384,7 @@ class HeatmapView {
     const vmin = this.numberOrNull("vmin");
     const vmax = this.numberOrNull("vmax");
     const log = Boolean(this.model.get("log"));
-    return this.normMemo.get([p.stats, colormap.toLowerCase(), vmin, vmax, log], () =>
-      computeNorm(p.stats, { colormap, vmin, vmax, log }),
-    );
+    return this.frameCache.norm(p.stats, { colormap, vmin, vmax, log });
   }
 
   /** Recolour the cells through the LUT into the 1 px/cell canvas; true when its pixels changed. */
@@ -454,11 +452,11 @@ class HeatmapView {
     return labels[k] ?? String(k);
   };
 
-  /** Everything the layout depends on: the figure is recomputed only when one of these changes. */
-  private figureKey(p: Prepared, norm: Norm, width: number, notes: string[]): unknown[] {
+  private layoutInputs(p: Prepared, width: number, notes: string[]): LayoutInputs {
     const m = this.model;
-    return [width, m.get("height"), p, m.get("row_labels"), m.get("col_labels"), m.get("title"), m.get("row_title"),
-      m.get("col_title"), m.get("metric"), norm, notes.join("\n"), this.theme];
+    return { width, height: m.get("height"), data: p, rowLabels: m.get("row_labels"), colLabels: m.get("col_labels"),
+      title: m.get("title"), rowTitle: m.get("row_title"), colTitle: m.get("col_title"), metric: m.get("metric"),
+      notes, theme: this.theme };
   }
 
   private buildFigure(p: Prepared, norm: Norm, width: number, notes: string[]): Figure {
@@ -538,8 +536,7 @@ class HeatmapView {
     this.updateBar();
     const width = this.width || this.root.clientWidth || 640;
     const notes = this.notes();
-    const fig = this.figureMemo.get(this.figureKey(p, norm, width, notes), () => this.buildFigure(p, norm, width, notes));
-    if (!fig) return;
+    const fig = this.frameCache.figure(this.layoutInputs(p, width, notes), norm, () => this.buildFigure(p, norm, width, notes));
     const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
     const drawKey = [fig, this.cells.recolors, this.barMemo.computations, dpr, this.theme];
     if (this.drawMemo.has(drawKey)) return;
@@ -550,7 +547,7 @@ class HeatmapView {
     this.paints++;
     const end = performance.now();
     this.root.dataset.paints = String(this.paints);
-    this.root.dataset.layouts = String(this.figureMemo.computations);
+    this.root.dataset.layouts = String(this.frameCache.layouts);
     this.root.dataset.recolors = String(this.cells.recolors);
     this.root.dataset.plot = [fig.plot.x, fig.plot.y, fig.plot.w, fig.plot.h].map((v) => v.toFixed(2)).join(",");
     this.root.dataset.shape = `${p.rows}x${p.cols}`;
