@@ -156,7 +156,7 @@ async ([index, n]) => {
     return { work, screen };
   };
   const layouts0 = Number(root.dataset.layouts);
-  const cmap = await switches(['magma', 'viridis', 'blues', 'ylorrd'].map((c) => ({ colormap: c })));
+  const cmap = await switches(['blues', 'ylorrd', 'viridis_r', 'viridis'].map((c) => ({ colormap: c })));
   const cmapLayouts = Number(root.dataset.layouts) - layouts0;
   const log = await switches([{ log: true }, { log: false }]);
   return { hover, select, cmap, cmapLayouts, log };
