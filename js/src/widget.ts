@@ -1,5 +1,6 @@
 // heatwidget front end: a canvas heatmap for anywidget. DOM and event wiring only; the arithmetic lives in
-// the pure modules (decode, scale, raster, layout, figure, svg) that vitest covers.
+// the pure modules (decode, scale, raster, layout, figure, svg, and the frame caches memo, frame, text) that
+// vitest covers; overlay.ts draws hover and selection on their own canvas.
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { buildLut, buildLut32, parseColormap } from "./colormaps";
 import { type Shape, parseShape, toFloat32 } from "./decode";
@@ -398,7 +399,8 @@ class HeatmapView {
     const ctx = cc.getContext("2d");
     const px = this.cells.pixels;
     // ImageData over the pixel buffer itself: no copy before putImageData.
-    if (ctx) ctx.putImageData(new ImageData(new Uint8ClampedArray(px.buffer, px.byteOffset, px.byteLength), p.cols, p.rows), 0, 0);
+    const bytes = new Uint8ClampedArray(px.buffer, px.byteOffset, px.byteLength);
+    if (ctx) ctx.putImageData(new ImageData(bytes, p.cols, p.rows), 0, 0);
     return true;
   }
 
@@ -536,7 +538,8 @@ class HeatmapView {
     this.updateBar();
     const width = this.width || this.root.clientWidth || 640;
     const notes = this.notes();
-    const fig = this.frameCache.figure(this.layoutInputs(p, width, notes), norm, () => this.buildFigure(p, norm, width, notes));
+    const inputs = this.layoutInputs(p, width, notes);
+    const fig = this.frameCache.figure(inputs, norm, () => this.buildFigure(p, norm, width, notes));
     const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
     const drawKey = [fig, this.cells.recolors, this.barMemo.computations, dpr, this.theme];
     if (this.drawMemo.has(drawKey)) return;

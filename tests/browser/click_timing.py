@@ -13,9 +13,10 @@ from typing import Any
 
 from heatmap_page import cell_center, page_point
 
-# t0: the click reaching the heatmap's overlay (capture listener, before the view's own handler). Done: the detail
-# has children, none of them from before the click, and each bqplot figure has drawn bars, lines or dots; then the
-# frame after that (rAF + task) so the pixels are on screen.
+# t0: the click reaching the heatmap's overlay (capture listener, before the view's own handler). widgetsMs: the
+# detail's children are all new (the kernel answered and the widget manager built the views). ms: besides, each
+# bqplot figure has drawn bars, lines or dots, and the frame after that (rAF + task) is produced. firstCommOpenMs /
+# lastCommMs / commOpens: the kernel's widget messages after the click (where the time goes: kernel or page).
 ARM_JS = """
 () => {
   window.__hwClick = undefined;
@@ -23,18 +24,35 @@ ARM_JS = """
   const detail = ex.querySelector('.heatwidget-detail');
   for (const el of detail.children) el.dataset.hwStale = '1';
   const overlay = ex.querySelector('.heatwidget canvas.hw-overlay');
-  const drawn = () => {
+  const replaced = () => {
     const kids = Array.from(detail.children);
-    if (kids.length === 0 || kids.some((k) => k.dataset.hwStale)) return false;
-    const charts = Array.from(detail.querySelectorAll('.bqplot'));
-    return charts.every((c) => c.querySelector('rect.bar, path.line, path.dot, .dot') !== null);
+    return kids.length > 0 && !kids.some((k) => k.dataset.hwStale);
   };
+  const drawn = () => Array.from(detail.querySelectorAll('.bqplot'))
+    .every((c) => c.querySelector('rect.bar, path.line, path.dot, .dot') !== null);
+  // Kernel messages after the click: when the first new widget (comm_open) arrived, how many, and the last one.
+  const kernel = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;
+  const comms = { first: null, last: null, opened: 0 };
+  let t0 = null;
+  const onIopub = (_k, msg) => {
+    if (t0 === null || window.__hwClick !== undefined) return;
+    const t = msg.header.msg_type;
+    if (t !== 'comm_open' && t !== 'comm_msg') return;
+    const now = performance.now() - t0;
+    if (t === 'comm_open') { comms.opened++; if (comms.first === null) comms.first = now; }
+    comms.last = now;
+  };
+  kernel?.iopubMessage.connect(onIopub);
   overlay.addEventListener('click', () => {
-    const t0 = performance.now();
+    t0 = performance.now();
+    let widgetsMs = null;
     const poll = () => {
-      if (!drawn()) { requestAnimationFrame(poll); return; }
+      if (widgetsMs === null && replaced()) widgetsMs = performance.now() - t0;
+      if (widgetsMs === null || !drawn()) { requestAnimationFrame(poll); return; }
       requestAnimationFrame(() => setTimeout(() => {
-        window.__hwClick = { ms: performance.now() - t0, charts: detail.querySelectorAll('.bqplot').length,
+        kernel?.iopubMessage.disconnect(onIopub);
+        window.__hwClick = { ms: performance.now() - t0, widgetsMs, charts: detail.querySelectorAll('.bqplot').length,
+                             firstCommOpenMs: comms.first, lastCommMs: comms.last, commOpens: comms.opened,
                              text: detail.innerText.slice(0, 200) };
       }, 0));
     };
@@ -53,7 +71,8 @@ def explorer_root(page: Any) -> Any:
 
 
 def time_click(page: Any, root: Any, r: int, c: int, timeout_s: float = 120) -> dict:
-    """Click cell (r, c) of the explorer's heatmap; {"ms", "charts", "text"} once the new detail is on screen."""
+    """Click cell (r, c) of the explorer's heatmap; {"ms", "widgetsMs", "charts", "text"} once the new detail is on
+    screen."""
     x, y = page_point(root, *cell_center(root, r, c))
     page.evaluate(ARM_JS)
     page.mouse.click(x, y)
