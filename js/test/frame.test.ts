@@ -5,7 +5,7 @@ import { buildLut32 } from "../src/colormaps";
 import { type FigureInput, LIGHT_THEME, DARK_THEME, layoutFigure } from "../src/figure";
 import { FrameCache, type LayoutInputs } from "../src/frame";
 import { Memo, sameKey } from "../src/memo";
-import { CellPixels } from "../src/raster";
+import { CellPixels, paintLogByTable } from "../src/raster";
 import { type Norm, computeNorm, lutIndex, stats } from "../src/scale";
 import { TextMeasurer } from "../src/text";
 
@@ -111,6 +111,46 @@ describe("CellPixels", () => {
     const n = computeNorm(stats(edges), { colormap: "blues" });
     cells.update(edges, n, lut32);
     edges.forEach((v, i) => expect(cells.pixels[i]).toBe(lut32[lutIndex(v, n)]));
+  });
+});
+
+describe("log-scale cells through the bit-pattern table", () => {
+  it("gives every cell the bin of toUnit's arithmetic, at bin edges and for NaN, zero, negatives, infinities", () => {
+    const vals: number[] = [NaN, -NaN, 0, -0, -1, -1e-30, Infinity, -Infinity, 1e-45, 3.4e38];
+    const lo = 0.002;
+    const hi = 700;
+    const a = Math.log10(lo);
+    const d = Math.log10(hi) - a;
+    // Values on and one float32 step either side of every bin edge.
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    for (let k = 0; k <= 256; k++) {
+      f[0] = 10 ** (a + (d * k) / 256);
+      const b = u[0];
+      for (const db of [-2, -1, 0, 1, 2]) {
+        u[0] = b + db;
+        vals.push(f[0]);
+      }
+    }
+    let seed = 1;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    while (vals.length < 200_000) vals.push(10 ** (-4 + 8 * rand()) * (rand() < 0.05 ? -1 : 1));
+    const values = Float32Array.from(vals);
+    // The table for a few decades; a range too wide for one (here the automatic 1e-45..3.4e38) takes the per-cell
+    // logarithm.
+    const cases = [[{ vmin: lo, vmax: hi }, true], [{ vmin: 1e-3, vmax: 1e4 }, true], [{}, false]] as const;
+    for (const [opts, byTable] of cases) {
+      const norm = computeNorm(stats(values), { colormap: "viridis", log: true, ...opts });
+      expect(norm.mode).toBe("log");
+      const lut32 = buildLut32("viridis");
+      expect(paintLogByTable(values, norm, lut32, new Uint32Array(values.length))).toBe(byTable);
+      const cells = new CellPixels();
+      cells.update(values, norm, lut32);
+      values.forEach((v, i) => {
+        const want = Number.isNaN(v) ? 0 : lut32[lutIndex(v, norm)];
+        if (cells.pixels[i] !== want) throw new Error(`cell ${i} (${v}): ${cells.pixels[i]} != ${want}`);
+      });
+    }
   });
 });
 
