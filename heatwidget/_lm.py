@@ -91,12 +91,8 @@ class LM:
                 raise TypeError(f"prompt {i} is a {type(t).__name__}, not a str")
             if not t.strip():
                 raise ValueError(f"prompt {i} is empty: give some text to analyse")
-        old = self.tokenizer.padding_side
-        self.tokenizer.padding_side = padding_side
-        try:
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = old
+        # Per call, not by setting tokenizer.padding_side: the tokenizer is shared with other threads (the user's).
+        enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side=padding_side)
         limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
         n = enc["input_ids"].shape[1]
         if limit is not None and n > limit:
