@@ -347,3 +347,41 @@ def test_requested_model_lock_is_held_by_analyses(lm):
     assert done.wait(60)
     t.join(30)
     assert np.isfinite(out[0].values).all()
+
+
+# ---- gradient statistics leave the model's flags alone ------------------------------------------------------------
+
+def test_gradient_stats_touch_no_requires_grad_flag_seen_by_another_thread(lm):
+    """While module_stats("grad") runs its forward on thread A, thread B sees the model's flags as they were."""
+    params = list(lm.model.parameters())
+    flags = [p.requires_grad for p in params]
+    seen: list[list[bool]] = []
+
+    def hold(wait: Callable[[], None]) -> None:
+        def pause(_m: Any, _a: Any, _o: Any) -> None:  # a plain hook: pauses thread A mid-forward
+            if threading.current_thread() is not threading.main_thread():
+                wait()
+
+        handle = lm.anatomy.layers[3].register_forward_hook(pause)
+        try:
+            hw.module_stats(lm, "grad", texts=PROMPTS[0])
+        finally:
+            handle.remove()
+
+    _run_while_held(hold, lambda: seen.append([p.requires_grad for p in params]))
+    assert seen == [flags]
+
+
+def test_gradient_stats_of_a_frozen_model_equal_those_of_a_trainable_one(lm):
+    want = hw.module_stats(lm, "grad", texts=PROMPTS)
+    params = list(lm.model.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        got = hw.module_stats(lm, "grad", texts=PROMPTS)
+        assert not any(p.requires_grad for p in params)  # still frozen
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    np.testing.assert_allclose(got.values, want.values, rtol=1e-6)
+    assert np.isfinite(want.values[:, :4]).all() and (want.values[:, :4] > 0).all()
