@@ -86,12 +86,8 @@ class LM:
             raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
         # A single str is "the prompt" (never "prompt 0"); a list's errors name the item.
         batch = text_list(texts, "prompt")[0]
-        old = self.tokenizer.padding_side
-        self.tokenizer.padding_side = padding_side
-        try:
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = old
+        # Per call, not by setting tokenizer.padding_side: the tokenizer is shared with other threads (the user's).
+        enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side=padding_side)
         limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
         n = enc["input_ids"].shape[1]
         if limit is not None and n > limit:
