@@ -3,10 +3,12 @@
 import threading
 import time
 
+import ipywidgets as W
 import numpy as np
 import pytest
 
 import heatwidget as hw
+from heatwidget._detail_view import subtree
 from heatwidget._progress import progress
 
 
@@ -35,11 +37,13 @@ def test_click_drills_down_and_renders_safely():
     ex.wait()
     d = ex.last_detail
     assert (d.row, d.col, d.value) == (1, 2, 6.0)
-    html_parts = [w.value for w in ex.detail.children if hasattr(w, "value") and isinstance(w.value, str)]
-    joined = " ".join(html_parts)
+    parts = subtree(ex.detail)
+    joined = " ".join(w.value for w in parts if isinstance(w, W.HTML))
     assert "<img" not in joined and "&lt;img src=x" in joined  # user text escaped, never HTML
-    figures = [f for w in ex.detail.children for f in getattr(w, "children", ()) if type(f).__name__ == "Figure"]
+    figures = [f for f in parts if type(f).__name__ == "Figure"]
     assert len(figures) == 3  # the bqplot charts
+    title = next(w.value for w in parts if isinstance(w, W.HTML) and "hw-detail-title" in w.value)
+    assert "1 × c" in title
 
 
 def test_rerun_replaces_view_with_breadcrumb_back():
