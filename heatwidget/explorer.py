@@ -285,8 +285,12 @@ class Explorer(W.VBox):
         return self._submit(("rerun", label), fn, lambda res: self.push(label, res), label)
 
     def cancel(self) -> None:
+        """Stop the running drill-down, re-run or precompute (at its next progress step)."""
+        busy = self.progress.layout.visibility == "visible"
         self._supersede()
         self._set_busy(False)
+        if busy:
+            self.message.value = "cancelled"
 
     def _supersede(self) -> int:
         """Cancel the running task (at its next progress step) and return the id of the newest request."""
@@ -438,10 +442,7 @@ class Explorer(W.VBox):
                             raise
                         except Exception:  # that cell gets the notice; the others still work
                             failed.append((r, c))
-            except Cancelled:
-                if self._is_current(rid):
-                    self._set_busy(False)
-                    self.message.value = "precomputing cancelled"
+            except Cancelled:  # cancel() or a newer request already updated the view
                 return None
             finally:
                 _release_memory()
@@ -549,7 +550,8 @@ class Explorer(W.VBox):
         views = [view for _m, cells in self._views.values() for _d, view in cells.values()]
         self._views.clear()
         self._detail_link.close()
-        close_tree(self, *views)
+        close_tree(*self.children, *views)
+        super().close()
 
 
 def _cells_in_order(m: HeatMatrix, cells: Any) -> list[tuple[int, int]]:
