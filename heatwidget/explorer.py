@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +47,7 @@ CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently us
 DEFAULT_BUDGET_MB = 25.0  # precomputed detail views, in saved widget state
 NOT_PRECOMPUTED = "not precomputed in this report — re-run the notebook to explore it"
 LIVE_SLOT, NOTICE_SLOT, FIRST_VIEW = 0, 1, 2  # the detail Stack's children (js/src/details.ts)
+_EXPLORERS: list[weakref.ref] = []  # every explorer made in this process, in creation order (for export)
 
 # Options an analysis records in meta["options"] that the explorer offers as controls, with their choices
 # (None = free text). Others are shown read-only in the provenance line.
@@ -87,16 +89,17 @@ class Precomputed:
 
 def state_bytes(root: W.Widget) -> int:
     """Bytes the widgets under `root` add to saved widget state (JSON, binary buffers as base64)."""
+    return sum(_own_state_bytes(w) for w in subtree(root))
+
+
+def _own_state_bytes(w: W.Widget) -> int:
     import json
 
     from ipywidgets.widgets.widget import _remove_buffers
 
-    total = 0
-    for w in subtree(root):
-        state, _paths, buffers = _remove_buffers(w.get_state())
-        total += len(json.dumps(state, default=str)) + sum(4 * ((len(memoryview(b).cast("B")) + 2) // 3)
-                                                            for b in buffers) + 200  # + model ids, module names
-    return total
+    state, _paths, buffers = _remove_buffers(w.get_state())
+    b64 = sum(4 * ((memoryview(b).nbytes + 2) // 3) for b in buffers)
+    return len(json.dumps(state, default=str)) + b64 + 200  # + model id, module names and versions
 
 
 class Explorer(W.VBox):
@@ -145,6 +148,7 @@ class Explorer(W.VBox):
         self.add_class("heatwidget-explorer")
         self.details.add_class("heatwidget-detail")
         self._show_matrix(matrix)
+        _EXPLORERS.append(weakref.ref(self))
 
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # The page asks whether a kernel is behind it (js/src/details.ts); answering keeps its buttons enabled.
@@ -588,6 +592,41 @@ def _cells_in_order(m: HeatMatrix, cells: Any) -> list[tuple[int, int]]:
     flat = np.argsort(-score, kind="stable")[:n]
     ncols = m.shape[1]
     return [(int(f) // ncols, int(f) % ncols) for f in flat]
+
+
+def open_explorers() -> list[Explorer]:
+    """The explorers of this process that are still open, oldest first."""
+    alive = [ref() for ref in _EXPLORERS]
+    _EXPLORERS[:] = [ref for ref, ex in zip(_EXPLORERS, alive, strict=True) if ex is not None and ex.comm is not None]
+    return [ex for ex in alive if ex is not None and ex.comm is not None]
+
+
+def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_MB,
+                   reserved_bytes: int = 0) -> list[dict[str, Any]]:
+    """Precompute every open explorer's drill-downs within one budget for the whole page (what `heatwidget export`
+    runs in the notebook's kernel after the last cell).
+
+    The budget is what is left of `budget_mb` after the widgets already in the page and `reserved_bytes` (the
+    page's scripts); explorers take their share in order, and what one leaves unused goes to the next.
+    """
+    from ipywidgets.widgets.widget import _instances
+
+    explorers = open_explorers()
+    page = sum(_own_state_bytes(w) for w in list(_instances.values()) if w.comm is not None)
+    left = int(budget_mb * 1e6) - page - reserved_bytes
+    out = []
+    for i, ex in enumerate(explorers):
+        share = max(left // (len(explorers) - i), 0)
+        if cells == "none" or share <= 0:
+            rep = None
+        else:
+            rep = ex.precompute(cells, budget_mb=max(share, 1) / 1e6)
+        used = rep.state_bytes if rep else 0
+        left -= used
+        out.append({"explorer": i, "title": ex.matrix.title, "cells": len(rep.cells) if rep else 0,
+                    "total": int(ex.matrix.values.size), "bytes": used,
+                    "seconds": round(rep.seconds, 2) if rep else 0.0})
+    return out
 
 
 def explore(matrix: HeatMatrix, *, precompute: bool | int | str | list = False,

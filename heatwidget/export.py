@@ -153,6 +153,35 @@ def _modules_for(state: dict[str, Any]) -> tuple[list[_Module], list[str]]:
     return list(modules.values()), missing
 
 
+_MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]+)")
+_LINK_MODELS = ("LinkModel", "DirectionalLinkModel")
+
+
+def _prune_state(nb: Any) -> int:
+    """Drop saved widget models that no output can reach (widgets closed in the kernel: nbclient keeps their last
+    state); links are kept when both their ends are. Returns how many were dropped."""
+    state = _widget_state(nb)
+    if not state:
+        return 0
+    refs = {mid: set(_MODEL_REF.findall(json.dumps(model.get("state", {})))) for mid, model in state.items()}
+    todo = [out["data"][VIEW_MIME]["model_id"] for cell in nb.cells for out in cell.get("outputs", [])
+            if isinstance((out.get("data") or {}).get(VIEW_MIME), dict)]
+    keep: set[str] = set()
+    while todo:
+        mid = todo.pop()
+        if mid in keep or mid not in state:
+            continue
+        keep.add(mid)
+        todo.extend(refs[mid])
+    links = {mid for mid, model in state.items()
+             if model.get("model_name", model.get("state", {}).get("_model_name")) in _LINK_MODELS}
+    keep |= {mid for mid in links if refs[mid] and refs[mid] <= keep}
+    dropped = [mid for mid in state if mid not in keep]
+    for mid in dropped:
+        del state[mid]
+    return len(dropped)
+
+
 def _has_math(nb: Any) -> bool:
     return any(c.get("cell_type") == "markdown" and _MATH.search(c.get("source", "")) for c in nb.cells)
 
@@ -200,6 +229,47 @@ def _mark_unsaved_views(nb: Any) -> int:
     return count
 
 
+# Run in the notebook's kernel after its last cell (then removed from the notebook): precompute every explorer's
+# drill-downs within the page budget and print what was kept, as one JSON line.
+_PRECOMPUTE_CELL = """\
+import json as _hw_json
+from heatwidget.explorer import precompute_all as _hw_precompute_all
+print("__heatwidget_drill__" + _hw_json.dumps(_hw_precompute_all({cells!r}, {budget_mb!r}, {reserved!r})))"""
+_DRILL_MARK = "__heatwidget_drill__"
+
+
+def parse_drill(value: str | int) -> str | int:
+    """--drill: "all", "none" or a number of cells per explorer; ValueError in one sentence otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().lower()
+    if text in ("all", "none"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--drill must be 'all', 'none' or a number of cells, got {value!r}")
+
+
+def _script_bytes() -> int:
+    """About what the offline page's inlined scripts weigh (counted against the drill-down budget)."""
+    total = sum(p.stat().st_size for p in VENDOR_DIR.glob("*") if p.is_file())
+    for name in ("anywidget", "bqplot", "bqscales"):
+        path = find_widget_module(name)
+        total += path.stat().st_size if path else 0
+    return total
+
+
+def _take_drill_report(nb: Any) -> list[dict[str, Any]]:
+    """Remove the precompute cell from `nb` and return what it printed."""
+    cell = nb.cells.pop()
+    for out in cell.get("outputs", []):
+        text = "".join(out.get("text", "")) if out.get("output_type") == "stream" else ""
+        for line in text.splitlines():
+            if line.startswith(_DRILL_MARK):
+                return json.loads(line[len(_DRILL_MARK):])
+    raise ExportError(f"precomputing the drill-downs printed nothing: {cell.get('outputs')}")
+
+
 def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
     import os
     import tempfile
@@ -237,8 +307,15 @@ def export_notebook(
     offline: bool = True,
     theme: str = "light",
     mathjax: bool | None = None,
+    drill: str | int = "all",
+    drill_budget_mb: float = 25.0,
 ) -> Path:
     """Write `notebook` as an HTML page to `output`; with `execute`, run it first and save its widget state.
+
+    drill: with `execute`, precompute the explorers' drill-downs so that clicks in the page show them without a
+        kernel: "all" cells, "none", or a number of cells per explorer (the most extreme first).
+    drill_budget_mb: the whole page's size budget; drill-downs are kept while it holds, and each explorer says how
+        many of its cells have details.
 
     offline: inline require.js, the html-manager and the widget front ends (default); False gives nbconvert's
         CDN page (needs internet, and bqplot's installed front-end version may not be on the CDN).
@@ -251,9 +328,25 @@ def export_notebook(
     notebook, output = Path(notebook), Path(output)
     if not notebook.is_file():
         raise FileNotFoundError(f"no such notebook: {notebook}")
+    drill = parse_drill(drill)
+    if isinstance(drill_budget_mb, bool) or not isinstance(drill_budget_mb, (int, float)) \
+            or not 0 < drill_budget_mb < float("inf"):
+        raise ValueError(f"--drill-budget must be a positive number of MB, got {drill_budget_mb!r}")
     nb = nbformat.read(notebook, as_version=4)
     if execute:
+        if drill != "none":
+            reserved = _script_bytes() if offline else 0
+            nb.cells.append(nbformat.v4.new_code_cell(_PRECOMPUTE_CELL.format(
+                cells=drill, budget_mb=float(drill_budget_mb), reserved=reserved)))
         _execute(nb, notebook, timeout, kernel_name)
+        if drill != "none":
+            for ex in _take_drill_report(nb):
+                print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
+                      f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
+                      f"{ex['seconds']:.1f} s", file=sys.stderr)
+    dropped = _prune_state(nb)
+    if dropped:
+        print(f"heatwidget export: left out {dropped} closed widget(s) no output shows", file=sys.stderr)
     unsaved = _mark_unsaved_views(nb)
     if unsaved:
         print(f"heatwidget export: {unsaved} widget output(s) in {notebook.name} have no saved widget state; "
