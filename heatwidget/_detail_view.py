@@ -203,8 +203,11 @@ def _kernel_button(description: str, tooltip: str, icon: str, on_click: Callable
 def title_html(detail: Detail) -> str:
     """The view's header: the cell's row and column labels (and the analysis' own title), and its value."""
     cell = f"{detail.row_label} × {detail.col_label}"
-    title = detail.title if detail.title and detail.title != cell else ""
-    text = html.escape(cell) + (f" — {html.escape(title)}" if title else "")
+    title = detail.title
+    if title and detail.row_label in title and detail.col_label in title:
+        text = html.escape(title)  # the analysis' own title already names the cell
+    else:
+        text = html.escape(cell) + (f" — {html.escape(title)}" if title else "")
     return (f"<div class='hw-detail-title'>{text}"
             f"<span class='hw-value'>value = {html.escape(fmt3(detail.value))}</span></div>")
 

@@ -376,6 +376,7 @@ class Explorer(W.VBox):
         self.cancel_button.layout.display = "" if busy else "none"
         self.progress.value = 0.0
         self.heatmap.status = text if busy else ""
+        self.heatmap.progress = 0.0 if busy else None  # no bar left behind (a saved page would show it)
         if busy:
             self.message.value = html.escape(text)
 
