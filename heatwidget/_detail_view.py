@@ -208,7 +208,7 @@ def title_html(detail: Detail) -> str:
         text = html.escape(title)  # the analysis' own title already names the cell
     else:
         text = html.escape(cell) + (f" — {html.escape(title)}" if title else "")
-    return (f"<div class='hw-detail-title'>{text}"
+    return (f"<div class='hw-detail-title'>{text} "
             f"<span class='hw-value'>value = {html.escape(fmt3(detail.value))}</span></div>")
 
 

@@ -100,7 +100,8 @@ def test_export_renders_heatmap_and_bqplot_charts_offline(exported: Path, offlin
     r, c = EXPORT_SELECTED
     assert f"token={kernel_token(r, c)}" in detail.inner_text()
     page.wait_for_function("document.querySelectorAll('.heatwidget-detail .bqplot').length >= 2", timeout=30_000)
-    assert f"L{r} × Gen{c}" in detail.locator(".hw-detail-title").inner_text()
+    title = detail.locator(".hw-detail-title").inner_text()
+    assert f"L{r}" in title and f"Gen{c}" in title, title
     bars = detail.locator(".bqplot rect.bar")
     page.wait_for_function(
         "Array.from(document.querySelectorAll('.heatwidget-detail .bqplot rect.bar'))"
