@@ -230,12 +230,18 @@ def _mark_unsaved_views(nb: Any) -> int:
 
 
 # Run in the notebook's kernel after its last cell (then removed from the notebook): precompute every explorer's
-# drill-downs within the page budget and print what was kept, as one JSON line.
-_PRECOMPUTE_CELL = """\
+# drill-downs within the page budget, then write what was kept and the state of every open widget to a file.
+# That state is taken from the kernel itself because nbclient's record of comm messages can miss some: the kernel's
+# IOPub socket drops messages past ZeroMQ's high-water mark when thousands of views are built in a burst.
+_FINAL_CELL = """\
 import json as _hw_json
+from ipywidgets import Widget as _HwWidget
 from heatwidget.explorer import precompute_all as _hw_precompute_all
-print("__heatwidget_drill__" + _hw_json.dumps(_hw_precompute_all({cells!r}, {budget_mb!r}, {reserved!r})))"""
-_DRILL_MARK = "__heatwidget_drill__"
+_hw_report = _hw_precompute_all({cells!r}, {budget_mb!r}, {reserved!r}) if {cells!r} != "none" else []
+with open({path!r}, "w", encoding="utf-8") as _hw_f:
+    _hw_json.dump({{"report": _hw_report, "state": _HwWidget.get_manager_state(drop_defaults=False)["state"]}},
+                  _hw_f)
+del _hw_f, _hw_report"""
 
 
 def parse_drill(value: str | int) -> str | int:
@@ -259,15 +265,15 @@ def _script_bytes() -> int:
     return total
 
 
-def _take_drill_report(nb: Any) -> list[dict[str, Any]]:
-    """Remove the precompute cell from `nb` and return what it printed."""
-    cell = nb.cells.pop()
-    for out in cell.get("outputs", []):
-        text = "".join(out.get("text", "")) if out.get("output_type") == "stream" else ""
-        for line in text.splitlines():
-            if line.startswith(_DRILL_MARK):
-                return json.loads(line[len(_DRILL_MARK):])
-    raise ExportError(f"precomputing the drill-downs printed nothing: {cell.get('outputs')}")
+def _merge_kernel_state(nb: Any, path: Path) -> list[dict[str, Any]]:
+    """Remove the final cell from `nb`, merge the kernel's widget state into the saved one (the kernel's is
+    complete and current; nbclient's keeps closed widgets, e.g. finished progress bars still shown in outputs)
+    and return the precompute report."""
+    nb.cells.pop()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    widgets = nb.metadata.setdefault("widgets", {}).setdefault(STATE_MIME, {"version_major": 2, "version_minor": 0})
+    widgets.setdefault("state", {}).update(data["state"])
+    return data["report"]
 
 
 def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
@@ -334,16 +340,19 @@ def export_notebook(
         raise ValueError(f"--drill-budget must be a positive number of MB, got {drill_budget_mb!r}")
     nb = nbformat.read(notebook, as_version=4)
     if execute:
-        if drill != "none":
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="hw-export-") as tmp:
+            state_path = Path(tmp) / "state.json"
             reserved = _script_bytes() if offline else 0
-            nb.cells.append(nbformat.v4.new_code_cell(_PRECOMPUTE_CELL.format(
-                cells=drill, budget_mb=float(drill_budget_mb), reserved=reserved)))
-        _execute(nb, notebook, timeout, kernel_name)
-        if drill != "none":
-            for ex in _take_drill_report(nb):
-                print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
-                      f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
-                      f"{ex['seconds']:.1f} s", file=sys.stderr)
+            nb.cells.append(nbformat.v4.new_code_cell(_FINAL_CELL.format(
+                cells=drill, budget_mb=float(drill_budget_mb), reserved=reserved, path=str(state_path))))
+            _execute(nb, notebook, timeout, kernel_name)
+            report = _merge_kernel_state(nb, state_path)
+        for ex in report:
+            print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
+                  f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
+                  f"{ex['seconds']:.1f} s", file=sys.stderr)
     dropped = _prune_state(nb)
     if dropped:
         print(f"heatwidget export: left out {dropped} closed widget(s) no output shows", file=sys.stderr)
