@@ -214,3 +214,76 @@ def test_export_shows_precomputed_drill_downs_offline(exported: Path, offline: O
     assert rerun.is_disabled() and "saved report" in (rerun.get_attribute("title") or "")
     assert offline.blocked == [], f"the page tried the network: {offline.blocked}"
     assert offline.errors == []
+
+
+# ---- the tour, from a wheel built from a clean clone ------------------------------------------------------------
+
+
+def _run(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel_tour(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`heatwidget demo --html` run from a wheel built from a clean clone of this commit, installed in a fresh
+    venv whose PATH has no node (the venv sees the system's site-packages, so torch is not reinstalled)."""
+    import shutil
+
+    d = tmp_path_factory.mktemp("wheel")
+    sha = _run(["git", "rev-parse", "HEAD"], cwd=REPO).stdout.strip()
+    src = d / "src"
+    _run(["git", "clone", "--quiet", "--no-checkout", str(REPO), str(src)])
+    _run(["git", "checkout", "--quiet", sha], cwd=src)
+    # The front end is built by npm (`cd js && npm ci && npm run build`); the clone takes this checkout's build, so
+    # building the wheel needs no node either (hatch-jupyter-builder skips npm when the bundle exists).
+    shutil.copytree(REPO / "heatwidget" / "static", src / "heatwidget" / "static", dirs_exist_ok=True)
+    no_node = {"PATH": str(Path(sys.executable).parent), "HOME": str(Path.home()), "LANG": "C.UTF-8"}
+    assert shutil.which("node", path=no_node["PATH"]) is None
+    t0 = time.perf_counter()
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(d / "dist"), str(src)],
+         env=no_node, timeout=600)
+    wheel = next((d / "dist").glob("heatwidget-*.whl"))
+    venv = d / "venv"
+    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], timeout=300)
+    env = dict(no_node, PATH=str(venv / "bin"))
+    assert shutil.which("node", path=env["PATH"]) is None
+    where = _run([str(venv / "bin" / "python"), "-c", "import heatwidget; print(heatwidget.__file__)"], env=env,
+                 cwd=d).stdout.strip()
+    t1 = time.perf_counter()
+    out = d / "tour.html"
+    proc = _run([str(venv / "bin" / "heatwidget"), "demo", "--html", str(out)], env=env, cwd=d, timeout=900)
+    t2 = time.perf_counter()
+    print(f"wheel build + venv: {t1 - t0:.0f} s; heatwidget demo --html: {t2 - t1:.0f} s, "
+          f"{out.stat().st_size / 1e6:.1f} MB\n{proc.stderr}")
+    return {"wheel": wheel, "venv": venv, "heatwidget": Path(where), "html": out, "log": proc.stdout + proc.stderr}
+
+
+def test_wheel_from_a_clean_clone_runs_the_demo_without_node(wheel_tour: dict[str, Any]) -> None:
+    import zipfile
+
+    names = zipfile.ZipFile(wheel_tour["wheel"]).namelist()
+    for part in ("heatwidget/notebooks/tour.ipynb", "heatwidget/static/widget.js",
+                 "heatwidget/static/vendor/embed-amd.js", "heatwidget/static/vendor/require.js",
+                 "heatwidget/demo/weights/model.safetensors"):
+        assert part in names, part
+    # The wheel's package ran, not this checkout.
+    assert wheel_tour["venv"] in wheel_tour["heatwidget"].parents, wheel_tour["heatwidget"]
+    html = wheel_tour["html"].read_text(encoding="utf-8")
+    assert str(wheel_tour["venv"]) in html  # the tour's titles name the demo weights' folder: the wheel's
+    assert len(explorers(wheel_tour["html"])) == 4
+    assert wheel_tour["html"].stat().st_size <= 25e6
+
+
+def test_exported_tour_drill_downs_work_offline(wheel_tour: dict[str, Any], offline: OfflinePage) -> None:
+    infos = explorers(wheel_tour["html"])
+    assert all(len(x.precomputed) == len(x.rows) * len(x.cols) for x in infos), \
+        [(len(x.precomputed), len(x.rows) * len(x.cols)) for x in infos]  # every cell, within 25 MB
+    page = offline.open(wheel_tour["html"])
+    page.locator(".heatwidget-explorer .heatwidget").first.wait_for(state="visible", timeout=60_000)
+    titles = click_cells_and_check(page, wheel_tour["html"])
+    assert len(titles) == 3 * len(infos)
+    assert offline.blocked == [], f"the page tried the network: {offline.blocked}"
+    assert offline.errors == []
