@@ -216,9 +216,9 @@ async () => {
 """
 
 LABELS = """
-import gc as _gc, json as _json
-import heatwidget as _hw
-_ex = [_o for _o in _gc.get_objects() if isinstance(_o, _hw.Explorer)][0]
+import json as _json
+from heatwidget.explorer import open_explorers as _open_explorers
+_ex = _open_explorers()[0]
 print(_json.dumps({"rows": _ex.matrix.rows, "cols": _ex.matrix.cols}))
 """
 
@@ -240,7 +240,9 @@ def test_fifty_clicks_leave_the_front_ends_widget_models_flat(lab_page: Any) -> 
     page = lab_page
     root = explorer_heatmap(page)
     rows, cols = shape(root)
-    labels = json.loads(kernel_exec(page, LABELS).strip().splitlines()[-1])
+    printed = kernel_exec(page, LABELS)
+    assert not printed.startswith("ERROR"), printed
+    labels = json.loads(printed.strip().splitlines()[-1])
     detail = page.locator(".heatwidget-explorer .heatwidget-detail").first
     cells = [(r, c) for r in range(rows) for c in range(cols)][:10]
     counts = []
