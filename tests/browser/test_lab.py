@@ -278,7 +278,12 @@ def serve_cdn_locally(route: Any) -> None:
     from heatwidget.export import find_vendor_files, find_widget_module
 
     url = route.request.url
-    if url.startswith(("file:", "data:", "blob:")):
+    if url.startswith("file:"):
+        # The page's loader first asks require.js for `<module>.js` beside the page, then the CDN: the same file.
+        path = Path(url.removeprefix("file://"))
+        module = find_widget_module(path.name.removesuffix(".js")) if not path.exists() else None
+        return route.fulfill(path=str(module)) if module else route.continue_()
+    if url.startswith(("data:", "blob:")):
         return route.continue_()
     vendor = find_vendor_files()
     if "require" in url and url.endswith(".js") and "cdnjs" in url:
