@@ -279,10 +279,12 @@ def serve_cdn_locally(route: Any) -> None:
 
     url = route.request.url
     if url.startswith("file:"):
-        # The page's loader first asks require.js for `<module>.js` beside the page, then the CDN: the same file.
+        # The page's loader first asks require.js for `<module>.js` beside the page, then the CDN (the same file);
+        # the html-manager's icon fonts are asked for beside the page too.
         path = Path(url.removeprefix("file://"))
-        module = find_widget_module(path.name.removesuffix(".js")) if not path.exists() else None
-        return route.fulfill(path=str(module)) if module else route.continue_()
+        font = find_vendor_files()["embed-amd.js"].parent / path.name
+        local = None if path.exists() else font if font.is_file() else find_widget_module(path.name.removesuffix(".js"))
+        return route.fulfill(path=str(local)) if local else route.continue_()
     if url.startswith(("data:", "blob:")):
         return route.continue_()
     vendor = find_vendor_files()
@@ -335,6 +337,7 @@ def test_saved_with_widget_state_and_plain_nbconvert_keeps_the_details(lab_serve
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
     page.on("console", lambda m: errors.append(f"console.error: {m.text}") if m.type == "error" else None)
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:200]}"))
     page.route("**/*", serve_cdn_locally)
     try:
         page.goto(out.as_uri())
