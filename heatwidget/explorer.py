@@ -133,12 +133,7 @@ class Explorer(W.VBox):
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.controls = W.HBox(layout=W.Layout(flex_flow="row wrap", align_items="center"))
         self.precompute_note = W.HTML("")
-        self.detail = W.VBox(layout=W.Layout(width="100%"))  # the live detail (Stack slot 0)
-        self.detail.add_class("hw-live-detail")
-        self.notice = W.HTML(f"<div class='hw-detail-notice'>{html.escape(NOT_PRECOMPUTED)}</div>")
-        self.details = W.Stack([self.detail, self.notice], selected_index=LIVE_SLOT, layout=W.Layout(width="100%"))
-        self.heatmap.detail_index = LIVE_SLOT
-        self._detail_link = W.jslink((self.heatmap, "detail_index"), (self.details, "selected_index"))
+        self._build_detail_area()
         self.heatmap.observe(self._on_select, names=["selected_row", "selected_col"])
         self.heatmap.on_msg(self._on_front_end_msg)
         super().__init__([W.HTML(DETAIL_CSS), self.breadcrumb, self.controls, self.heatmap,
@@ -146,9 +141,19 @@ class Explorer(W.VBox):
                           self.details])
         # Stable hooks for user CSS and browser tests (the heatmap inside vs. child heatmaps in the detail area).
         self.add_class("heatwidget-explorer")
-        self.details.add_class("heatwidget-detail")
         self._show_matrix(matrix)
         _EXPLORERS.append(weakref.ref(self))
+
+    def _build_detail_area(self) -> None:
+        """The Stack of detail views (module docstring): live detail, notice, then precomputed views."""
+        self.detail = W.VBox(layout=W.Layout(width="100%"))  # the live detail (Stack slot 0)
+        self.detail.add_class("hw-live-detail")
+        self.notice = W.HTML(f"<div class='hw-detail-notice'>{html.escape(NOT_PRECOMPUTED)}</div>")
+        self.details = W.Stack([self.detail, self.notice], selected_index=LIVE_SLOT, layout=W.Layout(width="100%"))
+        self.details.add_class("heatwidget-detail")
+        self.heatmap.detail_index = LIVE_SLOT
+        # In the page: a click sets detail_index (js/src/details.ts), the link shows that view, kernel or not.
+        self._detail_link = W.jslink((self.heatmap, "detail_index"), (self.details, "selected_index"))
 
     def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         # The page asks whether a kernel is behind it (js/src/details.ts); answering keeps its buttons enabled.

@@ -44,7 +44,7 @@ def test_click_drills_down_and_renders_safely():
     figures = [f for f in parts if type(f).__name__ == "Figure"]
     assert len(figures) == 3  # the bqplot charts
     title = next(w.value for w in parts if isinstance(w, W.HTML) and "hw-detail-title" in w.value)
-    assert "1 × c" in title
+    assert "Layer 1" in title and "Token c" in title  # the cell's row and column labels
 
 
 def test_rerun_replaces_view_with_breadcrumb_back():
@@ -346,3 +346,22 @@ def test_explore_precompute_true_and_kernel_buttons_follow_offline():
     ex.heatmap.offline = True
     ex._on_front_end_msg(ex.heatmap, {"type": "hello"}, [])
     assert sent == [{"type": "live"}] and ex.heatmap.offline is False
+
+
+def test_detail_tables_and_titles_look_finished():
+    import pandas as pd
+
+    from heatwidget._detail_view import fmt3, table_html, title_html, visible_whitespace
+
+    assert visible_whitespace(" the\n\t") == "␣the↵→" and visible_whitespace("") == "∅"
+    assert [fmt3(x) for x in (0.123456, 12345.6, 1e-7, float("nan"), 7, np.int64(3), "x")] == \
+        ["0.123", "1.23e+04", "1e-07", "n/a", "7", "3", "x"]
+    df = pd.DataFrame({"token": [" Paris", "<b>"], "id": [5, 6], "p_clean": [0.912345, 0.0001234]}, index=[7, 8])
+    out = table_html("top-k", df)
+    assert "␣Paris" in out and "&lt;b&gt;" in out and "<b>" not in out
+    assert "0.912" in out and "0.000123" in out and "0.912345" not in out
+    assert ">7<" not in out and ">8<" not in out  # no index column
+    assert out.count("<th>") == 3
+    d = hw.Detail(0, 1, "L0", "Gen1", 0.5, title="something else")
+    t = title_html(d)
+    assert "hw-detail-title" in t and "L0 × Gen1" in t and "something else" in t
