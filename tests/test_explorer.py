@@ -9,8 +9,8 @@ import pytest
 
 import heatwidget as hw
 from heatwidget._detail_view import subtree
-from heatwidget.explorer import state_bytes
 from heatwidget._progress import progress
+from heatwidget.explorer import state_bytes
 
 
 def matrix(drill=None, **kw):
