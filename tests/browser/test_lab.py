@@ -67,7 +67,7 @@ _hits = [_o for _o in _gc.get_objects() if _is_explorer(_o) and _o.heatmap.selec
 _hits[0].wait(120)
 _d = _hits[0].last_detail
 print(_json.dumps({{"explorers": len(_hits), "row": _d.row, "col": _d.col, "title": _d.title,
-                   "value": f"{{_d.value:.4g}}", "texts": _d.texts, "pid": _os.getpid()}}))
+                   "value": f"{{_d.value:.3g}}", "texts": _d.texts, "pid": _os.getpid()}}))
 """
 
 
