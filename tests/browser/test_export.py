@@ -248,7 +248,10 @@ def wheel_tour(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     venv = d / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], timeout=300)
-    env = dict(no_node, PATH=str(venv / "bin"))
+    # A --system-site-packages venv imports the system's packages but does not search their data files
+    # (share/jupyter: nbconvert's templates, the widget front ends, the kernel spec), which installing the
+    # `demo` extra into the venv would put in venv/share/jupyter: point Jupyter at them.
+    env = dict(no_node, PATH=str(venv / "bin"), JUPYTER_PATH=str(Path(sys.base_prefix) / "share" / "jupyter"))
     assert shutil.which("node", path=env["PATH"]) is None
     where = _run([str(venv / "bin" / "python"), "-c", "import heatwidget; print(heatwidget.__file__)"], env=env,
                  cwd=d).stdout.strip()
