@@ -270,8 +270,10 @@ class Explorer(W.VBox):
         self.select(r, c)
 
     def select(self, row: int, col: int) -> Future:
-        """Drill into (row, col) of the current matrix (what a click does); a precomputed cell shows its view."""
+        """Drill into (row, col) of the current matrix (what a click does); positions or labels, as `m.drill`.
+        A precomputed cell shows its view."""
         m = self.matrix
+        row, col = m.index(row, col)  # an out-of-range cell fails here, naming the valid range
         label = f"{m.rows[row]} × {m.cols[col]}"
         slot = self._slot_of(row, col)
         if slot is not None:

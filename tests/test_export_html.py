@@ -189,7 +189,7 @@ def test_tour_is_found_in_the_package_first(tmp_path: Path, monkeypatch: pytest.
     packaged.write_text("{}")
     assert cli._tour() == packaged
     monkeypatch.setattr(cli, "TOURS", (packaged.with_name("gone.ipynb"),))
-    with pytest.raises(SystemExit, match="tour notebook is missing"):
+    with pytest.raises(FileNotFoundError, match="tour notebook is missing"):
         cli._tour()
 
 
