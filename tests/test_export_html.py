@@ -207,5 +207,5 @@ def test_execute_precomputes_the_explorers_within_the_budget(tmp_path: Path,
     saved = nbformat.read(tmp_path / "ex.ipynb", as_version=4)
     assert len(saved.cells) == 1  # the notebook itself is untouched
     html = out.read_text(encoding="utf-8")
-    assert "Details precomputed for 5 of 12 cells" in html and "hw.explore(m)" in html
-    assert "precompute_all" not in html  # the precompute cell is not in the page
+    assert "Details precomputed for 5 of 12 cells" in html
+    assert "precompute_all" not in html and "get_manager_state" not in html  # the final cell is not in the page
