@@ -21,7 +21,7 @@ import numpy as np
 from .matrix import Chart, Detail, HeatMatrix
 
 __all__ = ["detail_view", "detail_widgets", "chart_figure", "escaped_pre", "close_tree", "visible_whitespace",
-           "table_html", "fmt3", "NEEDS_KERNEL", "DETAIL_CSS"]
+           "table_html", "texts_html", "fmt3", "NEEDS_KERNEL", "DETAIL_CSS"]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 NEEDS_KERNEL = "needs the notebook's kernel: disabled in a saved report (re-run the notebook to use it)"
@@ -74,9 +74,17 @@ def fmt3(v: Any) -> str:
 
 def escaped_pre(text: str, label: str = "") -> W.HTML:
     """User text shown verbatim (escaped, monospace, wrapped)."""
+    return W.HTML(_text_html(text, label))
+
+
+def _text_html(text: str, label: str = "") -> str:
     head = f"<b>{html.escape(label)}</b><br>" if label else ""
-    w = W.HTML(f"<div class='hw-detail-text'>{head}<pre>{html.escape(text)}</pre></div>")
-    return w
+    return f"<div class='hw-detail-text'>{head}<pre>{html.escape(text)}</pre></div>"
+
+
+def texts_html(texts: dict[str, Any]) -> W.HTML:
+    """All of a detail's texts in one widget (one comm instead of three per text: a click sends fewer widgets)."""
+    return W.HTML("".join(_text_html(str(text), name) for name, text in texts.items()))
 
 
 def _floats(ys: Sequence[Any]) -> np.ndarray:
@@ -158,7 +166,8 @@ def chart_figure(chart: Chart, height: str = "240px") -> W.Widget:
     import bqplot as bq
 
     marks, axes = _bar_marks(chart) if chart.kind == "bar" else _xy_marks(chart)
-    fig = bq.Figure(marks=marks, axes=axes, title=chart.title,
+    # The figure's own scales are the marks' (bqplot would otherwise make two unused LinearScales per figure).
+    fig = bq.Figure(marks=marks, axes=axes, title=chart.title, scale_x=axes[0].scale, scale_y=axes[1].scale,
                     fig_margin=dict(top=36, bottom=52, left=56, right=12),
                     # A fixed width: bqplot sizes itself from its container, and a grid/flex track that is
                     # only resolved later (exported HTML) leaves it at its ~280 px minimum with a clipped title.
@@ -238,8 +247,8 @@ def detail_view(
         b = _kernel_button(f"open {name}", f"open {name} as the main view", "expand",
                            lambda name=name, child=child: open_matrix(name, child), offline, links)
         out.append(W.VBox([b, Heatmap(child, layout=W.Layout(height="260px"), static_image=False)]))
-    for name, text in detail.texts.items():
-        out.append(escaped_pre(str(text), name))
+    if detail.texts:
+        out.append(texts_html(detail.texts))
     view = W.VBox(out, layout=W.Layout(width="100%"))
     view.add_class("hw-detail")
     view._hw_links = links  # closed with the view (close_tree)

@@ -7,8 +7,14 @@ which therefore never shows a half-finished result. Results are cached by (matri
 message in the widget, never a traceback in the output area.
 
 The explorer owns its widgets: a replaced detail view, control or breadcrumb is closed with its whole subtree
-(bqplot marks, scales and axes included), so clicks do not pile up widgets in the kernel or the browser; the cache
-keeps data (`Detail`), never widgets.
+(bqplot marks, scales and axes included), so clicks do not pile up widgets in the kernel or the browser; the result
+cache keeps data (`Detail`), never widgets. On top of it, the views of the last `VIEW_CACHE_SIZE` drill-downs shown
+are kept (a small LRU, closed on eviction, so the number of live widgets stays bounded): a click on one of those
+cells shows its view again without building and sending a new widget tree (the page only redraws it).
+
+Memory: a fresh computation's freed activations are given back by a cheap young-generation collection right after
+its result is shown, and by a full collection once the explorer has been idle for `IDLE_COLLECT_S` (a full
+`gc.collect()` costs ~0.5 s in a kernel with a model loaded, more than a drill-down); cache hits collect nothing.
 
 Precomputed drill-downs (`precompute`, `hw.explore(m, precompute=True)`) are detail views built once and kept in an
 `ipywidgets.Stack` whose `selected_index` is jslink-ed to the heatmap's `detail_index`: the page switches views by
@@ -44,6 +50,8 @@ __all__ = ["Explorer", "explore", "OPTION_CHOICES", "Precomputed", "NOT_PRECOMPU
            "state_bytes"]
 
 CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
+VIEW_CACHE_SIZE = 8  # built detail views of the last cells shown, kept for instant re-display (module docstring)
+IDLE_COLLECT_S = 1.0  # a full garbage collection runs this long after the last fresh computation
 DEFAULT_BUDGET_MB = 25.0  # precomputed detail views, in saved widget state
 NOT_PRECOMPUTED = "not precomputed in this report — re-run the notebook to explore it"
 LIVE_SLOT, NOTICE_SLOT, FIRST_VIEW = 0, 1, 2  # the detail Stack's children (js/src/details.ts)
@@ -61,9 +69,10 @@ OPTION_CHOICES: dict[str, list[str] | None] = {
 }
 
 
-def _release_memory() -> None:
-    """Give freed activations back after each run (no growth over many clicks)."""
-    gc.collect()
+def _release_memory(full: bool = False) -> None:
+    """Give a fresh computation's freed activations back (no growth over many clicks). The default collects the
+    young generations only (what the run just allocated, microseconds); `full` runs the whole collection."""
+    gc.collect() if full else gc.collect(1)
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -124,6 +133,9 @@ class Explorer(W.VBox):
         self._control_parts: list[W.Widget] = []  # controls and breadcrumb of the current view, closed on change
         self._control_links: list[Any] = []  # kernel-side traitlets links of those controls
         self._slots: dict[tuple[int, int], int] = {}  # precomputed cell -> its Stack slot
+        # Views of the last drill-downs shown (LRU, module docstring): cache key -> (matrix, detail, view).
+        self._recent_views: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Detail, W.Widget]] = OrderedDict()
+        self._idle_collect: threading.Timer | None = None  # the pending full collection (_after_fresh_run)
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
@@ -189,6 +201,7 @@ class Explorer(W.VBox):
         for key in [k for k in self._views if k not in kept]:  # views of matrices no longer reachable
             close_tree(*(view for _d, view in self._views.pop(key)[1].values()))
         self._show_matrix(self.matrix)
+        self.forget_views(keep=lambda key: key[0] in kept)
 
     def _kernel_button(self, button: W.Button, why: str) -> W.Button:
         """A control that needs the kernel: disabled by the page when no kernel answers (a saved report)."""
@@ -281,7 +294,9 @@ class Explorer(W.VBox):
         if math.isnan(float(m.values[row, col])):
             # An n/a cell (e.g. a module this architecture lacks) has nothing behind it: say so, don't compute.
             return self._submit(("drill", row, col), lambda: m.cell(row, col), self._show_na, label)
-        return self._submit(("drill", row, col), lambda: m.drill(row, col), self._show_detail, label)
+        key = (id(m), ("drill", row, col))
+        return self._submit(("drill", row, col), lambda: m.drill(row, col),
+                            lambda detail: self._show_detail(detail, key), label)
 
     def recompute(self, **options: Any) -> Future:
         """Re-run the current analysis with changed options; the result replaces the main view."""
@@ -330,25 +345,42 @@ class Explorer(W.VBox):
 
         def job() -> Any:
             try:
-                with running(task):
-                    result = work()
-            except Cancelled:
-                return None
-            except Exception as e:  # shown in the widget, never as a traceback in the output area
-                self._fail(rid, label, e)
-                return None
+                try:
+                    with running(task):
+                        result = work()
+                except Cancelled:
+                    return None
+                except Exception as e:  # shown in the widget, never as a traceback in the output area
+                    self._fail(rid, label, e)
+                    return None
+                # The entry keeps its matrix alive, so id(matrix) cannot be reused by another matrix while cached.
+                self._cache[cache_key] = (matrix, result)
+                while len(self._cache) > CACHE_SIZE:
+                    self._cache.popitem(last=False)
+                self._finish(rid, apply, result, label)
+                return result
             finally:
-                _release_memory()
-            # The entry keeps its matrix alive, so id(matrix) cannot be reused by another matrix while cached.
-            self._cache[cache_key] = (matrix, result)
-            while len(self._cache) > CACHE_SIZE:
-                self._cache.popitem(last=False)
-            self._finish(rid, apply, result, label)
-            return result
+                self._after_fresh_run()  # after the result is shown: the click does not wait for it
 
         fut = self._pool.submit(job)
         self.last_future = fut
         return fut
+
+    def _after_fresh_run(self) -> None:
+        """Collect what a computation freed: the young generations now (cheap), everything once the explorer has
+        been idle for IDLE_COLLECT_S (a later fresh run postpones it; a full collection costs more than a drill)."""
+        _release_memory()
+        timer = threading.Timer(IDLE_COLLECT_S, self._collect_if_idle)
+        timer.daemon = True
+        with self._lock:
+            if self._idle_collect is not None:
+                self._idle_collect.cancel()
+            self._idle_collect = timer
+        timer.start()
+
+    def _collect_if_idle(self) -> None:
+        if self.progress.layout.visibility != "visible":  # nothing running (a running one schedules its own)
+            _release_memory(full=True)
 
     def _is_current(self, rid: int) -> bool:
         with self._lock:
@@ -391,10 +423,12 @@ class Explorer(W.VBox):
         return detail_view(detail, open_matrix=self.push, run_rerun=self.rerun, offline=(self.heatmap, "offline"))
 
     def _set_live_detail(self, children: Sequence[W.Widget]) -> None:
-        """Replace the live detail, closing the old view's widgets, and show it."""
+        """Replace the live detail, closing the old view's widgets (unless kept among the recent views), and show
+        it."""
         old = self.detail.children
         self.detail.children = tuple(children)
-        close_tree(*old)
+        kept = {id(view) for _m, _d, view in self._recent_views.values()}
+        close_tree(*(w for w in old if id(w) not in kept and w not in children))
         self._show_slot(LIVE_SLOT)
 
     def _show_slot(self, slot: int) -> None:
@@ -402,9 +436,33 @@ class Explorer(W.VBox):
         self.heatmap.detail_index = slot
         self.details.selected_index = slot
 
-    def _show_detail(self, detail: Detail) -> None:
+    def _show_detail(self, detail: Detail, key: tuple[int, Any] | None = None) -> None:
         self.last_detail = detail
-        self._set_live_detail([self._view(detail)])
+        if key is None:
+            self._set_live_detail([self._view(detail)])
+            return
+        hit = self._recent_views.pop(key, None)
+        stale = []
+        if hit is not None and hit[1] is detail:
+            view = hit[2]  # shown again as it is: no widgets built or sent
+        else:
+            view = self._view(detail)
+            stale = [hit[2]] if hit is not None else []  # an older result for this cell (the cache was cleared)
+        self._recent_views[key] = (self.matrix, detail, view)
+        while len(self._recent_views) > VIEW_CACHE_SIZE:
+            stale.append(self._recent_views.popitem(last=False)[1][2])
+        self._set_live_detail([view])
+        close_tree(*(w for w in stale if w is not view))  # closed after the page stopped showing them
+
+    def forget_views(self, keep: Callable[[tuple[int, Any]], bool] = lambda _key: False) -> None:
+        """Close the kept views of recent drill-downs (not the one shown), e.g. before saving the page: they would
+        add to its widget state. `keep(key)` spares some."""
+        shown = set(map(id, self.detail.children))
+        for key in [k for k in self._recent_views if not keep(k)]:
+            view = self._recent_views[key][2]
+            if id(view) not in shown:
+                del self._recent_views[key]
+                close_tree(view)
 
     def _show_na(self, detail: Detail) -> None:
         self.last_detail = detail
@@ -439,8 +497,10 @@ class Explorer(W.VBox):
             self._task = task
         self._set_busy(True, f"precomputing {len(order)} drill-downs …")
         t0 = time.perf_counter()
+        fresh = False  # whether a drill-down was computed (not all cache hits): only then collect garbage
 
         def compute() -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
+            nonlocal fresh
             details: dict[tuple[int, int], Detail] = {}
             failed: list[tuple[int, int]] = []
             try:
@@ -448,6 +508,7 @@ class Explorer(W.VBox):
                     for i, (r, c) in enumerate(order):
                         at[0] = i
                         task.report(0.0, f"precomputing {m.rows[r]} × {m.cols[c]}")
+                        fresh = fresh or (id(m), ("drill", r, c)) not in self._cache
                         try:
                             details[(r, c)] = self._drill_cached(m, r, c)
                         except Cancelled:
@@ -457,7 +518,8 @@ class Explorer(W.VBox):
             except Cancelled:  # cancel() or a newer request already updated the view
                 return None
             finally:
-                _release_memory()
+                if fresh:
+                    self._after_fresh_run()
             return details, failed
 
         def install(result: Any) -> Precomputed | None:
@@ -558,9 +620,14 @@ class Explorer(W.VBox):
         """Close the explorer and every widget it made (heatmap, controls, detail views, precomputed views)."""
         self.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            if self._idle_collect is not None:
+                self._idle_collect.cancel()
         self._close_controls()
         views = [view for _m, cells in self._views.values() for _d, view in cells.values()]
+        views += [view for _m, _d, view in self._recent_views.values()]
         self._views.clear()
+        self._recent_views.clear()
         self._detail_link.close()
         close_tree(*self.children, *views)
         super().close()
@@ -620,6 +687,8 @@ def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_M
     from ipywidgets.widgets.widget import _instances
 
     explorers = open_explorers()
+    for ex in explorers:
+        ex.forget_views()  # hidden views of recent clicks would take budget in the saved page
     page = sum(_own_state_bytes(w) for w in list(_instances.values()) if w.comm is not None)
     left = int(budget_mb * 1e6) - page - reserved_bytes
     out = []

@@ -365,3 +365,85 @@ def test_detail_tables_and_titles_look_finished():
     d = hw.Detail(0, 1, "L0", "Gen1", 0.5, title="something else")
     t = title_html(d)
     assert "hw-detail-title" in t and "L0 × Gen1" in t and "something else" in t
+
+
+# ---- click latency: kept views, fewer widgets, cheap collection ----------------------------------------------
+
+
+def test_recent_cells_show_their_kept_view_without_building_widgets():
+    """A cached click on one of the last VIEW_CACHE_SIZE cells shown re-shows its view: nothing is built or sent;
+    older views are closed, so the number of live widgets stays bounded."""
+    from heatwidget.explorer import VIEW_CACHE_SIZE
+
+    m = hw.HeatMatrix(np.random.default_rng(0).random((4, 4)).astype(np.float32)).with_drill(_kl_like_drill)
+    ex = hw.explore(m)
+    ex.select(0, 0)
+    ex.wait()
+    first = ex.detail.children[0]
+    ex.select(0, 1)
+    ex.wait()
+    assert first.comm is not None  # kept, not closed
+    n = _live_widgets()
+    ex.select(0, 0)
+    ex.wait()
+    assert ex.detail.children[0] is first and _live_widgets() == n and ex.last_detail.col == 0
+    for k in range(1, VIEW_CACHE_SIZE + 1):  # VIEW_CACHE_SIZE other cells: the first view drops out
+        ex.select(1 + k // 4, k % 4)
+        ex.wait()
+    assert first.comm is None  # closed on eviction
+    counts = []
+    for k in range(2 * VIEW_CACHE_SIZE):
+        ex.select(k // 4, k % 4)
+        ex.wait()
+        counts.append(_live_widgets())
+    assert max(counts) == min(counts), counts
+    ex._cache.clear()  # a fresh result for the shown cell gets a fresh view, the old one is closed
+    shown = ex.detail.children[0]
+    ex.select(*divmod(2 * VIEW_CACHE_SIZE - 1, 4))
+    ex.wait()
+    assert ex.detail.children[0] is not shown and shown.comm is None
+    kept = [view for _m, _d, view in ex._recent_views.values() if view is not ex.detail.children[0]]
+    ex.forget_views()  # what export does before saving: hidden views closed, the shown one stays
+    assert kept and all(v.comm is None for v in kept) and ex.detail.children[0].comm is not None
+    ex.close()
+
+
+def test_only_fresh_computations_collect_garbage_and_the_full_collection_waits_for_idle(monkeypatch):
+    import heatwidget.explorer as explorer
+
+    calls = []
+    real = explorer._release_memory
+    monkeypatch.setattr(explorer, "_release_memory", lambda full=False: (calls.append(full), real(full)))
+    monkeypatch.setattr(explorer, "IDLE_COLLECT_S", 0.2)
+    ex = hw.explore(matrix(rich_drill))
+    ex.select(0, 0)
+    ex.wait()
+    assert calls == [False]  # the young generations only, right after the result
+    ex.select(0, 1)
+    ex.wait()
+    ex.select(0, 0)  # cache hit: no collection
+    ex.wait()
+    assert calls == [False, False]
+    deadline = time.monotonic() + 10
+    while calls[-1] is not True and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls == [False, False, True]  # one full collection once idle (the first one was postponed)
+    ex.precompute([(0, 0), (0, 1)])  # all cached: nothing to collect
+    time.sleep(0.4)
+    assert calls == [False, False, True]
+    ex.close()
+
+
+def test_detail_view_sends_few_widgets():
+    """Texts share one widget and a figure reuses its marks' scales (each widget is a message and a view to build
+    in the page on every fresh click)."""
+    m = hw.HeatMatrix(np.ones((2, 2), dtype=np.float32)).with_drill(_kl_like_drill)
+    ex = hw.explore(m)
+    ex.select(0, 0)
+    ex.wait()
+    parts = subtree(ex.detail.children[0])
+    (fig,) = [w for w in parts if type(w).__name__ == "Figure"]
+    assert fig.scale_x is fig.axes[0].scale and fig.scale_y is fig.axes[1].scale
+    assert sum("hw-detail-text" in w.value for w in parts if isinstance(w, W.HTML)) == 1
+    assert len(parts) <= 40, sorted(type(w).__name__ for w in parts)
+    ex.close()

@@ -503,6 +503,10 @@ def test_streaming_peak_memory_is_about_one_tensor_pair(tmp_path):
 def test_drill_renders_in_the_detail_view(tiny_dir, tmp_path):
     """The Detail is something the explorer can draw: hist/line charts, the heads child, texts."""
     pytest.importorskip("bqplot")
+    import html
+
+    import ipywidgets as W
+
     from heatwidget._detail_view import detail_widgets
 
     a = tiny_dir("llama")
@@ -510,4 +514,6 @@ def test_drill_renders_in_the_detail_view(tiny_dir, tmp_path):
     det = hw.weight_change(a, b).drill(1, "attn.k")
     opened = []
     widgets = detail_widgets(det, open_matrix=lambda name, m: opened.append(name), run_rerun=lambda *_: None)
-    assert len(widgets) >= 3 + len(det.texts)
+    assert len(widgets) >= 3  # title, charts, child heatmap (+ the texts, all in one widget)
+    texts = [w.value for w in widgets if isinstance(w, W.HTML) and "hw-detail-text" in w.value]
+    assert len(texts) == 1 and all(html.escape(name) in texts[0] for name in det.texts), texts
