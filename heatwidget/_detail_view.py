@@ -166,8 +166,7 @@ def chart_figure(chart: Chart, height: str = "240px") -> W.Widget:
     import bqplot as bq
 
     marks, axes = _bar_marks(chart) if chart.kind == "bar" else _xy_marks(chart)
-    # The figure's own scales are the marks' (bqplot would otherwise make two unused LinearScales per figure).
-    fig = bq.Figure(marks=marks, axes=axes, title=chart.title, scale_x=axes[0].scale, scale_y=axes[1].scale,
+    fig = bq.Figure(marks=marks, axes=axes, title=chart.title,
                     fig_margin=dict(top=36, bottom=52, left=56, right=12),
                     # A fixed width: bqplot sizes itself from its container, and a grid/flex track that is
                     # only resolved later (exported HTML) leaves it at its ~280 px minimum with a clipped title.

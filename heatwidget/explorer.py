@@ -9,8 +9,10 @@ message in the widget, never a traceback in the output area.
 The explorer owns its widgets: a replaced detail view, control or breadcrumb is closed with its whole subtree
 (bqplot marks, scales and axes included), so clicks do not pile up widgets in the kernel or the browser; the result
 cache keeps data (`Detail`), never widgets. On top of it, the views of the last `VIEW_CACHE_SIZE` drill-downs shown
-are kept (a small LRU, closed on eviction, so the number of live widgets stays bounded): a click on one of those
-cells shows its view again without building and sending a new widget tree (the page only redraws it).
+are kept (a small LRU, closed on eviction, so the number of live widgets stays bounded), each in its own box of the
+live detail with only the shown box displayed: a click on one of those cells only switches which box is displayed
+(two layout messages; no widgets built or sent, the page's views and drawn charts stay as they are). A notebook
+saved with widget state carries those hidden views too; `Explorer.forget_views()` drops them (export does).
 
 Memory: a fresh computation's freed activations are given back by a cheap young-generation collection right after
 its result is shown, and by a full collection once the explorer has been idle for `IDLE_COLLECT_S` (a full
@@ -133,8 +135,8 @@ class Explorer(W.VBox):
         self._control_parts: list[W.Widget] = []  # controls and breadcrumb of the current view, closed on change
         self._control_links: list[Any] = []  # kernel-side traitlets links of those controls
         self._slots: dict[tuple[int, int], int] = {}  # precomputed cell -> its Stack slot
-        # Views of the last drill-downs shown (LRU, module docstring): cache key -> (matrix, detail, view).
-        self._recent_views: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Detail, W.Widget]] = OrderedDict()
+        # Views of the last drill-downs shown (LRU, module docstring): cache key -> (matrix, detail, box of its view).
+        self._recent_views: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Detail, W.VBox]] = OrderedDict()
         self._idle_collect: threading.Timer | None = None  # the pending full collection (_after_fresh_run)
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
@@ -158,7 +160,12 @@ class Explorer(W.VBox):
 
     def _build_detail_area(self) -> None:
         """The Stack of detail views (module docstring): live detail, notice, then precomputed views."""
-        self.detail = W.VBox(layout=W.Layout(width="100%"))  # the live detail (Stack slot 0)
+        # The live detail (Stack slot 0): a box for one-off content (n/a, nothing), then one box per kept view of a
+        # recent drill-down; only the shown box is displayed (module docstring).
+        self._other_box = W.VBox(layout=W.Layout(width="100%"))
+        self._view_boxes = [W.VBox(layout=W.Layout(width="100%", display="none")) for _ in range(VIEW_CACHE_SIZE)]
+        self._shown_box = self._other_box
+        self.detail = W.VBox([self._other_box, *self._view_boxes], layout=W.Layout(width="100%"))
         self.detail.add_class("hw-live-detail")
         self.notice = W.HTML(f"<div class='hw-detail-notice'>{html.escape(NOT_PRECOMPUTED)}</div>")
         self.details = W.Stack([self.detail, self.notice], selected_index=LIVE_SLOT, layout=W.Layout(width="100%"))
@@ -422,13 +429,27 @@ class Explorer(W.VBox):
     def _view(self, detail: Detail) -> W.Widget:
         return detail_view(detail, open_matrix=self.push, run_rerun=self.rerun, offline=(self.heatmap, "offline"))
 
+    @property
+    def live_view(self) -> W.Widget | None:
+        """The view the live detail shows (None when it shows nothing)."""
+        return self._shown_box.children[0] if self._shown_box.children else None
+
     def _set_live_detail(self, children: Sequence[W.Widget]) -> None:
-        """Replace the live detail, closing the old view's widgets (unless kept among the recent views), and show
-        it."""
-        old = self.detail.children
-        self.detail.children = tuple(children)
-        kept = {id(view) for _m, _d, view in self._recent_views.values()}
-        close_tree(*(w for w in old if id(w) not in kept and w not in children))
+        """Show one-off content in the live detail (closing the one-off content it replaces)."""
+        self._fill(self._other_box, children)
+        self._show_box(self._other_box)
+
+    def _fill(self, box: W.VBox, children: Sequence[W.Widget]) -> None:
+        old = box.children
+        box.children = tuple(children)
+        close_tree(*(w for w in old if w not in children))
+
+    def _show_box(self, box: W.VBox) -> None:
+        """Display `box` alone in the live detail, and the live detail in the Stack."""
+        if box is not self._shown_box:
+            self._shown_box.layout.display = "none"
+            box.layout.display = None
+            self._shown_box = box
         self._show_slot(LIVE_SLOT)
 
     def _show_slot(self, slot: int) -> None:
@@ -442,27 +463,25 @@ class Explorer(W.VBox):
             self._set_live_detail([self._view(detail)])
             return
         hit = self._recent_views.pop(key, None)
-        stale = []
         if hit is not None and hit[1] is detail:
-            view = hit[2]  # shown again as it is: no widgets built or sent
+            box = hit[2]  # shown again as it is: no widgets built or sent
         else:
-            view = self._view(detail)
-            stale = [hit[2]] if hit is not None else []  # an older result for this cell (the cache was cleared)
-        self._recent_views[key] = (self.matrix, detail, view)
-        while len(self._recent_views) > VIEW_CACHE_SIZE:
-            stale.append(self._recent_views.popitem(last=False)[1][2])
-        self._set_live_detail([view])
-        close_tree(*(w for w in stale if w is not view))  # closed after the page stopped showing them
+            if hit is not None:  # an older result for this cell (the cache was cleared): its box gets the new one
+                box = hit[2]
+            elif len(self._recent_views) < VIEW_CACHE_SIZE:
+                used = {id(b) for _m, _d, b in self._recent_views.values()}
+                box = next(b for b in self._view_boxes if id(b) not in used)
+            else:  # the least recently shown view makes room (never the shown one: it is the most recent)
+                box = self._recent_views.popitem(last=False)[1][2]
+            self._fill(box, [self._view(detail)])
+        self._recent_views[key] = (self.matrix, detail, box)
+        self._show_box(box)
 
     def forget_views(self, keep: Callable[[tuple[int, Any]], bool] = lambda _key: False) -> None:
         """Close the kept views of recent drill-downs (not the one shown), e.g. before saving the page: they would
         add to its widget state. `keep(key)` spares some."""
-        shown = set(map(id, self.detail.children))
-        for key in [k for k in self._recent_views if not keep(k)]:
-            view = self._recent_views[key][2]
-            if id(view) not in shown:
-                del self._recent_views[key]
-                close_tree(view)
+        for key in [k for k, (_m, _d, box) in self._recent_views.items() if not keep(k) and box is not self._shown_box]:
+            self._fill(self._recent_views.pop(key)[2], ())
 
     def _show_na(self, detail: Detail) -> None:
         self.last_detail = detail
@@ -625,7 +644,6 @@ class Explorer(W.VBox):
                 self._idle_collect.cancel()
         self._close_controls()
         views = [view for _m, cells in self._views.values() for _d, view in cells.values()]
-        views += [view for _m, _d, view in self._recent_views.values()]
         self._views.clear()
         self._recent_views.clear()
         self._detail_link.close()
