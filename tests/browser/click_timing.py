@@ -61,7 +61,7 @@ ARM_JS = """
         window.__hwClick = { ms: performance.now() - t0, widgetsMs,
                              charts: view.reduce((n, k) => n + k.querySelectorAll('.bqplot').length, 0),
                              firstCommOpenMs: comms.first, lastCommMs: comms.last, commOpens: comms.opened,
-                             text: view.map((k) => k.innerText).join('\n').slice(0, 200) };
+                             text: view.map((k) => k.innerText).join(' ').slice(0, 200) };
       }, 0));
     };
     poll();

@@ -251,7 +251,9 @@ def test_fifty_clicks_leave_the_front_ends_widget_models_flat(lab_page: Any) -> 
         r, c = cells[i % len(cells)]
         page.mouse.click(*page_point(root, *cell_center(root, r, c)))
         page.wait_for_function(
-            "([el, row, col]) => { const t = el.querySelector('.hw-detail-title');"
+            # The displayed title (the explorer keeps recent cells' views hidden beside it).
+            "([el, row, col]) => { const t = Array.from(el.querySelectorAll('.hw-detail-title'))"
+            ".find((x) => x.getClientRects().length > 0);"
             " return t && t.textContent.includes(row) && t.textContent.includes(col); }",
             arg=[detail.element_handle(), labels["rows"][r], labels["cols"][c]], timeout=60_000)
         if i % 10 == 9:
