@@ -15,8 +15,9 @@ live detail with only the shown box displayed: a click on one of those cells onl
 saved with widget state carries those hidden views too; `Explorer.forget_views()` drops them (export does).
 
 Memory: a fresh computation's freed activations are given back by a cheap young-generation collection right after
-its result is shown, and by a full collection once the explorer has been idle for `IDLE_COLLECT_S` (a full
-`gc.collect()` costs ~0.5 s in a kernel with a model loaded, more than a drill-down); cache hits collect nothing.
+its result is shown; after every `FULL_COLLECT_EVERY` fresh computations a full collection runs once the explorer
+has been idle for `IDLE_COLLECT_S` (a full `gc.collect()` costs ~0.5 s in a kernel with a model loaded, more than a
+drill-down, and blocks a click that arrives meanwhile); cache hits collect nothing.
 
 Precomputed drill-downs (`precompute`, `hw.explore(m, precompute=True)`) are detail views built once and kept in an
 `ipywidgets.Stack` whose `selected_index` is jslink-ed to the heatmap's `detail_index`: the page switches views by
@@ -53,7 +54,8 @@ __all__ = ["Explorer", "explore", "OPTION_CHOICES", "Precomputed", "NOT_PRECOMPU
 
 CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
 VIEW_CACHE_SIZE = 8  # built detail views of the last cells shown, kept for instant re-display (module docstring)
-IDLE_COLLECT_S = 1.0  # a full garbage collection runs this long after the last fresh computation
+FULL_COLLECT_EVERY = 16  # fresh computations between full garbage collections (module docstring)
+IDLE_COLLECT_S = 1.0  # ... each run this long after the last fresh computation
 DEFAULT_BUDGET_MB = 25.0  # precomputed detail views, in saved widget state
 NOT_PRECOMPUTED = "not precomputed in this report — re-run the notebook to explore it"
 LIVE_SLOT, NOTICE_SLOT, FIRST_VIEW = 0, 1, 2  # the detail Stack's children (js/src/details.ts)
@@ -138,6 +140,7 @@ class Explorer(W.VBox):
         # Views of the last drill-downs shown (LRU, module docstring): cache key -> (matrix, detail, box of its view).
         self._recent_views: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Detail, W.VBox]] = OrderedDict()
         self._idle_collect: threading.Timer | None = None  # the pending full collection (_after_fresh_run)
+        self._fresh_runs = 0  # fresh computations since the last full collection
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
@@ -374,9 +377,12 @@ class Explorer(W.VBox):
         return fut
 
     def _after_fresh_run(self) -> None:
-        """Collect what a computation freed: the young generations now (cheap), everything once the explorer has
-        been idle for IDLE_COLLECT_S (a later fresh run postpones it; a full collection costs more than a drill)."""
+        """Collect what a computation freed: the young generations now (cheap); every FULL_COLLECT_EVERY runs,
+        everything once the explorer has been idle for IDLE_COLLECT_S (a later fresh run postpones it)."""
         _release_memory()
+        self._fresh_runs += 1
+        if self._fresh_runs < FULL_COLLECT_EVERY:
+            return
         timer = threading.Timer(IDLE_COLLECT_S, self._collect_if_idle)
         timer.daemon = True
         with self._lock:
@@ -387,6 +393,7 @@ class Explorer(W.VBox):
 
     def _collect_if_idle(self) -> None:
         if self.progress.layout.visibility != "visible":  # nothing running (a running one schedules its own)
+            self._fresh_runs = 0
             _release_memory(full=True)
 
     def _is_current(self, rid: int) -> bool:
@@ -694,6 +701,12 @@ def open_explorers() -> list[Explorer]:
     return [ex for ex in alive if ex is not None and ex.comm is not None]
 
 
+def forget_all_views() -> None:
+    """Drop every open explorer's hidden views of recent clicks (`Explorer.forget_views`), e.g. before saving."""
+    for ex in open_explorers():
+        ex.forget_views()
+
+
 def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_MB,
                    reserved_bytes: int = 0) -> list[dict[str, Any]]:
     """Precompute every open explorer's drill-downs within one budget for the whole page (what `heatwidget export`
@@ -705,8 +718,7 @@ def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_M
     from ipywidgets.widgets.widget import _instances
 
     explorers = open_explorers()
-    for ex in explorers:
-        ex.forget_views()  # hidden views of recent clicks would take budget in the saved page
+    forget_all_views()  # hidden views of recent clicks would take budget in the saved page
     page = sum(_own_state_bytes(w) for w in list(_instances.values()) if w.comm is not None)
     left = int(budget_mb * 1e6) - page - reserved_bytes
     out = []

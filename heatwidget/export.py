@@ -236,7 +236,8 @@ def _mark_unsaved_views(nb: Any) -> int:
 _FINAL_CELL = """\
 import json as _hw_json
 from ipywidgets import Widget as _HwWidget
-from heatwidget.explorer import precompute_all as _hw_precompute_all
+from heatwidget.explorer import forget_all_views as _hw_forget_views, precompute_all as _hw_precompute_all
+_hw_forget_views()  # hidden views of recent live clicks are not part of the report
 _hw_report = _hw_precompute_all({cells!r}, {budget_mb!r}, {reserved!r}) if {cells!r} != "none" else []
 with open({path!r}, "w", encoding="utf-8") as _hw_f:
     _hw_json.dump({{"report": _hw_report, "state": _HwWidget.get_manager_state(drop_defaults=False)["state"]}},

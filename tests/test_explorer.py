@@ -374,7 +374,7 @@ def test_recent_cells_show_their_kept_view_without_building_widgets():
     """A cached click on one of the last VIEW_CACHE_SIZE cells shown re-shows its view: nothing is built or sent,
     only which box of the live detail is displayed changes; older views are closed, so the number of live widgets
     stays bounded."""
-    from heatwidget.explorer import VIEW_CACHE_SIZE
+    from heatwidget.explorer import VIEW_CACHE_SIZE, forget_all_views
 
     m = hw.HeatMatrix(np.random.default_rng(0).random((4, 4)).astype(np.float32)).with_drill(_kl_like_drill)
     ex = hw.explore(m)
@@ -406,18 +406,21 @@ def test_recent_cells_show_their_kept_view_without_building_widgets():
     ex.wait()
     assert ex.live_view is not shown and shown.comm is None
     kept = [box.children[0] for _m, _d, box in ex._recent_views.values() if box.children[0] is not ex.live_view]
-    ex.forget_views()  # what export does before saving: hidden views closed, the shown one stays
+    forget_all_views()  # what export does before saving: hidden views closed, the shown one stays
     assert kept and all(v.comm is None for v in kept) and ex.live_view.comm is not None
     ex.close()
 
 
 def test_only_fresh_computations_collect_garbage_and_the_full_collection_waits_for_idle(monkeypatch):
+    """Cache hits collect nothing; a fresh run collects the young generations after its result is shown; every
+    FULL_COLLECT_EVERY fresh runs, a full collection runs once the explorer is idle."""
     import heatwidget.explorer as explorer
 
     calls = []
     real = explorer._release_memory
     monkeypatch.setattr(explorer, "_release_memory", lambda full=False: (calls.append(full), real(full)))
     monkeypatch.setattr(explorer, "IDLE_COLLECT_S", 0.2)
+    monkeypatch.setattr(explorer, "FULL_COLLECT_EVERY", 2)
     ex = hw.explore(matrix(rich_drill))
     ex.select(0, 0)
     ex.wait()
@@ -430,7 +433,7 @@ def test_only_fresh_computations_collect_garbage_and_the_full_collection_waits_f
     deadline = time.monotonic() + 10
     while calls[-1] is not True and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert calls == [False, False, True]  # one full collection once idle (the first one was postponed)
+    assert calls == [False, False, True]  # one full collection, after the second fresh run, once idle
     ex.precompute([(0, 0), (0, 1)])  # all cached: nothing to collect
     time.sleep(0.4)
     assert calls == [False, False, True]
