@@ -198,7 +198,10 @@ def test_execute_precomputes_the_explorers_within_the_budget(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     code = ("import numpy as np, heatwidget as hw\n"
             "m = hw.HeatMatrix(np.arange(12, dtype=np.float32).reshape(3, 4))\n"
-            "hw.explore(m)")
+            "ex = hw.explore(m)\n"
+            "for c in range(3):\n"  # live clicks: the explorer keeps their views hidden, export drops them
+            "    ex.select(0, c); ex.wait()\n"
+            "ex")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "ex.ipynb")
@@ -208,4 +211,6 @@ def test_execute_precomputes_the_explorers_within_the_budget(tmp_path: Path,
     assert len(saved.cells) == 1  # the notebook itself is untouched
     html = out.read_text(encoding="utf-8")
     assert "Details precomputed for 5 of 12 cells" in html
+    # Views: 5 precomputed + the shown live one; the 2 hidden views of earlier clicks were dropped.
+    assert html.count("class='hw-detail-title'") == 6, html.count("class='hw-detail-title'")
     assert "precompute_all" not in html and "get_manager_state" not in html  # the final cell is not in the page
