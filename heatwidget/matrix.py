@@ -15,13 +15,27 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HeatMatrix", "Detail", "Chart", "Series", "MAX_CELLS"]
+__all__ = ["HeatMatrix", "Detail", "Chart", "Series", "MAX_CELLS", "suggests_log_scale"]
 
 # A matrix larger than this is refused at construction: it would not fit a browser tab anyway (the widget
 # downsamples above its own, lower, limit). 50M float32 cells = 200 MB.
 MAX_CELLS = 50_000_000
 
 Drill = Callable[["HeatMatrix", int, int], "Detail"]
+
+
+def suggests_log_scale(values: Any, decades: float = 2.0) -> bool:
+    """True when a log colour scale reads better: no negative values, and the positive ones span at least
+    ``decades`` powers of ten (on a linear scale the largest cells would turn every other cell white).
+
+    Analyses store the answer as ``meta["log"]``; the widget starts on a log scale when it is True.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    pos = v[v > 0]
+    if pos.size < 2 or (v < 0).any():
+        return False
+    return bool(math.log10(pos.max() / pos.min()) >= decades)
 
 
 @dataclass

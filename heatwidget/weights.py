@@ -31,7 +31,7 @@ from ._lm import LM
 from ._offload import live_param
 from ._progress import progress
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
-from .matrix import Chart, Detail, HeatMatrix, Series
+from .matrix import Chart, Detail, HeatMatrix, Series, suggests_log_scale
 
 __all__ = ["weight_change", "module_stats", "WeightMismatchError", "CheckpointError", "CHANGE_STATS",
            "MODULE_STATS", "effective_rank"]
@@ -331,6 +331,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     drill = _ChangeDrill(sa, sb, stat, float(eps), dev)
     m = HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
                    col_title="Module", metric=metric, meta=meta, drill=drill)
+    m.meta["log"] = suggests_log_scale(m.values)
     return m.with_recompute(lambda **o: weight_change(a, b, **{"stat": stat, "eps": eps, "device": device, **o}))
 
 

@@ -47,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the world, the data order and the init")
     p.add_argument("--countries", type=int, default=400)
     p.add_argument("--filler", type=float, default=0.2, help="fraction of filler documents")
+    p.add_argument("--per-fact-mults", action="store_true",
+                   help="draw each fact's multiplicity on its own, not one per country (see world.make_world)")
+    p.add_argument("--answer-style", choices=("word", "sentence"), default="word",
+                   help="how the question/answer documents answer: the bare name, or a short sentence")
+    p.add_argument("--tokenizer", default=None,
+                   help="reuse the tokenizer saved in this directory (e.g. the shipped weights) instead of "
+                        "training one on the corpus")
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--log-every", type=int, default=50)
@@ -118,9 +125,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    world = make_world(seed=args.seed, n_countries=args.countries)
+    world = make_world(seed=args.seed, n_countries=args.countries, per_fact_mults=args.per_fact_mults,
+                       answer_style=args.answer_style)
     docs_text = corpus(world, filler_frac=args.filler)
-    tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
+    if args.tokenizer:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
     # Each document is "<s> sentence </s>" (the tokenizer adds <s>): prompts at inference look like training.
     docs = [ids + [tokenizer.eos_token_id] for ids in tokenizer(docs_text)["input_ids"]]
     n_tokens = sum(len(d) for d in docs)
