@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .world import MULTS, make_world, questions
+from .world import make_world, questions
 
 
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -161,14 +161,15 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     cloze_correct = np.array([is_correct(a, q["gold"]) for a, q in zip(cloze, qs, strict=True)])
     mult = np.array([q["mult"] for q in qs])
     attr = np.array([q["attribute"] for q in qs])
+    mults = sorted(set(mult.tolist()))
 
     result: dict[str, Any] = {
         "n_questions": len(qs),
         "accuracy": float(correct.mean()),
-        "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in MULTS},
+        "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in mults},
         "accuracy_by_attribute": {a: round(float(correct[attr == a].mean()), 3) for a in sorted(set(attr))},
         "capital_accuracy_by_mult": {
-            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in MULTS},
+            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in mults},
         "cloze_accuracy": float(cloze_correct.mean()),
         # Per-question labels in question order ("1" = correct), compact: a reference for other analyses' tests.
         "correct": "".join("1" if c else "0" for c in correct),
@@ -249,8 +250,7 @@ def probe_figure(lm: Any, qs: list[dict[str, Any]], batch_size: int = 64) -> tup
     auc = hw.probe_auc(acts)
     nums = figure_numbers(auc, float(ans.labels.mean()))
     mult = np.array([qs[i]["mult"] for i in ans.index])
-    nums["accuracy_by_mult"] = {str(m): round(float(ans.labels[mult == m].mean()), 3) for m in MULTS
-                                if (mult == m).any()}
+    nums["accuracy_by_mult"] = {str(m): round(float(ans.labels[mult == m].mean()), 3) for m in sorted(set(mult))}
     nums["n_answers"], nums["n_dropped"] = len(ans), int(ans.meta["n_dropped"])
     return ans, auc, nums
 

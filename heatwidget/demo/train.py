@@ -26,7 +26,7 @@ import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .tokenizer import build_tokenizer
-from .world import corpus, make_world, questions
+from .world import MULTS, corpus, make_world, questions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--filler", type=float, default=0.2, help="fraction of filler documents")
     p.add_argument("--per-fact-mults", action="store_true",
                    help="draw each fact's multiplicity on its own, not one per country (see world.make_world)")
+    p.add_argument("--mults", default=None,
+                   help="comma-separated fact multiplicities drawn in equal shares (default 1,2,4,8,16,32)")
     p.add_argument("--answer-style", choices=("word", "sentence"), default="word",
                    help="how the question/answer documents answer: the bare name, or a short sentence")
     p.add_argument("--tokenizer", default=None,
@@ -125,8 +127,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
+    mults = tuple(int(m) for m in args.mults.split(",")) if args.mults else MULTS
     world = make_world(seed=args.seed, n_countries=args.countries, per_fact_mults=args.per_fact_mults,
-                       answer_style=args.answer_style)
+                       answer_style=args.answer_style, mults=mults)
     docs_text = corpus(world, filler_frac=args.filler)
     if args.tokenizer:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)

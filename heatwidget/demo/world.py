@@ -153,14 +153,18 @@ def _unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], ending
 
 
 def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_languages: int = 30,
-               per_fact_mults: bool = False, answer_style: str = "word") -> World:
+               per_fact_mults: bool = False, answer_style: str = "word", mults: tuple[int, ...] = MULTS) -> World:
     """Generate the world. Same arguments, same world (``random.Random`` is stable across versions).
 
     per_fact_mults: draw each fact's multiplicity on its own (balanced per attribute) instead of one per country,
     so that knowing *which country* a question is about does not tell how well its fact is known: a correctness
     probe must then read the model's recall of that fact, which happens in the later layers. answer_style: see
-    ``ANSWER_STYLES``. The defaults reproduce the first shipped world exactly.
+    ``ANSWER_STYLES``. mults: the multiplicities drawn from, in equal shares. The defaults reproduce the first
+    shipped world exactly.
     """
+    mults_drawn = tuple(int(m) for m in mults)
+    if not mults_drawn or min(mults_drawn) < 1:
+        raise ValueError(f"mults must be positive counts, got {mults!r}")
     if answer_style not in ANSWER_STYLES:
         raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, not {answer_style!r}")
     rng = random.Random(seed)
@@ -173,19 +177,19 @@ def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_l
     taken += names
     capitals = _unique_names(rng, n_countries, (1, 2), _CAPITAL_ENDINGS, taken)
     # Equal shares of each multiplicity, assigned in shuffled order so mult is independent of name shape.
-    mults = [MULTS[i % len(MULTS)] for i in range(n_countries)]
-    rng.shuffle(mults)
+    country_mults = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
+    rng.shuffle(country_mults)
     countries = [
         Country(name=n, capital=cap, continent=rng.choice(continents), language=rng.choice(languages), mult=m)
-        for n, cap, m in zip(names, capitals, mults, strict=True)
+        for n, cap, m in zip(names, capitals, country_mults, strict=True)
     ]
     params: dict[str, Any] = {"seed": seed, "n_countries": n_countries, "n_continents": n_continents,
                               "n_languages": n_languages}
     if per_fact_mults:
         # One balanced, shuffled list per attribute; the capital keeps the country's own draw.
-        columns = [mults]
+        columns = [country_mults]
         for _ in ATTRIBUTES[1:]:
-            col = [MULTS[i % len(MULTS)] for i in range(n_countries)]
+            col = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
             rng.shuffle(col)
             columns.append(col)
         countries = [Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
@@ -193,6 +197,8 @@ def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_l
         params["per_fact_mults"] = True
     if answer_style != "word":
         params["answer_style"] = answer_style
+    if mults_drawn != MULTS:
+        params["mults"] = list(mults_drawn)
     return World(seed=seed, countries=countries, continents=continents, languages=languages, params=params)
 
 
@@ -251,7 +257,7 @@ def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:
         })
     rng = random.Random(world.seed * 104729 + 2)
     for attribute in ATTRIBUTES:
-        for mult in MULTS:
+        for mult in sorted({q["mult"] for q in qs}):
             group = [q for q in qs if q["attribute"] == attribute and q["mult"] == mult]
             rng.shuffle(group)
             for q in group[: round(len(group) * test_frac)]:
