@@ -25,8 +25,10 @@ Drill = Callable[["HeatMatrix", int, int], "Detail"]
 
 
 def suggests_log_scale(values: Any, decades: float = 2.0) -> bool:
-    """True when a log colour scale reads better: no negative values, and the positive ones span at least
-    ``decades`` powers of ten (on a linear scale the largest cells would turn every other cell white).
+    """True when a log colour scale reads better: no negative values, and the largest value is at least ``decades``
+    powers of ten above the typical (median) positive one, so that on a linear scale a few large cells would turn
+    every other cell white. (Measured from the median, not the minimum: a figure whose cells are all of one size
+    but a few near-zero ones reads best linear.)
 
     Analyses store the answer as ``meta["log"]``; the widget starts on a log scale when it is True.
     """
@@ -35,7 +37,7 @@ def suggests_log_scale(values: Any, decades: float = 2.0) -> bool:
     pos = v[v > 0]
     if pos.size < 2 or (v < 0).any():
         return False
-    return bool(math.log10(pos.max() / pos.min()) >= decades)
+    return bool(math.log10(pos.max() / np.median(pos)) >= decades)
 
 
 @dataclass

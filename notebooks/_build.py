@@ -19,6 +19,23 @@ SETUP = """import heatwidget as hw
 lm = hw.demo_model()          # the shipped demo model: 8 Llama blocks trained on a synthetic fact world
 lm"""
 
+# The probe figure beside the paper's baseline (the model's own answer log-probability), on all demo questions.
+PROBE = """from heatwidget.demo import exact_answer
+import ipywidgets as W
+
+qs_all = hw.demo_questions()   # every demo question: capitals, continents and languages
+ans = hw.answer(lm, qs_all, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS)
+print(ans)
+acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid")
+auc = hw.probe_auc(acts, test_size=0.2, seed=0)
+base = auc.meta["baselines"]   # AUC of the model's answer log-probability on the same test answers
+baseline = hw.HeatMatrix([[v] for v in base.values()], list(base), ["AUC"], title="answer log-probability",
+                         row_title="baseline", metric="AUC", meta={"vmin": 0.5, "vmax": 1.0})
+W.HBox([hw.explore(auc), hw.Heatmap(baseline)])"""
+
+# What the probe figure shows on the shipped demo model (measured: docs/demo-model.md).
+PROBE_READING = "PROBE_READING"
+
 FINETUNE = """import tempfile, torch
 from heatwidget.demo import WEIGHTS_DIR
 
@@ -60,8 +77,10 @@ print("model:", lm.tokenizer.decode(out[0, enc["input_ids"].shape[1]:]))"""),
         ("md", """## 1. Layer × generated-token KL
 Skip each layer in turn (block output := block input) and measure KL(clean ‖ intervened) of the next-token
 distribution at each generated token. All layers run as one batched pass that resumes from the clean activations."""),
+        ("md", """The analysis suggests a log colour scale (skipping layer 0 costs nats, the other layers hundredths of
+one), so the widget opens on it and its colour bar says so; untick "log scale" to compare."""),
         ("code", """m = hw.ablation_kl(lm, q["question"], max_new_tokens=5)
-ex = hw.explore(m, log=True)
+ex = hw.explore(m)
 ex"""),
         ("md", """Clicking a cell runs `m.drill(row, col)` in the kernel. The same from code (what a click does):"""),
         ("code", """ex.select(3, 0)
@@ -75,12 +94,11 @@ print("re-run entry points:", list(d.reruns))"""),
 js = hw.knockout_js(lm, [x["prompt"] for x in facts], [x["subject"] for x in facts], noise_ref="residual")
 hw.explore(js)"""),
         ("md", """## 3. Probe AUC per (layer, token)
-Generate answers, label them against the gold answers, locate the exact answer tokens and fit one linear probe
-per (layer, position) cell, all at once."""),
-        ("code", """ans = hw.answer(lm, hw.demo_questions(attribute="capital"), max_new_tokens=12)
-acts = hw.collect(lm, ans, positions=hw.PAPER_POSITIONS)
-auc = hw.probe_auc(acts)
-hw.explore(auc, vmin=0.5, vmax=1.0)"""),
+Answer **all** demo questions (capitals, continents and languages), label the answers against the gold answers,
+locate the exact answer inside each answer sentence, and fit one linear probe per (layer, position) cell, all at
+once. Beside it, the paper's baseline: how well the model's own answer log-probability tells right from wrong."""),
+        ("code", PROBE),
+        ("md", PROBE_READING),
         ("md", """## 4. Module × layer weight change
 Fine-tune a copy of the demo model for a few steps on new facts, save it, and compare the two checkpoints
 module by module (streamed tensor by tensor from the safetensors files)."""),
@@ -148,11 +166,8 @@ As in Orgad et al. 2024, "LLMs Know More Than They Show": greedy answers are lab
 the gold answers, the exact answer is located in the generated tokens, and one logistic-regression probe per
 (layer, token position) predicts correctness from the residual stream; the cell is the held-out ROC AUC."""),
         ("code", SETUP),
-        ("code", """ans = hw.answer(lm, hw.demo_questions(attribute="capital"), max_new_tokens=12)
-print(ans)
-acts = hw.collect(lm, ans, positions=hw.PAPER_POSITIONS, site="resid")
-auc = hw.probe_auc(acts, test_size=0.2, seed=0)
-hw.Heatmap(auc, colormap="blues", vmin=0.5, vmax=1.0)"""),
+        ("code", PROBE),
+        ("md", PROBE_READING),
         ("md", """All 120 probes were fitted together (L-BFGS whitened by Böhning's bound on a CPU, Newton on a GPU), to the
 optimum sklearn's `LogisticRegression(C=1)` converges to; `benchmarks/bench_probe.py --converged` compares the two."""),
         ("code", """{k: auc.meta["solver"][k] for k in ("method", "n_iter_max", "all_converged", "seconds")}"""),

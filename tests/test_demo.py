@@ -303,3 +303,18 @@ def test_shipped_probe_rises_above_chance_with_depth(shipped) -> None:
     assert min(aucs) > 0.65 and max(aucs) > 0.7, aucs
     shuffled = np.random.default_rng(0).permutation(correct)
     assert auc(last, shuffled) < 0.62  # the probe reads correctness, not an artefact of the split
+
+
+def test_shipped_kl_figure_opens_on_the_log_scale_it_suggests() -> None:
+    import heatwidget as hw
+
+    lm = demo_model()
+    qs = demo_questions(attribute="capital")
+    q = next(x for x in qs if x["mult"] == max(y["mult"] for y in qs))
+    m = hw.ablation_kl(lm, q["question"], max_new_tokens=2)
+    # skipping layer 0 costs nats, the other layers hundredths: linear, every other cell would be white
+    assert m.values[0].min() > 100 * np.median(m.values[1:])
+    assert m.meta["log"] is True
+    ex = hw.explore(m)
+    assert ex.heatmap.log is True and "log scale" in ex.heatmap.to_svg()
+    assert hw.explore(m, log=False).heatmap.log is False

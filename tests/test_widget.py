@@ -390,12 +390,14 @@ def test_suggested_log_scale_is_the_default_and_follows_new_matrices_until_the_u
     import heatwidget as hw
     from heatwidget.matrix import suggests_log_scale
 
-    assert suggests_log_scale([[9.4, 0.42], [0.09, 0.1]])  # layer 0's skip next to the others: 2 decades
+    kl = [[9.4, 6.0], [0.04, 0.02], [0.05, 0.03]]  # layer 0's skip costs nats, the other layers hundredths
+    assert suggests_log_scale(kl)
     assert not suggests_log_scale([[0.6, 0.9]])  # within a decade
+    assert not suggests_log_scale([[0.3, 0.2, 1e-8], [0.25, 0.2, 0.1]])  # one near-zero cell: linear reads best
     assert not suggests_log_scale([[-1.0, 0.001, 5.0]])  # negative values: no log scale
     assert not suggests_log_scale([[np.nan, 3.0]])  # one positive value spans nothing
 
-    spread = hw.HeatMatrix(np.array([[9.4, 0.42], [0.09, 0.1]]), meta={"log": True})
+    spread = hw.HeatMatrix(np.array(kl), meta={"log": True})
     flat = hw.HeatMatrix(np.array([[0.6, 0.7], [0.8, 0.9]]))
     w = Heatmap(spread)
     assert w.log is True
