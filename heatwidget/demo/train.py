@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default=None,
                    help="reuse the tokenizer saved in this directory (e.g. the shipped weights) instead of "
                         "training one on the corpus")
+    p.add_argument("--init-from", default=None,
+                   help="continue from the model saved in this directory (a second stage: its config wins over "
+                        "--layers/--hidden/...; its training.json is recorded as the first stage)")
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--log-every", type=int, default=50)
@@ -139,14 +142,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     docs = [ids + [tokenizer.eos_token_id] for ids in tokenizer(docs_text)["input_ids"]]
     n_tokens = sum(len(d) for d in docs)
 
-    model = make_model(args, tokenizer)
+    if args.init_from:
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        torch.manual_seed(args.seed)
+    else:
+        model = make_model(args, tokenizer)
     model.train()
     opt = _optimizer(model, args)
     data = batches(docs, args.seq_len, args.batch, seed=args.seed + 1)
 
     qs = questions(world)
-    # A fixed, mult-stratified sample: enough to see whether accuracy is heading into the mixed range.
-    probe_qs = qs[:: max(1, len(qs) // 240)]
+    # A fixed sample of every attribute and multiplicity: enough to see whether accuracy is heading into the mixed
+    # range (a plain stride would pick one attribute only when it is a multiple of 3).
+    probe_qs = random.Random(args.seed).sample(qs, min(240, len(qs)))
     curve: list[dict[str, float]] = []
     acc_curve: list[dict[str, float]] = []
     window: list[float] = []
@@ -190,6 +198,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "loss": {"first": curve[0]["loss"] if curve else None, "last": curve[-1]["loss"] if curve else None,
                  "curve": curve},
         "accuracy_curve": acc_curve,
+        "first_stage": _first_stage(args.init_from),
         "args": vars(args),
         "params": sum(p.numel() for p in model.parameters()),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -203,6 +212,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     info["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _first_stage(init_from: str | None) -> dict[str, Any] | None:
+    """What the run continued from: its arguments, steps and wall time (from its training.json)."""
+    if not init_from:
+        return None
+    path = Path(init_from) / "training.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    return {"dir": str(init_from), "args": info.get("args"), "steps": info.get("steps"),
+            "train_wall_s": info.get("train_wall_s"), "first_stage": info.get("first_stage")}
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path, dtype: str) -> None:
