@@ -34,7 +34,10 @@ baseline = hw.HeatMatrix([[v] for v in base.values()], list(base), ["AUC"], titl
 W.HBox([hw.explore(auc), hw.Heatmap(baseline)])"""
 
 # What the probe figure shows on the shipped demo model (measured: docs/demo-model.md).
-PROBE_READING = "PROBE_READING"
+PROBE_READING = """On this small demo model the figure is flat: every cell reads correctness a little (AUC ≈ 0.6–0.76),
+with no rise with depth and no peak at the exact answer, and the model's own answer log-probability (AUC ≈ 0.92)
+beats every probe — the seed figures' structure needs a model whose hidden states know more than its
+confidence shows (`docs/demo-model.md` has the numbers and what was tried)."""
 
 FINETUNE = """import tempfile, torch
 from heatwidget.demo import WEIGHTS_DIR

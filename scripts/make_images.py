@@ -87,7 +87,7 @@ def probe_figure(lm: Any, qs: list[dict]) -> tuple[Any, Any, str]:
     base = auc.meta["baselines"]
     names = list(base)
     baseline = hw.HeatMatrix(np.array([[base[k]] for k in names], dtype=np.float32), names, ["AUC"],
-                             title="Answer log-probability baselines", row_title="score", col_title="",
+                             title="log-probability", row_title="baseline", col_title="",
                              metric="AUC", meta={"vmin": 0.5, "vmax": 1.0, "colormap": "blues"})
     layer, col = f["best_cell"]
     reading = (f"{f['n_answers']} answers, {f['accuracy']:.0%} correct: AUC peaks at {f['best_auc']:.2f} "
@@ -157,8 +157,8 @@ def explorer_picture(browser: Any, out: Path, workdir: Path, row: int = 3) -> Pa
         page.wait_for_timeout(1500)  # bqplot animates its first draw
         box = page.locator(".heatwidget-explorer").first.bounding_box()
         # The heatmap, the buttons, the chart and the top of the tables: the rest of the detail is long.
-        page.screenshot(path=str(out), clip={"x": box["x"], "y": box["y"], "width": box["width"],
-                                             "height": min(box["height"], 980)})
+        page.screenshot(path=str(out), full_page=True, clip={"x": box["x"], "y": box["y"], "width": box["width"],
+                                                             "height": min(box["height"], 1040)})
     finally:
         page.close()
     return out
