@@ -147,12 +147,13 @@ class Config:
             raise ValueError(f"memory_budget_mb must be None or a positive number, got {self.memory_budget_mb!r}")
 
 
-_config: contextvars.ContextVar[Config] = contextvars.ContextVar("heatwidget_config", default=Config())
+_config: contextvars.ContextVar[Config | None] = contextvars.ContextVar("heatwidget_config", default=None)
+_DEFAULTS = Config()
 
 
 def current_config() -> Config:
     """The execution settings in effect here (the innermost `with config(...)`, else the defaults)."""
-    return _config.get()
+    return _config.get() or _DEFAULTS
 
 
 class config:  # noqa: N801 - used as `with hw.config(executor="ray", workers=4):`

@@ -22,7 +22,7 @@ import torch
 
 from .. import hooks
 from .._lm import LM
-from ._engine import Clean
+from ._engine import Clean, keep_logits_arg
 
 __all__ = ["PrefixCache", "SuffixBase", "base_forward", "prepare", "cut_call", "suffix_clean"]
 
@@ -81,7 +81,7 @@ def base_forward(lm: LM, ids: torch.Tensor) -> tuple[SuffixBase, torch.Tensor]:
     the cut calls verified by `prepare`."""
     layers = list(lm.anatomy.layers)
     with torch.inference_mode(), hooks.record_calls(layers) as calls, hooks.capture({0: layers[-1]}) as fin:
-        logits = lm.model(input_ids=ids, use_cache=True).logits[0, -1]
+        logits = lm.model(input_ids=ids, use_cache=True, **keep_logits_arg(lm.model, 1)).logits[0, -1]
     rec = [calls[i] for i in range(len(layers))]
     inputs = [c.hidden for c in rec]
     for c in rec:

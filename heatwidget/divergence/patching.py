@@ -40,7 +40,7 @@ from .._offload import live_param
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, run_analysis
 from ..matrix import Chart, Detail, HeatMatrix, Series
 from . import _common as C
-from ._engine import Edit, RowSpec, forward_clean, run_rows
+from ._engine import Edit, RowSpec, forward_clean, keep_logits_arg, run_rows
 from ._stats import log_probs
 from ._suffix import SuffixBase, base_forward, prepare, suffix_clean
 from .knockout import corruption_noise, subject_positions
@@ -118,7 +118,7 @@ def _setup(lm: LM, item: PatchItem, seed: int, noise_ref: str, noise_scale: floa
     mods = {(s, j): m for s in PATCH_SITES for j, m in enumerate(_site_modules(lm, s))}
     with torch.inference_mode(), hooks.capture(mods) as acts, \
             hooks.capture({0: lm.anatomy.layers[0]}, what="input") as emb:
-        logits = lm.model(input_ids=ids, use_cache=False).logits[0, -1]
+        logits = lm.model(input_ids=ids, use_cache=False, **keep_logits_arg(lm.model, 1)).logits[0, -1]
     clean = {s: [acts[(s, j)][0] for j in range(lm.n_layers)] for s in PATCH_SITES}
     if item.corrupted is not None:
         return _Setup(ids, lm.encode(item.corrupted)["input_ids"], [], None, None, clean, log_probs(logits))
@@ -317,10 +317,11 @@ def patched_log_probs(lm: LM, item: PatchItem, *, site: str, layer: int, positio
     mods = _site_modules(lm, site)
     layers = [layer] if site == "resid" else patch_window(layer, window, lm.n_layers)
     edits = [hooks.edit_output(mods[j], _restore_fn(position, s.clean[site][j][position])) for j in layers]
+    keep = keep_logits_arg(lm.model, 1)
     with torch.inference_mode(), s.corruption(lm):
-        corrupted = log_probs(lm.model(input_ids=s.base_ids, use_cache=False).logits[0, -1])
+        corrupted = log_probs(lm.model(input_ids=s.base_ids, use_cache=False, **keep).logits[0, -1])
         with hooks.stack(*edits):
-            patched = log_probs(lm.model(input_ids=s.base_ids, use_cache=False).logits[0, -1])
+            patched = log_probs(lm.model(input_ids=s.base_ids, use_cache=False, **keep).logits[0, -1])
     return s.clean_logp, corrupted, patched
 
 
