@@ -177,6 +177,16 @@ class config:  # noqa: N801 - used as `with hw.config(executor="ray", workers=4)
         _config.reset(self._token)
 
 
+@contextlib.contextmanager
+def _active(cfg: Config):
+    """Make `cfg` the settings in effect (what `per_item`, `reduce` and `drill` read with current_config())."""
+    token = _config.set(cfg)
+    try:
+        yield cfg
+    finally:
+        _config.reset(token)
+
+
 def resolve_config(override: Config | Mapping[str, Any] | None) -> Config:
     """The settings for one call: the context's, with a per-call `config=` override on top."""
     base = current_config()
@@ -276,11 +286,13 @@ def _model_lock(lm: Any) -> contextlib.AbstractContextManager:
     return model_lock(lm.model)
 
 
-def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any]) -> list[Any]:
-    """`per_item` over a shard of items (what each Ray worker runs, on its model replica)."""
+def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],
+                   settings: Config | None = None) -> list[Any]:
+    """`per_item` over a shard of items (what each Ray worker runs, on its model replica, under the driver's
+    execution settings)."""
     import torch
 
-    with torch.inference_mode():
+    with torch.inference_mode(), _active(settings or current_config()):
         return [per_item(lm, item, **options) for item in items]
 
 
@@ -300,7 +312,8 @@ def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, A
     groups = chunked(items, cfg.workers * 4)  # a few shards per worker: results stream back, retries stay small
     shards = [(analysis.per_item, g) for g in groups]
     out: list[list[Any] | None] = [None] * len(groups)
-    it = map_shards(lm, apply_per_item, shards, common={"options": options}, ray_address=cfg.ray_address,
+    it = map_shards(lm, apply_per_item, shards, common={"options": options, "settings": cfg},
+                    ray_address=cfg.ray_address,
                     num_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker)
     for i, res in progress(it, total=len(groups), desc=f"{analysis.name} (ray)", disable=cfg.progress is False):
         out[i] = res
@@ -320,11 +333,11 @@ def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options
     items = analysis.items(lm, **inputs, **opts)
     if _results is None:
         per_opts = analysis.item_options(opts)
-        with _model_lock(lm):
+        with _model_lock(lm), _active(cfg):
             run_items = _run_ray if cfg.executor == "ray" else _run_local
             _results = run_items(analysis, lm, items, per_opts, cfg)
     run = Run(analysis, lm, inputs, opts, items, _results, cfg)
-    with _model_lock(lm):
+    with _model_lock(lm), _active(cfg):
         table = analysis.reduce(run)
     return _matrix(run, table, time.perf_counter() - t0)
 
@@ -337,7 +350,7 @@ def _matrix(run: Run, table: Table, seconds: float) -> HeatMatrix:
     drill = None
     if a.drill is not None:
         def drill(m: HeatMatrix, r: int, c: int) -> Detail:
-            with _model_lock(run.lm):
+            with _model_lock(run.lm), _active(run.config):
                 return a.drill(run, m, r, c)  # type: ignore[misc]
 
     m = HeatMatrix(table.values, table.rows, table.cols, title=table.title, row_title=table.row_title,
