@@ -205,7 +205,7 @@ def story(p):
     return {f"{site} @ {p.cols[s]}": p.values[:, s], f"{site} @ {p.cols[last]}": p.values[:, last]}
 
 pd.DataFrame({k: v for p in panels.values() for k, v in story(p).items()}, index=m.rows).round(2)"""),
-        ("md", """Across facts: the same two columns averaged over 8 well-known facts (last subject token, last token)."""),
+        ("md", """Across facts: the same two columns averaged over 8 well-known facts."""),
         ("code", """import numpy as np
 
 facts = [q for q in hw.demo_questions() if q["mult"] >= 16][:8]
