@@ -367,7 +367,15 @@ def _recompute(run: Run, changes: dict[str, Any]) -> HeatMatrix:
     if unknown:
         raise TypeError(f"{a.name} cannot recompute with {unknown}: it takes {sorted(known)}")
     inputs = {**run.inputs, **{k: v for k, v in changes.items() if k in run.inputs}}
-    options = {**run.options, **{k: v for k, v in changes.items() if k not in run.inputs}}
-    item_keys = set(a.item_options(run.options))
-    reuse = not any(k in run.inputs or k in item_keys for k in changes)
-    return run_analysis(a, run.lm, inputs, options, run.config, _results=run.results if reuse else None)
+    options = a.check_options({**run.options, **{k: v for k, v in changes.items() if k not in run.inputs}})
+    same_items = all(_same(inputs[k], run.inputs[k]) for k in inputs) and all(
+        _same(options[k], run.options[k]) for k in a.item_options(options))
+    return run_analysis(a, run.lm, inputs, options, run.config, _results=run.results if same_items else None)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal plain values (a control re-sends unchanged options; arrays or odd types count as changed)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except (TypeError, ValueError):
+        return False

@@ -200,3 +200,27 @@ def test_patching_on_ray_equals_local(lm):
     assert remote.meta["p_corrupted"] == pytest.approx(local.meta["p_corrupted"], abs=1e-7)
     assert also.meta["executor"] == "ray" and also.meta["options"]["metric"] == "logit_diff"
     assert remote.drill(2, 3).charts  # drill-downs run on the driver's model
+
+
+def test_explorer_builds_controls_from_the_declared_options(lm):
+    import ipywidgets as W
+
+    m = hw.patching(lm, PROMPTS[0], subject="Biasland")
+    ex = hw.explore(m)
+    try:
+        ctl = {w.description: w for w in ex.controls.children if hasattr(w, "description")}
+        assert ctl["site"].options == ("resid", "mlp", "attn")  # not another analysis's sites
+        assert isinstance(ctl["window"], W.BoundedIntText) and ctl["window"].min == 1
+        assert isinstance(ctl["noise_scale"], W.BoundedFloatText) and ctl["noise_scale"].value == 3.0
+        assert isinstance(ctl["seed"], W.BoundedIntText) and ctl["noise_ref"].value == "embedding"
+        ctl["metric"].value = "logit_diff"
+        ctl["re-run"].click()
+        got = ex.wait(120)
+        assert ex.matrix is got and got.meta["options"]["metric"] == "logit_diff"
+        np.testing.assert_array_equal(got.values, m.meta["logit_diff"])
+        ctl = {w.description: w for w in ex.controls.children if hasattr(w, "description")}
+        ctl["site"].value, ctl["window"].value = "attn", 3
+        ctl["re-run"].click()
+        assert ex.wait(120).meta["options"] == {**got.meta["options"], "site": "attn", "window": 3}
+    finally:
+        ex.close()
