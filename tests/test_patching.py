@@ -219,3 +219,14 @@ def test_drill_and_reruns(demo, fact):
     assert resid.meta["options"]["site"] == "resid"
     assert float(resid.values[r, c]) == pytest.approx(table.loc["resid", "p(answer)"], abs=1e-5)
     assert d.texts["corruption"].startswith("N(0, ") and "mlp output of layer(s) [0, 1, 2]" in d.texts["restored"]
+
+
+def test_saved_matrix_keeps_its_provenance(demo, fact, tmp_path):
+    prompt, subject = fact
+    m = hw.patching(demo, prompt, subject=subject, layers=[0, 3])
+    back = hw.HeatMatrix.load(m.save(tmp_path / "trace"))
+    np.testing.assert_array_equal(back.values, m.values)
+    assert back.meta["analysis"] == "patching" and back.meta["options"]["layers"] == [0, 3]
+    assert back.meta["p_clean"] == m.meta["p_clean"] and back.meta["option_specs"]["site"]["choices"] == [
+        "resid", "mlp", "attn"]
+    np.testing.assert_array_equal(back.meta["logit_diff"], m.meta["logit_diff"])
