@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ._concurrency import model_lock
 from ._progress import check_cancelled, progress
 from .matrix import Detail, HeatMatrix
 
@@ -278,12 +279,8 @@ def provenance(lm: Any) -> dict[str, Any]:
 
 
 def _model_lock(lm: Any) -> contextlib.AbstractContextManager:
-    """The per-model lock every analysis holds while it runs (from `heatwidget._concurrency` where present)."""
-    try:
-        from ._concurrency import model_lock
-    except ImportError:  # a heatwidget without the concurrency module runs analyses unlocked, as before
-        return contextlib.nullcontext()
-    return model_lock(lm.model)
+    """The per-model lock every analysis holds while it runs: analyses on one model never interleave."""
+    return model_lock(lm)
 
 
 def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],

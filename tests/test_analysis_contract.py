@@ -224,3 +224,37 @@ def test_explorer_builds_controls_from_the_declared_options(lm):
         assert ex.wait(120).meta["options"] == {**got.meta["options"], "site": "attn", "window": 3}
     finally:
         ex.close()
+
+
+def test_driver_holds_the_model_lock(lm):
+    """While per_item, reduce and drill run, no other thread can start an analysis on the same model."""
+    from heatwidget._concurrency import model_lock
+
+    free: list[bool] = []
+
+    def other_thread_can_lock() -> None:
+        def try_lock():
+            lock = model_lock(lm)
+            got = lock.acquire(blocking=False)
+            if got:
+                lock.release()
+            free.append(got)
+
+        t = threading.Thread(target=try_lock)
+        t.start()
+        t.join()
+
+    def per_item(lm_, item):
+        other_thread_can_lock()
+        return np.ones(lm_.n_layers, np.float32)
+
+    def reduce(run):
+        other_thread_can_lock()
+        return _reduce_plain(run)
+
+    a = Analysis("locked", (), items=_items, per_item=per_item, reduce=reduce,
+                 drill=lambda run, m, r, c: (other_thread_can_lock(), m.cell(r, c))[1])
+    m = run_analysis(a, lm, {"prompts": ["x"]}, {})
+    m.drill(0, 0)
+    other_thread_can_lock()
+    assert free == [False, False, False, True]
