@@ -278,11 +278,6 @@ def provenance(lm: Any) -> dict[str, Any]:
                                                    "python": platform.python_version()}}
 
 
-def _model_lock(lm: Any) -> contextlib.AbstractContextManager:
-    """The per-model lock every analysis holds while it runs: analyses on one model never interleave."""
-    return model_lock(lm)
-
-
 def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],
                    settings: Config | None = None) -> list[Any]:
     """`per_item` over a shard of items (what each Ray worker runs, on its model replica, under the driver's
@@ -298,7 +293,7 @@ def _run_local(analysis: Analysis, lm: Any, items: list[Any], options: dict[str,
     out = []
     for item in progress(items, desc=analysis.name, disable=quiet):
         check_cancelled()
-        out.append(analysis.per_item(lm, item, **options))
+        out += apply_per_item(lm, analysis.per_item, [item], options, cfg)  # the very call a Ray worker makes
     return out
 
 
@@ -330,11 +325,11 @@ def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options
     items = analysis.items(lm, **inputs, **opts)
     if _results is None:
         per_opts = analysis.item_options(opts)
-        with _model_lock(lm), _active(cfg):
+        with model_lock(lm), _active(cfg):
             run_items = _run_ray if cfg.executor == "ray" else _run_local
             _results = run_items(analysis, lm, items, per_opts, cfg)
     run = Run(analysis, lm, inputs, opts, items, _results, cfg)
-    with _model_lock(lm), _active(cfg):
+    with model_lock(lm), _active(cfg):
         table = analysis.reduce(run)
     return _matrix(run, table, time.perf_counter() - t0)
 
@@ -347,7 +342,7 @@ def _matrix(run: Run, table: Table, seconds: float) -> HeatMatrix:
     drill = None
     if a.drill is not None:
         def drill(m: HeatMatrix, r: int, c: int) -> Detail:
-            with _model_lock(run.lm), _active(run.config):
+            with model_lock(run.lm), _active(run.config):
                 return a.drill(run, m, r, c)  # type: ignore[misc]
 
     m = HeatMatrix(table.values, table.rows, table.cols, title=table.title, row_title=table.row_title,
