@@ -180,6 +180,7 @@ def test_patching_declares_its_options_for_the_explorer(lm):
     np.testing.assert_array_equal(ld.values, m.meta["logit_diff"])
 
 
+@pytest.mark.slow
 def test_patching_on_ray_equals_local(lm):
     """The driver maps the public per-item function (`trace`) onto Ray actors holding model replicas."""
     ray = pytest.importorskip("ray", reason="RAY IS NOT INSTALLED: the Ray executor is untested here")
