@@ -20,6 +20,7 @@ the reason is recorded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,21 @@ def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     return {}
 
 
+@functools.lru_cache(maxsize=None)
+def _cache_arg(model_cls: type) -> str:
+    """The keyword this model class's forward takes its KV cache under (detected once per class)."""
+    params = inspect.signature(model_cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def next_step_args(model: Any, out: Any) -> dict[str, Any]:
+    """Arguments that continue a cached forward from its output `out`: the KV cache under the name the installed
+    transformers expects (`cache` in 5.x releases that renamed it, where `past_key_values` is deprecated, on the
+    output as on the input; `past_key_values` before) and use_cache=True."""
+    name = _cache_arg(type(model))
+    return {name: getattr(out, name), "use_cache": True}
+
+
 def eos_ids(lm: LM) -> set[int]:
     """Token ids that end a generation: the generation config's, else the tokenizer's EOS."""
     ids: set[int] = set()
@@ -202,7 +218,7 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
             if t == max_new_tokens - 1:
                 break
             nxt = torch.tensor([[tok]], device=prompt_ids.device)
-            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+            out = model(input_ids=nxt, **next_step_args(model, out))
     fed = torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
     clean = Clean(ids=fed, inputs=[torch.cat(ins[i], 1) for i in range(len(layers))], final=torch.cat(outs[0], 1))
     if clean.final.shape[1] != fed.shape[1]:
