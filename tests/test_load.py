@@ -219,3 +219,50 @@ def test_device_map_with_disk_offload_keeps_hooks_exact(tiny_dir, tmp_path):
             b = lm.model(**enc).logits
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     torch.testing.assert_close(c_ref[0], c_off[0], atol=1e-6, rtol=0)
+
+
+# ---- the shipped demo tokenizer under transformers 4.57 and 5.x ---------------------------------------------------
+
+# Token ids of the shipped tokenizer as trained (recorded with transformers 5.24 before the config change, and equal
+# under 4.57.6): a config edit that made either version tokenize differently would break the shipped model.
+SHIPPED_IDS = {
+    "Q: What is the capital of Biasland? A:": [1, 51, 28, 323, 264, 270, 295, 263, 1005, 355, 33, 292, 28],
+    "The language spoken in Rallelia is": [1, 276, 326, 402, 275, 431, 505, 520, 264],
+    "héllo wörld ✓ 123": [1, 74, 130, 105, 78, 78, 81, 327, 130, 117, 84, 408, 223, 161, 253, 244, 223, 19, 20, 21],
+}
+
+
+def test_shipped_tokenizer_loads_under_this_transformers_with_the_same_ids():
+    """CI runs this under transformers 5.x and 4.57.6; 4.57 does not know 5.x's "TokenizersBackend" class name."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from heatwidget.demo import WEIGHTS_DIR
+    from heatwidget.demo.tokenizer import PORTABLE_TOKENIZER_CLASS
+
+    cfg = json.loads((WEIGHTS_DIR / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS
+    tok = AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+    assert (tok.pad_token, tok.bos_token, tok.eos_token, tok.padding_side) == ("<pad>", "<s>", "</s>", "left")
+    assert len(tok) == 1024
+    for text, ids in SHIPPED_IDS.items():
+        assert tok(text)["input_ids"] == ids, text
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    lm = hw.demo_model()
+    assert lm.encode(list(SHIPPED_IDS)[0])["input_ids"][0].tolist() == SHIPPED_IDS[list(SHIPPED_IDS)[0]]
+
+
+def test_demo_tokenizer_save_names_the_portable_class(tmp_path):
+    """The training script's save step writes a tokenizer_config.json both transformers 4.57 and 5.x load."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from heatwidget.demo.tokenizer import PORTABLE_TOKENIZER_CLASS, build_tokenizer, save_tokenizer
+
+    tok = build_tokenizer(["the capital of Velmora is Ostrand", "Q: What is the language of Brisa? A:"] * 4, 300)
+    save_tokenizer(tok, tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("the capital of Brisa")["input_ids"] == tok("the capital of Brisa")["input_ids"]

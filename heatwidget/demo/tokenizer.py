@@ -6,6 +6,7 @@ split into several pieces: multi-token answers exist, which the exact-answer-spa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,5 +54,22 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
     )
 
 
+# transformers 5 records its own class name, "TokenizersBackend", which transformers 4 does not know.
+# "PreTrainedTokenizerFast" names the same tokenizer in both (in 5.x it is an alias of TokenizersBackend), so the
+# saved files load under either; the token ids come from tokenizer.json and do not change.
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+
+
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
+    """`save_pretrained`, then name the tokenizer class so that transformers 4.57 and 5.x both load it."""
     tokenizer.save_pretrained(str(out_dir))
+    make_tokenizer_config_portable(out_dir)
+
+
+def make_tokenizer_config_portable(out_dir: str | Path) -> None:
+    """Rewrite tokenizer_config.json's `tokenizer_class` to PORTABLE_TOKENIZER_CLASS (nothing else changes)."""
+    path = Path(out_dir) / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    if cfg.get("tokenizer_class") != PORTABLE_TOKENIZER_CLASS:
+        cfg["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
