@@ -155,7 +155,7 @@ def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     return {}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_arg(model_cls: type) -> str:
     """The keyword this model class's forward takes its KV cache under (detected once per class)."""
     params = inspect.signature(model_cls.forward).parameters
