@@ -16,7 +16,7 @@ import torch
 
 from .anatomy import Anatomy, find_anatomy
 
-__all__ = ["LM", "load", "ModelLoadError"]
+__all__ = ["LM", "load", "ModelLoadError", "display_name"]
 
 
 class ModelLoadError(OSError):
@@ -76,6 +76,12 @@ class LM:
     def config(self) -> Any:
         return self.model.config
 
+    @property
+    def display_name(self) -> str:
+        """How titles and the widget name this model: its hub id, its directory's name, or "demo model" for the
+        shipped one; never a machine path (that stays in `name`, and in results' meta["model_path"])."""
+        return display_name(self.name)
+
     def __repr__(self) -> str:
         return f"LM({self.name!r}, {self.anatomy.summary()}, device={self.device}, dtype={self.dtype})"
 
@@ -112,6 +118,19 @@ class LM:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return [self.tokenizer.decode([int(i)]) for i in ids]
+
+
+def display_name(name_or_path: str | Path) -> str:
+    """A model's name for people (see `LM.display_name`): a local directory by its own name ("demo model" for the
+    shipped one), anything else (a hub id, a class name) as it is."""
+    from .demo import WEIGHTS_DIR
+
+    text = str(name_or_path)
+    local = Path(text).expanduser()
+    if not text or not local.exists():
+        return text
+    local = local.resolve()
+    return "demo model" if local == WEIGHTS_DIR.resolve() else local.name
 
 
 def _ensure_pad_token(tokenizer: Any, notes: list[str]) -> None:

@@ -7,6 +7,7 @@ import torch
 
 import heatwidget as hw
 from heatwidget import hooks
+from heatwidget.divergence._engine import next_step_args
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
@@ -26,7 +27,7 @@ def test_capture_all_over_a_cached_generation_equals_one_full_forward(lm):
             hooks.capture_all([layers[-1]]) as outs:
         out = lm.model(ids, use_cache=True)
         nxt = out.logits[:, -1:].argmax(-1)
-        lm.model(nxt, past_key_values=out.past_key_values, use_cache=True)
+        lm.model(nxt, **next_step_args(lm.model, out))  # the cache under the name this transformers takes
     full_ids = torch.cat([ids, nxt], 1)
     with torch.inference_mode(), hooks.capture(layers, what="input") as ref_in, hooks.capture([layers[-1]]) as ref_out:
         lm.model(full_ids)
