@@ -155,19 +155,32 @@ def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     return {}
 
 
+# Where a forward takes (and its output returns) the cache to continue from: `cache` in the transformers 5.x
+# releases that renamed it (`past_key_values` is deprecated there), `past_key_values` before, `cache_params`
+# for state-space models in 4.x, `state` for RWKV.
+_CACHE_NAMES = ("cache", "past_key_values", "cache_params", "state")
+
+
 @functools.cache
-def _cache_arg(model_cls: type) -> str:
-    """The keyword this model class's forward takes its KV cache under (detected once per class)."""
+def _cache_arg(model_cls: type) -> str | None:
+    """The keyword this model class's forward takes its cache under (detected once per class; None: no cache)."""
     params = inspect.signature(model_cls.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return next((name for name in _CACHE_NAMES if name in params), None)
+
+
+def cache_of(model: Any, out: Any) -> Any:
+    """The cache a forward of `model` returned in `out`, or None where it returns none (e.g. GPT-1)."""
+    name = _cache_arg(type(model))
+    return getattr(out, name, None) if name else None
 
 
 def next_step_args(model: Any, out: Any) -> dict[str, Any]:
-    """Arguments that continue a cached forward from its output `out`: the KV cache under the name the installed
-    transformers expects (`cache` in 5.x releases that renamed it, where `past_key_values` is deprecated, on the
-    output as on the input; `past_key_values` before) and use_cache=True."""
-    name = _cache_arg(type(model))
-    return {name: getattr(out, name), "use_cache": True}
+    """Arguments that continue a cached forward from its output `out`: the cache under the name the installed
+    transformers expects for this model, and use_cache=True."""
+    cache = cache_of(model, out)
+    if cache is None:
+        raise ValueError(f"{type(model).__name__} returned no cache to continue from")
+    return {_cache_arg(type(model)): cache, "use_cache": True}
 
 
 def eos_ids(lm: LM) -> set[int]:
