@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
+from ._concurrency import locks_model
 from ._lm import LM, display_name
 from ._offload import live_param
 from ._progress import progress
@@ -337,6 +338,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
 
 # ---- one model: weight norms and gradient norms -----------------------------------------------------------------
 
+@locks_model
 def _lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_size: int) -> dict[str, torch.Tensor]:
     """∂L/∂(stored weight) for the parts' stored tensors (keyed by param_name), L = mean next-token cross-entropy
     over every non-pad token of `texts` (one loss over all texts, accumulated over batches in float32).
@@ -414,6 +416,7 @@ def _texts(texts: str | Sequence[str] | None) -> list[str]:
     return out
 
 
+@locks_model
 def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None = None, *, batch_size: int = 8
                  ) -> HeatMatrix:
     """One model's projections in the same layers × MODULES grid as `weight_change`.

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from .._progress import check_cancelled, progress
 from ..matrix import Detail, HeatMatrix
@@ -269,6 +270,7 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
 
 # ---- the public analysis --------------------------------------------------------------------------------------
 
+@locks_model
 def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, layers: Sequence[int] | None = None,
                 intervention: Any = "skip", mode: str = "teacher_forced", *, top_k: int = 10,
                 resume: bool | None = None, memory_budget_mb: float | None = None,
@@ -383,6 +385,7 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
     return toks
 
 
+@locks_model
 def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: str, m: HeatMatrix, r: int,
            c: int) -> Detail:
     d = m.cell(r, c)
@@ -433,6 +436,7 @@ def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: st
     return d
 
 
+@locks_model
 def per_position_kl(lm: LM, run: _Run, layer: int, iv: _Intervention) -> HeatMatrix:
     """KL(clean ‖ intervened) at every position of prompt + generated tokens, for one layer (teacher-forced)."""
     ids = torch.cat([run.prompt_ids[0], torch.tensor(run.gen.tokens, dtype=torch.long,

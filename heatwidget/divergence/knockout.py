@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from .._offload import live_param
 from .._progress import check_cancelled, progress
@@ -180,6 +181,7 @@ def _run_prompt(lm: LM, i: int, prompt: str, subject: str, sel: list[int], corru
                    res["paq"].reshape(*shape, kk), engine, block_evaluations(specs, lm.n_layers, engine))
 
 
+@locks_model
 def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str],
                 layers: Sequence[int] | None = None, corruption: str = "noise", noise_scale: float = 3.0,
                 window: int = 5, seed: int = 0, *, noise_ref: str = "embedding", top_k: int = 10,
@@ -262,6 +264,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     return m.with_recompute(lambda **o: knockout_js(lm, **{**kwargs, **o}))
 
 
+@locks_model
 def _drill(lm: LM, runs: list[_Prompt], sel: list[int], window: int, m: HeatMatrix, r: int, c: int) -> Detail:
     d = m.cell(r, c)
     layer = sel[c]

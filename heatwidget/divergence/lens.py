@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
@@ -42,6 +43,7 @@ def _ids(lm: LM, prompt: Any) -> torch.Tensor:
     return ids
 
 
+@locks_model
 def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Sequence[int] | None = None,
                metric: str = "kl", *, top_k: int = 10, memory_budget_mb: float | None = None) -> HeatMatrix:
     """Logit lens: rows = layers, cols = prompt tokens; KL(final ‖ lens) in nats, or metric="prob": the lens

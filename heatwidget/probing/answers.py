@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._concurrency import locks_model
 from .._progress import progress
 from .positions import normalize_positions, position_index
 
@@ -255,6 +256,7 @@ def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size
     return gen, lps
 
 
+@locks_model
 def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
            max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
            chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None) -> AnswerSet:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._progress import progress
 from .answers import AnswerSet
 from .positions import PAPER_POSITIONS, normalize_positions, position_label
@@ -161,6 +162,7 @@ def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | 
 
 
 @torch.inference_mode()
+@locks_model
 def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_POSITIONS,
             layers: int | Sequence[int] | None = None, site: str = "resid", *, batch_size: int = 16,
             dtype: str | np.dtype = "float32", memory_budget: int | str = DEFAULT_BUDGET,
