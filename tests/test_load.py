@@ -247,7 +247,8 @@ def test_shipped_tokenizer_loads_under_this_transformers_with_the_same_ids():
     assert (tok.pad_token, tok.bos_token, tok.eos_token, tok.padding_side) == ("<pad>", "<s>", "</s>", "left")
     assert len(tok) == 1024
     for text, ids in SHIPPED_IDS.items():
-        assert tok(text)["input_ids"] == ids, text
+        enc = tok(text)
+        assert enc["input_ids"] == ids and set(enc) == {"input_ids", "attention_mask"}, text  # no token_type_ids
         assert tok.decode(ids, skip_special_tokens=True) == text
     lm = hw.demo_model()
     assert lm.encode(list(SHIPPED_IDS)[0])["input_ids"][0].tolist() == SHIPPED_IDS[list(SHIPPED_IDS)[0]]
@@ -266,6 +267,7 @@ def test_demo_tokenizer_save_names_the_portable_class(tmp_path):
     assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS
     again = AutoTokenizer.from_pretrained(tmp_path)
     assert again("the capital of Brisa")["input_ids"] == tok("the capital of Brisa")["input_ids"]
+    assert set(again("the capital of Brisa")) == {"input_ids", "attention_mask"}
 
 
 # ---- loading tells the truth: weights that do not fit the config ---------------------------------------------------
