@@ -264,6 +264,10 @@ def _remote_code_error(name: str) -> ModelLoadError:
                           "after reading that code")
 
 
+# from_pretrained arguments that choose which files are read (the config must come from the same place)
+_HUB_KWARGS = ("revision", "token", "cache_dir", "subfolder", "force_download", "proxies")
+
+
 def _load_config(src: str, name: str, where: str, hub_kwargs: dict[str, Any], trust_remote_code: bool) -> Any:
     """The checkpoint's config, or one sentence on why transformers cannot read it."""
     import transformers
@@ -452,18 +456,18 @@ def load(
     name = str(name_or_path)
     where = "the local directory" if is_local else "the Hugging Face Hub (is there network access?)"
     hub_kwargs: dict[str, Any] = {} if local_files_only is None else {"local_files_only": local_files_only}
-    kwargs: dict[str, Any] = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, **hub_kwargs)
-    # Mismatched shapes are reported below with the rest (strict or not), not raised by transformers mid-load.
-    kwargs["ignore_mismatched_sizes"] = True
+    kwargs: dict[str, Any] = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, **hub_kwargs,
+                                  # mismatched shapes are reported below with the rest, not raised mid-load
+                                  ignore_mismatched_sizes=True)
     kwargs.update(model_kwargs)
-    if device_map is not None:
-        kwargs["device_map"] = device_map
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
+    kwargs.update({k: v for k, v in (("device_map", device_map), ("attn_implementation", attn_implementation))
+                   if v is not None})
+    # the config the model will be built from: same revision, token, cache and subfolder
+    config_from = {**hub_kwargs, **{k: model_kwargs[k] for k in _HUB_KWARGS if k in model_kwargs}}
 
     t0 = time.perf_counter()
     with _quiet_transformers():
-        _check_causal(_load_config(src, name, where, hub_kwargs, trust_remote_code), name)
+        _check_causal(_load_config(src, name, where, config_from, trust_remote_code), name)
         model, info = _load_model(src, name, where, kwargs)
         problems = _weight_problems(model, info, name, src)
         if problems and strict:
