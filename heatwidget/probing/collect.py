@@ -24,6 +24,7 @@ import torch
 from .. import hooks
 from .._concurrency import locks_model
 from .._progress import progress
+from .._validate import positive_int
 from .answers import AnswerSet
 from .positions import PAPER_POSITIONS, normalize_positions, position_label
 
@@ -186,8 +187,7 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
         raise ValueError("answers is empty (every row was dropped?): nothing to collect")
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; use one of {list(SITES)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = positive_int(batch_size, "batch_size")
     store_dtype = np.dtype(dtype)
     if store_dtype not in (np.float32, np.float16):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
