@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ._validate import text_list
 from .anatomy import Anatomy, find_anatomy
 
 __all__ = ["LM", "load", "ModelLoadError", "display_name"]
@@ -93,22 +94,10 @@ class LM:
         """
         if self.tokenizer is None:
             raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
-        batch = [texts] if isinstance(texts, str) else list(texts)
-        if not batch:
-            raise ValueError("no prompts given")
-        for i, t in enumerate(batch):
-            # A single str is "the prompt": calling encode once per prompt of a list must not say "prompt 0".
-            which = "the prompt" if isinstance(texts, str) else f"prompt {i}"
-            if not isinstance(t, str):
-                raise TypeError(f"{which} is a {type(t).__name__}, not a str")
-            if not t.strip():
-                raise ValueError(f"{which} is empty: give some text to analyse")
-        old = self.tokenizer.padding_side
-        self.tokenizer.padding_side = padding_side
-        try:
-            enc = self.tokenizer(batch, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = old
+        # A single str is "the prompt" (never "prompt 0"); a list's errors name the item.
+        batch = text_list(texts, "prompt")[0]
+        # Per call, not by setting tokenizer.padding_side: the tokenizer is shared with other threads (the user's).
+        enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side=padding_side)
         limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
         n = enc["input_ids"].shape[1]
         if limit is not None and n > limit:

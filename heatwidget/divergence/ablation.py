@@ -156,8 +156,8 @@ def _checked_callable(user: Callable, name: str, layer: int) -> Callable:
         out = user(h, x)
         what = f"intervention {name!r} (a callable fn(h_out, h_in)) at layer {layer}"
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{what} returned a {type(out).__name__}; it must return a torch tensor of the block "
-                            f"output's shape {list(h.shape)}")
+            raise TypeError(f"{what} returned a value of type {type(out).__name__}; it must return a torch tensor "
+                            f"of the block output's shape {list(h.shape)}")
         try:
             ok = torch.broadcast_shapes(out.shape, h.shape) == h.shape
         except RuntimeError:

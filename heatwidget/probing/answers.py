@@ -199,7 +199,7 @@ def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[in
     texts = []
     for i, q in enumerate(questions):
         if not isinstance(q, str):
-            raise TypeError(f"question {i} is a {type(q).__name__}, not a str")
+            raise TypeError(f"question {i} has type {type(q).__name__}, not str")
         if not q.strip():
             raise ValueError(f"question {i} is empty: give some text to answer")
         if chat:
@@ -321,7 +321,8 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
         elif extractor is not None:
             exact = extractor(q, text)
             if exact is not None and not isinstance(exact, str):
-                raise TypeError(f"extractor returned a {type(exact).__name__} for question {i}, not a str or None")
+                raise TypeError(f"extractor returned a value of type {type(exact).__name__} for question {i}, "
+                                "not a str or None")
         else:
             exact = next((line.strip() for line in text.splitlines() if line.strip()), "")
         seq = p + a_ids

@@ -97,9 +97,12 @@ const BAR_W = 12;
 const ROW_LABEL_CHARS = 24;
 const COL_LABEL_CHARS = 20;
 const SIN45 = Math.SQRT1_2;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** What a label looks like on an axis: one line, control characters made visible, length capped. */
 export function axisLabel(s: string, maxChars: number): string {
+  // Fast path for the common short, plain label (hundreds of them are sampled per layout).
+  if (s.length <= maxChars && !CONTROL.test(s)) return s;
   const oneLine = s.replace(/\r?\n/g, "↵").replace(/\t/g, "⇥").replace(/[\u0000-\u001f\u007f]/g, "");
   return truncateLabel(oneLine, maxChars);
 }

@@ -18,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from click_timing import time_click
 from explore_nb import COLS, ROWS, SETUP, kernel_token
 from heatmap_page import cell_center, margin_colours, page_point, plot_stats, shape
 
@@ -194,4 +195,25 @@ def test_dark_theme_recolours_the_heatmap(lab_page: Any) -> None:
     assert dark["bgLum"] < 80 and dark["textLum"] > 150, dark
     stats = plot_stats(root)
     assert stats["opaque"] == stats["samples"]
+    assert page.errors == []
+
+
+def test_click_to_detail_pixels_cached_and_fresh(lab_page: Any) -> None:
+    """Issue 18: a click to the detail's pixels on screen, fresh (the kernel computes the drill) and cached (the
+    explorer's cache). Generous bounds for a loaded CI box; benchmarks/bench_click_lab.py measures the targets
+    (<= 1 s fresh, <= 100 ms cached) on a quiet machine."""
+    page = lab_page
+    root = explorer_heatmap(page)
+    rows, cols = shape(root)
+    # Cells the earlier tests did not click (the click test used (rows - 2, cols // 2 - 1)).
+    a, b = (0, 0), (rows - 1, cols - 1)
+    fresh = [time_click(page, root, *a), time_click(page, root, *b)]
+    cached = [time_click(page, root, *a), time_click(page, root, *b)]
+    print(json.dumps({"notebook": page.notebook, "fresh_ms": [round(x["ms"]) for x in fresh],
+                      "cached_ms": [round(x["ms"]) for x in cached], "charts": fresh[0]["charts"]}))
+    for x in fresh + cached:
+        assert x["text"].strip(), x  # the detail shows something
+    # Bounds a loaded 2-core box still meets (measured there under load ~12: fresh 1.5-6 s, cached 0.2-1.1 s).
+    assert max(x["ms"] for x in fresh) < 8000, fresh
+    assert max(x["ms"] for x in cached) < 2000, cached
     assert page.errors == []
