@@ -152,6 +152,12 @@ class Heatmap(anywidget.AnyWidget):
     height = t.Int(0).tag(sync=True)
     # {} or {"rows", "cols" (full shape), "row_step", "col_step", "how"} when the matrix was pooled for display.
     downsample = t.Dict().tag(sync=True)
+    # An explorer's precomputed drill-downs (explorer.py): `detail_index` is jslink-ed to the Stack of detail views
+    # (-1: a plain heatmap, not managed); `detail_cells` are the flat indices (row * cols + col, int32 bytes) of the
+    # cells that have a view, in stack order; `offline` is set by the page itself when no kernel answers.
+    detail_index = t.Int(-1).tag(sync=True)
+    detail_cells = t.Bytes(b"").tag(sync=True)
+    offline = t.Bool(False).tag(sync=True)
     # Lines the view prints above the figure: the analysis's meta["notes"] (e.g. non-finite weights named) and
     # what the colour scale cannot show (cells a log scale leaves out).
     notes = t.List(t.Unicode()).tag(sync=True)

@@ -1,6 +1,6 @@
 """Writes the notebooks in this folder from the cell sources below (so they stay reviewable as plain Python).
 
-    python notebooks/_build.py            # rewrite tour.ipynb and the four seed-figure notebooks (no outputs)
+    python notebooks/_build.py            # rewrite tour.ipynb, the four seed-figure notebooks and 05 (no outputs)
 
 Outputs are not stored: CI executes every notebook top to bottom (tests/test_notebooks.py).
 """
@@ -174,6 +174,56 @@ print(d)
 hw.Heatmap(d.child) if d.child is not None else None"""),
         ("code", """density = hw.weight_change(WEIGHTS_DIR, tuned_dir, stat="density")
 density.to_pandas().round(3)"""),
+    ],
+    "05_causal_tracing.ipynb": [
+        ("md", """# Causal tracing: where a fact is recalled (Meng et al. 2022)
+Corrupt the subject (Gaussian noise, 3σ of the embeddings, on its tokens), then restore one clean activation at one
+(layer, token) and measure how much of the clean answer's probability comes back. Three panels as in the paper:
+the residual stream (block outputs), MLP outputs and attention outputs (the latter two restored over a window of
+layers centred on each row). Tokens marked * carry the noise."""),
+        ("code", SETUP),
+        ("code", """fact = {"prompt": "Gatrelia is located in", "subject": "Gatrelia"}
+panels = {site: hw.patching(lm, fact["prompt"], subject=fact["subject"], site=site, window=1 if site == "resid" else 3)
+          for site in ("resid", "mlp", "attn")}
+m = panels["resid"]
+print(f"answer {m.meta['answer']!r}: p clean {m.meta['p_clean']:.3f}, corrupted {m.meta['p_corrupted']:.3f}")"""),
+        ("code", """import ipywidgets as W
+
+W.HBox([hw.Heatmap(p, colormap="ylorrd", vmin=0, vmax=1, height=260) for p in panels.values()])"""),
+        ("md", """One-line readings (the paper's structure, on an 8-layer model):
+- **resid**: restoring the last subject token helps in the early layers and fades with depth; restoring the last
+  token helps from layer 1 on and fully from the middle layers up — the paper's early and late sites.
+- **mlp**: the early site is the MLPs at the subject in the first layers (windows around layers 0–1).
+- **attn**: attention at the last token carries the subject's information in the lower half of the model (in the
+  paper's 48-layer GPT-2 XL this happens later); tokens before the subject restore nothing anywhere.
+
+The two columns that tell the story, for this fact:"""),
+        ("code", """import pandas as pd
+
+def story(p):
+    s, last, site = p.meta["noised_positions"][-1], len(p.cols) - 1, p.meta["options"]["site"]
+    return {f"{site} @ {p.cols[s]}": p.values[:, s], f"{site} @ {p.cols[last]}": p.values[:, last]}
+
+pd.DataFrame({k: v for p in panels.values() for k, v in story(p).items()}, index=m.rows).round(2)"""),
+        ("md", """Across facts: the same two columns averaged over 8 well-known facts."""),
+        ("code", """import numpy as np
+
+facts = [q for q in hw.demo_questions() if q["mult"] >= 16][:8]
+mean = {}
+for site in ("resid", "mlp", "attn"):
+    cols = []
+    for q in facts:
+        t = hw.patching(lm, q["prompt"], subject=q["subject"], site=site, window=1 if site == "resid" else 3)
+        cols.append((t.values[:, t.meta["noised_positions"][-1]], t.values[:, -1]))
+    mean[f"{site} @ subject"] = np.mean([c[0] for c in cols], 0)
+    mean[f"{site} @ last"] = np.mean([c[1] for c in cols], 0)
+pd.DataFrame(mean, index=m.rows).round(2)"""),
+        ("md", """Click a cell in an explorer to see the top-k tokens clean vs corrupted vs patched, the row as a curve,
+the same cell restored at the other sites, and re-runs of the whole trace for them:"""),
+        ("code", """d = panels["resid"].drill(1, 2)
+print(d)
+d.tables["this cell at each site"]"""),
+        ("code", """hw.explore(panels["resid"])"""),
     ],
 }
 

@@ -4,6 +4,7 @@
 import type { AnyModel, RenderProps } from "@anywidget/types";
 import { buildLut, buildLut32, parseColormap } from "./colormaps";
 import { type Shape, parseShape, toFloat32 } from "./decode";
+import { detailIndexFor, parseDetailCells, watchLiveness } from "./details";
 import { drawItems } from "./draw";
 import { DARK_THEME, type Figure, LIGHT_THEME, type Theme, axisLabel, layoutFigure } from "./figure";
 import { FrameCache, type LayoutInputs } from "./frame";
@@ -42,6 +43,9 @@ export interface HeatmapState {
   progress: number | null;
   height: number;
   downsample: Downsample;
+  detail_cells: unknown;
+  detail_index: number;
+  offline: boolean;
   notes: string[];
 }
 
@@ -593,8 +597,16 @@ class HeatmapView {
     } else {
       const [sr, sc] = this.steps();
       const [R, C] = this.fullShape();
-      this.model.set("selected_row", Math.min(R - 1, cell.row * sr));
-      this.model.set("selected_col", Math.min(C - 1, cell.col * sc));
+      const r = Math.min(R - 1, cell.row * sr);
+      const c = Math.min(C - 1, cell.col * sc);
+      this.model.set("selected_row", r);
+      this.model.set("selected_col", c);
+      // An explorer's precomputed drill-down (or, offline, the notice) is shown by the page itself.
+      if (Number(this.model.get("detail_index")) >= 0) {
+        const index = detailIndexFor(parseDetailCells(this.model.get("detail_cells")), r, c, C,
+                                     Boolean(this.model.get("offline")));
+        if (index !== null) this.model.set("detail_index", index);
+      }
     }
     // One message with both traits: the kernel sees (row, col) change together.
     this.model.save_changes();
@@ -809,7 +821,12 @@ class HeatmapView {
 
 function render({ model, el }: RenderProps<HeatmapState>): () => void {
   const view = new HeatmapView(model, el);
-  return () => view.destroy();
+  // Only an explorer's heatmap (detail_index >= 0) needs to know whether a kernel answers its clicks.
+  const unwatch = Number(model.get("detail_index")) >= 0 ? watchLiveness(model) : () => {};
+  return () => {
+    unwatch();
+    view.destroy();
+  };
 }
 
 export default { render };

@@ -21,7 +21,8 @@ ARM_JS = """
 () => {
   window.__hwClick = undefined;
   const ex = document.querySelector('.heatwidget-explorer');
-  const detail = ex.querySelector('.heatwidget-detail');
+  // The live drill-down's slot of the explorer's detail Stack (precomputed views sit beside it).
+  const detail = ex.querySelector('.heatwidget-detail .hw-live-detail') || ex.querySelector('.heatwidget-detail');
   for (const el of detail.children) el.dataset.hwStale = '1';
   const overlay = ex.querySelector('.heatwidget canvas.hw-overlay');
   const replaced = () => {
