@@ -19,7 +19,8 @@ fi
 
 # The test files that build, load or run models; test_families*.py is picked up when it exists.
 shopt -s nullglob
-files=(tests/test_load.py tests/test_clean_output.py tests/test_divergence.py tests/test_hooks*.py
-       tests/test_probe*.py tests/test_weights.py tests/test_demo.py tests/test_families*.py)
+files=(tests/test_load.py tests/test_clean_output.py tests/test_divergence.py tests/test_patching.py
+       tests/test_analysis_contract.py tests/test_hooks*.py tests/test_probe*.py tests/test_weights.py
+       tests/test_demo.py tests/test_families*.py)
 echo "== pytest (transformers $VERSION)"
 "$VENV/bin/python" -m pytest -q --durations=10 -p no:cacheprovider "${files[@]}" "$@"
