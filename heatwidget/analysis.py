@@ -272,10 +272,11 @@ def provenance(lm: Any) -> dict[str, Any]:
 
     from . import __version__
 
-    return {"model": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers, "dtype": str(lm.dtype),
-            "device": str(lm.device), "versions": {"heatwidget": __version__, "torch": torch.__version__,
-                                                   "transformers": transformers.__version__,
-                                                   "python": platform.python_version()}}
+    # the model by its name for people (never a machine path); the path it was loaded from in model_path
+    return {"model": lm.display_name, "model_path": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers,
+            "dtype": str(lm.dtype), "device": str(lm.device),
+            "versions": {"heatwidget": __version__, "torch": torch.__version__,
+                         "transformers": transformers.__version__, "python": platform.python_version()}}
 
 
 def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],

@@ -62,7 +62,8 @@ def test_driver_runs_items_and_builds_the_matrix(lm):
     assert meta["option_specs"]["norm"]["choices"] == ["l2", "max"]
     assert meta["option_specs"]["scale"] == {"kind": "float", "default": 1.0, "nullable": False, "doc": "",
                                              "min": 0.0, "max": 10.0}
-    assert meta["model"] == lm.name and set(meta["versions"]) >= {"heatwidget", "torch", "transformers"}
+    assert meta["model"] == "demo model" and meta["model_path"] == lm.name
+    assert set(meta["versions"]) >= {"heatwidget", "torch", "transformers"}
     assert meta["executor"] == "local" and meta["n_results"] == 3
     assert m.drill(0, 2).meta["prompt"] == PROMPTS[2]
 

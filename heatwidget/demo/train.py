@@ -25,7 +25,7 @@ import torch
 import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .tokenizer import build_tokenizer
+from .tokenizer import build_tokenizer, save_tokenizer
 from .world import MULTS, corpus, make_world, questions
 
 
@@ -244,7 +244,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     else:
         model.save_pretrained(out)
-    tokenizer.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)  # loadable by transformers 4.57 and 5.x
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from ._engine import (
     eos_ids,
     generate_clean,
     keep_logits_arg,
+    next_step_args,
     rows_per_chunk,
     run_rows,
 )
@@ -287,7 +288,7 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
                 for r, tok in zip(chunk, nxt.tolist(), strict=True):  # one device sync per step, not per row
                     own[r].append(tok)
                 if t < n_gen - 1:
-                    out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+                    out = lm.model(input_ids=nxt[:, None], **next_step_args(lm.model, out))
             reduce(chunk, torch.stack(steps, 1))
     return own
 
@@ -405,7 +406,7 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
             if tok in stop or t == n - 1:
                 break
             out = lm.model(input_ids=torch.tensor([[tok]], device=run.prompt_ids.device),
-                           past_key_values=out.past_key_values, use_cache=True)
+                           **next_step_args(lm.model, out))
     return toks
 
 
