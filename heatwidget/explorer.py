@@ -73,6 +73,27 @@ OPTION_CHOICES: dict[str, list[str] | None] = {
 }
 
 
+def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.ValueWidget]:
+    """Controls for the options an analysis declared (meta["option_specs"]): a dropdown per choice option, a
+    bounded number box per int/float option, a text box per str option; "layers" is edited as a list below."""
+    out: dict[str, W.ValueWidget] = {}
+    for name, spec in specs.items():
+        value, kind = options.get(name), spec.get("kind")
+        tip = str(spec.get("doc", ""))
+        if kind == "choice" and value in spec.get("choices", []):
+            out[name] = W.Dropdown(options=spec["choices"], value=value, description=name, tooltip=tip,
+                                   layout=W.Layout(width="220px"))
+        elif kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            box, cast = (W.BoundedIntText, int) if kind == "int" else (W.BoundedFloatText, float)
+            lo = cast(spec["min"]) if spec.get("min") is not None else cast(-(2**31))
+            hi = cast(spec["max"]) if spec.get("max") is not None else cast(2**31 - 1)
+            out[name] = box(value=value, min=lo, max=hi, description=name, tooltip=tip,
+                            layout=W.Layout(width="200px"))
+        elif kind == "str" and isinstance(value, str):
+            out[name] = W.Text(value=value, description=name, tooltip=tip, layout=W.Layout(width="360px"))
+    return out
+
+
 def _release_memory(full: bool = False) -> None:
     """Give a fresh computation's freed activations back (no growth over many clicks). The default collects the
     young generations only (what the run just allocated, microseconds); `full` runs the whole collection."""
@@ -254,7 +275,9 @@ class Explorer(W.VBox):
         options = m.meta.get("options", {}) if isinstance(m.meta.get("options"), dict) else {}
         editors: dict[str, W.ValueWidget] = {}
         if m.can_recompute:
-            for name, choices in OPTION_CHOICES.items():
+            specs = m.meta.get("option_specs")  # declared by analyses on the contract (heatwidget.analysis)
+            editors.update(spec_editors(specs, options) if isinstance(specs, dict) else {})
+            for name, choices in ({} if isinstance(specs, dict) else OPTION_CHOICES).items():
                 if name not in options or not isinstance(options[name], str):
                     continue
                 value = options[name]

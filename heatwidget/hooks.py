@@ -457,6 +457,18 @@ def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callab
     return None, lambda m: (args, {**kwargs, "attention_mask": m})
 
 
+# The name a block/attention module receives its KV cache under, across transformers versions and families.
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def _cached_length(module: nn.Module, kwargs: dict) -> int:
+    """How many cached positions precede this call's queries (0 without a cache)."""
+    cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
+    if cache is None or not hasattr(cache, "get_seq_length"):
+        return 0
+    return int(cache.get_seq_length(getattr(module, "layer_idx", 0) or 0))
+
+
 @contextlib.contextmanager
 def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys: Positions, *,
                     rows: Rows = None) -> Iterator[None]:
@@ -476,10 +488,7 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         b, t = h.shape[0], h.shape[1]
         mask, put = _mask_arg(mod, args, kwargs)
         if mask is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
-            cache = kwargs.get("past_key_values") or kwargs.get("layer_past")
-            past = 0
-            if cache is not None and hasattr(cache, "get_seq_length"):
-                past = int(cache.get_seq_length(getattr(mod, "layer_idx", 0) or 0))
+            past = _cached_length(mod, kwargs)
             mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
         if mask.ndim != 4:
             raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")

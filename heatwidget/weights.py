@@ -29,12 +29,12 @@ from torch import nn
 from . import hooks
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
 from ._concurrency import locks_model
-from ._lm import LM
+from ._lm import LM, display_name
 from ._offload import live_param
 from ._progress import progress
 from ._validate import text_list as _text_list
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
-from .matrix import Chart, Detail, HeatMatrix, Series
+from .matrix import Chart, Detail, HeatMatrix, Series, suggests_log_scale
 
 __all__ = ["weight_change", "module_stats", "WeightMismatchError", "CheckpointError", "CHANGE_STATS",
            "MODULE_STATS", "effective_rank"]
@@ -357,7 +357,8 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
         notes.append(f"{sa.anatomy.family} has no {', '.join(absent)}: shown as n/a")
     rows, cols = _rows_cols(n_layers)
     metric = CHANGE_STATS[stat].replace("eps", f"{eps:g}")
-    meta = dict(analysis="weight_change", stat=stat, eps=float(eps), a=sa.label, b=sb.label,
+    meta = dict(analysis="weight_change", stat=stat, eps=float(eps), a=display_name(sa.label),
+                b=display_name(sb.label), a_path=sa.label, b_path=sb.label,
                 family=sa.anatomy.family, streamed={"a": sa.streamed, "b": sb.streamed},
                 norm_a=norm_a, norm_b=norm_b, norm_diff=norm_d, changed=changed, numel=numel,
                 largest_pair_bytes=int(largest_pair), seconds=round(time.perf_counter() - t0, 3), notes=notes)
@@ -365,6 +366,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     drill = _ChangeDrill(sa, sb, stat, float(eps), dev)
     m = HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
                    col_title="Module", metric=metric, meta=meta, drill=drill)
+    m.meta["log"] = suggests_log_scale(m.values)
     return m.with_recompute(lambda **o: weight_change(a, b, **{"stat": stat, "eps": eps, "device": device, **o}))
 
 
@@ -499,8 +501,9 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
                 _release_freed_memory()
     rows, cols = _rows_cols(n_layers)
     title = f"{SEED_TITLE}: {'gradient norms' if grad else 'weight norms'}"
-    meta = dict(analysis="module_stats", stat=stat, model=src.label, family=src.anatomy.family,
-                streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3), notes=notes)
+    meta = dict(analysis="module_stats", stat=stat, model=display_name(src.label), model_path=src.label,
+                family=src.anatomy.family, streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3),
+                notes=notes)
     if grad:
         meta.update(texts=text_list, loss="mean next-token cross-entropy over non-pad tokens (nats)")
     drill = _StatsDrill(src, stat, text_list, batch_size)

@@ -21,7 +21,7 @@ from .._concurrency import locks_model
 from .._lm import LM
 from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int
-from ..matrix import Detail, HeatMatrix
+from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import (
     Clean,
@@ -32,6 +32,7 @@ from ._engine import (
     eos_ids,
     generate_clean,
     keep_logits_arg,
+    next_step_args,
     rows_per_chunk,
     run_rows,
 )
@@ -287,7 +288,7 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
                 for r, tok in zip(chunk, nxt.tolist(), strict=True):  # one device sync per step, not per row
                     own[r].append(tok)
                 if t < n_gen - 1:
-                    out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+                    out = lm.model(input_ids=nxt[:, None], **next_step_args(lm.model, out))
             reduce(chunk, torch.stack(steps, 1))
     return own
 
@@ -349,6 +350,7 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
                    row_title="layer", col_title="generated token", metric="KL(clean ‖ intervened), nats",
                    meta=_meta(lm, runs, sel, iv, T, mode, per_prompt, kwargs, time.perf_counter() - t0, single),
                    drill=lambda mm, r, c: _drill(lm, runs, sel, iv, mode, mm, r, c))
+    m.meta["log"] = suggests_log_scale(m.values)  # skipping layer 0 costs nats, the others hundredths
     return m.with_recompute(lambda **o: ablation_kl(lm, **{**kwargs, **o}))
 
 
@@ -404,7 +406,7 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
             if tok in stop or t == n - 1:
                 break
             out = lm.model(input_ids=torch.tensor([[tok]], device=run.prompt_ids.device),
-                           past_key_values=out.past_key_values, use_cache=True)
+                           **next_step_args(lm.model, out))
     return toks
 
 
@@ -486,10 +488,12 @@ def per_position_kl(lm: LM, run: _Run, layer: int, iv: _Intervention) -> HeatMat
         d.texts["context"] = lm.tokenizer.decode(ids[0, :c + 1].tolist())
         return d
 
-    return HeatMatrix(kl[None].cpu().numpy(), [f"layer {layer}"], toks,
+    values = kl[None].cpu().numpy()
+    return HeatMatrix(values, [f"layer {layer}"], toks,
                       title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
                       row_title="layer", col_title="position (input token)", metric="KL(clean ‖ intervened), nats",
                       meta={**C.provenance(lm), "analysis": "ablation_kl.per_position", "layer": layer,
                             "intervention": iv.label, "prompt": run.prompt, "prompt_len": P, "tokens": toks,
-                            "note": f"positions {P - 1}.. predict the generated tokens"}, drill=drill)
+                            "note": f"positions {P - 1}.. predict the generated tokens",
+                            "log": suggests_log_scale(values)}, drill=drill)
 

@@ -362,8 +362,9 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
         res = res.subset(ok)
         res.dropped = dropped
     n_total = len(qs)
-    res.meta = dict(model=getattr(lm, "name", ""), n_total=n_total, n_kept=len(res), n_dropped=len(dropped),
-                    n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens, chat_template=chat,
+    res.meta = dict(model=lm.display_name, model_path=lm.name, n_total=n_total, n_kept=len(res),
+                    n_dropped=len(dropped), n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens,
+                    chat_template=chat,
                     extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
                     prompts=texts if chat else None)
     if dropped:
