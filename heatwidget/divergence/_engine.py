@@ -32,7 +32,7 @@ from .._lm import LM
 from ._stats import log_probs
 
 __all__ = ["Clean", "Edit", "RowSpec", "head", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
-           "keep_logits_arg", "eos_ids", "block_evaluations"]
+           "next_forward", "keep_logits_arg", "eos_ids", "block_evaluations"]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -182,37 +182,77 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
 
     The activations of the prompt step and of each cached step concatenate to those of one forward over the
     whole sequence fed (prompt + all generated tokens but the last), which is what the intervened runs re-use.
+    Where some steps ran full forwards (no usable cache, see `next_forward`), the activations come from one
+    forward over the sequence fed instead.
     """
-    model, layers = lm.model, lm.anatomy.layers
-    eos = eos_ids(lm)
-    toks: list[int] = []
-    logps: list[torch.Tensor] = []
-    eos_at = None
+    layers = lm.anatomy.layers
     with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
             hooks.capture_all([layers[-1]], what="output") as outs:
-        out = model(input_ids=prompt_ids, use_cache=True, **keep_logits_arg(model, 1))
-        for t in range(max_new_tokens):
-            lp = log_probs(out.logits[0, -1])
-            tok = int(lp.argmax())
-            toks.append(tok)
-            logps.append(lp)
-            if tok in eos:
-                eos_at = t
-                break
-            if t == max_new_tokens - 1:
-                break
-            nxt = torch.tensor([[tok]], device=prompt_ids.device)
-            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
-    fed = torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
+        toks, logps, eos_at = _greedy(lm, prompt_ids, max_new_tokens, cached=True)
+    fed = _fed(prompt_ids, toks)
+    if sum(o.shape[1] for o in outs[0]) != fed.shape[1]:
+        # Some steps ran full forwards (no usable cache): take the activations from one forward over `fed`.
+        with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
+                hooks.capture_all([layers[-1]], what="output") as outs:
+            lm.model(input_ids=fed, use_cache=False)
     clean = Clean(ids=fed, inputs=[torch.cat(ins[i], 1) for i in range(len(layers))], final=torch.cat(outs[0], 1))
-    if clean.final.shape[1] != fed.shape[1]:
-        raise RuntimeError("internal: cached activations do not cover the generated sequence")
+    if clean.final.shape[1] != fed.shape[1] or any(x.shape[1] != fed.shape[1] for x in clean.inputs):
+        raise ValueError(f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
+                         "layers), so per-layer interventions are not defined for this model")
     if probe:
         _probe(lm, clean, outs.tuple_output.get(0, False))
         targets = torch.arange(prompt_ids.shape[1] - 1, fed.shape[1], device=fed.device)
         if clean.calls is not None:
             _check_resume(lm, clean, torch.stack(logps), targets)
     return Generation(clean, int(prompt_ids.shape[1]), toks, torch.stack(logps), eos_at)
+
+
+def _fed(prompt_ids: torch.Tensor, toks: list[int]) -> torch.Tensor:
+    """The sequence a generation feeds the model: the prompt and every generated token but the last."""
+    return torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
+
+
+def _cache_of(out: Any) -> Any:
+    try:
+        return out.past_key_values
+    except AttributeError:  # outputs without a cache field (GPT-1, RWKV) raise from transformers' alias property
+        return None
+
+
+def next_forward(lm: LM, out: Any, seq: torch.Tensor) -> Any:
+    """The next forward of a greedy generation whose previous forward returned `out`; seq [n, S] is every token
+    fed so far, the newest last. Continues on the KV cache where the model gives one it can continue from,
+    else runs a full forward over seq (GPT-1 and RWKV return no cache; some linear-attention hybrids return one
+    they cannot continue from)."""
+    cache = _cache_of(out)
+    if cache is not None:
+        try:
+            return lm.model(input_ids=seq[:, -1:], past_key_values=cache, use_cache=True)
+        except (ValueError, TypeError, RuntimeError):
+            pass
+    return lm.model(input_ids=seq, use_cache=False, **keep_logits_arg(lm.model, 1))
+
+
+def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bool
+            ) -> tuple[list[int], list[torch.Tensor], int | None]:
+    """Greedy tokens, their clean log-probabilities and the EOS index (KV cache where possible with `cached`)."""
+    model, eos = lm.model, eos_ids(lm)
+    toks: list[int] = []
+    logps: list[torch.Tensor] = []
+    with torch.inference_mode():
+        out = model(input_ids=prompt_ids, use_cache=cached, **keep_logits_arg(model, 1))
+        for t in range(max_new_tokens):
+            lp = log_probs(out.logits[0, -1])
+            toks.append(int(lp.argmax()))
+            logps.append(lp)
+            if toks[-1] in eos:
+                return toks, logps, t
+            if t == max_new_tokens - 1:
+                break
+            seq = _fed(prompt_ids, toks + [0])
+            out = next_forward(lm, out, seq) if cached else \
+                model(input_ids=seq, use_cache=False, **keep_logits_arg(model, 1))
+    return toks, logps, None
 
 
 def _probe(lm: LM, clean: Clean, returns_tuple: bool) -> None:

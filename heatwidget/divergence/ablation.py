@@ -30,6 +30,7 @@ from ._engine import (
     eos_ids,
     generate_clean,
     keep_logits_arg,
+    next_forward,
     rows_per_chunk,
     run_rows,
 )
@@ -261,7 +262,8 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
                 for r, tok in zip(chunk, nxt.tolist(), strict=True):  # one device sync per step, not per row
                     own[r].append(tok)
                 if t < n_gen - 1:
-                    out = lm.model(input_ids=nxt[:, None], past_key_values=out.past_key_values, use_cache=True)
+                    seq = torch.cat([ids.expand(n, P), torch.tensor([own[r] for r in chunk], device=ids.device)], 1)
+                    out = next_forward(lm, out, seq)
             reduce(chunk, torch.stack(steps, 1))
     return own
 
@@ -377,8 +379,8 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
             toks.append(tok)
             if tok in stop or t == n - 1:
                 break
-            out = lm.model(input_ids=torch.tensor([[tok]], device=run.prompt_ids.device),
-                           past_key_values=out.past_key_values, use_cache=True)
+            fed = torch.cat([run.prompt_ids, torch.tensor([toks], device=run.prompt_ids.device)], 1)
+            out = next_forward(lm, out, fed)
     return toks
 
 
