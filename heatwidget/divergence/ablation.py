@@ -71,7 +71,8 @@ class _Intervention:
     def spec(self, lm: LM, layer: int, clean: Clean, prompt_len: int) -> RowSpec:
         if self.kind == "output":
             return RowSpec(out_layer=layer, out_fn=self.fn(layer, clean, prompt_len))
-        mod = lm.anatomy.attn[layer] if self.kind == "zero_attn" else lm.anatomy.mlp[layer]
+        a = lm.anatomy
+        mod = a.attn_module(layer, "zero_attn") if self.kind == "zero_attn" else a.mlp_module(layer, "zero_mlp")
         return RowSpec(block_edits={layer: [Edit((self.kind, layer), lambda rows, m=mod: hooks.zero(m, rows=rows))]})
 
 

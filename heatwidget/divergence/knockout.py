@@ -20,6 +20,7 @@ from .. import hooks
 from .._lm import LM
 from .._offload import live_param
 from .._progress import check_cancelled, progress
+from ..anatomy import AnatomyError
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
@@ -135,11 +136,11 @@ def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corrup
             specs.append(RowSpec(out_layer=layer, out_fn=_corrupt_fn(corruption, positions, S, clean, layer,
                                                                      noise, std)))
     attn_rows = []
+    attn = lm.anatomy.attn  # None in layers without softmax attention (hybrids): nothing to knock out there
     for layer in sel:
-        edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([lm.anatomy.attn[j]],
-                                                                               queries=[S - 1], keys=subj,
-                                                                               rows=rows))]
-                 for j in window_layers(layer, window, L)}
+        edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([attn[j]], queries=[S - 1],
+                                                                               keys=subj, rows=rows))]
+                 for j in window_layers(layer, window, L) if attn[j] is not None}
         attn_rows.append(RowSpec(block_edits=edits))
     n = len(sel)
     return specs[:n] + attn_rows + specs[n:]  # site order Subj., Attn., Last.
@@ -217,6 +218,9 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     if not np.isfinite(noise_scale) or noise_scale < 0:
         raise ValueError(f"noise_scale must be a finite number ≥ 0, got {noise_scale!r}")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
+    if not lm.anatomy.attention_layers:
+        raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
+                           "has no softmax attention in any layer (an attention-free model): use ablation_kl")
     for p, s in zip(plist, slist, strict=True):  # every bad input fails before any model time is spent
         subject_positions(lm, p, s, lm.encode(p)["input_ids"])
     sigma = float(live_param(lm.anatomy.embed).detach().float().std())  # live_param: offloaded embeddings too

@@ -120,7 +120,7 @@ def _site_modules(lm: Any, layers: list[int], site: str) -> tuple[dict[int, torc
     if site == "resid":
         return {i: an.layers[i] for i in layers}, "output"
     if site == "mlp":
-        return {i: an.mlp[i] for i in layers}, "output"
+        return {i: an.mlp_module(i, "collect(site='mlp')") for i in layers}, "output"
     if site in ("mlp_in", "attn"):
         part = "mlp.down" if site == "mlp_in" else "attn.o"
         mods = {}
