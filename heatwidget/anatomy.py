@@ -222,13 +222,14 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
                 best = (name, mod)
     if best is None:
         raise AnatomyError(
-            "could not find the decoder layers: no ModuleList of identical blocks"
+            f"could not find the decoder layers of this {type(model).__name__}: no ModuleList of identical blocks"
             + (f" with {want} entries (config.num_hidden_layers)" if want else "")
         )
     return best
 
 
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer")
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
+               "temporal_block")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer")
 # Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
 # lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
@@ -244,18 +245,19 @@ _LINEAR_NAMES = {
 }
 
 
-def _child(block: nn.Module, names: tuple[str, ...], kind: str) -> tuple[str, nn.Module] | None:
+def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> tuple[str, nn.Module] | None:
     """The block's child of this kind ("attn" or "mlp"): by name, and its class must be one (a Mamba `mixer` is
-    neither; Nemotron-H's `mixer` is attention in some layers and an MLP in others)."""
+    neither; Nemotron-H's `mixer` is attention in some layers and an MLP in others). `prefix`: the model's class
+    prefix ("KimiLinear"), removed before reading the class name."""
     for n in names:
         m = getattr(block, n, None)
-        if isinstance(m, nn.Module) and _is_kind(m, kind):
+        if isinstance(m, nn.Module) and _is_kind(m, kind, prefix):
             return n, m
     return None
 
 
-def _is_kind(m: nn.Module, kind: str) -> bool:
-    cls = type(m).__name__.lower()
+def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
+    cls = type(m).__name__.removeprefix(prefix).lower()
     if kind == "attn":
         return ("attention" in cls or "attn" in cls) and not any(w in cls for w in _NOT_SOFTMAX)
     if isinstance(m, nn.Sequential):  # CTRL's ffn: Linear, ReLU, Linear
@@ -481,9 +483,10 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     config = getattr(model, "config", None)
 
     attn_list, mlp_list, attn_paths, mlp_paths, parts = [], [], [], [], []
+    prefix = type(model).__name__.split("For")[0]  # "KimiLinearForCausalLM" -> "KimiLinear"
     for i, block in enumerate(layers):
-        a = _child(block, _ATTN_NAMES, "attn")
-        m = _child(block, _MLP_NAMES, "mlp")
+        a = _child(block, _ATTN_NAMES, "attn", prefix)
+        m = _child(block, _MLP_NAMES, "mlp", prefix)
         if m is None and any(isinstance(getattr(block, n, None), nn.Module) for n in _LINEAR_NAMES["mlp.up"]):
             m = ("", block)  # OPT-style: the MLP's linears sit directly in the block
         ap = f"{layers_path}.{i}.{a[0]}" if a is not None else ""

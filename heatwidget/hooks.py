@@ -415,6 +415,9 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
             if cache is not None and hasattr(cache, "get_seq_length"):
                 past = int(cache.get_seq_length(getattr(mod, "layer_idx", 0) or 0))
             mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
+        if not isinstance(mask, torch.Tensor):  # e.g. one mask per attention type, chosen inside the module
+            raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
+                               f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
         if mask.ndim != 4:
             raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
         kv = mask.shape[-1]

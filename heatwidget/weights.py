@@ -470,7 +470,10 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
 def _n_heads(config: Any) -> int | None:
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     for attr in ("num_attention_heads", "n_head", "num_heads"):
-        v = getattr(cfg, attr, None)
+        try:
+            v = getattr(cfg, attr, None)
+        except Exception:  # noqa: BLE001 - per-layer head counts (heterogeneous configs) raise on global access
+            continue
         if isinstance(v, int) and v > 0:
             return v
     return None

@@ -45,19 +45,42 @@ TINY: dict[str, object] = dict(
     num_experts=4, num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
     n_shared_experts=1, shared_expert_intermediate_size=64, first_k_dense_replace=1, n_group=1, topk_group=1,
     # multi-head latent attention
-    kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
+    kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, qk_head_dim=16, v_head_dim=16,
+    zero_expert_num=2, expert_ffn_hidden_size=32, unpadded_vocab_size=64,
     # state-space / recurrent
     rotary_dim=8,  # GPT-J / CodeGen rotate a fixed number of dims, which must fit in a 16-wide head
     full_attention_interval=2, attn_layer_period=2, attn_layer_offset=1,  # hybrids: softmax attention in 3 layers
+    # state-space / linear-attention mixers of hybrids (the defaults are 100x the tiny width, and slow on CPU)
+    mamba_n_heads=8, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=16, mamba_d_ssm=128, mamba_num_heads=8,
+    mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=16, linear_key_head_dim=16,
+    linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_head_dim=16,
+    linear_num_heads=4,
     state_size=8, expand=2, conv_kernel=4, time_step_rank=8,
     bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
 
 # Per-family extra config keys, where TINY alone does not give a buildable or faithful tiny model.
 OVERRIDES: dict[str, dict[str, object]] = {
-    "mpt": dict(d_model=64, n_heads=4, n_layers=2, expansion_ratio=2, max_seq_len=256,
+    "mpt": dict(d_model=64, n_heads=4, n_layers=3, expansion_ratio=2, max_seq_len=256,
                 attn_config=dict(alibi=True)),
-    "gpt2": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256),
+    "gpt2": dict(n_embd=64, n_layer=3, n_head=4, n_positions=256),
+    "gpt_neo": dict(attention_types=[[["global", "local", "global"], 1]]),
+    "mamba2": dict(num_heads=8, n_groups=1),  # num_heads * head_dim must be expand * hidden_size
+    "zaya": dict(num_experts_per_tok=1),
+    "zamba": dict(num_hidden_layers=4, attn_layer_offset=0),  # two hybrid layers share one block (tied)
+    "zamba2": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"]),
+    "gemma3n_text": dict(num_kv_shared_layers=0),
+    # hybrids: keep a softmax-attention layer among the 3 (the defaults put one every 4th-8th layer)
+    "bamba": dict(attn_layer_indices=[1]),
+    "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba"]),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv"]),
+    "kimi_linear": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+    "qwen4_exp_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+    "xlstm": dict(num_heads=4),
+    "qwen3_next": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+    "qwen3_5_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+    "qwen3_5_moe_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+    "bailing_hybrid": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
 }
 
 PROMPT = "the capital of Velmora is"
@@ -133,8 +156,8 @@ def tiny_config(model_type: str):
     default = cls()
     keys = set(default.to_dict()) | set(getattr(cls, "attribute_map", {}) or {})
     kw = {k: v for k, v in TINY.items() if k in keys}
-    if "kv_lora_rank" in keys:  # multi-head latent attention: head_dim is derived, keys/values are per head
-        kw.pop("head_dim", None)
+    if "kv_lora_rank" in keys:  # multi-head latent attention: rotary head_dim = qk_rope_head_dim, per-head k/v
+        kw["head_dim"] = TINY["qk_rope_head_dim"]
         kw["num_key_value_heads"] = kw.get("num_attention_heads", 4)
     kw.update(OVERRIDES.get(model_type, {}))
     return cls(**kw)

@@ -195,6 +195,7 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
         with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
                 hooks.capture_all([layers[-1]], what="output") as outs:
             lm.model(input_ids=fed, use_cache=False)
+    _check_stream(lm, ins[0][0])
     clean = Clean(ids=fed, inputs=[torch.cat(ins[i], 1) for i in range(len(layers))], final=torch.cat(outs[0], 1))
     if clean.final.shape[1] != fed.shape[1] or any(x.shape[1] != fed.shape[1] for x in clean.inputs):
         raise ValueError(f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
@@ -205,6 +206,14 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
         if clean.calls is not None:
             _check_resume(lm, clean, torch.stack(logps), targets)
     return Generation(clean, int(prompt_ids.shape[1]), toks, torch.stack(logps), eos_at)
+
+
+def _check_stream(lm: LM, h: torch.Tensor | None) -> None:
+    """The analyses edit one residual stream [batch, seq, d]; refuse models that carry several in parallel."""
+    if h is not None and h.ndim != 3:
+        raise ValueError(f"{lm.anatomy.family}: the decoder blocks pass a hidden state of shape {tuple(h.shape)}, "
+                         "not [batch, seq, d] (several residual streams, e.g. hyper-connections), which "
+                         "heatwidget's layer interventions do not support")
 
 
 def _fed(prompt_ids: torch.Tensor, toks: list[int]) -> torch.Tensor:
@@ -274,6 +283,7 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
             hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
     rec = [calls[i] for i in range(len(layers))]
+    _check_stream(lm, rec[0].hidden)
     clean = Clean(ids=ids, inputs=[c.hidden for c in rec], final=fin[0], calls=rec)
     for c in rec:
         c.hidden = None  # the calls keep only arguments; activations live in clean.inputs
@@ -287,9 +297,9 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
 def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) -> int:
     """How many intervened rows one batched pass may hold: activations (incl. attention scores) + logits."""
     cfg = lm.config
-    d = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or lm.anatomy.embed.weight.shape[1])
-    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * d)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 1)
+    d = _config_int(cfg, "hidden_size", "n_embd") or int(lm.anatomy.embed.weight.shape[1])
+    inter = _config_int(cfg, "intermediate_size", "n_inner") or 4 * d
+    heads = _config_int(cfg, "num_attention_heads", "n_head") or 1
     vocab = int(lm.anatomy.unembed.weight.shape[0])
     elem = torch.finfo(lm.dtype).bits // 8
     per_row = elem * seq_len * (8 * d + 2 * inter) + 4 * heads * seq_len * seq_len * 2 + 4 * n_pos * vocab * 3
@@ -299,6 +309,19 @@ def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) ->
             free, _total = torch.cuda.mem_get_info(lm.device)
             budget_mb = max(budget_mb, 0.3 * free / 2**20)
     return max(1, int(budget_mb * 2**20 // per_row))
+
+
+def _config_int(cfg: Any, *names: str) -> int:
+    """The first of these config fields that is a positive int (0 if none): an estimate only, so a field a config
+    refuses to give globally (per-layer head counts raise on access) counts as absent."""
+    for n in names:
+        try:
+            v = getattr(cfg, n, None)
+        except Exception:  # noqa: BLE001 - e.g. transformers' AmbiguousGlobalPerLayerAttributeError
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return 0
 
 
 # ---- running many intervened rows ---------------------------------------------------------------------------
