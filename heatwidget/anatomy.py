@@ -239,9 +239,9 @@ _LINEAR_NAMES = {
     "attn.k": ("k_proj", "key", "wk", "k", "Wk"),
     "attn.v": ("v_proj", "value", "wv", "v", "Wv"),
     "attn.o": ("o_proj", "out_proj", "dense", "c_proj", "wo", "proj"),
-    "mlp.up": ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w3"),
-    "mlp.down": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2"),
-    "mlp.gate": ("gate_proj", "w1"),
+    "mlp.up": ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w3", "proj_up", "key"),  # key: RWKV
+    "mlp.down": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "proj_down", "value"),
+    "mlp.gate": ("gate_proj", "w1", "proj_up_gate"),
 }
 
 

@@ -294,22 +294,24 @@ def run_block(block: nn.Module, call: BlockCall, h: torch.Tensor) -> torch.Tenso
     if any(hasattr(v, "get_seq_length") for v in (*call.args, *call.kwargs.values())):
         raise ValueError("this block call was recorded with a KV cache; record it from a forward with "
                          "use_cache=False to re-run the block")
-    b = h.shape[0]
-    args = tuple(_for_batch(v, b) for v in call.args)
-    kwargs = {k: _for_batch(v, b, k) for k, v in call.kwargs.items()}
+    args = tuple(_for_batch(v, h) for v in call.args)
+    kwargs = {k: _for_batch(v, h, k) for k, v in call.kwargs.items()}
     out = block(*args, hidden_states=h, **kwargs) if call.hidden_kw else block(h, *args, **kwargs)
     return _hidden_of(out)
 
 
-def _for_batch(v: Any, b: int, name: str = "") -> Any:
-    """A tensor recorded for a batch of 1, made to fit a batch of b where broadcasting does not do it: 4-D masks
-    [1, 1, T, KV] (XGLM checks the mask's batch size) and Bloom's ALiBi bias [1·heads, 1, KV], whose batch is
-    folded into the head axis."""
+def _for_batch(v: Any, h: torch.Tensor, name: str = "") -> Any:
+    """A tensor recorded for a batch of 1, made to fit h's batch where broadcasting does not do it: 4-D masks
+    [1, 1, T, KV] (XGLM checks the mask's batch size), Bloom's ALiBi bias [1·heads, 1, KV] (batch folded into the
+    head axis) and hidden states [1, T, d] passed alongside h (Zamba concatenates the embeddings with h)."""
+    b = h.shape[0]
     if b == 1 or not isinstance(v, torch.Tensor):
         return v
     if name == "alibi" and v.ndim == 3:
         return v.repeat(b, 1, 1)
     if v.ndim == 4 and v.shape[0] == 1:
+        return v.expand(b, *v.shape[1:])
+    if v.ndim == 3 and v.shape[0] == 1 and v.shape[1:] == h.shape[1:]:
         return v.expand(b, *v.shape[1:])
     return v
 
