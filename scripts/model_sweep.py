@@ -55,6 +55,7 @@ TINY: dict[str, object] = dict(
     mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=16, linear_key_head_dim=16,
     linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_head_dim=16,
     linear_num_heads=4,
+    vocab_size_per_layer_input=64, hidden_size_per_layer_input=16,  # Gemma 3n/4 per-layer embeddings
     state_size=8, expand=2, conv_kernel=4, time_step_rank=8,
     bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
