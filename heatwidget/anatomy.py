@@ -102,6 +102,13 @@ class Anatomy:
     attn_paths: list[str] = field(default_factory=list)
     mlp_paths: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    multi_stream: str = ""  # why the blocks carry several residual streams (hyper-connections), else ""
+
+    def require_single_stream(self, what: str) -> None:
+        """AnatomyError naming the family when the blocks pass several residual streams [B, T, n, d]."""
+        if self.multi_stream:
+            raise AnatomyError(f"{what} reads and edits one residual stream [batch, seq, d], and this {self.family} "
+                               f"model carries several: {self.multi_stream}")
 
     @property
     def n_layers(self) -> int:
@@ -258,6 +265,8 @@ def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> 
 
 def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
     cls = type(m).__name__.removeprefix(prefix).lower()
+    if "rwkv" in type(m).__name__.lower():  # RWKV's "attention" is its time-mixing recurrence
+        return kind == "mlp" and "feedforward" in cls
     if kind == "attn":
         return ("attention" in cls or "attn" in cls) and not any(w in cls for w in _NOT_SOFTMAX)
     if isinstance(m, nn.Sequential):  # CTRL's ffn: Linear, ReLU, Linear
@@ -475,6 +484,15 @@ def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp
     return notes
 
 
+def _multi_stream(block: nn.Module) -> str:
+    """A note when the block mixes several parallel residual streams (hyper-connections, Gemma 3n's AltUp)."""
+    for name, child in block.named_children():
+        cls = type(child).__name__.lower()
+        if any(w in cls for w in ("hyperconnection", "altup")):
+            return f"its blocks hold {name} ({type(child).__name__})"
+    return ""
+
+
 def find_anatomy(model: nn.Module) -> Anatomy:
     """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
     missing: list[str] = []
@@ -508,10 +526,12 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     if final_norm is None:
         notes.append("no final norm found: the logit lens applies the unembedding directly")
     notes += _layout_notes(family, attn_list, mlp_list, attn_paths, mlp_paths, parts)
+    streams = _multi_stream(layers[0])
     if missing:
         raise AnatomyError(
             f"heatwidget does not understand this {type(model).__name__} layout; not found: " + "; ".join(missing)
         )
     return Anatomy(family=family, layers=layers, layers_path=layers_path, attn=attn_list, mlp=mlp_list,
                    parts=parts, final_norm=final_norm, unembed=unembed, embed=embed,
-                   attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes)
+                   attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes + ([streams] if streams else []),
+                   multi_stream=streams)

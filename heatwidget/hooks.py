@@ -417,27 +417,31 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
             if cache is not None and hasattr(cache, "get_seq_length"):
                 past = int(cache.get_seq_length(getattr(mod, "layer_idx", 0) or 0))
             mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
-        if not isinstance(mask, torch.Tensor):  # e.g. one mask per attention type, chosen inside the module
-            raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
-                               f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
-        if mask.ndim != 4:
-            raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
-        kv = mask.shape[-1]
-        q_sel = selection_mask((b, t), rows, queries, h.device)
-        k_sel = selection_mask((b, t), rows, keys, h.device)
-        if kv != t:  # a cached prefix: key positions index the full key length, queries the current chunk
-            k_sel = torch.cat([torch.zeros(b, kv - t, dtype=torch.bool, device=h.device), k_sel], dim=1)
-        blocked = (q_sel[:, :, None] & k_sel[:, None, :])[:, None]  # [B, 1, T, KV]
-        mask = mask.expand(b, mask.shape[1], t, kv)
-        if mask.dtype == torch.bool:
-            new = mask & ~blocked
-        else:
-            new = mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
-        return put(new)
+        return put(_knocked_out(mask, mod, b, t, rows, queries, keys))
 
     handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attn_modules]
     with _removing(handles):
         yield
+
+
+def _knocked_out(mask: Any, mod: nn.Module, b: int, t: int, rows: Rows, queries: Positions,
+                 keys: Positions) -> torch.Tensor:
+    """The 4D attention mask [B, 1, T, KV] with the (query, key) pairs of the selection blocked."""
+    if not isinstance(mask, torch.Tensor):  # e.g. a dict of masks per attention type (ZAYA)
+        raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
+                           f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
+    if mask.ndim != 4:
+        raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
+    kv, dev = mask.shape[-1], mask.device
+    q_sel = selection_mask((b, t), rows, queries, dev)
+    k_sel = selection_mask((b, t), rows, keys, dev)
+    if kv != t:  # a cached prefix: key positions index the full key length, queries the current chunk
+        k_sel = torch.cat([torch.zeros(b, kv - t, dtype=torch.bool, device=dev), k_sel], dim=1)
+    blocked = (q_sel[:, :, None] & k_sel[:, None, :])[:, None]  # [B, 1, T, KV]
+    mask = mask.expand(b, mask.shape[1], t, kv)
+    if mask.dtype == torch.bool:
+        return mask & ~blocked
+    return mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
 
 
 def stack(*managers: contextlib.AbstractContextManager) -> contextlib.ExitStack:

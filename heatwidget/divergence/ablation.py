@@ -294,6 +294,7 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("ablation_kl")
     t0 = time.perf_counter()
     T = C.check_max_new_tokens(max_new_tokens)
     prompts, single = C.as_prompt_list(prompt)

@@ -203,6 +203,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("knockout_js")
     t0 = time.perf_counter()
     plist, single = C.as_prompt_list(prompts)
     slist = [subjects] * len(plist) if isinstance(subjects, str) else list(subjects)

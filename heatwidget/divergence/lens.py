@@ -50,6 +50,7 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     if metric not in ("kl", "prob"):
         raise ValueError(f"metric must be 'kl' or 'prob', got {metric!r}")
     ids = _ids(lm, prompt)
+    lm.anatomy.require_single_stream("logit_lens")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
     blocks = lm.anatomy.layers
     with torch.inference_mode(), hooks.capture({i: blocks[i] for i in sel}) as res:

@@ -178,6 +178,7 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("collect")
     if not isinstance(answers, AnswerSet):
         raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
     if len(answers) == 0:
