@@ -488,7 +488,7 @@ def _multi_stream(block: nn.Module) -> str:
     """A note when the block mixes several parallel residual streams (hyper-connections, Gemma 3n's AltUp)."""
     for name, child in block.named_children():
         cls = type(child).__name__.lower()
-        if any(w in cls for w in ("hyperconnection", "altup")):
+        if any(w in cls for w in ("hyperconnection", "altup")) or "hyper_connection" in name:
             return f"its blocks hold {name} ({type(child).__name__})"
     return ""
 

@@ -56,6 +56,7 @@ TINY: dict[str, object] = dict(
     linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_head_dim=16,
     linear_num_heads=4,
     vocab_size_per_layer_input=64, hidden_size_per_layer_input=16,  # Gemma 3n/4 per-layer embeddings
+    use_mamba_kernels=False,  # transformers 4.x Jamba/Zamba: the CUDA kernels are not installed on CPU
     state_size=8, expand=2, conv_kernel=4, time_step_rank=8,
     bos_token_id=1, eos_token_id=2, pad_token_id=0,
 )
@@ -77,10 +78,19 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv"]),
     "kimi_linear": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "xlstm": dict(num_heads=4, qk_dim_factor=1.0),
+    "qwen4_exp_text": dict(layer_types=["linear_attention", "indexed_attention", "linear_attention"],
+                           indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
+                           indexer_compress_ratio=2),
     "qwen3_next": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "qwen3_5_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "qwen3_5_moe_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "bailing_hybrid": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
+}
+
+# Failures inside transformers itself that heatwidget cannot route around, by (model type, major version).
+UPSTREAM: dict[tuple[str, str], str] = {
+    ("recurrent_gemma", "4"): "transformers 4.x RecurrentGemma keeps its recurrent state between forwards, so a "
+                              "forward after one with another batch size fails inside the model",
 }
 
 PROMPT = "the capital of Velmora is"
@@ -143,7 +153,7 @@ _ENCODERS = {"bert", "bert-generation", "big_bird", "camembert", "data2vec-text"
              "xlm-roberta-xl", "xmod", "xlnet", "xlm", "reformer"}
 _ENC_DEC_DECODERS = {"bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "mvp",
                      "pegasus", "plbart", "prophetnet", "trocr", "whisper", "musicgen", "musicgen_melody",
-                     "moshi", "cpmant"}
+                     "moshi", "cpmant", "speech_to_text_2"}
 
 
 # ---- building a tiny model ----------------------------------------------------------------------------------
@@ -353,6 +363,8 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
             s = r.status.get(a)
             if s is not None and s != "ok":
                 lines.append(f"- **{r.family}** {a}: {_md(s)}")
+    lines += [f"- **{t}** (upstream): {why}" for (t, major), why in UPSTREAM.items()
+              if version.split(".")[0] == major and any(r.family == t and not r.all_ok for r in runs)]
     lines += ["", "Decoder types that could not be built tiny:", ""]
     lines += [f"- **{r.family}**: {_md(r.status['build'])}" for r in results if "build" in r.status] or ["- none"]
     lines += ["", "Not decoder-only text models (excluded):", ""]
@@ -371,6 +383,18 @@ the installed transformers version is current. Every decoder-only text model typ
 `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` is built tiny (hidden 64, 3 layers, 64-token vocabulary, random seeded weights),
 saved, loaded with `hw.load` and run through every analysis; "ok" means the analysis and one drill of its matrix
 ran. A family that cannot run an analysis raises one error naming the family and the missing part.
+
+- Mixture-of-experts layers: `mlp.up`/`mlp.down`/`mlp.gate` cells are over all experts (Frobenius norm of the
+  stacked `[experts, out, in]` tensor), the drill shows each expert; the router is `mlp.router`.
+- Attention-free models (Mamba, RWKV, xLSTM …) load with a partial anatomy; `knockout_js` (its Attn. row),
+  `zero_attn`, `collect(site="attn")` and, where no attention/MLP projection exists, `weight_change`/`module_stats`
+  refuse with an `AnatomyError`/`ValueError` naming the family. Hybrids knock out attention in the layers that have
+  softmax attention.
+- `weight_change` runs here live model vs live model. From a directory it streams the stored tensors by name;
+  transformers 5 saves several families in their original checkpoint layout (MoE experts one by one, renamed
+  keys), which the directory reader does not map yet: it then raises a `WeightMismatchError` naming the tensor.
+- The tiny models' vocabulary is a word-level tokenizer built locally; transformers 5 re-types it for some model
+  types (e.g. Qwen2), so the sweep sets the word-level tokenizer on the loaded model where that happened.
 """
 
 

@@ -66,6 +66,8 @@ def test_failures_name_the_family(results):
         for name, s in r.status.items():
             if s == "ok" or name == "build" or s.startswith("not run"):
                 continue
+            if (r.family, VERSION.split(".")[0]) in sweep.UPSTREAM:
+                continue  # a transformers bug, stated in docs/models.md
             assert _plain(r.family) in _plain(s), (r.family, name, s)
 
 
