@@ -87,10 +87,12 @@ class LM:
         if not batch:
             raise ValueError("no prompts given")
         for i, t in enumerate(batch):
+            # A single str is "the prompt": calling encode once per prompt of a list must not say "prompt 0".
+            which = "the prompt" if isinstance(texts, str) else f"prompt {i}"
             if not isinstance(t, str):
-                raise TypeError(f"prompt {i} is a {type(t).__name__}, not a str")
+                raise TypeError(f"{which} is a {type(t).__name__}, not a str")
             if not t.strip():
-                raise ValueError(f"prompt {i} is empty: give some text to analyse")
+                raise ValueError(f"{which} is empty: give some text to analyse")
         old = self.tokenizer.padding_side
         self.tokenizer.padding_side = padding_side
         try:

@@ -9,6 +9,7 @@ projections (GPT-2 `c_attn`, GPT-NeoX `query_key_value`, Phi-3 `qkv_proj`/`gate_
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -151,9 +152,9 @@ class Anatomy:
         """Validate a layer index (negative counts from the end) and return it as 0..L-1."""
         if isinstance(layer, bool) or not isinstance(layer, int):
             try:
-                layer = int(layer)  # numpy / torch integers
-            except (TypeError, ValueError):
-                raise TypeError(f"layer must be an int, got {type(layer).__name__}") from None
+                layer = operator.index(layer)  # numpy / torch integers; a float is refused, never truncated
+            except TypeError:
+                raise TypeError(f"layer must be an int, got {layer!r} ({type(layer).__name__})") from None
         n = self.n_layers
         if not -n <= layer < n:
             raise IndexError(f"layer {layer} is out of range: this model has {n} layers (0..{n - 1})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -14,21 +15,61 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 def _tour() -> Path:
     tour = NOTEBOOKS / "tour.ipynb"
     if not tour.exists():
-        sys.exit(f"heatwidget: the tour notebook is not at {tour} (run from a source checkout)")
+        raise FileNotFoundError(f"the tour notebook is not at {tour} (run from a source checkout)")
     return tour
 
 
 def _export(command: str, notebook: Path, output: Path, **options) -> int:
-    """Export, print where it went, and turn export errors into one line on stderr (exit 1)."""
-    from .export import ExportError, export_notebook
+    """Export and print where it went (user errors become one line on stderr in `_run`)."""
+    from .export import export_notebook
 
-    try:
-        out = export_notebook(notebook, output, **options)
-    except (ExportError, FileNotFoundError) as e:
-        print(f"heatwidget {command}: {e}", file=sys.stderr)
-        return 1
+    if output.is_dir():  # before a possibly long execution, not after it
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(output))
+    out = export_notebook(notebook, output, **options)
     print(f"wrote {out}")
     return 0
+
+
+USAGE_ERROR = 2  # what argparse returns for a bad command line; bad files given on it are the same kind of error
+
+
+def _user_error(e: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for an error the user can fix (a missing or wrong file, a failed cell), or None for a bug."""
+    from .export import ExportError
+
+    try:  # nbformat's errors for a file that is not JSON / not a valid notebook
+        from jsonschema import ValidationError
+        from nbformat.reader import NotJSONError
+    except ImportError:  # pragma: no cover - both ship with nbformat, a dependency
+        NotJSONError = ValidationError = ExportError  # noqa: N806
+    notebook = getattr(args, "notebook", None)
+    if isinstance(e, NotJSONError):
+        return f"{notebook or 'the notebook'} is not a Jupyter notebook: it is not JSON"
+    if isinstance(e, ValidationError):
+        first = str(getattr(e, "message", e)).strip().splitlines()[0][:200]
+        return f"{notebook or 'the notebook'} is not a valid Jupyter notebook ({first})"
+    if isinstance(e, IsADirectoryError):
+        where = e.filename or "a path"
+        return f"{where} is a directory: give a file path (e.g. {Path(str(where)) / 'out.html'})"
+    if isinstance(e, (ExportError, OSError, ValueError)):
+        lines = str(e).strip().splitlines()
+        return lines[0] if lines else type(e).__name__
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run a command; user errors print one line on stderr and exit 2, never a traceback (bugs still show one)."""
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"heatwidget {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        msg = _user_error(e, args)
+        if msg is None:
+            raise
+        print(f"heatwidget {args.command}: {msg}", file=sys.stderr)
+        return USAGE_ERROR
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -67,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="load require.js and widget front ends from CDNs (nbconvert's default; needs internet)")
     e.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
-    return int(args.func(args) or 0)
+    return _run(args)
 
 
 if __name__ == "__main__":

@@ -170,8 +170,9 @@ class Explorer(W.VBox):
         self.select(r, c)
 
     def select(self, row: int, col: int) -> Future:
-        """Drill into (row, col) of the current matrix (what a click does)."""
+        """Drill into (row, col) of the current matrix (what a click does); positions or labels, as `m.drill`."""
         m = self.matrix
+        row, col = m.index(row, col)  # an out-of-range cell fails here, naming the valid range
         label = f"{m.rows[row]} × {m.cols[col]}"
         if math.isnan(float(m.values[row, col])):
             # An n/a cell (e.g. a module this architecture lacks) has nothing behind it: say so, don't compute.

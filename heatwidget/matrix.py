@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HeatMatrix", "Detail", "Chart", "Series", "MAX_CELLS"]
+__all__ = ["HeatMatrix", "HeatMatrixFileError", "Detail", "Chart", "Series", "MAX_CELLS"]
 
 # A matrix larger than this is refused at construction: it would not fit a browser tab anyway (the widget
 # downsamples above its own, lower, limit). 50M float32 cells = 200 MB.
@@ -141,6 +142,8 @@ class HeatMatrix:
         self.row_title = str(row_title)
         self.col_title = str(col_title)
         self.metric = str(metric)
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a dict (provenance: model, options, seeds), got {type(meta).__name__}")
         self.meta: dict[str, Any] = dict(meta or {})
         self._drill = drill
         self._recompute: Callable[..., HeatMatrix] | None = None
@@ -210,7 +213,8 @@ class HeatMatrix:
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             i = int(key)
             if not -len(labels) <= i < len(labels):
-                raise IndexError(f"{what} {i} is out of range for {len(labels)} {what}s")
+                raise IndexError(f"{what} {i} is out of range: this matrix has {len(labels)} {what}s "
+                                 f"(positions 0 … {len(labels) - 1}, or -{len(labels)} … -1 from the end)")
             return i % len(labels)
         if isinstance(key, str):
             if key in labels:
@@ -266,12 +270,16 @@ class HeatMatrix:
 
     # ---- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Save to a single .npz file (values bit-exact, labels, titles, JSON-able meta; arrays in meta kept)."""
+        """Save to a single .npz file (values bit-exact, labels, titles, JSON-able meta; arrays in meta kept).
+
+        Nothing is pickled: numpy arrays of Python objects (dtype=object) and meta that refers back to itself are
+        refused with an error naming the key; other non-JSON objects are stored as their repr.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         arrays: dict[str, np.ndarray] = {}
-        meta_json = _encode_meta(self.meta, arrays)
+        meta_json = _encode_meta(self.meta, arrays, "meta", set())
         header = dict(rows=self.rows, cols=self.cols, title=self.title, row_title=self.row_title,
                       col_title=self.col_title, metric=self.metric, meta=meta_json, format=1)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,32 +289,119 @@ class HeatMatrix:
 
     @classmethod
     def load(cls, path: str | Path) -> HeatMatrix:
-        """Load a matrix written by `save` (drill-down functions are not saved: re-attach with `with_drill`)."""
-        with np.load(Path(path), allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            arrays = {k[len("meta__"):]: z[k] for k in z.files if k.startswith("meta__")}
-            values = z["values"]
-        meta = _decode_meta(header["meta"], arrays)
-        return cls(values, header["rows"], header["cols"], title=header["title"], row_title=header["row_title"],
-                   col_title=header["col_title"], metric=header["metric"], meta=meta)
+        """Load a matrix written by `save` (drill-down functions are not saved: re-attach with `with_drill`).
+
+        Never unpickles. A file that is not a HeatMatrix .npz (another format, a truncated or hand-made archive)
+        raises HeatMatrixFileError (a ValueError) saying what is wrong in one sentence.
+        """
+        path = Path(path)
+        entries = _read_npz(path)
+        header = _read_header(entries["header"], path)
+        arrays = {k[len("meta__"):]: v for k, v in entries.items() if k.startswith("meta__")}
+        meta = _decode_meta(header["meta"], arrays, path)
+        try:
+            return cls(entries["values"], header["rows"], header["cols"], title=header["title"],
+                       row_title=header["row_title"], col_title=header["col_title"], metric=header["metric"],
+                       meta=meta)
+        except (ValueError, TypeError) as e:
+            raise HeatMatrixFileError(f"{str(path)!r} holds an invalid matrix: {_first_line(e)}") from None
 
 
-def _encode_meta(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
-    """JSON-encode meta; numpy arrays go to side arrays (exact), non-JSON objects become their repr."""
+class HeatMatrixFileError(ValueError):
+    """`HeatMatrix.load` was given a file that is not a valid HeatMatrix archive (one sentence says why)."""
+
+
+_HEADER_KEYS = ("rows", "cols", "title", "row_title", "col_title", "metric", "meta")
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every entry of a HeatMatrix .npz, read without unpickling; any other file is a HeatMatrixFileError."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no HeatMatrix file at {str(path)!r}" + (" (it is a directory)" if path.is_dir()
+                                                                          else ""))
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        # np.load would try it as a pickle and say so; this is simply some other kind of file.
+        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
+                                  ".npz (zip) archive, and this file is not one")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
+                                  f".npz archive; reading it failed: {_first_line(e)})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HeatMatrixFileError(f"{str(path)!r} holds a single numpy array, not the .npz archive "
+                                  "HeatMatrix.save writes")
+    with z:
+        for key in ("header", "values"):
+            if key not in z.files:
+                raise HeatMatrixFileError(f"{str(path)!r} is an .npz archive without the {key!r} entry "
+                                          "HeatMatrix.save writes: it was not saved by HeatMatrix.save")
+        entries = {}
+        for key in z.files:
+            try:
+                entries[key] = z[key]
+            except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+                if "allow_pickle" not in str(e):
+                    raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable ({_first_line(e)})"
+                                              ) from None
+                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} holds Python objects, which only "
+                                          "unpickling could read, and HeatMatrix.load never unpickles") from None
+            except (OSError, EOFError, zipfile.BadZipFile) as e:
+                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable (a truncated or damaged "
+                                          f"archive: {_first_line(e)})") from None
+    return entries
+
+
+def _read_header(raw: np.ndarray, path: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(str(raw[()]) if raw.ndim == 0 else "")
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise HeatMatrixFileError(f"{str(path)!r} has a 'header' entry that is not the JSON object "
+                                  "HeatMatrix.save writes")
+    missing = [k for k in _HEADER_KEYS if k not in header]
+    if missing:
+        raise HeatMatrixFileError(f"{str(path)!r} has a header without {', '.join(map(repr, missing))}: it was "
+                                  "not saved by HeatMatrix.save")
+    return header
+
+
+def _encode_meta(obj: Any, arrays: dict[str, np.ndarray], where: str, seen: set[int]) -> Any:
+    """JSON-encode meta; numpy arrays go to side arrays (exact), other non-JSON objects become their repr.
+
+    `where` names the current key (meta['options']['layers']) for errors; `seen` holds the containers on the
+    current path, so a cycle is reported instead of recursing forever."""
     if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError(f"{where} is a numpy array of Python objects (dtype {obj.dtype}): HeatMatrix.save "
+                            "stores arrays without pickling; convert it to a numeric or str array, or a list")
         key = str(len(arrays))
         arrays[key] = obj
         return {"__array__": key}
     if hasattr(obj, "detach") and hasattr(obj, "numpy"):
-        return _encode_meta(obj.detach().cpu().numpy(), arrays)
-    if isinstance(obj, Mapping):
-        return {str(k): _encode_meta(v, arrays) for k, v in obj.items()}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [_encode_meta(v, arrays) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode_meta(v, arrays) for v in obj]
+        return _encode_meta(obj.detach().cpu().numpy(), arrays, where, seen)
+    if isinstance(obj, (Mapping, list, tuple)):
+        if id(obj) in seen:
+            raise ValueError(f"{where} refers back to a container that holds it (self-referential meta): "
+                             "HeatMatrix.save can only store trees of values")
+        seen.add(id(obj))
+        try:
+            if isinstance(obj, Mapping):
+                return {str(k): _encode_meta(v, arrays, f"{where}[{k!r}]", seen) for k, v in obj.items()}
+            items = [_encode_meta(v, arrays, f"{where}[{i}]", seen) for i, v in enumerate(obj)]
+            return {"__tuple__": items} if isinstance(obj, tuple) else items
+        finally:
+            seen.discard(id(obj))
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _encode_meta(obj.item(), arrays, where, seen)
     if isinstance(obj, float) and not math.isfinite(obj):
         return {"__float__": repr(obj)}
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -314,17 +409,20 @@ def _encode_meta(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
     return {"__repr__": repr(obj)}
 
 
-def _decode_meta(obj: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _decode_meta(obj: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
+            if obj["__array__"] not in arrays:
+                raise HeatMatrixFileError(f"{str(path)!r} is missing the meta array {obj['__array__']!r} its "
+                                          "header refers to (a truncated or edited file)")
             return arrays[obj["__array__"]]
         if set(obj) == {"__tuple__"}:
-            return tuple(_decode_meta(v, arrays) for v in obj["__tuple__"])
+            return tuple(_decode_meta(v, arrays, path) for v in obj["__tuple__"])
         if set(obj) == {"__float__"}:
             return float(obj["__float__"])
         if set(obj) == {"__repr__"}:
             return obj["__repr__"]
-        return {k: _decode_meta(v, arrays) for k, v in obj.items()}
+        return {k: _decode_meta(v, arrays, path) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_decode_meta(v, arrays) for v in obj]
+        return [_decode_meta(v, arrays, path) for v in obj]
     return obj

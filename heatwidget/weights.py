@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
+from ._concurrency import locks_model
 from ._lm import LM
 from ._offload import live_param
 from ._progress import progress
+from ._validate import text_list as _text_list
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
 from .matrix import Chart, Detail, HeatMatrix, Series
 
@@ -242,6 +244,32 @@ def _pair_stats(wa: torch.Tensor, wb: torch.Tensor, eps: float) -> tuple[float, 
     return math.sqrt(sa), math.sqrt(sb), math.sqrt(sd), changed, wa.numel()
 
 
+def _nonfinite_note(src: _Source, part: Part, layer: int, name: str, w: torch.Tensor, of: str = "") -> str:
+    """Name a weight whose statistics are not finite (tensor, layer, module) for meta["notes"] and the widget."""
+    nan, inf = int(torch.isnan(w).sum()), int(torch.isinf(w).sum())
+    found = [f"{k:,} {what}" for k, what in ((nan, "NaN"), (inf, "±inf")) if k]
+    what = f"{' and '.join(found)} value{'s' if nan + inf > 1 else ''}" if found else "values too large for float32"
+    return f"{src.role}: layer {layer} {name}{of} ({src.key(part)} in {src.where()}) has {what}: shown as n/a"
+
+
+def _nonfinite_notes(sides: list[tuple[_Source, Part, torch.Tensor, float]], layer: int, name: str) -> list[str]:
+    """Notes for a cell whose norms are not finite: each side (source, part, weight, its norm) that is to blame,
+    or the difference itself when only ‖ΔW‖ overflowed."""
+    notes = [_nonfinite_note(src, part, layer, name, w) for src, part, w, norm in sides if not math.isfinite(norm)]
+    return notes or [f"layer {layer} {name}: ‖W_b − W_a‖ overflows float32 ({sides[0][0].key(sides[0][1])}): "
+                     "shown as n/a"]
+
+
+def _stat_notes(src: _Source, part: Part, layer: int, name: str, w: torch.Tensor, g: torch.Tensor | None,
+                v: float) -> list[str]:
+    """module_stats: why a cell is not finite (a NaN/inf weight or gradient, named), if it is not a plain 0/0."""
+    if not bool(torch.isfinite(w).all()):
+        return [_nonfinite_note(src, part, layer, name, w)]
+    if g is not None and not bool(torch.isfinite(g).all()):
+        return [_nonfinite_note(src, part, layer, name, g, of=" gradient")]
+    return [] if v != v else [_nonfinite_note(src, part, layer, name, w)]
+
+
 def _change_value(stat: str, na: float, nd: float, changed: int, numel: int) -> float:
     if stat == "relative":
         return nd / na if na > 0 else (0.0 if nd == 0 else math.nan)
@@ -294,6 +322,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     shape = (n_layers, len(MODULES))
     norm_a, norm_b, norm_d = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     changed, numel = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    nonfinite = np.zeros(shape, bool)  # a NaN/inf weight on either side: the cell is n/a, with a note naming it
     largest_pair = 0
     with torch.no_grad():
         for layer in progress(range(n_layers), desc="weight_change"):
@@ -309,16 +338,20 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
                     j = MODULES.index(name)
                     na, nb, nd, ch, n = _pair_stats(pa.weight(ra), pb.weight(rb), eps)
                     norm_a[layer, j], norm_b[layer, j], norm_d[layer, j] = na, nb, nd
+                    if not math.isfinite(na + nb + nd):  # rare: count the bad values only then
+                        nonfinite[layer, j] = True
+                        notes += _nonfinite_notes([(sa, pa, pa.weight(ra), na), (sb, pb, pb.weight(rb), nb)],
+                                                  layer, name)
                     changed[layer, j], numel[layer, j] = ch, n
                 del ra, rb  # before the next read: this is what keeps peak memory at one pair
                 _release_freed_memory()
     values = np.full(shape, np.nan)
-    present = numel > 0
+    present = (numel > 0) & ~nonfinite
     for i, j in zip(*np.nonzero(present), strict=True):
         values[i, j] = _change_value(stat, norm_a[i, j], norm_d[i, j], int(changed[i, j]), int(numel[i, j]))
     if stat == "relative" and np.any(present & (norm_a == 0) & (norm_d > 0)):
         notes.append("some W_a are all zero while W_b is not: their relative change is undefined (NaN)")
-    absent = [m for j, m in enumerate(MODULES) if not present[:, j].any()]
+    absent = [m for j, m in enumerate(MODULES) if not (numel[:, j] > 0).any()]
     if absent:
         notes.append(f"{sa.anatomy.family} has no {', '.join(absent)}: shown as n/a")
     rows, cols = _rows_cols(n_layers)
@@ -337,6 +370,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
 
 # ---- one model: weight norms and gradient norms -----------------------------------------------------------------
 
+@locks_model
 def _lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_size: int) -> dict[str, torch.Tensor]:
     """∂L/∂(stored weight) for the parts' stored tensors (keyed by param_name), L = mean next-token cross-entropy
     over every non-pad token of `texts` (one loss over all texts, accumulated over batches in float32).
@@ -408,12 +442,10 @@ def _as_lm(x: Any) -> LM:
 def _texts(texts: str | Sequence[str] | None) -> list[str]:
     if texts is None:
         raise ValueError("gradient statistics need texts: module_stats(lm, stat='grad', texts=[...])")
-    out = [texts] if isinstance(texts, str) else list(texts)
-    if not out:
-        raise ValueError("texts is empty: give at least one text")
-    return out
+    return _text_list(texts, "text")[0]
 
 
+@locks_model
 def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None = None, *, batch_size: int = 8
                  ) -> HeatMatrix:
     """One model's projections in the same layers × MODULES grid as `weight_change`.
@@ -440,6 +472,7 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
         grads = _lm_loss_grads(src.lm, text_list, [p for _, _, p in src.anatomy.iter_parts()], batch_size)
     n_layers = src.n_layers
     values = np.full((n_layers, len(MODULES)), np.nan)
+    notes: list[str] = []
     with torch.no_grad():
         for layer in progress(range(n_layers), desc="module_stats"):
             by_tensor: dict[str, list[str]] = {}
@@ -451,13 +484,18 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
                 for name in names:
                     part = src.anatomy.parts[layer][name]
                     g = part.weight(grads[part.param_name]) if grad else None
-                    values[layer, MODULES.index(name)] = _single_value(stat, part.weight(raw), g)
+                    v = _single_value(stat, part.weight(raw), g)
+                    if not math.isfinite(v):  # n/a; say why unless it is grad_relative's 0/0 of an all-zero W
+                        notes += _stat_notes(src, part, layer, name, part.weight(raw), g, v)
+                        v = math.nan
+                    values[layer, MODULES.index(name)] = v
                 del raw
                 _release_freed_memory()
     rows, cols = _rows_cols(n_layers)
     title = f"{SEED_TITLE}: {'gradient norms' if grad else 'weight norms'}"
     meta = dict(analysis="module_stats", stat=stat, model=src.label, family=src.anatomy.family,
-                streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3), **moe_meta(src.anatomy))
+                streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3), notes=notes,
+                **moe_meta(src.anatomy))
     if grad:
         meta.update(texts=text_list, loss="mean next-token cross-entropy over non-pad tokens (nats)")
     drill = _StatsDrill(src, stat, text_list, batch_size)

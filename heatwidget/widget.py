@@ -72,6 +72,43 @@ def _check_bound(name: str, v: float | None) -> float | None:
     return f
 
 
+def _suggested_range(m: HeatMatrix, vmin: float | None, vmax: float | None) -> tuple[float | None, float | None]:
+    """An analysis may suggest its figure's colour range (meta["vmin"/"vmax"]); explicit bounds win, and a
+    suggestion that would fall on the wrong side of an explicit bound is dropped rather than refused."""
+    lo, hi = m.meta.get("vmin"), m.meta.get("vmax")
+    if vmin is None and isinstance(lo, (int, float)) and (vmax is None or float(lo) < float(vmax)):
+        vmin = float(lo)
+    if vmax is None and isinstance(hi, (int, float)) and (vmin is None or float(vmin) < float(hi)):
+        vmax = float(hi)
+    return vmin, vmax
+
+
+MAX_NOTES = 4  # meta["notes"] lines shown in the view (the rest stay in meta)
+MAX_NOTE_CHARS = 200
+
+
+def _matrix_notes(m: HeatMatrix) -> list[str]:
+    """The analysis's own notes (meta["notes"]: a str or a list of str), a few lines at most."""
+    raw = m.meta.get("notes")
+    notes = [raw] if isinstance(raw, str) else [str(n) for n in raw] if isinstance(raw, (list, tuple)) else []
+    out = [n if len(n) <= MAX_NOTE_CHARS else n[:MAX_NOTE_CHARS - 1] + "…" for n in notes[:MAX_NOTES]]
+    if len(notes) > MAX_NOTES:
+        out.append(f"… and {len(notes) - MAX_NOTES} more notes in meta['notes']")
+    return out
+
+
+def _log_notes(m: HeatMatrix, log: bool) -> list[str]:
+    """Cells a log colour scale cannot place (zero or negative) are drawn at its bottom colour: say how many."""
+    if not log:
+        return []
+    finite = m.values[np.isfinite(m.values)]
+    bad = int((finite <= 0).sum())
+    if not bad:
+        return []
+    return [f"log scale: {bad:,} of {finite.size:,} cells are zero or negative and cannot be shown on it "
+            "(drawn in the lowest colour)"]
+
+
 class Heatmap(anywidget.AnyWidget):
     """An interactive heatmap of a HeatMatrix (or any 2-D array / DataFrame).
 
@@ -115,6 +152,9 @@ class Heatmap(anywidget.AnyWidget):
     height = t.Int(0).tag(sync=True)
     # {} or {"rows", "cols" (full shape), "row_step", "col_step", "how"} when the matrix was pooled for display.
     downsample = t.Dict().tag(sync=True)
+    # Lines the view prints above the figure: the analysis's meta["notes"] (e.g. non-finite weights named) and
+    # what the colour scale cannot show (cells a log scale leaves out).
+    notes = t.List(t.Unicode()).tag(sync=True)
 
     def __init__(
         self,
@@ -145,15 +185,13 @@ class Heatmap(anywidget.AnyWidget):
         m = _as_matrix(matrix)
         # An analysis may suggest its figure's colour range and map (e.g. probe AUC: 0.5–1, "blues"); explicit
         # arguments win.
-        if vmin is None and isinstance(m.meta.get("vmin"), (int, float)):
-            vmin = float(m.meta["vmin"])
-        if vmax is None and isinstance(m.meta.get("vmax"), (int, float)):
-            vmax = float(m.meta["vmax"])
+        vmin, vmax = _suggested_range(m, vmin, vmax)
         if colormap is None and isinstance(m.meta.get("colormap"), str):
             colormap = m.meta["colormap"]
             self._auto_colormap = False
-        if vmin is not None and vmax is not None and float(vmin) > float(vmax):
-            raise ValueError(f"vmin ({vmin}) is larger than vmax ({vmax})")
+        if vmin is not None and vmax is not None and not float(vmin) < float(vmax):
+            raise ValueError(f"vmin ({vmin}) must be smaller than vmax ({vmax}): the colour range would be empty "
+                             "or reversed")
         with self.hold_sync():
             self.colormap = colormap if colormap is not None else self._default_colormap(m)
             self.vmin = vmin
@@ -163,6 +201,7 @@ class Heatmap(anywidget.AnyWidget):
             self._set_matrix(m)
         self.observe(self._on_selection, names=["selected_row", "selected_col"])
         self.observe(self._on_colormap, names=["colormap"])
+        self.observe(lambda _change: self._update_notes(), names=["log"])
 
     def _on_colormap(self, change: dict) -> None:
         # A colour map chosen by the user sticks; only the automatic one follows new matrices.
@@ -219,6 +258,10 @@ class Heatmap(anywidget.AnyWidget):
             if not keep_selection:
                 self.selected_row = -1
                 self.selected_col = -1
+            self._update_notes()
+
+    def _update_notes(self) -> None:
+        self.notes = _matrix_notes(self._matrix) + _log_notes(self._matrix, self.log)
 
     # ---- validation (bad values fail here, in the kernel, with a readable message) -----------------------------
     @t.validate("colormap")
@@ -232,11 +275,17 @@ class Heatmap(anywidget.AnyWidget):
 
     @t.validate("vmin")
     def _valid_vmin(self, proposal: dict) -> float | None:
-        return _check_bound("vmin", proposal["value"])
+        v = _check_bound("vmin", proposal["value"])
+        if v is not None and self.vmax is not None and not v < self.vmax:
+            raise t.TraitError(f"vmin ({v:g}) must be smaller than vmax ({self.vmax:g}); set vmax first to widen")
+        return v
 
     @t.validate("vmax")
     def _valid_vmax(self, proposal: dict) -> float | None:
-        return _check_bound("vmax", proposal["value"])
+        v = _check_bound("vmax", proposal["value"])
+        if v is not None and self.vmin is not None and not self.vmin < v:
+            raise t.TraitError(f"vmax ({v:g}) must be larger than vmin ({self.vmin:g}); set vmin first to widen")
+        return v
 
     @t.validate("log")
     def _valid_log(self, proposal: dict) -> bool:
@@ -317,7 +366,7 @@ class Heatmap(anywidget.AnyWidget):
     def to_svg(self, width: int = 640) -> str:
         """The figure as a standalone SVG (what plain renderers show in place of the widget)."""
         m = self._matrix
-        notes = []
+        notes = list(self.notes)
         if self.downsample:
             notes.append(f"matrix is {m.shape[0]:,}×{m.shape[1]:,}")
         return _figure.figure_svg(

@@ -105,7 +105,7 @@ def test_colormap_default_and_validation():
 
 
 def test_range_and_log_validation():
-    with pytest.raises(ValueError, match="vmin .* larger than vmax"):
+    with pytest.raises(ValueError, match="vmin .* must be smaller than vmax"):
         Heatmap(km(), vmin=2, vmax=1)
     with pytest.raises(traitlets.TraitError, match="finite"):
         Heatmap(km(), vmin=math.inf)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._lm import LM
+from .._validate import text_list
 from ..matrix import Chart, Detail, Series
 
 __all__ = ["check_max_new_tokens", "context_limit", "as_prompt_list", "token_labels", "topk_chart", "provenance",
@@ -31,17 +32,21 @@ def context_limit(lm: LM) -> int | None:
 
 
 def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> tuple[list[str], bool]:
-    """(prompts, was_single): a str is one prompt; a list/tuple of str is several."""
-    if isinstance(prompt, str):
-        return [prompt], True
-    if isinstance(prompt, (list, tuple)):
-        if not prompt:
-            raise ValueError(f"no {what}s given")
-        for i, p in enumerate(prompt):
-            if not isinstance(p, str):
-                raise TypeError(f"{what} {i} is a {type(p).__name__}, not a str")
-        return list(prompt), False
-    raise TypeError(f"{what} must be a str or a list of str, got {type(prompt).__name__}")
+    """(prompts, was_single): a str is one prompt; a list/tuple of non-empty str is several (errors name the
+    index of the offending prompt in the user's list)."""
+    return text_list(prompt, what)
+
+
+def check_each(items: Sequence[Any], single: bool, check: Any, what: str = "prompt") -> None:
+    """Run `check(item)` on every item before any model time is spent; a ValueError from item i of a list is
+    re-raised naming it ("prompt 1: ..."), since the check itself only ever sees one item."""
+    for i, item in enumerate(items):
+        try:
+            check(item)
+        except ValueError as e:
+            if single:
+                raise
+            raise ValueError(f"{what} {i}: {e}") from None
 
 
 def token_labels(lm: LM, ids: Sequence[int]) -> list[str]:

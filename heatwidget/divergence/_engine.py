@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from ._stats import log_probs
 
@@ -177,6 +178,7 @@ class Generation:
     eos_at: int | None  # index of the EOS token among the generated ones, if generation stopped early
 
 
+@locks_model
 def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, probe: bool = True) -> Generation:
     """Greedy generation with a KV cache, caching every block's input at every position along the way.
 
@@ -275,6 +277,7 @@ def _probe(lm: LM, clean: Clean, returns_tuple: bool) -> None:
         clean.resume_note = f"could not record the blocks' arguments ({type(e).__name__}: {str(e)[:200]})"
 
 
+@locks_model
 def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) -> tuple[Clean, torch.Tensor]:
     """One clean forward over ids [1, S], recording each block's input and call; returns (clean, logits)."""
     layers = lm.anatomy.layers
@@ -392,6 +395,7 @@ def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence
     return logits[:, (positions - offset).to(logits.device)]
 
 
+@locks_model
 def run_rows(lm: LM, clean: Clean, specs: Sequence[RowSpec], positions: torch.Tensor,
              reduce: Callable[[list[int], torch.Tensor], None], *, resume: bool | None = None,
              budget_mb: float | None = None) -> str:

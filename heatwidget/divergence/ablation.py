@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from .._progress import check_cancelled, progress
+from .._validate import finite_number, optional_budget, positive_int
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
 from ._engine import (
@@ -133,7 +135,7 @@ def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
     if isinstance(intervention, (Steer, torch.Tensor, np.ndarray)):
         st = intervention if isinstance(intervention, Steer) else Steer(intervention)
         vecs = _per_layer(_as_tensor(st.vector, "steering vector"), lm, "steering vector")
-        alpha = float(st.alpha)
+        alpha = finite_number(st.alpha, "Steer alpha")
 
         def add_fn(layer: int, clean: Clean, plen: int) -> Callable:
             v = alpha * vecs(layer)
@@ -141,10 +143,34 @@ def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
 
         return _Intervention(f"add(alpha={alpha:g})", "output", add_fn)
     if callable(intervention):
-        user = intervention
-        return _Intervention(getattr(user, "__name__", "custom"), "output", lambda l, c, p: user)
+        name = getattr(intervention, "__name__", "custom")
+        return _Intervention(name, "output", lambda l, c, p: _checked_callable(intervention, name, l))
     raise TypeError(f"intervention must be a name, hw.Steer, hw.ProjectOut, a tensor or a callable, "
                     f"got {type(intervention).__name__}")
+
+
+def _checked_callable(user: Callable, name: str, layer: int) -> Callable:
+    """The user's fn(h_out, h_in), with its result checked: a tensor that broadcasts to h_out's shape, all finite.
+    Without this a wrong shape surfaces as a torch broadcasting error deep in the engine, and NaN as an all-NaN
+    matrix."""
+    def fn(h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        out = user(h, x)
+        what = f"intervention {name!r} (a callable fn(h_out, h_in)) at layer {layer}"
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{what} returned a {type(out).__name__}; it must return a torch tensor of the block "
+                            f"output's shape {list(h.shape)}")
+        try:
+            ok = torch.broadcast_shapes(out.shape, h.shape) == h.shape
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{what} returned shape {list(out.shape)} for a block output of shape "
+                             f"{list(h.shape)} [batch, positions, hidden]: return a tensor of that shape")
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(f"{what} returned NaN or inf values")
+        return out
+
+    return fn
 
 
 def spec_hooks(lm: LM, spec: RowSpec, rows: Any) -> list:
@@ -271,6 +297,7 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
 
 # ---- the public analysis --------------------------------------------------------------------------------------
 
+@locks_model
 def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, layers: Sequence[int] | None = None,
                 intervention: Any = "skip", mode: str = "teacher_forced", *, top_k: int = 10,
                 resume: bool | None = None, memory_budget_mb: float | None = None,
@@ -300,13 +327,12 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     prompts, single = C.as_prompt_list(prompt)
     if mode not in ("teacher_forced", "free_running"):
         raise ValueError(f"mode must be 'teacher_forced' or 'free_running', got {mode!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive int, got {top_k!r}")
+    top_k = positive_int(top_k, "top_k")
+    optional_budget(memory_budget_mb, "memory_budget_mb")
     sel = lm.anatomy.resolve_layers(None if layers is None else list(layers) if not isinstance(layers, int)
                                     else layers)
     iv = resolve_intervention(lm, intervention)
-    for p in prompts:  # fail on a bad prompt before spending time on the good ones
-        _encode(lm, p, T)
+    C.check_each(prompts, single, lambda p: _encode(lm, p, T))  # a bad prompt fails before any model time
     runs: list[_Run] = []
     quiet = progress_bar is False or (progress_bar is None and len(prompts) <= 2)
     if use_ray:
@@ -386,6 +412,7 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
     return toks
 
 
+@locks_model
 def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: str, m: HeatMatrix, r: int,
            c: int) -> Detail:
     d = m.cell(r, c)
@@ -436,6 +463,7 @@ def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: st
     return d
 
 
+@locks_model
 def per_position_kl(lm: LM, run: _Run, layer: int, iv: _Intervention) -> HeatMatrix:
     """KL(clean ‖ intervened) at every position of prompt + generated tokens, for one layer (teacher-forced)."""
     ids = torch.cat([run.prompt_ids[0], torch.tensor(run.gen.tokens, dtype=torch.long,

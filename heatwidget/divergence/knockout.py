@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
 from .._offload import live_param
 from .._progress import check_cancelled, progress
+from .._validate import finite_number, optional_budget, positive_int, text_list
 from ..anatomy import AnatomyError
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
@@ -181,6 +183,7 @@ def _run_prompt(lm: LM, i: int, prompt: str, subject: str, sel: list[int], corru
                    res["paq"].reshape(*shape, kk), engine, block_evaluations(specs, lm.n_layers, engine))
 
 
+@locks_model
 def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str],
                 layers: Sequence[int] | None = None, corruption: str = "noise", noise_scale: float = 3.0,
                 window: int = 5, seed: int = 0, *, noise_ref: str = "embedding", top_k: int = 10,
@@ -206,7 +209,9 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     lm.anatomy.require_single_stream("knockout_js")
     t0 = time.perf_counter()
     plist, single = C.as_prompt_list(prompts)
-    slist = [subjects] * len(plist) if isinstance(subjects, str) else list(subjects)
+    slist, one_subject = text_list(subjects, "subject")
+    if one_subject:
+        slist = slist * len(plist)
     if len(slist) != len(plist):
         raise ValueError(f"{len(plist)} prompts but {len(slist)} subjects: give one subject per prompt")
     if corruption not in CORRUPTIONS:
@@ -216,14 +221,17 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
                          f"got {window!r}")
     if noise_ref not in ("embedding", "residual"):
         raise ValueError(f"noise_ref must be 'embedding' or 'residual', got {noise_ref!r}")
-    if not np.isfinite(noise_scale) or noise_scale < 0:
-        raise ValueError(f"noise_scale must be a finite number ≥ 0, got {noise_scale!r}")
+    noise_scale = finite_number(noise_scale, "noise_scale", minimum=0.0)
+    seed = positive_int(seed, "seed", minimum=0)
+    top_k = positive_int(top_k, "top_k")
+    optional_budget(memory_budget_mb, "memory_budget_mb")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
     if not lm.anatomy.attention_layers:
         raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
                            "has no softmax attention in any layer (an attention-free model): use ablation_kl")
-    for p, s in zip(plist, slist, strict=True):  # every bad input fails before any model time is spent
-        subject_positions(lm, p, s, lm.encode(p)["input_ids"])
+    # Every bad input fails before any model time is spent, naming its index in the user's list.
+    C.check_each(list(zip(plist, slist, strict=True)), single,
+                 lambda ps: subject_positions(lm, ps[0], ps[1], lm.encode(ps[0])["input_ids"]))
     sigma = float(live_param(lm.anatomy.embed).detach().float().std())  # live_param: offloaded embeddings too
     scale = float(noise_scale) * sigma if noise_ref == "embedding" else None
     quiet = progress_bar is False or (progress_bar is None and len(plist) <= 2)
@@ -267,6 +275,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     return m.with_recompute(lambda **o: knockout_js(lm, **{**kwargs, **o}))
 
 
+@locks_model
 def _drill(lm: LM, runs: list[_Prompt], sel: list[int], window: int, m: HeatMatrix, r: int, c: int) -> Detail:
     d = m.cell(r, c)
     layer = sel[c]

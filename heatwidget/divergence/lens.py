@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._lm import LM
+from .._validate import optional_budget, positive_int, token_ids
 from ..matrix import Detail, HeatMatrix
 from . import _common as C
 from ._engine import head
@@ -26,22 +28,22 @@ __all__ = ["logit_lens"]
 
 
 def _ids(lm: LM, prompt: Any) -> torch.Tensor:
-    """A str is tokenized (special tokens added); a sequence/tensor of ids is used as given."""
+    """A str is tokenized (special tokens added); a sequence/tensor of ids is used as given (ints in the
+    vocabulary: a float, a negative or an out-of-range id is an error, never truncated or wrapped)."""
     if isinstance(prompt, str):
         ids = lm.encode(prompt)["input_ids"]
     else:
-        ids = torch.as_tensor(prompt if not isinstance(prompt, np.ndarray) else prompt.tolist(), dtype=torch.long)
-        if ids.ndim == 2 and ids.shape[0] == 1:
-            ids = ids[0]
-        if ids.ndim != 1 or ids.numel() == 0:
-            raise ValueError("prompt must be a str or a non-empty 1-D sequence of token ids")
-        ids = ids[None].to(lm.device)
+        if prompt is None or not hasattr(prompt, "__len__"):
+            raise TypeError(f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}")
+        vocab = int(lm.anatomy.embed.weight.shape[0])
+        ids = torch.tensor([token_ids(prompt, vocab)], dtype=torch.long, device=lm.device)
         limit = C.context_limit(lm)
         if limit is not None and ids.shape[1] > limit:
             raise ValueError(f"prompt is {ids.shape[1]} tokens long but the model's context is {limit} tokens")
     return ids
 
 
+@locks_model
 def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Sequence[int] | None = None,
                metric: str = "kl", *, top_k: int = 10, memory_budget_mb: float | None = None) -> HeatMatrix:
     """Logit lens: rows = layers, cols = prompt tokens; KL(final ‖ lens) in nats, or metric="prob": the lens
@@ -49,6 +51,8 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     t0 = time.perf_counter()
     if metric not in ("kl", "prob"):
         raise ValueError(f"metric must be 'kl' or 'prob', got {metric!r}")
+    top_k = positive_int(top_k, "top_k")
+    optional_budget(memory_budget_mb, "memory_budget_mb")
     ids = _ids(lm, prompt)
     lm.anatomy.require_single_stream("logit_lens")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)

@@ -78,7 +78,8 @@ def _matvec(F: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return torch.bmm(w[:, None, :], F.transpose(1, 2))[:, 0]
 
 
-def _objective(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: float) -> torch.Tensor:
+def _objective(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Per cell; lam [K] is each cell's L2 strength (1/C, rescaled with its features: see _magnitude_scale)."""
     z = z.double()
     return (torch.nn.functional.softplus(z) - y * z).sum(-1) + 0.5 * lam * (w.double() ** 2).sum(-1)
 
@@ -97,7 +98,7 @@ def _scaled_cholesky(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return L, dsc
 
 
-def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Tensor, y: torch.Tensor, lam: float,
+def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Tensor, y: torch.Tensor, lam: torch.Tensor,
                f0: torch.Tensor, slope: torch.Tensor, todo: torch.Tensor, tries: int
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Armijo backtracking per cell along (z, w) + t (dz, dw), from t = 1, for the cells in `todo`. The objective
@@ -117,7 +118,7 @@ def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Ten
     return t, f_new, todo
 
 
-def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float
+def _newton(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Damped Newton on features F [K, n, m] (centred), labels y [n] in {0, 1}."""
     K, n, m = F.shape
@@ -136,18 +137,18 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
             break
         # Work on the unfinished cells only once enough have finished to pay for the copy.
         Fa = F if act.numel() == K else F[act]
-        wa, ba = w[act], b[act]
+        wa, ba, lama = w[act], b[act], lam[act]
         z = _matvec(Fa, wa.to(F.dtype)).double() + ba[:, None]
         p = torch.sigmoid(z)
         s = p * (1 - p)
         r = p - yd
-        f0 = _objective(z, yd, wa, lam)
-        g = torch.cat([torch.bmm(r.to(F.dtype)[:, None, :], Fa)[:, 0].double() + lam * wa,
+        f0 = _objective(z, yd, wa, lama)
+        g = torch.cat([torch.bmm(r.to(F.dtype)[:, None, :], Fa)[:, 0].double() + lama[:, None] * wa,
                        r.sum(-1, keepdim=True)], dim=1)
         Fs = Fa * s.to(F.dtype)[..., None]
         H = torch.empty(act.numel(), m + 1, m + 1, dtype=torch.float64, device=dev)
         H[:, :m, :m] = (Fa.transpose(1, 2) @ Fs).double()
-        H[:, :m, :m] += lam * eye[:m, :m]
+        H[:, :m, :m] += lama[:, None, None] * eye[:m, :m]
         H[:, :m, m] = Fs.sum(1).double()
         H[:, m, :m] = H[:, :m, m]
         H[:, m, m] = s.sum(-1)
@@ -158,7 +159,7 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: fl
         fin = (dec / 2 <= tol * (1 + f0.abs())) | ~torch.isfinite(dec)
         # A full step is accepted almost always.
         u = _matvec(Fa, step[:, :m].to(F.dtype)).double() + step[:, m:]  # z moves along -t·u
-        t, f_new, failed = _backtrack(z, -u, wa, -step[:, :m], yd, lam, f0, -dec, ~fin, tries=20)
+        t, f_new, failed = _backtrack(z, -u, wa, -step[:, :m], yd, lama, f0, -dec, ~fin, tries=20)
         # Done also when no step decreases f, or the decrease is below the features' float resolution (the
         # objective itself is only that exact): further iterations would chase round-off.
         fin = fin | failed | (f0 - f_new <= 2 * eps * (1 + f0.abs()))
@@ -186,6 +187,7 @@ class _Cells:
     S: torch.Tensor      # [k, memory, m + 1] curvature pairs, in whitened coordinates
     Y: torch.Tensor
     rho: torch.Tensor    # [k, memory]; 0 marks a skipped pair
+    lam: torch.Tensor    # [k] L2 strength
     done: torch.Tensor   # [k] bool: finished, waiting for the next take()
 
     def take(self, keep: torch.Tensor) -> _Cells:
@@ -215,7 +217,7 @@ def _inverse_hessian_times(S: torch.Tensor, Y: torch.Tensor, valid: torch.Tensor
     return gamma * g + torch.bmm(p.transpose(1, 2), S)[:, 0] - gamma * torch.bmm(r.transpose(1, 2), Y)[:, 0]
 
 
-def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: float, memory: int = 10
+def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float, memory: int = 10
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
 
@@ -227,7 +229,7 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     K, n, m = F.shape
     dev = F.device
     bound = (F.transpose(1, 2) @ F).double() / 4
-    bound.diagonal(dim1=1, dim2=2).add_(lam)
+    bound.diagonal(dim1=1, dim2=2).add_(lam[:, None])
     chol, dsc = _scaled_cholesky(bound)
     del bound
     rb = (n / 4) ** 0.5
@@ -242,7 +244,7 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
 
     def grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # R^-T grad_w = L^-1 D grad_w; b's
         r = torch.sigmoid(z) - yd
-        gw = torch.bmm(r.to(F.dtype)[:, None, :], c.F)[:, 0].double() + lam * w
+        gw = torch.bmm(r.to(F.dtype)[:, None, :], c.F)[:, 0].double() + c.lam[:, None] * w
         gv = torch.linalg.solve_triangular(c.chol, (gw.to(F.dtype) * c.dsc)[..., None], upper=False)[..., 0]
         return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
 
@@ -252,7 +254,7 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
     pairs = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)
     c = _Cells(index=torch.arange(K, device=dev), F=F, chol=chol.to(F.dtype), dsc=dsc.to(F.dtype), w=w0, b=b0, z=z0,
                f=_objective(z0, yd, w0, lam), g=torch.empty(0), S=pairs, Y=pairs.clone(),
-               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev),
+               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev), lam=lam,
                done=torch.zeros(K, dtype=torch.bool, device=dev))
     c.g = grad_v(c, c.z, c.w)
     w_out, b_out = w0.clone(), b0.clone()
@@ -275,7 +277,7 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: float, max_iter: int, tol: flo
         ub = direction[:, m] / rb
         Fu = _matvec(c.F, u.to(F.dtype)).double() + ub[:, None]
         # In whitened coordinates the unit step is almost always accepted.
-        t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, lam, c.f, slope, live, tries=30)
+        t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, c.lam, c.f, slope, live, tries=30)
         t = torch.where(live & ~stalled, t, torch.zeros_like(t))
         c.z = c.z + t[:, None] * Fu
         c.w = c.w + t[:, None] * u
@@ -322,6 +324,12 @@ def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: in
     method = resolve_solver(solver, X.device)
     y = y.to(X.device)
     with _full_precision(), torch.no_grad():
+        scale = _magnitude_scale(X)
+        if scale is not None:
+            X = X / scale[:, None, None]  # exact (powers of two); the penalty follows below
+        lam = torch.full((K,), 1.0 / C, dtype=torch.float64, device=X.device)
+        if scale is not None:
+            lam = lam / scale.double() ** 2
         mu = X.mean(1, keepdim=True)
         Xc = X - mu
         Q = None
@@ -333,12 +341,36 @@ def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: in
         else:
             F = Xc
         if method == "newton":
-            w, b, n_iter, conv = _newton(F, y, 1.0 / C, max_iter or 50, tol)
+            w, b, n_iter, conv = _newton(F, y, lam, max_iter or 50, tol)
         else:
-            w, b, n_iter, conv = _lbfgs(F, y, 1.0 / C, max_iter or 1000, tol)
+            w, b, n_iter, conv = _lbfgs(F, y, lam, max_iter or 1000, tol)
         coef = (Q @ w[..., None])[..., 0] if Q is not None else w
         intercept = b - torch.einsum("kd,kd->k", mu[:, 0].double(), coef.double())
+        if scale is not None:
+            coef = coef / scale[:, None]  # back to the caller's features: x . coef = (x / s) . w
     return LogRegFit(coef=coef, intercept=intercept.to(coef.dtype), n_iter=n_iter, converged=conv)
+
+
+# Features whose largest magnitude lies outside [2^-16, 2^16] are rescaled (see _magnitude_scale); inside it
+# nothing changes, so ordinary activations take exactly the unscaled path.
+_SAFE_MAGNITUDE = 2.0 ** 16
+
+
+def _magnitude_scale(X: torch.Tensor) -> torch.Tensor | None:
+    """Per-cell powers of two s [K] that bring max |X_k| near 1, or None when every cell is already in range.
+
+    Float32 holds features up to ~3e38, but their Gram matrix (X^T X, ~n·max²) overflows from max ~1e17 on, and
+    below ~1e-19 its entries are subnormal: the solvers then return garbage (1e20·X gave AUC 0.15 for a
+    separable problem). Solving for w' = s·w on X / s with the penalty lam / s² is the same problem exactly —
+    the optimum, and so the AUC, of sklearn's LogisticRegression(C) on X — and dividing by a power of two
+    changes no mantissa. The intercept is unaffected (centring absorbs the scale), and the coefficients are
+    mapped back to X's units at the end.
+    """
+    big = torch.maximum(X.amax(dim=(1, 2)), -X.amin(dim=(1, 2))).double()  # no |X| copy
+    if bool(((big <= _SAFE_MAGNITUDE) & ((big >= 1 / _SAFE_MAGNITUDE) | (big == 0))).all()):
+        return None
+    exponent = torch.where(big > 0, torch.round(torch.log2(big.clamp_min(1e-300))), torch.zeros_like(big))
+    return torch.exp2(exponent.clamp(-126, 127)).to(X.dtype)  # normal float32 powers of two
 
 
 SOLVERS = {"newton": "batched damped Newton", "lbfgs": "batched L-BFGS, Böhning-whitened"}

@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._concurrency import locks_model
 from .._progress import progress
+from .._validate import positive_int
 from .positions import normalize_positions, position_index
 
 __all__ = ["AnswerSet", "answer", "find_span", "match_gold"]
@@ -255,6 +257,7 @@ def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size
     return gen, lps
 
 
+@locks_model
 def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
            max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
            chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None) -> AnswerSet:
@@ -271,21 +274,22 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
         raise ValueError("no questions given")
     if all(isinstance(q, dict) for q in qs):
         if golds is None:
-            try:
-                golds = [q["gold"] for q in qs]
-            except KeyError:
-                raise ValueError("question dicts need a 'gold' key, or pass golds=") from None
-        try:
-            qs = [q["question"] for q in qs]
-        except KeyError:
-            raise ValueError("question dicts need a 'question' key (the prompt to feed)") from None
+            lacking = [i for i, q in enumerate(qs) if "gold" not in q]
+            if lacking:
+                raise ValueError(f"question dict {lacking[0]} has no 'gold' key ({len(lacking)} of {len(qs)} lack "
+                                 "one): give each a gold, or pass golds=")
+            golds = [q["gold"] for q in qs]
+        lacking = [i for i, q in enumerate(qs) if "question" not in q]
+        if lacking:
+            raise ValueError(f"question dict {lacking[0]} has no 'question' key (the prompt to feed; "
+                             f"{len(lacking)} of {len(qs)} lack one)")
+        qs = [q["question"] for q in qs]
     if golds is None:
         raise ValueError("golds is missing: give one gold answer (or list of aliases) per question")
     gold_lists = _golds_list(golds, len(qs))
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = positive_int(batch_size, "batch_size")
     if lm.tokenizer is None:
         raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
     chat = bool(getattr(lm.tokenizer, "chat_template", None)) if chat_template is None else bool(chat_template)

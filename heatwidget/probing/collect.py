@@ -22,7 +22,9 @@ import numpy as np
 import torch
 
 from .. import hooks
+from .._concurrency import locks_model
 from .._progress import progress
+from .._validate import positive_int
 from .answers import AnswerSet
 from .positions import PAPER_POSITIONS, normalize_positions, position_label
 
@@ -161,6 +163,7 @@ def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | 
 
 
 @torch.inference_mode()
+@locks_model
 def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_POSITIONS,
             layers: int | Sequence[int] | None = None, site: str = "resid", *, batch_size: int = 16,
             dtype: str | np.dtype = "float32", memory_budget: int | str = DEFAULT_BUDGET,
@@ -185,8 +188,7 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
         raise ValueError("answers is empty (every row was dropped?): nothing to collect")
     if site not in SITES:
         raise ValueError(f"unknown site {site!r}; use one of {list(SITES)}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    batch_size = positive_int(batch_size, "batch_size")
     store_dtype = np.dtype(dtype)
     if store_dtype not in (np.float32, np.float16):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")

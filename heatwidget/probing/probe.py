@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .._progress import progress
+from .._validate import finite_number, positive_int
 from ..matrix import HeatMatrix
 from ._logreg import SOLVERS, fit_logreg, resolve_solver, roc_auc
 from .collect import Activations
@@ -56,8 +57,14 @@ def _as_labels(y: Any, n: int) -> np.ndarray:
         raise ValueError(f"features have N={n} examples but labels have {y.shape[0]}: they must match row for row")
     if y.dtype == bool:
         return y.astype(np.int64)
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
-        raise ValueError(f"labels must be 0/1 or bool (1 = correct); got values {np.unique(y)[:5].tolist()}")
+    if np.issubdtype(y.dtype, np.number):
+        bad = ~np.isin(y, (0, 1))
+    else:  # strings, objects: any item that is not the number 0 or 1
+        bad = np.array([not (isinstance(v, (int, float, np.number)) and v in (0, 1)) for v in y.tolist()])
+    if bad.any():
+        first = int(np.argmax(bad))
+        value = y[first].item() if isinstance(y[first], np.generic) else y[first]
+        raise ValueError(f"labels must be 0/1 or bool (1 = correct); label {first} is {value!r}")
     return y.astype(np.int64)
 
 
@@ -74,6 +81,13 @@ def _check_classes(y: np.ndarray, train: np.ndarray, test: np.ndarray, min_per_c
         if k1 == 0 or k1 == len(idx):
             raise ValueError(f"the {name} split holds only one class ({k1} of {len(idx)} correct); "
                              "use another seed or a larger test_size")
+
+
+def _check_solver_options(max_iter: Any, tol: Any, min_per_class: Any) -> None:
+    if max_iter is not None:
+        positive_int(max_iter, "max_iter")
+    finite_number(tol, "tol", minimum=0.0)
+    positive_int(min_per_class, "min_per_class")
 
 
 def _default_device(acts: Any) -> torch.device:
@@ -136,9 +150,12 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     n, L, P, d = (int(s) for s in X.shape)
     if not np.issubdtype(np.dtype(X.dtype), np.floating):
         raise ValueError(f"features must be floating point, got {X.dtype}")
+    if min(L, P, d) == 0:
+        raise ValueError(f"features of shape {tuple(X.shape)} [N, layers, positions, d] have an empty axis")
     yv = _as_labels(labels, n)
     if not C > 0 or not math.isfinite(C):
         raise ValueError(f"C must be a positive number, got {C}")
+    _check_solver_options(max_iter, tol, min_per_class)
     train, test = split_indices(n, test_size, seed)
     _check_classes(yv, train, test, min_per_class)
 
@@ -204,7 +221,7 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
                     n_iter_max=int(n_iter.max()), all_converged=bool(converged.all()), device=str(dev),
                     cells_per_chunk=per, seconds=round(seconds, 3)),
         test_scores=test_scores.reshape(L, P, -1), coef=coef.reshape(L, P, d), intercept=intercept.reshape(L, P),
-        n_iter=n_iter.reshape(L, P), converged=converged.reshape(L, P),
+        n_iter=n_iter.reshape(L, P), converged=converged.reshape(L, P), notes=_flat_score_notes(test_scores, C),
     )
     site = a.site if a is not None else None
     if a is not None:
@@ -229,6 +246,16 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
         m.with_recompute(_recompute(a, dict(test_size=test_size, seed=seed, C=C, device=device, solver=solver,
                                             max_iter=max_iter, tol=tol, min_per_class=min_per_class)))
     return m
+
+
+def _flat_score_notes(test_scores: np.ndarray, C: float) -> list[str]:
+    """A cell whose probe gives every test example the same score has AUC 0.5 by construction: with features of
+    tiny magnitude the L2 penalty (as sklearn's C defines it, on the raw features) pulls every weight to 0."""
+    flat = int((np.ptp(test_scores, axis=1) == 0).sum())
+    if not flat:
+        return []
+    return [f"{flat} of {len(test_scores)} cells score every test example alike (AUC 0.5): the L2 penalty "
+            f"(C={C:g}) outweighs features this small; pass a larger C or rescale the features"]
 
 
 def _recompute(a: Activations, kw: dict[str, Any]):

@@ -37,11 +37,13 @@ export interface HeatmapState {
   progress: number | null;
   height: number;
   downsample: Downsample;
+  notes: string[];
 }
 
 const TRAITS: (keyof HeatmapState)[] = [
   "values", "shape", "row_labels", "col_labels", "title", "row_title", "col_title", "metric", "colormap",
   "vmin", "vmax", "log", "selected_row", "selected_col", "status", "progress", "height", "downsample",
+  "notes",
 ];
 const DATA_TRAITS = new Set<string>(["values", "shape", "downsample"]);
 const IMAGE_TRAITS = new Set<string>(["colormap", "vmin", "vmax", "log"]);
@@ -416,7 +418,9 @@ class HeatmapView {
 
   private notes(): string[] {
     const p = this.prepared;
-    const notes: string[] = [];
+    // The kernel's notes first (the analysis's meta["notes"], cells a log scale cannot show).
+    const kernelNotes = this.model.get("notes");
+    const notes: string[] = Array.isArray(kernelNotes) ? kernelNotes.map(String) : [];
     const ds = this.model.get("downsample") ?? {};
     if (ds.rows && ds.cols && ((ds.row_step ?? 1) > 1 || (ds.col_step ?? 1) > 1)) {
       notes.push(
