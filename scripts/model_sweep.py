@@ -373,7 +373,7 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
 
 
 def _md(s: str) -> str:
-    s = re.sub(r"\{[^{}]*\}", "{…}", s)  # printed sets (e.g. of tensor names) have no stable order
+    s = re.sub(r"\{[^{}]*(\}|$)", "{…}", s)  # printed sets (e.g. of tensor names) have no stable order
     return re.sub(r"\s+", " ", s).replace("|", "\\|")
 
 
