@@ -46,7 +46,7 @@ TINY: dict[str, object] = dict(
     n_shared_experts=1, shared_expert_intermediate_size=64, first_k_dense_replace=1, n_group=1, topk_group=1,
     # multi-head latent attention
     kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, qk_head_dim=16, v_head_dim=16,
-    zero_expert_num=2, expert_ffn_hidden_size=32, unpadded_vocab_size=64,
+    zero_expert_num=2, expert_ffn_hidden_size=32, moe_topk=2, unpadded_vocab_size=64,
     # state-space / recurrent
     rotary_dim=8,  # GPT-J / CodeGen rotate a fixed number of dims, which must fit in a 16-wide head
     full_attention_interval=2, attn_layer_period=2, attn_layer_offset=1,  # hybrids: softmax attention in 3 layers
