@@ -91,6 +91,9 @@ OVERRIDES: dict[str, dict[str, object]] = {
 UPSTREAM: dict[tuple[str, str], str] = {
     ("recurrent_gemma", "4"): "transformers 4.x RecurrentGemma keeps its recurrent state between forwards, so a "
                               "forward after one with another batch size fails inside the model",
+    # not upstream: a heatwidget gap, listed so that it stays visible
+    ("mega", "4"): "heatwidget gap: MEGA (removed in transformers 5) runs its blocks more than once per forward; "
+                   "ablation_kl says so, logit_lens does not detect it yet",
 }
 
 PROMPT = "the capital of Velmora is"
@@ -363,7 +366,7 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
             s = r.status.get(a)
             if s is not None and s != "ok":
                 lines.append(f"- **{r.family}** {a}: {_md(s)}")
-    lines += [f"- **{t}** (upstream): {why}" for (t, major), why in UPSTREAM.items()
+    lines += [f"- **{t}** (known): {why}" for (t, major), why in UPSTREAM.items()
               if version.split(".")[0] == major and any(r.family == t and not r.all_ok for r in runs)]
     lines += ["", "Decoder types that could not be built tiny:", ""]
     lines += [f"- **{r.family}**: {_md(r.status['build'])}" for r in results if "build" in r.status] or ["- none"]
