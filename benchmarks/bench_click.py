@@ -43,15 +43,18 @@ def main() -> None:
         cells = [(r, c) for r in range(m.shape[0]) for c in range(m.shape[1])][: args.clicks]
         fresh = [click(ex, r, c) for r, c in cells]
         cached = [click(ex, r, c) for r, c in cells]
-        results[name] = (fresh, cached)
+        ex.precompute(cells)  # views kept in the page: a click only switches the shown view
+        kept = [click(ex, r, c) for r, c in cells]
+        results[name] = (fresh, cached, kept)
         ex.close()
-    print(f"{'analysis':<14} {'fresh median':>13} {'fresh max':>10} {'cached median':>14} {'cached max':>11}  (ms)")
+    print(f"{'analysis':<14} {'fresh median':>13} {'fresh max':>10} {'cached median':>14} {'cached max':>11} "
+          f"{'precomputed median':>19}  (ms)")
     ok = True
-    for name, (fresh, cached) in results.items():
+    for name, (fresh, cached, kept) in results.items():
         fm, fx = statistics.median(fresh) * 1e3, max(fresh) * 1e3
         cm, cx = statistics.median(cached) * 1e3, max(cached) * 1e3
         ok &= fx < 2000 and cx < 300
-        print(f"{name:<14} {fm:13.0f} {fx:10.0f} {cm:14.1f} {cx:11.1f}")
+        print(f"{name:<14} {fm:13.0f} {fx:10.0f} {cm:14.1f} {cx:11.1f} {statistics.median(kept) * 1e3:19.1f}")
     print(f"targets (fresh < 2000 ms, cached < 300 ms): {'met' if ok else 'NOT met'}")
 
 

@@ -13,8 +13,17 @@ Two measurements:
 bqplot draws one SVG <rect> per cell; cases that do not finish within --timeout seconds are reported as such
 (and cases with at least as many cells are then skipped: bqplot's cost grows with the number of cells).
 
-Usage: python benchmarks/bench_render.py [--repeats 5] [--lab-repeats 3] [--timeout 120] [--skip-lab]
-       [--json out.json]
+3. interactions on a 1000 × 1000 matrix in the static page (issue 18 targets): hover redraw and selection redraw
+   (time spent in the pointermove / click handler, which redraws the overlay synchronously), and switching the colour
+   map or the log scale (the paint's own work, from the `heatwidget:paint` event; the time until the next frame is on
+   screen is printed too, it adds the wait for the browser's frame).
+
+The summary table prints medians next to the targets: first paint <= 30 ms, hover and selection redraw <= 4 ms,
+colour map / log switch on 1M cells <= 16 ms.
+
+Usage: python benchmarks/bench_render.py [--repeats 15] [--interactions 40] [--lab-repeats 3] [--timeout 120]
+       [--skip-lab] [--bundle widget.js] [--json out.json]
+--bundle times another build of the front end (e.g. main's, for a before/after on the same machine).
 Needs: the built bundle (cd js && npm run build), /usr/bin/chromium, playwright (python), jupyterlab, bqplot.
 """
 
@@ -62,31 +71,119 @@ def _data(shape: tuple[int, int]) -> Any:
 
 
 # ---- 1. renderer in a static page -----------------------------------------------------------------------------
-def bench_renderer(browser: Any, repeats: int) -> dict[str, dict[str, float]]:
-    heatmap = _import_widget()
+def wire_state(data: Any, bundle: str | None, **traits: Any) -> dict[str, Any]:
+    """The state `Heatmap` serialises (bytes as base64 for page.evaluate), optionally with another bundle."""
+    state = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+             for k, v in _import_widget()(data, **traits).get_state().items()}
+    if bundle is not None:
+        state["_esm"] = bundle
+    return state
+
+
+def open_harness(browser: Any) -> tuple[Any, Any]:
+    """A fresh page (own renderer, cold caches) with the test harness, its widget host 900 px wide."""
     html = HARNESS.read_text(encoding="utf-8")
+    ctx = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = ctx.new_page()
+    page.route("http://bench.test/**", lambda r: r.fulfill(status=200, content_type="text/html", body=html))
+    page.goto("http://bench.test/harness.html")
+    page.wait_for_function("window.hwReady === true")
+    page.evaluate("() => { document.getElementById('host').style.width = '900px'; }")
+    return ctx, page
+
+
+def bench_renderer(browser: Any, repeats: int, bundle: str | None = None) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for shape in SIZES:
-        state = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
-                 for k, v in heatmap(_data(shape), colormap="viridis").get_state().items()}
+        state = wire_state(_data(shape), bundle, colormap="viridis")
         times, paints = [], []
         for _ in range(repeats):
-            ctx = browser.new_context(viewport={"width": 1000, "height": 900})
-            page = ctx.new_page()
-            page.route("http://bench.test/**", lambda r: r.fulfill(status=200, content_type="text/html", body=html))
-            page.goto("http://bench.test/harness.html")
-            page.wait_for_function("window.hwReady === true")
-            page.evaluate("() => { document.getElementById('host').style.width = '900px'; }")
+            ctx, page = open_harness(browser)
             info = page.evaluate("([s]) => window.hw.mount(s)", [state])
             times.append(info["ms"])
             paints.append(info["paintMs"])
             ctx.close()
         key = f"{shape[0]}x{shape[1]}"
         out[key] = {"first_paint_ms_median": statistics.median(times), "first_paint_ms_min": min(times),
-                    "draw_ms_median": statistics.median(paints)}
+                    "draw_ms_median": statistics.median(paints), "n": repeats}
         print(f"  renderer  {key:>10}: first paint {statistics.median(times):7.1f} ms median "
               f"(min {min(times):.1f}, n={repeats}); of which drawing {statistics.median(paints):.1f} ms",
               flush=True)
+    return out
+
+
+# ---- 3. interactions on 1M cells -----------------------------------------------------------------------------------
+# Hover: pointermove to a new cell each time; selection: a click on a new cell (the kernel message is sent by the
+# fake model, which only records it). Both handlers redraw the overlay synchronously, so timing dispatchEvent times
+# the redraw. Colour map / log: a kernel-side trait update, then the paint it schedules (its `workMs`) and the
+# time until the frame after it. `layouts` counts layout computations: a colour-map switch should add none.
+INTERACT_JS = """
+async ([index, n]) => {
+  const root = document.querySelectorAll('.heatwidget')[index];
+  const overlay = root.querySelector('canvas.hw-overlay');
+  const box = overlay.getBoundingClientRect();
+  const [x, y, w, h] = root.dataset.plot.split(',').map(Number);
+  const at = (i) => ({ clientX: box.left + x + (((i * 37) % 97) + 0.5) / 97 * w,
+                       clientY: box.top + y + (((i * 53) % 89) + 0.5) / 89 * h, bubbles: true });
+  const timeEvents = (make) => {
+    const out = [];
+    for (let i = 0; i < n; i++) {
+      const ev = make(i);
+      const t = performance.now();
+      overlay.dispatchEvent(ev);
+      out.push(performance.now() - t);
+    }
+    return out;
+  };
+  const hover = timeEvents((i) => new PointerEvent('pointermove', at(i)));
+  const select = timeEvents((i) => new MouseEvent('click', at(i + 1)));
+  const frame = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+  const switches = async (updates) => {
+    const work = [], screen = [];
+    for (let i = 0; i < n; i++) {
+      const painted = new Promise((r, fail) => {
+        root.addEventListener('heatwidget:paint', (e) => r(e.detail), { once: true });
+        const what = JSON.stringify(updates[i % updates.length]);
+        setTimeout(() => fail(new Error(`no paint within 10 s of ${what}`)), 10000);
+      });
+      const t = performance.now();
+      window.hw.update(index, updates[i % updates.length]);
+      const d = await painted;
+      await frame();
+      work.push(d.workMs ?? null);
+      screen.push(performance.now() - t);
+    }
+    return { work, screen };
+  };
+  const layouts0 = Number(root.dataset.layouts);
+  const cmap = await switches(['blues', 'ylorrd', 'viridis_r', 'viridis'].map((c) => ({ colormap: c })));
+  const cmapLayouts = Number(root.dataset.layouts) - layouts0;
+  const log = await switches([{ log: true }, { log: false }]);
+  return { hover, select, cmap, cmapLayouts, log };
+}
+"""
+
+
+def bench_interactions(browser: Any, n: int, bundle: str | None = None) -> dict[str, Any]:
+    data = _data((1000, 1000)) + 1e-3  # positive, so the log scale applies
+    ctx, page = open_harness(browser)
+    try:
+        page.evaluate("([s]) => window.hw.mount(s)", [wire_state(data, bundle, colormap="viridis")])
+        r = page.evaluate(INTERACT_JS, [0, n])
+    finally:
+        ctx.close()
+    out: dict[str, Any] = {
+        "hover_ms": r["hover"], "select_ms": r["select"],
+        "colormap_work_ms": r["cmap"]["work"], "colormap_screen_ms": r["cmap"]["screen"],
+        "log_work_ms": r["log"]["work"], "log_screen_ms": r["log"]["screen"],
+        "colormap_switch_layouts": r["cmapLayouts"],
+    }
+    for k, v in list(out.items()):
+        if isinstance(v, list) and any(x is None for x in v):
+            del out[k]  # a bundle from before the paint event reported workMs
+        elif isinstance(v, list):
+            print(f"  1000x1000 {k:>20}: {statistics.median(v):7.2f} ms median (min {min(v):.2f}, n={len(v)})")
+    print(f"  layouts computed during {n} colour-map switches: {r['cmapLayouts']}", flush=True)
     return out
 
 
@@ -198,17 +295,61 @@ def bench_lab(browser: Any, timeout_s: float, repeats: int) -> dict[str, dict[st
     return out
 
 
+TARGETS_MS = {"first paint": 30.0, "hover redraw": 4.0, "selection redraw": 4.0, "colour-map switch": 16.0,
+              "log-scale switch": 16.0}
+
+
+def print_summary(results: dict[str, Any]) -> None:
+    """One table: each measurement's median, min and n next to its issue-18 target."""
+    rows: list[tuple[str, str, list[float] | dict[str, float], float]] = []
+    for key in results["sizes"]:
+        rows.append(("first paint", key, results["renderer"][key], TARGETS_MS["first paint"]))
+    inter = results.get("interactions") or {}
+    for label, k in (("hover redraw", "hover_ms"), ("selection redraw", "select_ms"),
+                     ("colour-map switch", "colormap_work_ms"), ("log-scale switch", "log_work_ms")):
+        if k in inter:
+            rows.append((label, "1000x1000", inter[k], TARGETS_MS[label]))
+    print(f"\nsummary ({results['bundle']}; Chromium {results['chromium']}; {os.cpu_count()} CPUs)")
+    print(f"{'measurement':<20} {'matrix':>10} {'median ms':>10} {'min ms':>8} {'n':>4} {'target ms':>10}  met")
+    for label, key, v, target in rows:
+        if isinstance(v, dict):
+            med, lo, n = v["first_paint_ms_median"], v["first_paint_ms_min"], v["n"]
+        else:
+            med, lo, n = statistics.median(v), min(v), len(v)
+        print(f"{label:<20} {key:>10} {med:10.2f} {lo:8.2f} {n:4d} {'<= ' + format(target, 'g'):>10}  "
+              f"{'yes' if med <= target else 'NO'}")
+    if "colormap_work_ms" in inter:
+        print(f"colour-map / log switch until the next frame is on screen (median): "
+              f"{statistics.median(inter['colormap_screen_ms']):.1f} / {statistics.median(inter['log_screen_ms']):.1f}"
+              f" ms; layouts recomputed by {len(inter['colormap_work_ms'])} colour-map switches: "
+              f"{inter['colormap_switch_layouts']}")
+    lab = results.get("jupyterlab", {})
+    if lab:
+
+        def fmt(v: float | None, w: int) -> str:
+            # DNF: did not finish within --timeout (or skipped after a smaller case did not).
+            return f"{v:{w}.0f}" if isinstance(v, float) else f"{'DNF':>{w}}"
+
+        print("\nJupyterLab: run cell -> cells on screen (ms)")
+        print(f"{'matrix':>12} {'heatwidget':>11} {'bqplot':>10}")
+        for key in results["sizes"]:
+            print(f"{key:>12} {fmt(lab['heatwidget'].get(key), 11)} {fmt(lab['bqplot'].get(key), 10)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, help="renderer repeats per size (median reported)")
+    ap.add_argument("--repeats", type=int, default=15, help="renderer repeats per size (median reported)")
+    ap.add_argument("--interactions", type=int, default=40,
+                    help="hover moves, clicks and colour-map/log switches timed on 1M cells (0: skip)")
+    ap.add_argument("--bundle", type=Path, help="time this widget.js instead of heatwidget/static/widget.js")
     ap.add_argument("--lab-repeats", type=int, default=3, help="JupyterLab repeats per case (median reported)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for one JupyterLab case")
     ap.add_argument("--skip-lab", action="store_true", help="only the static-page renderer timings")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     args = ap.parse_args(argv)
-    bundle = ROOT / "heatwidget" / "static" / "widget.js"
-    if not bundle.is_file():
-        print(f"missing {bundle}: run `cd js && npm ci && npm run build` first", file=sys.stderr)
+    bundle_path = args.bundle or ROOT / "heatwidget" / "static" / "widget.js"
+    if not bundle_path.is_file():
+        print(f"missing {bundle_path}: run `cd js && npm ci && npm run build` first", file=sys.stderr)
         return 2
     from playwright.sync_api import sync_playwright
 
@@ -219,26 +360,19 @@ def main(argv: list[str] | None = None) -> int:
         results["chromium"] = browser.version
         print(f"Chromium {browser.version}; {os.cpu_count()} CPUs", flush=True)
         print("renderer (static page, built bundle, fake model):", flush=True)
-        results["renderer"] = bench_renderer(browser, args.repeats)
+        bundle = args.bundle.read_text(encoding="utf-8") if args.bundle else None
+        results["bundle"] = str(args.bundle or bundle_path)
+        results["renderer"] = bench_renderer(browser, args.repeats, bundle)
+        if args.interactions > 0:
+            print("interactions (static page, 1000x1000):", flush=True)
+            results["interactions"] = bench_interactions(browser, args.interactions, bundle)
         if not args.skip_lab:
             print("jupyterlab (run cell -> cells on screen):", flush=True)
             results["jupyterlab"] = bench_lab(browser, args.timeout, args.lab_repeats)
         browser.close()
     results["wall_s"] = round(time.time() - t, 1)
 
-    lab = results.get("jupyterlab", {})
-
-    def fmt(v: float | None, w: int) -> str:
-        # DNF: did not finish within --timeout (or skipped after a smaller case did not).
-        return f"{v:{w}.0f}" if isinstance(v, float) else f"{'DNF' if lab else '-':>{w}}"
-
-    print("\nsummary: time to first paint (ms)")
-    print(f"{'matrix':>12} {'renderer':>10} {'lab: ours':>10} {'lab: bqplot':>12}")
-    for key in results["sizes"]:
-        ren = results["renderer"][key]["first_paint_ms_median"]
-        ours = lab.get("heatwidget", {}).get(key)
-        bq = lab.get("bqplot", {}).get(key)
-        print(f"{key:>12} {ren:10.1f} {fmt(ours, 10)} {fmt(bq, 12)}")
+    print_summary(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from . import hooks
 from ._lm import LM, ModelLoadError, load
+from .analysis import Config, config
 from .anatomy import MODULES, Anatomy, AnatomyError
 from .divergence import ProjectOut, Steer, ablation_kl, knockout_js, logit_lens
+from .divergence.patching import patching
 from .explorer import Explorer, explore
 from .matrix import Chart, Detail, HeatMatrix, Series
 from .probing import PAPER_POSITIONS, Activations, AnswerSet, answer, collect, probe_auc
@@ -26,6 +28,7 @@ __all__ = [
     "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut",
     "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
     "answer", "collect", "probe_auc", "PAPER_POSITIONS", "AnswerSet", "Activations",
+    "patching", "config", "Config",
 ]
 
 

@@ -344,6 +344,13 @@ def _esc(s: str) -> str:
     return _xml_escape(s, {'"': "&quot;", "'": "&apos;"})
 
 
+def colorbar_title(metric: str, norm: Norm) -> str:
+    """The colour bar's title: the metric, and "log scale" when the scale is logarithmic (as the JS view says)."""
+    if norm.mode != "log":
+        return metric
+    return f"{metric} · log scale" if metric else "log scale"
+
+
 def axis_label(s: str, max_chars: int) -> str:
     """One line, control characters made visible, at most max_chars characters (ellipsis when cut)."""
     s = s.replace("\r\n", "↵").replace("\n", "↵").replace("\t", "⇥")
@@ -398,7 +405,8 @@ def figure_svg(
     notes_y = top
     top += len(notes) * (note_sz + 4) + 4
     widest = max(_text_w(t, tick) for t in [*(format_value(v) for v in colorbar_ticks(norm, 6)), "n/a"])
-    right = 14 + 12 + 4 + 3 + widest + (axis + 8 if metric else 0) + pad
+    bar_title = colorbar_title(metric, norm)
+    right = 14 + 12 + 4 + 3 + widest + (axis + 8 if bar_title else 0) + pad
 
     def row_lab(i: int) -> str:
         return axis_label(rows[i * fr] if i * fr < len(rows) else str(i * fr), 24)
@@ -494,8 +502,8 @@ def figure_svg(
         sy = y0 + plot_h - 12
         add(f'<rect x="{bx:.2f}" y="{sy:.2f}" width="12" height="12" fill="url(#hw-hatch)" stroke="{border}"/>')
         text(bx + 19, sy + 6, "n/a", tick, "start", "central")
-    if metric:
-        text(width - pad - axis / 2, y0 + bar_h / 2, axis_label(metric, 40), axis, "middle", "central", -90)
+    if bar_title:
+        text(width - pad - axis / 2, y0 + bar_h / 2, axis_label(bar_title, 52), axis, "middle", "central", -90)
     add("</svg>")
     return "\n".join(out)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["text_list", "token_ids", "positive_int", "finite_number", "optional_budget"]
+__all__ = ["text_list", "token_ids", "is_bool", "positive_int", "finite_number", "optional_budget"]
 
 
 def text_list(items: Any, what: str = "prompt", *, plural: str | None = None) -> tuple[list[str], bool]:
@@ -29,7 +29,7 @@ def text_list(items: Any, what: str = "prompt", *, plural: str | None = None) ->
         raise ValueError(f"no {many} given (an empty list)")
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise TypeError(f"{what} {i} is a {type(t).__name__}, not a str")
+            raise TypeError(f"{what} {i} has type {type(t).__name__}, not str")
         if not t.strip():
             raise ValueError(f"{what} {i} of {len(items)} is empty: give a non-empty str")
     return list(items), False
@@ -57,8 +57,13 @@ def token_ids(ids: Any, vocab_size: int, what: str = "prompt") -> list[int]:
     return out
 
 
+def is_bool(x: Any) -> bool:
+    """A Python, numpy or torch boolean (a 0-d bool tensor too): operator.index would read it as 0 or 1."""
+    return isinstance(x, (bool, np.bool_)) or str(getattr(x, "dtype", "")) == "torch.bool"
+
+
 def positive_int(x: Any, name: str, minimum: int = 1) -> int:
-    if isinstance(x, bool):
+    if is_bool(x):
         raise TypeError(f"{name} must be an int, got a bool ({x})")
     try:
         v = operator.index(x)  # ints, numpy and torch integers; never a float

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._validate import is_bool
+
 __all__ = ["Anatomy", "AnatomyError", "Part", "Split", "MODULES", "find_anatomy"]
 
 # The module columns of every module × layer matrix, in the papers' order.
@@ -150,7 +152,9 @@ class Anatomy:
 
     def layer_index(self, layer: int) -> int:
         """Validate a layer index (negative counts from the end) and return it as 0..L-1."""
-        if isinstance(layer, bool) or not isinstance(layer, int):
+        if is_bool(layer):  # operator.index(True) is 1: a bool is refused, never read as layer 0 or 1
+            raise TypeError(f"layer must be an int, got a bool ({layer})")
+        if not isinstance(layer, int):
             try:
                 layer = operator.index(layer)  # numpy / torch integers; a float is refused, never truncated
             except TypeError:

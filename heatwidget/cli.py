@@ -9,14 +9,31 @@ import subprocess
 import sys
 from pathlib import Path
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+_PACKAGE = Path(__file__).resolve().parent
+# The wheel carries the tour at heatwidget/notebooks/ (pyproject force-include); a source checkout has it in
+# notebooks/ next to the package.
+TOURS = (_PACKAGE / "notebooks" / "tour.ipynb", _PACKAGE.parent / "notebooks" / "tour.ipynb")
+# What `demo` and `export --execute` need beyond the core, by import name (the `demo` extra installs them).
+DEMO_NEEDS = {"html": ("nbconvert", "nbclient", "ipykernel"), "lab": ("jupyterlab", "ipykernel")}
 
 
 def _tour() -> Path:
-    tour = NOTEBOOKS / "tour.ipynb"
-    if not tour.exists():
-        raise FileNotFoundError(f"the tour notebook is not at {tour} (run from a source checkout)")
-    return tour
+    for tour in TOURS:
+        if tour.is_file():
+            return tour
+    raise FileNotFoundError(f"the tour notebook is missing (looked in {', '.join(map(str, TOURS))}); "
+                            "reinstall heatwidget")
+
+
+def _missing(what: str) -> str | None:
+    """One line naming the packages `what` needs that are not installed and the extra that brings them."""
+    import importlib.util
+
+    missing = [name for name in DEMO_NEEDS[what] if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: " \
+           "pip install 'heatwidget[demo]'"
 
 
 def _export(command: str, notebook: Path, output: Path, **options) -> int:
@@ -74,8 +91,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     tour = _tour()
+    problem = _missing("html" if args.html else "lab")
+    if problem:
+        print(f"heatwidget demo {problem}", file=sys.stderr)
+        return 1
     if args.html:
-        return _export("demo", tour, Path(args.html), execute=True, timeout=args.timeout)
+        return _export("demo", tour, Path(args.html), execute=True, timeout=args.timeout, drill=args.drill,
+                       drill_budget_mb=args.drill_budget)
     cmd = [sys.executable, "-m", "jupyter", "lab", str(tour), f"--port={args.port}"]
     if args.no_browser:
         cmd.append("--no-browser")
@@ -85,8 +107,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    problem = _missing("html")
+    if problem:
+        print(f"heatwidget export {problem}", file=sys.stderr)
+        return 1
     return _export("export", Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout,
-                   offline=not args.cdn, theme=args.theme)
+                   offline=not args.cdn, theme=args.theme, drill=args.drill, drill_budget_mb=args.drill_budget)
+
+
+def _drill_options(p: argparse.ArgumentParser) -> None:
+    from .export import parse_drill
+
+    def drill(text: str) -> str | int:
+        try:
+            return parse_drill(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    p.add_argument("--drill", type=drill, default="all", metavar="all|none|N",
+                   help="precompute the explorers' drill-downs so clicks in the page work without a kernel: every "
+                        "cell (default), none, or the N most extreme cells per explorer (with --execute)")
+    p.add_argument("--drill-budget", type=float, default=25.0, metavar="MB",
+                   help="size budget of the whole page; past it the most extreme cells keep their details and "
+                        "each explorer says how many cells have them (default 25)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--port", type=int, default=8888)
     d.add_argument("--no-browser", action="store_true")
     d.add_argument("--timeout", type=int, default=600, help="seconds per cell when executing")
+    _drill_options(d)
     d.set_defaults(func=cmd_demo)
     e = sub.add_parser("export", help="export a notebook to an HTML file whose widgets work offline")
     e.add_argument("notebook")
@@ -106,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--theme", choices=["light", "dark"], default="light", help="JupyterLab page theme")
     e.add_argument("--cdn", action="store_true",
                    help="load require.js and widget front ends from CDNs (nbconvert's default; needs internet)")
+    _drill_options(e)
     e.set_defaults(func=cmd_export)
     args = p.parse_args(argv)
     return _run(args)

@@ -5,6 +5,16 @@ one worker thread, off the kernel's main thread, so the kernel keeps receiving c
 running task at its next progress step (`_progress.Cancelled`) and only the newest request may update the view,
 which therefore never shows a half-finished result. Results are cached by (matrix, request). Failures become a
 message in the widget, never a traceback in the output area.
+
+The explorer owns its widgets: a replaced detail view, control or breadcrumb is closed with its whole subtree
+(bqplot marks, scales and axes included), so clicks do not pile up widgets in the kernel or the browser; the cache
+keeps data (`Detail`), never widgets.
+
+Precomputed drill-downs (`precompute`, `hw.explore(m, precompute=True)`) are detail views built once and kept in an
+`ipywidgets.Stack` whose `selected_index` is jslink-ed to the heatmap's `detail_index`: the page switches views by
+itself, so a saved report (exported HTML, a notebook saved with widget state) shows them without a kernel. Stack
+slot 0 is the live detail, slot 1 the "not precomputed" notice, 2 + k the k-th precomputed view; the heatmap's
+`detail_cells` lists which cell each view belongs to (js/src/details.ts).
 """
 
 from __future__ import annotations
@@ -14,21 +24,30 @@ import html
 import math
 import sys
 import threading
+import time
 import traceback
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as W
+import numpy as np
 
-from ._detail_view import detail_widgets
+from ._detail_view import DETAIL_CSS, NEEDS_KERNEL, close_tree, detail_view, subtree
 from ._progress import Cancelled, Task, running
 from .matrix import Detail, HeatMatrix
 
-__all__ = ["Explorer", "explore", "OPTION_CHOICES"]
+__all__ = ["Explorer", "explore", "OPTION_CHOICES", "Precomputed", "NOT_PRECOMPUTED", "DEFAULT_BUDGET_MB",
+           "state_bytes"]
 
 CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
+DEFAULT_BUDGET_MB = 25.0  # precomputed detail views, in saved widget state
+NOT_PRECOMPUTED = "not precomputed in this report — re-run the notebook to explore it"
+LIVE_SLOT, NOTICE_SLOT, FIRST_VIEW = 0, 1, 2  # the detail Stack's children (js/src/details.ts)
+_EXPLORERS: list[weakref.ref] = []  # every explorer made in this process, in creation order (for export)
 
 # Options an analysis records in meta["options"] that the explorer offers as controls, with their choices
 # (None = free text). Others are shown read-only in the provenance line.
@@ -42,12 +61,66 @@ OPTION_CHOICES: dict[str, list[str] | None] = {
 }
 
 
+def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.ValueWidget]:
+    """Controls for the options an analysis declared (meta["option_specs"]): a dropdown per choice option, a
+    bounded number box per int/float option, a text box per str option; "layers" is edited as a list below."""
+    out: dict[str, W.ValueWidget] = {}
+    for name, spec in specs.items():
+        value, kind = options.get(name), spec.get("kind")
+        tip = str(spec.get("doc", ""))
+        if kind == "choice" and value in spec.get("choices", []):
+            out[name] = W.Dropdown(options=spec["choices"], value=value, description=name, tooltip=tip,
+                                   layout=W.Layout(width="220px"))
+        elif kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            box, cast = (W.BoundedIntText, int) if kind == "int" else (W.BoundedFloatText, float)
+            lo = cast(spec["min"]) if spec.get("min") is not None else cast(-(2**31))
+            hi = cast(spec["max"]) if spec.get("max") is not None else cast(2**31 - 1)
+            out[name] = box(value=value, min=lo, max=hi, description=name, tooltip=tip,
+                            layout=W.Layout(width="200px"))
+        elif kind == "str" and isinstance(value, str):
+            out[name] = W.Text(value=value, description=name, tooltip=tip, layout=W.Layout(width="360px"))
+    return out
+
+
 def _release_memory() -> None:
     """Give freed activations back after each run (no growth over many clicks)."""
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+@dataclass
+class Precomputed:
+    """What `Explorer.precompute` did: views kept for `cells` (in stack order) out of `requested`, their size."""
+
+    cells: list[tuple[int, int]]
+    requested: int
+    total_cells: int
+    state_bytes: int
+    budget_bytes: int
+    seconds: float
+    failed: list[tuple[int, int]]
+
+    def __repr__(self) -> str:
+        return (f"Precomputed({len(self.cells)} of {self.requested} requested cells ({self.total_cells} in the "
+                f"matrix), {self.state_bytes / 1e6:.2f} MB of widget state, budget {self.budget_bytes / 1e6:.1f} MB, "
+                f"{self.seconds:.1f} s)")
+
+
+def state_bytes(root: W.Widget) -> int:
+    """Bytes the widgets under `root` add to saved widget state (JSON, binary buffers as base64)."""
+    return sum(_own_state_bytes(w) for w in subtree(root))
+
+
+def _own_state_bytes(w: W.Widget) -> int:
+    import json
+
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    state, _paths, buffers = _remove_buffers(w.get_state())
+    b64 = sum(4 * ((memoryview(b).nbytes + 2) // 3) for b in buffers)
+    return len(json.dumps(state, default=str)) + b64 + 200  # + model id, module names and versions
 
 
 class Explorer(W.VBox):
@@ -66,6 +139,12 @@ class Explorer(W.VBox):
         self._request_id = 0
         self.last_detail: Detail | None = None
         self.last_future: Future | None = None
+        self.last_precompute: Precomputed | None = None
+        # Precomputed views per matrix: id(matrix) -> (matrix, {(row, col): (detail, view)}) in stack order.
+        self._views: dict[int, tuple[HeatMatrix, dict[tuple[int, int], tuple[Detail, W.Widget]]]] = {}
+        self._control_parts: list[W.Widget] = []  # controls and breadcrumb of the current view, closed on change
+        self._control_links: list[Any] = []  # kernel-side traitlets links of those controls
+        self._slots: dict[tuple[int, int], int] = {}  # precomputed cell -> its Stack slot
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
@@ -74,14 +153,34 @@ class Explorer(W.VBox):
         self.cancel_button = W.Button(description="cancel", icon="stop", layout=W.Layout(width="auto", display="none"))
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.controls = W.HBox(layout=W.Layout(flex_flow="row wrap", align_items="center"))
-        self.detail = W.VBox(layout=W.Layout(width="100%"))
+        self.precompute_note = W.HTML("")
+        self._build_detail_area()
         self.heatmap.observe(self._on_select, names=["selected_row", "selected_col"])
-        super().__init__([self.breadcrumb, self.controls, self.heatmap,
-                          W.HBox([self.progress, self.cancel_button, self.message]), self.detail])
+        self.heatmap.on_msg(self._on_front_end_msg)
+        super().__init__([W.HTML(DETAIL_CSS), self.breadcrumb, self.controls, self.heatmap,
+                          W.HBox([self.progress, self.cancel_button, self.message]), self.precompute_note,
+                          self.details])
         # Stable hooks for user CSS and browser tests (the heatmap inside vs. child heatmaps in the detail area).
         self.add_class("heatwidget-explorer")
-        self.detail.add_class("heatwidget-detail")
         self._show_matrix(matrix)
+        _EXPLORERS.append(weakref.ref(self))
+
+    def _build_detail_area(self) -> None:
+        """The Stack of detail views (module docstring): live detail, notice, then precomputed views."""
+        self.detail = W.VBox(layout=W.Layout(width="100%"))  # the live detail (Stack slot 0)
+        self.detail.add_class("hw-live-detail")
+        self.notice = W.HTML(f"<div class='hw-detail-notice'>{html.escape(NOT_PRECOMPUTED)}</div>")
+        self.details = W.Stack([self.detail, self.notice], selected_index=LIVE_SLOT, layout=W.Layout(width="100%"))
+        self.details.add_class("heatwidget-detail")
+        self.heatmap.detail_index = LIVE_SLOT
+        # In the page: a click sets detail_index (js/src/details.ts), the link shows that view, kernel or not.
+        self._detail_link = W.jslink((self.heatmap, "detail_index"), (self.details, "selected_index"))
+
+    def _on_front_end_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        # The page asks whether a kernel is behind it (js/src/details.ts); answering keeps its buttons enabled.
+        if isinstance(content, dict) and content.get("type") == "hello":
+            self.heatmap.offline = False
+            self.heatmap.send({"type": "live"})
 
     # ---- the main view and its history -------------------------------------------------------------------
     @property
@@ -92,9 +191,11 @@ class Explorer(W.VBox):
         self.heatmap.matrix = matrix
         self.heatmap.selected_row = -1
         self.heatmap.selected_col = -1
-        self.detail.children = ()
+        self._set_live_detail(())
+        self._close_controls()
         self._build_controls()
         self._build_breadcrumb()
+        self._sync_views()
 
     def push(self, label: str, matrix: HeatMatrix) -> None:
         """Make `matrix` the main view, remembering the current one in the breadcrumb."""
@@ -105,18 +206,37 @@ class Explorer(W.VBox):
         """Return to the view at breadcrumb position `depth` (0 = the original matrix)."""
         self.cancel()
         del self.history[depth + 1:]
+        kept = {id(m) for _label, m in self.history}
+        for key in [k for k in self._views if k not in kept]:  # views of matrices no longer reachable
+            close_tree(*(view for _d, view in self._views.pop(key)[1].values()))
         self._show_matrix(self.matrix)
+
+    def _kernel_button(self, button: W.Button, why: str) -> W.Button:
+        """A control that needs the kernel: disabled by the page when no kernel answers (a saved report)."""
+        button.tooltip = f"{why} ({NEEDS_KERNEL})"
+        self._control_parts.append(W.jsdlink((self.heatmap, "offline"), (button, "disabled")))
+        return button
+
+    def _close_controls(self) -> None:
+        for link in self._control_links:
+            link.unlink()
+        old = self._control_parts
+        self._control_links, self._control_parts = [], []
+        self.controls.children = ()
+        self.breadcrumb.children = ()
+        close_tree(*old)
 
     def _build_breadcrumb(self) -> None:
         items: list[W.Widget] = []
         for i, (label, _m) in enumerate(self.history):
-            b = W.Button(description=label[:40], tooltip=label, layout=W.Layout(width="auto"),
+            b = W.Button(description=label[:40], layout=W.Layout(width="auto"),
                          button_style="info" if i == len(self.history) - 1 else "")
             b.on_click(lambda _b, i=i: self.back(i))
-            items.append(b)
+            items.append(self._kernel_button(b, f"back to {label}"))
             if i < len(self.history) - 1:
                 items.append(W.Label("›"))
         self.breadcrumb.children = items if len(self.history) > 1 else ()
+        self._control_parts += items
 
     def _build_controls(self) -> None:
         from ._figure import colormap_names
@@ -124,15 +244,17 @@ class Explorer(W.VBox):
         hm = self.heatmap
         cmap = W.Dropdown(options=list(colormap_names()), value=hm.colormap, description="colours",
                           layout=W.Layout(width="190px"))
-        W.link((cmap, "value"), (hm, "colormap"))
         log = W.Checkbox(value=bool(hm.log), description="log scale", indent=False, layout=W.Layout(width="100px"))
-        W.link((log, "value"), (hm, "log"))
+        # Kernel-side links (unlinked when the controls are rebuilt, so the heatmap keeps no stale observers).
+        self._control_links += [W.link((cmap, "value"), (hm, "colormap")), W.link((log, "value"), (hm, "log"))]
         items: list[W.Widget] = [cmap, log]
         m = self.matrix
         options = m.meta.get("options", {}) if isinstance(m.meta.get("options"), dict) else {}
         editors: dict[str, W.ValueWidget] = {}
         if m.can_recompute:
-            for name, choices in OPTION_CHOICES.items():
+            specs = m.meta.get("option_specs")  # declared by analyses on the contract (heatwidget.analysis)
+            editors.update(spec_editors(specs, options) if isinstance(specs, dict) else {})
+            for name, choices in ({} if isinstance(specs, dict) else OPTION_CHOICES).items():
                 if name not in options or not isinstance(options[name], str):
                     continue
                 value = options[name]
@@ -149,8 +271,9 @@ class Explorer(W.VBox):
             if editors:
                 run = W.Button(description="re-run", icon="play", button_style="primary")
                 run.on_click(lambda _b: self._rerun_with(editors))
-                items += [*editors.values(), run]
+                items += [*editors.values(), self._kernel_button(run, "re-run the analysis with these options")]
         self.controls.children = items
+        self._control_parts += items
 
     def _rerun_with(self, editors: dict[str, W.ValueWidget]) -> None:
         options = {k: e.value for k, e in editors.items()}
@@ -170,10 +293,14 @@ class Explorer(W.VBox):
         self.select(r, c)
 
     def select(self, row: int, col: int) -> Future:
-        """Drill into (row, col) of the current matrix (what a click does); positions or labels, as `m.drill`."""
+        """Drill into (row, col) of the current matrix (what a click does); positions or labels, as `m.drill`.
+        A precomputed cell shows its view."""
         m = self.matrix
         row, col = m.index(row, col)  # an out-of-range cell fails here, naming the valid range
         label = f"{m.rows[row]} × {m.cols[col]}"
+        slot = self._slot_of(row, col)
+        if slot is not None:
+            return self._show_precomputed(row, col, slot)
         if math.isnan(float(m.values[row, col])):
             # An n/a cell (e.g. a module this architecture lacks) has nothing behind it: say so, don't compute.
             return self._submit(("drill", row, col), lambda: m.cell(row, col), self._show_na, label)
@@ -192,8 +319,12 @@ class Explorer(W.VBox):
         return self._submit(("rerun", label), fn, lambda res: self.push(label, res), label)
 
     def cancel(self) -> None:
+        """Stop the running drill-down, re-run or precompute (at its next progress step)."""
+        busy = self.progress.layout.visibility == "visible"
         self._supersede()
         self._set_busy(False)
+        if busy:
+            self.message.value = "cancelled"
 
     def _supersede(self) -> int:
         """Cancel the running task (at its next progress step) and return the id of the newest request."""
@@ -275,30 +406,271 @@ class Explorer(W.VBox):
         self.cancel_button.layout.display = "" if busy else "none"
         self.progress.value = 0.0
         self.heatmap.status = text if busy else ""
+        self.heatmap.progress = 0.0 if busy else None  # no bar left behind (a saved page would show it)
         if busy:
             self.message.value = html.escape(text)
 
+    def _view(self, detail: Detail) -> W.Widget:
+        return detail_view(detail, open_matrix=self.push, run_rerun=self.rerun, offline=(self.heatmap, "offline"))
+
+    def _set_live_detail(self, children: Sequence[W.Widget]) -> None:
+        """Replace the live detail, closing the old view's widgets, and show it."""
+        old = self.detail.children
+        self.detail.children = tuple(children)
+        close_tree(*old)
+        self._show_slot(LIVE_SLOT)
+
+    def _show_slot(self, slot: int) -> None:
+        # Both ends of the jslink, so the kernel's view of the state is right without a front end too.
+        self.heatmap.detail_index = slot
+        self.details.selected_index = slot
+
     def _show_detail(self, detail: Detail) -> None:
         self.last_detail = detail
-        self.detail.children = tuple(detail_widgets(detail, open_matrix=self.push, run_rerun=self.rerun))
+        self._set_live_detail([self._view(detail)])
 
     def _show_na(self, detail: Detail) -> None:
         self.last_detail = detail
-        self.detail.children = ()
+        self._set_live_detail(())
         self.message.value = html.escape(f"{detail.title}: n/a — no value for this cell, nothing to drill into")
+
+    # ---- precomputed drill-downs -------------------------------------------------------------------------
+    def precompute(self, cells: str | int | Sequence[tuple[int | str, int | str]] = "all",
+                   budget_mb: float = DEFAULT_BUDGET_MB, *, wait: bool = True) -> Precomputed | Future | None:
+        """Compute the drill-downs of `cells` of the current matrix and keep a view of each in the page.
+
+        cells: "all", a number n (the n most extreme cells: farthest from the median value first), or a list of
+            (row, col) (indices or labels). Cells are computed in that order through the explorer's cache, with
+            progress in the explorer and the cancel button (or a click) stopping it.
+        budget_mb: views are kept, in order, while their saved widget state fits in this many MB; the explorer
+            then says how many cells have details. Replaces the views kept by an earlier call for this matrix.
+        wait: block until done and return a `Precomputed` summary (None when cancelled); False returns a Future
+            at once (the views are built on the explorer's worker thread).
+        A clicked cell with a view shows it at once, live or in a saved report (no kernel needed).
+        """
+        m = self.matrix
+        order = _cells_in_order(m, cells)
+        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0 \
+                or not math.isfinite(budget_mb):
+            raise ValueError(f"budget_mb must be a positive number of megabytes, got {budget_mb!r}")
+        budget = int(budget_mb * 1e6)
+        rid = self._supersede()
+        at = [0]  # index of the cell being computed, for the overall progress fraction
+        n = max(len(order), 1)
+        task = Task(on_progress=lambda f, d: self._on_progress(rid, (at[0] + f) / n, d))
+        with self._lock:
+            self._task = task
+        self._set_busy(True, f"precomputing {len(order)} drill-downs …")
+        t0 = time.perf_counter()
+
+        def compute() -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
+            details: dict[tuple[int, int], Detail] = {}
+            failed: list[tuple[int, int]] = []
+            try:
+                with running(task):
+                    for i, (r, c) in enumerate(order):
+                        at[0] = i
+                        task.report(0.0, f"precomputing {m.rows[r]} × {m.cols[c]}")
+                        try:
+                            details[(r, c)] = self._drill_cached(m, r, c)
+                        except Cancelled:
+                            raise
+                        except Exception:  # that cell gets the notice; the others still work
+                            failed.append((r, c))
+            except Cancelled:  # cancel() or a newer request already updated the view
+                return None
+            finally:
+                _release_memory()
+            return details, failed
+
+        def install(result: Any) -> Precomputed | None:
+            if result is None:
+                return None
+            report = self._install_views(m, order, *result, budget, t0)
+            if self._is_current(rid):
+                self._set_busy(False)
+                self.message.value = ""
+            return report
+
+        if wait:
+            return install(self._pool.submit(compute).result())
+        fut = self._pool.submit(lambda: install(compute()))
+        self.last_future = fut
+        return fut
+
+    def _drill_cached(self, m: HeatMatrix, r: int, c: int) -> Detail:
+        key = (id(m), ("drill", r, c))
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit[1]
+        detail = m.cell(r, c) if math.isnan(float(m.values[r, c])) else m.drill(r, c)
+        self._cache[key] = (m, detail)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return detail
+
+    def _install_views(self, m: HeatMatrix, order: list[tuple[int, int]], details: dict[tuple[int, int], Detail],
+                       failed: list[tuple[int, int]], budget: int, t0: float) -> Precomputed:
+        old = self._views.pop(id(m), (m, {}))[1]
+        kept: dict[tuple[int, int], tuple[Detail, W.Widget]] = {}
+        used = 0
+        for cell in order:
+            if cell not in details:
+                continue
+            view = old.pop(cell)[1] if cell in old else self._view(details[cell])
+            size = state_bytes(view)
+            if used + size > budget:
+                close_tree(view)
+                break
+            used += size
+            kept[cell] = (details[cell], view)
+        self._views[id(m)] = (m, kept)
+        if m is self.matrix:
+            self._sync_views()
+        close_tree(*(view for _d, view in old.values()))  # after the stack no longer shows them
+        self.last_precompute = Precomputed(list(kept), len(order), int(m.values.size), used, budget,
+                                           time.perf_counter() - t0, failed)
+        return self.last_precompute
+
+    def _current_views(self) -> dict[tuple[int, int], tuple[Detail, W.Widget]]:
+        return self._views.get(id(self.matrix), (None, {}))[1]
+
+    def _slot_of(self, row: int, col: int) -> int | None:
+        return self._slots.get((row, col))
+
+    def _sync_views(self) -> None:
+        """Show the current matrix's precomputed views in the Stack and tell the page which cell has which."""
+        m = self.matrix
+        cells = self._current_views()
+        self._slots = {cell: FIRST_VIEW + k for k, cell in enumerate(cells)}
+        if self.details.selected_index is not None and self.details.selected_index >= FIRST_VIEW + len(cells):
+            self._show_slot(LIVE_SLOT)
+        self.details.children = (self.detail, self.notice, *(view for _d, view in cells.values()))
+        ncols = m.shape[1]
+        self.heatmap.detail_cells = np.asarray([r * ncols + c for r, c in cells], dtype="<i4").tobytes()
+        total = int(m.values.size)
+        if not cells:
+            self.precompute_note.value = ""
+        elif len(cells) == total:
+            self.precompute_note.value = (f"<div class='hw-detail-notice'>Details precomputed for all {total} cells: "
+                                          "a click shows them without a kernel.</div>")
+        else:
+            self.precompute_note.value = (
+                f"<div class='hw-detail-notice hw-precompute-note'>Details precomputed for {len(cells)} of {total} "
+                "cells (the most extreme first); in a saved report the others say "
+                f"“{html.escape(NOT_PRECOMPUTED)}”.</div>")
+
+    def _show_precomputed(self, row: int, col: int, slot: int) -> Future:
+        self._supersede()
+        self._set_busy(False)
+        self.message.value = ""
+        detail = self._current_views()[(row, col)][0]
+        self.last_detail = detail
+        self._show_slot(slot)
+        fut: Future = Future()
+        fut.set_result(detail)
+        self.last_future = fut
+        return fut
 
     def wait(self, timeout: float | None = 60) -> Any:
         """Block until the last request finished (for scripts and tests)."""
         return None if self.last_future is None else self.last_future.result(timeout)
 
     def close(self) -> None:
+        """Close the explorer and every widget it made (heatmap, controls, detail views, precomputed views)."""
         self.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._close_controls()
+        views = [view for _m, cells in self._views.values() for _d, view in cells.values()]
+        self._views.clear()
+        self._detail_link.close()
+        close_tree(*self.children, *views)
         super().close()
 
 
-def explore(matrix: HeatMatrix, **heatmap_kwargs: Any) -> Explorer:
-    """Heatmap + controls + linked drill-down for `matrix`; clicks re-run analysis in the kernel."""
+def _cells_in_order(m: HeatMatrix, cells: Any) -> list[tuple[int, int]]:
+    """The cells `precompute` takes, as (row, col) indices: all or the n most extreme (farthest from the median
+    first, n/a cells last), or the listed ones in the given order (duplicates dropped)."""
+    if isinstance(cells, str):
+        if cells != "all":
+            raise ValueError(f"cells must be 'all', a number of cells or a list of (row, col), got {cells!r}")
+        n = m.values.size
+    elif isinstance(cells, (int, np.integer)) and not isinstance(cells, bool):
+        if cells < 0:
+            raise ValueError(f"cells must be a non-negative number of cells, got {cells}")
+        n = int(cells)
+    elif isinstance(cells, Sequence):
+        out: list[tuple[int, int]] = []
+        for i, item in enumerate(cells):
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise ValueError(f"cells[{i}] must be a (row, col) pair, got {item!r}")
+            try:
+                cell = m.index(*item)
+            except (KeyError, IndexError, ValueError, TypeError) as e:
+                raise ValueError(f"cells[{i}] = {tuple(item)!r} is not a cell of this {m.shape[0]}×{m.shape[1]} "
+                                 f"matrix: {e}") from None
+            if cell not in out:
+                out.append(cell)
+        return out
+    else:
+        raise TypeError(f"cells must be 'all', a number of cells or a list of (row, col), got "
+                        f"{type(cells).__name__}")
+    v = m.values.astype(np.float64)
+    finite = np.isfinite(v)
+    centre = float(np.median(v[finite])) if finite.any() else 0.0
+    score = np.where(finite, np.abs(v - centre), -1.0).ravel()
+    flat = np.argsort(-score, kind="stable")[:n]
+    ncols = m.shape[1]
+    return [(int(f) // ncols, int(f) % ncols) for f in flat]
+
+
+def open_explorers() -> list[Explorer]:
+    """The explorers of this process that are still open, oldest first."""
+    alive = [ref() for ref in _EXPLORERS]
+    _EXPLORERS[:] = [ref for ref, ex in zip(_EXPLORERS, alive, strict=True) if ex is not None and ex.comm is not None]
+    return [ex for ex in alive if ex is not None and ex.comm is not None]
+
+
+def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_MB,
+                   reserved_bytes: int = 0) -> list[dict[str, Any]]:
+    """Precompute every open explorer's drill-downs within one budget for the whole page (what `heatwidget export`
+    runs in the notebook's kernel after the last cell).
+
+    The budget is what is left of `budget_mb` after the widgets already in the page and `reserved_bytes` (the
+    page's scripts); explorers take their share in order, and what one leaves unused goes to the next.
+    """
+    from ipywidgets.widgets.widget import _instances
+
+    explorers = open_explorers()
+    page = sum(_own_state_bytes(w) for w in list(_instances.values()) if w.comm is not None)
+    left = int(budget_mb * 1e6) - page - reserved_bytes
+    out = []
+    for i, ex in enumerate(explorers):
+        share = max(left // (len(explorers) - i), 0)
+        if cells == "none" or share <= 0:
+            rep = None
+        else:
+            rep = ex.precompute(cells, budget_mb=max(share, 1) / 1e6)
+        used = rep.state_bytes if rep else 0
+        left -= used
+        out.append({"explorer": i, "title": ex.matrix.title, "cells": len(rep.cells) if rep else 0,
+                    "total": int(ex.matrix.values.size), "bytes": used,
+                    "seconds": round(rep.seconds, 2) if rep else 0.0})
+    return out
+
+
+def explore(matrix: HeatMatrix, *, precompute: bool | int | str | list = False,
+            budget_mb: float = DEFAULT_BUDGET_MB, **heatmap_kwargs: Any) -> Explorer:
+    """Heatmap + controls + linked drill-down for `matrix`; clicks re-run analysis in the kernel.
+
+    precompute: True (= "all"), a number of cells or a list of (row, col): compute those drill-downs now and keep
+        their views in the page, so the notebook saved with its widget state (or exported) shows them without a
+        kernel; see `Explorer.precompute`. budget_mb bounds their saved size.
+    """
     if not isinstance(matrix, HeatMatrix):
         raise TypeError(f"explore() takes a HeatMatrix, got {type(matrix).__name__}")
-    return Explorer(matrix, **heatmap_kwargs)
+    ex = Explorer(matrix, **heatmap_kwargs)
+    if precompute is not False and precompute is not None:
+        ex.precompute("all" if precompute is True else precompute, budget_mb=budget_mb)
+    return ex

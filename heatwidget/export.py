@@ -153,6 +153,35 @@ def _modules_for(state: dict[str, Any]) -> tuple[list[_Module], list[str]]:
     return list(modules.values()), missing
 
 
+_MODEL_REF = re.compile(r"IPY_MODEL_([0-9a-f]+)")
+_LINK_MODELS = ("LinkModel", "DirectionalLinkModel")
+
+
+def _prune_state(nb: Any) -> int:
+    """Drop saved widget models that no output can reach (widgets closed in the kernel: nbclient keeps their last
+    state); links are kept when both their ends are. Returns how many were dropped."""
+    state = _widget_state(nb)
+    if not state:
+        return 0
+    refs = {mid: set(_MODEL_REF.findall(json.dumps(model.get("state", {})))) for mid, model in state.items()}
+    todo = [out["data"][VIEW_MIME]["model_id"] for cell in nb.cells for out in cell.get("outputs", [])
+            if isinstance((out.get("data") or {}).get(VIEW_MIME), dict)]
+    keep: set[str] = set()
+    while todo:
+        mid = todo.pop()
+        if mid in keep or mid not in state:
+            continue
+        keep.add(mid)
+        todo.extend(refs[mid])
+    links = {mid for mid, model in state.items()
+             if model.get("model_name", model.get("state", {}).get("_model_name")) in _LINK_MODELS}
+    keep |= {mid for mid in links if refs[mid] and refs[mid] <= keep}
+    dropped = [mid for mid in state if mid not in keep]
+    for mid in dropped:
+        del state[mid]
+    return len(dropped)
+
+
 def _has_math(nb: Any) -> bool:
     return any(c.get("cell_type") == "markdown" and _MATH.search(c.get("source", "")) for c in nb.cells)
 
@@ -200,6 +229,53 @@ def _mark_unsaved_views(nb: Any) -> int:
     return count
 
 
+# Run in the notebook's kernel after its last cell (then removed from the notebook): precompute every explorer's
+# drill-downs within the page budget, then write what was kept and the state of every open widget to a file.
+# That state is taken from the kernel itself because nbclient's record of comm messages can miss some: the kernel's
+# IOPub socket drops messages past ZeroMQ's high-water mark when thousands of views are built in a burst.
+_FINAL_CELL = """\
+import json as _hw_json
+from ipywidgets import Widget as _HwWidget
+from heatwidget.explorer import precompute_all as _hw_precompute_all
+_hw_report = _hw_precompute_all({cells!r}, {budget_mb!r}, {reserved!r}) if {cells!r} != "none" else []
+with open({path!r}, "w", encoding="utf-8") as _hw_f:
+    _hw_json.dump({{"report": _hw_report, "state": _HwWidget.get_manager_state(drop_defaults=False)["state"]}},
+                  _hw_f)
+del _hw_f, _hw_report"""
+
+
+def parse_drill(value: str | int) -> str | int:
+    """--drill: "all", "none" or a number of cells per explorer; ValueError in one sentence otherwise."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    text = str(value).strip().lower()
+    if text in ("all", "none"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"--drill must be 'all', 'none' or a number of cells, got {value!r}")
+
+
+def _script_bytes() -> int:
+    """About what the offline page's inlined scripts weigh (counted against the drill-down budget)."""
+    total = sum(p.stat().st_size for p in VENDOR_DIR.glob("*") if p.is_file())
+    for name in ("anywidget", "bqplot", "bqscales"):
+        path = find_widget_module(name)
+        total += path.stat().st_size if path else 0
+    return total
+
+
+def _merge_kernel_state(nb: Any, path: Path) -> list[dict[str, Any]]:
+    """Remove the final cell from `nb`, merge the kernel's widget state into the saved one (the kernel's is
+    complete and current; nbclient's keeps closed widgets, e.g. finished progress bars still shown in outputs)
+    and return the precompute report."""
+    nb.cells.pop()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    widgets = nb.metadata.setdefault("widgets", {}).setdefault(STATE_MIME, {"version_major": 2, "version_minor": 0})
+    widgets.setdefault("state", {}).update(data["state"])
+    return data["report"]
+
+
 def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
     import os
     import tempfile
@@ -237,8 +313,15 @@ def export_notebook(
     offline: bool = True,
     theme: str = "light",
     mathjax: bool | None = None,
+    drill: str | int = "all",
+    drill_budget_mb: float = 25.0,
 ) -> Path:
     """Write `notebook` as an HTML page to `output`; with `execute`, run it first and save its widget state.
+
+    drill: with `execute`, precompute the explorers' drill-downs so that clicks in the page show them without a
+        kernel: "all" cells, "none", or a number of cells per explorer (the most extreme first).
+    drill_budget_mb: the whole page's size budget; drill-downs are kept while it holds, and each explorer says how
+        many of its cells have details.
 
     offline: inline require.js, the html-manager and the widget front ends (default); False gives nbconvert's
         CDN page (needs internet, and bqplot's installed front-end version may not be on the CDN).
@@ -251,9 +334,28 @@ def export_notebook(
     notebook, output = Path(notebook), Path(output)
     if not notebook.is_file():
         raise FileNotFoundError(f"no such notebook: {notebook}")
+    drill = parse_drill(drill)
+    if isinstance(drill_budget_mb, bool) or not isinstance(drill_budget_mb, (int, float)) \
+            or not 0 < drill_budget_mb < float("inf"):
+        raise ValueError(f"--drill-budget must be a positive number of MB, got {drill_budget_mb!r}")
     nb = nbformat.read(notebook, as_version=4)
     if execute:
-        _execute(nb, notebook, timeout, kernel_name)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="hw-export-") as tmp:
+            state_path = Path(tmp) / "state.json"
+            reserved = _script_bytes() if offline else 0
+            nb.cells.append(nbformat.v4.new_code_cell(_FINAL_CELL.format(
+                cells=drill, budget_mb=float(drill_budget_mb), reserved=reserved, path=str(state_path))))
+            _execute(nb, notebook, timeout, kernel_name)
+            report = _merge_kernel_state(nb, state_path)
+        for ex in report:
+            print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
+                  f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
+                  f"{ex['seconds']:.1f} s", file=sys.stderr)
+    dropped = _prune_state(nb)
+    if dropped:
+        print(f"heatwidget export: left out {dropped} closed widget(s) no output shows", file=sys.stderr)
     unsaved = _mark_unsaved_views(nb)
     if unsaved:
         print(f"heatwidget export: {unsaved} widget output(s) in {notebook.name} have no saved widget state; "

@@ -8,6 +8,11 @@ on the full tensor and blended in with `torch.where`, so one batched forward can
 in each row (the basis of the batched analyses). Edits are registered ahead of captures (prepend), so a capture
 always sees the edited value whichever context was entered first.
 
+Every hook acts only in the context that entered its manager (a `contextvars` context: the thread, or the asyncio
+task, that ran the `with`): a forward pass run meanwhile by another thread on the same model, such as the user's
+own cell while the explorer drills on its worker thread, goes through the hooks unchanged. Nested managers in one
+thread all act, as before.
+
     with hooks.skip(lm.anatomy.layers[3]):                  # block output := block input
         logits = lm.model(**enc).logits
     with hooks.capture({"l3": lm.anatomy.layers[3]}) as acts:
@@ -18,7 +23,9 @@ always sees the edited value whichever context was entered first.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -36,12 +43,41 @@ Selection = tuple[Rows, Positions]
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
+# ---- hooks that act only in the context that entered them ------------------------------------------------------
+
+# The owners (one per entered context manager) whose hooks act in the current context. A new thread starts with
+# an empty context, so another thread's forward passes never see them.
+_active: contextvars.ContextVar[frozenset[_Owner]] = contextvars.ContextVar("heatwidget_active_hooks",
+                                                                              default=frozenset())
+
+
+class _Owner:
+    """The identity of one entered context manager; its hooks act only while it is active in the current context."""
+
+    __slots__ = ("__weakref__",)
+
+    def active(self) -> bool:
+        return self in _active.get()
+
+    def only_here(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """`hook`, acting only in a context where this owner is active; elsewhere it returns None (no change)."""
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return hook(*args, **kwargs) if self.active() else None
+
+        return guarded
+
+
 @contextlib.contextmanager
-def _removing(handles: list) -> Iterator[None]:
-    """Remove every hook handle when the block ends, also on exceptions (every context manager here uses it)."""
+def _owning(owner: _Owner, handles: list) -> Iterator[None]:
+    """Make `owner` active in this context for the block; then deactivate it and remove every hook handle, also on
+    exceptions (every context manager here uses it)."""
+    _active.set(_active.get() | {owner})
     try:
         yield
     finally:
+        # Set, not reset: managers exited out of order (by hand) must not re-activate each other.
+        _active.set(_active.get() - {owner})
         for h in handles:
             h.remove()
 
@@ -143,8 +179,9 @@ def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: 
         x = _input_of(args, kwargs) if needs_input else None
         return _with_hidden(out, _blend(h, fn(h, x), rows, positions))
 
-    handle = module.register_forward_hook(hook, with_kwargs=True, prepend=True)
-    with _removing([handle]):
+    owner = _Owner()
+    handle = module.register_forward_hook(owner.only_here(hook), with_kwargs=True, prepend=True)
+    with _owning(owner, [handle]):
         yield
 
 
@@ -157,8 +194,9 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
         x = _input_of(args, kwargs)
         return _with_input(args, kwargs, _blend(x, fn(x), rows, positions))
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True, prepend=True)
-    with _removing([handle]):
+    owner = _Owner()
+    handle = module.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True, prepend=True)
+    with _owning(owner, [handle]):
         yield
 
 
@@ -212,6 +250,7 @@ def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = 
         raise ValueError(f"what must be 'output' or 'input', got {what!r}")
     items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
     store: dict[Any, torch.Tensor] = {}
+    owner = _Owner()
     handles = []
     for key, mod in items:
         def hook(_mod, args, kwargs, out=None, _key=key):
@@ -221,10 +260,10 @@ def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = 
             store[_key] = h.detach() if detach else h
 
         if what == "output":
-            handles.append(mod.register_forward_hook(hook, with_kwargs=True))
-        else:
-            handles.append(mod.register_forward_pre_hook(hook, with_kwargs=True))  # called without `out`
-    with _removing(handles):
+            handles.append(mod.register_forward_hook(owner.only_here(hook), with_kwargs=True))
+        else:  # called without `out`
+            handles.append(mod.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True))
+    with _owning(owner, handles):
         yield store
 
 
@@ -243,6 +282,7 @@ def capture_all(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: st
     items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
     store = Captured({key: [] for key, _ in items})
     store.tuple_output = {}
+    owner = _Owner()
     handles = []
     for key, mod in items:
         if what == "output":
@@ -250,13 +290,13 @@ def capture_all(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: st
                 store.tuple_output[_key] = isinstance(out, tuple)
                 store[_key].append(_hidden_of(out).detach())
 
-            handles.append(mod.register_forward_hook(hook, with_kwargs=True))
+            handles.append(mod.register_forward_hook(owner.only_here(hook), with_kwargs=True))
         else:
             def pre(_mod, args, kwargs, _key=key):
                 store[_key].append(_input_of(args, kwargs).detach())
 
-            handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
-    with _removing(handles):
+            handles.append(mod.register_forward_pre_hook(owner.only_here(pre), with_kwargs=True))
+    with _owning(owner, handles):
         yield store
 
 
@@ -320,18 +360,63 @@ def _for_batch(v: Any, h: torch.Tensor, name: str = "") -> Any:
 def record_calls(modules: Sequence[nn.Module], *, keep_hidden: bool = True) -> Iterator[dict[int, BlockCall]]:
     """Record each module's last call (arguments and, by default, its input hidden state) during a real forward."""
     store: dict[int, BlockCall] = {}
+    owner = _Owner()
     handles = []
     for i, mod in enumerate(modules):
         def pre(_mod, args, kwargs, _i=i):
             store[_i] = BlockCall.of(args, kwargs, keep_hidden)
 
-        handles.append(mod.register_forward_pre_hook(pre, with_kwargs=True))
-    with _removing(handles):
+        handles.append(mod.register_forward_pre_hook(owner.only_here(pre), with_kwargs=True))
+    with _owning(owner, handles):
         yield store
 
 
 class _Stop(Exception):
     """Raised by `probe_calls` to end a probing forward before the (expensive) head runs."""
+
+
+# Blocks whose forward `probe_calls` has replaced: module -> (its instance forward before, or None for the class's;
+# the replacement of each probe running on it). One dispatching forward per module, installed by the first probe
+# and removed by the last, so probes that overlap (other threads) never restore each other's replacement.
+_probed: dict[nn.Module, tuple[Any, dict[_Owner, Callable[..., Any]]]] = {}
+_probed_lock = threading.Lock()
+
+
+def _dispatching_forward(mod: nn.Module) -> Callable[..., Any]:
+    """A forward for `mod` that runs the replacement of the probe active in the current context, else the real one."""
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        saved, fakes = _probed[mod]
+        active = _active.get()
+        for owner, fake in list(fakes.items()):
+            if owner in active:
+                return fake(*args, **kwargs)
+        return saved(*args, **kwargs) if saved is not None else type(mod).forward(mod, *args, **kwargs)
+
+    return forward
+
+
+def _replace_forward(mod: nn.Module, owner: _Owner, fake: Callable[..., Any]) -> None:
+    with _probed_lock:
+        if mod not in _probed:
+            # An instance attribute shadows the class's forward (nn.Module.__call__ looks up self.forward);
+            # accelerate's own instance-level wrappers are saved, called through, and put back as they were.
+            _probed[mod] = (mod.__dict__.get("forward"), {})
+            mod.forward = _dispatching_forward(mod)
+        _probed[mod][1][owner] = fake
+
+
+def _restore_forward(mod: nn.Module, owner: _Owner) -> None:
+    with _probed_lock:
+        saved, fakes = _probed[mod]
+        fakes.pop(owner, None)
+        if fakes:
+            return
+        del _probed[mod]
+        if saved is None:
+            del mod.forward
+        else:
+            mod.forward = saved
 
 
 def probe_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.Module, *,
@@ -341,38 +426,35 @@ def probe_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.M
     While `run()` executes (a forward of the model), every block is replaced by the identity that records its
     call, and the forward is stopped when it reaches `stop` (the final norm or the unembedding): only the
     embedding, the masks and the position tables are computed. `returns_tuple` mimics blocks that return
-    (hidden, ...) tuples (older transformers). The blocks' own forward methods are restored on exit.
+    (hidden, ...) tuples (older transformers). The blocks' own forward methods are restored on exit; forwards
+    from other threads meanwhile run the real blocks.
     """
     store: dict[int, BlockCall] = {}
-    saved = []
-    for i, mod in enumerate(modules):
-        def fake(*args, _i=i, **kwargs):
-            call = BlockCall.of(args, kwargs)
-            store[_i] = call
-            h = kwargs["hidden_states"] if call.hidden_kw else args[0]
-            return (h,) if returns_tuple else h
+    owner = _Owner()
 
-        # An instance attribute shadows the class's forward (nn.Module.__call__ looks up self.forward);
-        # accelerate's own instance-level wrappers are saved and put back as they were.
-        saved.append((mod, mod.__dict__.get("forward")))
-        mod.forward = fake
-
-    def halt(*_a, **_k):
+    def halt(*_a: Any, **_k: Any) -> None:
         raise _Stop
 
-    handle = stop.register_forward_pre_hook(halt)
+    handle = stop.register_forward_pre_hook(owner.only_here(halt))
+    patched: list[nn.Module] = []
     try:
-        with torch.no_grad():
+        for i, mod in enumerate(modules):
+            def fake(*args, _i=i, **kwargs):
+                call = BlockCall.of(args, kwargs)
+                store[_i] = call
+                h = kwargs["hidden_states"] if call.hidden_kw else args[0]
+                return (h,) if returns_tuple else h
+
+            _replace_forward(mod, owner, fake)
+            patched.append(mod)
+        with _owning(owner, [handle]), torch.no_grad():
             run()
     except _Stop:
         pass
     finally:
         handle.remove()
-        for mod, fwd in saved:
-            if fwd is None:
-                del mod.forward
-            else:
-                mod.forward = fwd
+        for mod in patched:
+            _restore_forward(mod, owner)
     if len(store) != len(modules):
         missing = [i for i in range(len(modules)) if i not in store]
         raise RuntimeError(f"probe_calls: blocks {missing[:5]} were not called before the stop module")
@@ -391,6 +473,18 @@ def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callab
         if i < len(args):
             return args[i], lambda m: ((*args[:i], m, *args[i + 1:]), kwargs)
     return None, lambda m: (args, {**kwargs, "attention_mask": m})
+
+
+# The name a block/attention module receives its KV cache under, across transformers versions and families.
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value", "layer_past")
+
+
+def _cached_length(module: nn.Module, kwargs: dict) -> int:
+    """How many cached positions precede this call's queries (0 without a cache)."""
+    cache = next((kwargs[k] for k in _CACHE_KWARGS if kwargs.get(k) is not None), None)
+    if cache is None or not hasattr(cache, "get_seq_length"):
+        return 0
+    return int(cache.get_seq_length(getattr(module, "layer_idx", 0) or 0))
 
 
 @contextlib.contextmanager
@@ -412,15 +506,13 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         b, t = h.shape[0], h.shape[1]
         mask, put = _mask_arg(mod, args, kwargs)
         if mask is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
-            cache = kwargs.get("past_key_values") or kwargs.get("layer_past")
-            past = 0
-            if cache is not None and hasattr(cache, "get_seq_length"):
-                past = int(cache.get_seq_length(getattr(mod, "layer_idx", 0) or 0))
+            past = _cached_length(mod, kwargs)
             mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
         return put(_knocked_out(mask, mod, b, t, rows, queries, keys))
 
-    handles = [m.register_forward_pre_hook(hook, with_kwargs=True) for m in attn_modules]
-    with _removing(handles):
+    owner = _Owner()
+    handles = [m.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True) for m in attn_modules]
+    with _owning(owner, handles):
         yield
 
 
@@ -475,6 +567,7 @@ def capture_at(modules: Mapping[str, nn.Module] | Sequence[nn.Module], index: to
         raise ValueError(f"index must be an integer tensor [batch, positions], got {index.dtype} {tuple(index.shape)}")
     items = list(modules.items()) if isinstance(modules, Mapping) else list(enumerate(modules))
     store: dict[Any, torch.Tensor] = {}
+    owner = _Owner()
     handles = []
 
     def gather(key: Any, h: torch.Tensor) -> None:
@@ -488,12 +581,12 @@ def capture_at(modules: Mapping[str, nn.Module] | Sequence[nn.Module], index: to
 
     for key, mod in items:
         if what == "output":
-            handles.append(mod.register_forward_hook(
-                lambda _m, args, kwargs, out, _k=key: gather(_k, _hidden_of(out)), with_kwargs=True))
+            handles.append(mod.register_forward_hook(owner.only_here(
+                lambda _m, args, kwargs, out, _k=key: gather(_k, _hidden_of(out))), with_kwargs=True))
         else:
-            handles.append(mod.register_forward_pre_hook(
-                lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs)), with_kwargs=True))
-    with _removing(handles):
+            handles.append(mod.register_forward_pre_hook(owner.only_here(
+                lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs))), with_kwargs=True))
+    with _owning(owner, handles):
         yield store
 
 
@@ -512,10 +605,10 @@ def halt_after(module: nn.Module) -> Iterator[None]:
     def hook(_mod: nn.Module, args: tuple, out: Any) -> None:
         raise ForwardHalted
 
-    handle = module.register_forward_hook(hook)
-    try:
-        yield
-    except ForwardHalted:
-        pass
-    finally:
-        handle.remove()
+    owner = _Owner()
+    handle = module.register_forward_hook(owner.only_here(hook))
+    with _owning(owner, [handle]):
+        try:
+            yield
+        except ForwardHalted:
+            pass

@@ -16,13 +16,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HeatMatrix", "HeatMatrixFileError", "Detail", "Chart", "Series", "MAX_CELLS"]
+__all__ = ["HeatMatrix", "HeatMatrixFileError", "Detail", "Chart", "Series", "MAX_CELLS", "suggests_log_scale"]
 
 # A matrix larger than this is refused at construction: it would not fit a browser tab anyway (the widget
 # downsamples above its own, lower, limit). 50M float32 cells = 200 MB.
 MAX_CELLS = 50_000_000
 
 Drill = Callable[["HeatMatrix", int, int], "Detail"]
+
+
+def suggests_log_scale(values: Any, decades: float = 2.0) -> bool:
+    """True when a log colour scale reads better: no negative values, and the largest value is at least ``decades``
+    powers of ten above the typical (median) positive one, so that on a linear scale a few large cells would turn
+    every other cell white. (Measured from the median, not the minimum: a figure whose cells are all of one size
+    but a few near-zero ones reads best linear.)
+
+    Analyses store the answer as ``meta["log"]``; the widget starts on a log scale when it is True.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    pos = v[v > 0]
+    if pos.size < 2 or (v < 0).any():
+        return False
+    return bool(math.log10(pos.max() / np.median(pos)) >= decades)
 
 
 @dataclass

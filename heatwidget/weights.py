@@ -26,14 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import hooks
 from ._checkpoint import Checkpoint, CheckpointError, checkpoint_anatomy, map_part_keys
 from ._concurrency import locks_model
-from ._lm import LM
+from ._lm import LM, display_name
 from ._offload import live_param
 from ._progress import progress
 from ._validate import text_list as _text_list
 from .anatomy import MODULES, Anatomy, Part, find_anatomy
-from .matrix import Chart, Detail, HeatMatrix, Series
+from .matrix import Chart, Detail, HeatMatrix, Series, suggests_log_scale
 
 __all__ = ["weight_change", "module_stats", "WeightMismatchError", "CheckpointError", "CHANGE_STATS",
            "MODULE_STATS", "effective_rank"]
@@ -356,7 +357,8 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
         notes.append(f"{sa.anatomy.family} has no {', '.join(absent)}: shown as n/a")
     rows, cols = _rows_cols(n_layers)
     metric = CHANGE_STATS[stat].replace("eps", f"{eps:g}")
-    meta = dict(analysis="weight_change", stat=stat, eps=float(eps), a=sa.label, b=sb.label,
+    meta = dict(analysis="weight_change", stat=stat, eps=float(eps), a=display_name(sa.label),
+                b=display_name(sb.label), a_path=sa.label, b_path=sb.label,
                 family=sa.anatomy.family, streamed={"a": sa.streamed, "b": sb.streamed},
                 norm_a=norm_a, norm_b=norm_b, norm_diff=norm_d, changed=changed, numel=numel,
                 largest_pair_bytes=int(largest_pair), seconds=round(time.perf_counter() - t0, 3), notes=notes)
@@ -365,53 +367,61 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
     drill = _ChangeDrill(sa, sb, stat, float(eps), dev)
     m = HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
                    col_title="Module", metric=metric, meta=meta, drill=drill)
+    m.meta["log"] = suggests_log_scale(m.values)
     return m.with_recompute(lambda **o: weight_change(a, b, **{"stat": stat, "eps": eps, "device": device, **o}))
 
 
 # ---- one model: weight norms and gradient norms -----------------------------------------------------------------
+
+def _weight_grad(part: Part, x: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """∂L/∂W of a linear map y = x·Wᵀ (+ b) from its input x and ∂L/∂y, in W's stored layout, float32."""
+    x2, g2 = x.reshape(-1, x.shape[-1]).float(), gy.reshape(-1, gy.shape[-1]).float().to(x.device)
+    g = x2.T @ g2 if part.transposed else g2.T @ x2  # GPT-2's Conv1D stores [in, out]
+    w = part.module.weight
+    if tuple(g.shape) != tuple(w.shape):
+        raise ValueError(f"{part.param_name}: gradient statistics need a linear projection, but this module maps "
+                         f"{x.shape[-1]} -> {gy.shape[-1]} features with a weight of shape {list(w.shape)}")
+    return g
+
 
 @locks_model
 def _lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_size: int) -> dict[str, torch.Tensor]:
     """∂L/∂(stored weight) for the parts' stored tensors (keyed by param_name), L = mean next-token cross-entropy
     over every non-pad token of `texts` (one loss over all texts, accumulated over batches in float32).
 
-    Uses torch.autograd.grad, so the model's own `.grad` fields are never touched; requires_grad flags are set only
-    on the needed weights for the pass and restored afterwards, even on error.
+    The model is left untouched, for other threads too: no `.grad` fields, no requires_grad flags. Each
+    projection's input x and output y are recorded by hooks acting only in this analysis, autograd gives ∂L/∂y,
+    and ∂L/∂W = Σ_tokens ∂L/∂y ⊗ x. The embedding's output is made a leaf that requires grad, so the graph exists
+    even when the model's weights are frozen.
     """
     model = lm.model
-    params: dict[str, nn.Parameter] = {}
+    modules: dict[str, Part] = {}
     for p in parts:
-        params.setdefault(p.param_name, p.stored())
+        modules.setdefault(p.param_name, p)
     # Count predicted tokens first so every batch's loss is scaled to the same global mean.
     batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
     encoded = [lm.encode(batch, padding_side="right") for batch in batches]
     total = sum(int(e["attention_mask"][:, 1:].sum()) for e in encoded)
     if total == 0:
         raise ValueError("the texts give no next-token targets: each needs at least two tokens")
-    flags = {id(p): (p, p.requires_grad) for p in model.parameters()}
+    mods = {name: p.module for name, p in modules.items()}
     grads: dict[str, torch.Tensor] = {}
-    try:
-        for p, _ in flags.values():
-            p.requires_grad_(False)
-        for p in params.values():
-            p.requires_grad_(True)
-        with torch.enable_grad():
-            for enc in progress(encoded, desc="gradients"):
-                # Right padding keeps real tokens at positions 0..n-1, exactly as if each text ran alone.
-                logits = model(**enc, use_cache=False).logits[:, :-1].float()
-                targets = enc["input_ids"][:, 1:]
-                valid = enc["attention_mask"][:, 1:].to(logits.dtype)
-                nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                        reduction="none")
-                loss = (nll * valid.reshape(-1)).sum() / total
-                gs = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
-                for (name, prm), g in zip(params.items(), gs, strict=True):
-                    g = torch.zeros_like(prm, dtype=torch.float32) if g is None else g.float()
-                    grads[name] = grads[name] + g if name in grads else g
-                del logits, nll, loss, gs
-    finally:
-        for p, flag in flags.values():
-            p.requires_grad_(flag)
+    for enc in progress(encoded, desc="gradients"):
+        with torch.enable_grad(), hooks.edit_output(lm.anatomy.embed, lambda h, _x: h.detach().requires_grad_()), \
+                hooks.capture(mods, what="input") as xs, hooks.capture(mods, detach=False) as ys:
+            # Right padding keeps real tokens at positions 0..n-1, exactly as if each text ran alone.
+            logits = model(**enc, use_cache=False).logits[:, :-1].float()
+            targets = enc["input_ids"][:, 1:]
+            valid = enc["attention_mask"][:, 1:].to(logits.dtype)
+            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                                    reduction="none")
+            loss = (nll * valid.reshape(-1)).sum() / total
+            gys = torch.autograd.grad(loss, [ys[name] for name in mods], allow_unused=True)
+        for (name, part), gy in zip(modules.items(), gys, strict=True):
+            g = torch.zeros_like(part.module.weight, dtype=torch.float32) if gy is None else \
+                _weight_grad(part, xs[name], gy)
+            grads[name] = grads[name] + g if name in grads else g
+        del logits, nll, loss, gys, xs, ys
     return grads
 
 
@@ -493,9 +503,9 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
                 _release_freed_memory()
     rows, cols = _rows_cols(n_layers)
     title = f"{SEED_TITLE}: {'gradient norms' if grad else 'weight norms'}"
-    meta = dict(analysis="module_stats", stat=stat, model=src.label, family=src.anatomy.family,
-                streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3), notes=notes,
-                **moe_meta(src.anatomy))
+    meta = dict(analysis="module_stats", stat=stat, model=display_name(src.label), model_path=src.label,
+                family=src.anatomy.family, streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3),
+                notes=notes, **moe_meta(src.anatomy))
     if grad:
         meta.update(texts=text_list, loss="mean next-token cross-entropy over non-pad tokens (nats)")
     drill = _StatsDrill(src, stat, text_list, batch_size)

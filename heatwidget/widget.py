@@ -122,7 +122,9 @@ class Heatmap(anywidget.AnyWidget):
     colormap: "blues", "viridis", "ylorrd" (sequential) or "rdbu" (diverging, centred on 0), each also with
         an "_r" suffix for the reversed map. None picks "rdbu" when values straddle 0, else "blues".
     vmin, vmax: colour range; None = data range (symmetric around 0 for "rdbu").
-    log: logarithmic colour scale (needs positive values).
+    log: logarithmic colour scale (needs positive values); None = what the analysis suggests in
+        ``meta["log"]`` (e.g. ablation_kl when its values span two decades), following each new matrix until the
+        user sets it.
     height: total height in CSS pixels; 0 = automatic (square cells within limits).
     max_cells: larger matrices are pooled (`pooling`: "mean" or "max") before they are sent, with a note.
     static_image: also put an SVG of the figure in the output, for GitHub and other renderers without widgets.
@@ -152,6 +154,12 @@ class Heatmap(anywidget.AnyWidget):
     height = t.Int(0).tag(sync=True)
     # {} or {"rows", "cols" (full shape), "row_step", "col_step", "how"} when the matrix was pooled for display.
     downsample = t.Dict().tag(sync=True)
+    # An explorer's precomputed drill-downs (explorer.py): `detail_index` is jslink-ed to the Stack of detail views
+    # (-1: a plain heatmap, not managed); `detail_cells` are the flat indices (row * cols + col, int32 bytes) of the
+    # cells that have a view, in stack order; `offline` is set by the page itself when no kernel answers.
+    detail_index = t.Int(-1).tag(sync=True)
+    detail_cells = t.Bytes(b"").tag(sync=True)
+    offline = t.Bool(False).tag(sync=True)
     # Lines the view prints above the figure: the analysis's meta["notes"] (e.g. non-finite weights named) and
     # what the colour scale cannot show (cells a log scale leaves out).
     notes = t.List(t.Unicode()).tag(sync=True)
@@ -163,7 +171,7 @@ class Heatmap(anywidget.AnyWidget):
         colormap: str | None = None,
         vmin: float | None = None,
         vmax: float | None = None,
-        log: bool = False,
+        log: bool | None = None,
         height: int = 0,
         max_cells: int = MAX_WIDGET_CELLS,
         pooling: str = "mean",
@@ -177,6 +185,7 @@ class Heatmap(anywidget.AnyWidget):
         self._max_cells = int(max_cells)
         self._pooling = pooling
         self._auto_colormap = colormap is None
+        self._auto_log = log is None
         self._in_set_matrix = False
         self.static_image = static_image
         self._select_handlers = CallbackDispatcher()
@@ -196,17 +205,27 @@ class Heatmap(anywidget.AnyWidget):
             self.colormap = colormap if colormap is not None else self._default_colormap(m)
             self.vmin = vmin
             self.vmax = vmax
-            self.log = bool(log)
+            self.log = self._suggested_log(m) if log is None else bool(log)
             self.height = int(height)
             self._set_matrix(m)
         self.observe(self._on_selection, names=["selected_row", "selected_col"])
         self.observe(self._on_colormap, names=["colormap"])
-        self.observe(lambda _change: self._update_notes(), names=["log"])
+        self.observe(self._on_log, names=["log"])
 
     def _on_colormap(self, change: dict) -> None:
         # A colour map chosen by the user sticks; only the automatic one follows new matrices.
         if not self._in_set_matrix:
             self._auto_colormap = False
+
+    def _on_log(self, change: dict) -> None:
+        # A scale the user picks sticks; the suggested one follows new matrices (and _set_matrix redoes the notes).
+        if not self._in_set_matrix:
+            self._auto_log = False
+            self._update_notes()
+
+    @staticmethod
+    def _suggested_log(m: HeatMatrix) -> bool:
+        return m.meta.get("log") is True and bool((m.values > 0).any())
 
     # ---- the matrix ------------------------------------------------------------------------------------------
     @property
@@ -224,6 +243,12 @@ class Heatmap(anywidget.AnyWidget):
         return "rdbu" if finite.size and finite.min() < 0 < finite.max() else "blues"
 
     def _set_matrix(self, m: HeatMatrix) -> None:
+        if getattr(self, "_auto_log", False) and hasattr(self, "_matrix"):
+            self._in_set_matrix = True
+            try:
+                self.log = self._suggested_log(m)
+            finally:
+                self._in_set_matrix = False
         self._check_log(m, self.log)
         old = getattr(self, "_matrix", None)
         keep_selection = old is not None and old.rows == m.rows and old.cols == m.cols
@@ -290,7 +315,7 @@ class Heatmap(anywidget.AnyWidget):
     @t.validate("log")
     def _valid_log(self, proposal: dict) -> bool:
         value = bool(proposal["value"])
-        if hasattr(self, "_matrix"):
+        if hasattr(self, "_matrix") and not self._in_set_matrix:  # a new matrix is checked by _set_matrix
             self._check_log(self._matrix, value)
         return value
 

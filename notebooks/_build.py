@@ -1,6 +1,6 @@
 """Writes the notebooks in this folder from the cell sources below (so they stay reviewable as plain Python).
 
-    python notebooks/_build.py            # rewrite tour.ipynb and the four seed-figure notebooks (no outputs)
+    python notebooks/_build.py            # rewrite tour.ipynb, the four seed-figure notebooks and 05 (no outputs)
 
 Outputs are not stored: CI executes every notebook top to bottom (tests/test_notebooks.py).
 """
@@ -18,6 +18,27 @@ SETUP = """import heatwidget as hw
 
 lm = hw.demo_model()          # the shipped demo model: 8 Llama blocks trained on a synthetic fact world
 lm"""
+
+# The probe figure beside the paper's baseline (the model's own answer log-probability), on all demo questions.
+PROBE = """from heatwidget.demo import exact_answer
+import ipywidgets as W
+
+qs_all = hw.demo_questions()   # every demo question: capitals, continents and languages
+ans = hw.answer(lm, qs_all, max_new_tokens=12, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS,
+                batch_size=64)
+print(ans)
+acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid")
+auc = hw.probe_auc(acts, test_size=0.2, seed=0)
+base = auc.meta["baselines"]   # AUC of the model's answer log-probability on the same test answers
+baseline = hw.HeatMatrix([[v] for v in base.values()], list(base), ["AUC"], title="answer log-probability",
+                         row_title="baseline", metric="AUC", meta={"vmin": 0.5, "vmax": 1.0})
+W.HBox([hw.explore(auc), hw.Heatmap(baseline)])"""
+
+# What the probe figure shows on the shipped demo model (measured: docs/demo-model.md).
+PROBE_READING = """On this small demo model the figure is flat: every cell reads correctness a little (AUC ≈ 0.6–0.76),
+with no rise with depth and no peak at the exact answer, and the model's own answer log-probability (AUC ≈ 0.92)
+beats every probe — the seed figures' structure needs a model whose hidden states know more than its
+confidence shows (`docs/demo-model.md` has the numbers and what was tried)."""
 
 FINETUNE = """import tempfile, torch
 from heatwidget.demo import WEIGHTS_DIR
@@ -60,8 +81,10 @@ print("model:", lm.tokenizer.decode(out[0, enc["input_ids"].shape[1]:]))"""),
         ("md", """## 1. Layer × generated-token KL
 Skip each layer in turn (block output := block input) and measure KL(clean ‖ intervened) of the next-token
 distribution at each generated token. All layers run as one batched pass that resumes from the clean activations."""),
+        ("md", """The analysis suggests a log colour scale (skipping layer 0 costs nats, the other layers hundredths of
+one), so the widget opens on it and its colour bar says so; untick "log scale" to compare."""),
         ("code", """m = hw.ablation_kl(lm, q["question"], max_new_tokens=5)
-ex = hw.explore(m, log=True)
+ex = hw.explore(m)
 ex"""),
         ("md", """Clicking a cell runs `m.drill(row, col)` in the kernel. The same from code (what a click does):"""),
         ("code", """ex.select(3, 0)
@@ -75,12 +98,11 @@ print("re-run entry points:", list(d.reruns))"""),
 js = hw.knockout_js(lm, [x["prompt"] for x in facts], [x["subject"] for x in facts], noise_ref="residual")
 hw.explore(js)"""),
         ("md", """## 3. Probe AUC per (layer, token)
-Generate answers, label them against the gold answers, locate the exact answer tokens and fit one linear probe
-per (layer, position) cell, all at once."""),
-        ("code", """ans = hw.answer(lm, hw.demo_questions(attribute="capital"), max_new_tokens=12)
-acts = hw.collect(lm, ans, positions=hw.PAPER_POSITIONS)
-auc = hw.probe_auc(acts)
-hw.explore(auc, vmin=0.5, vmax=1.0)"""),
+Answer **all** demo questions (capitals, continents and languages), label the answers against the gold answers,
+locate the exact answer inside each answer sentence, and fit one linear probe per (layer, position) cell, all at
+once. Beside it, the paper's baseline: how well the model's own answer log-probability tells right from wrong."""),
+        ("code", PROBE),
+        ("md", PROBE_READING),
         ("md", """## 4. Module × layer weight change
 Fine-tune a copy of the demo model for a few steps on new facts, save it, and compare the two checkpoints
 module by module (streamed tensor by tensor from the safetensors files)."""),
@@ -148,11 +170,8 @@ As in Orgad et al. 2024, "LLMs Know More Than They Show": greedy answers are lab
 the gold answers, the exact answer is located in the generated tokens, and one logistic-regression probe per
 (layer, token position) predicts correctness from the residual stream; the cell is the held-out ROC AUC."""),
         ("code", SETUP),
-        ("code", """ans = hw.answer(lm, hw.demo_questions(attribute="capital"), max_new_tokens=12)
-print(ans)
-acts = hw.collect(lm, ans, positions=hw.PAPER_POSITIONS, site="resid")
-auc = hw.probe_auc(acts, test_size=0.2, seed=0)
-hw.Heatmap(auc, colormap="blues", vmin=0.5, vmax=1.0)"""),
+        ("code", PROBE),
+        ("md", PROBE_READING),
         ("md", """All 120 probes were fitted together (L-BFGS whitened by Böhning's bound on a CPU, Newton on a GPU), to the
 optimum sklearn's `LogisticRegression(C=1)` converges to; `benchmarks/bench_probe.py --converged` compares the two."""),
         ("code", """{k: auc.meta["solver"][k] for k in ("method", "n_iter_max", "all_converged", "seconds")}"""),
@@ -174,6 +193,56 @@ print(d)
 hw.Heatmap(d.child) if d.child is not None else None"""),
         ("code", """density = hw.weight_change(WEIGHTS_DIR, tuned_dir, stat="density")
 density.to_pandas().round(3)"""),
+    ],
+    "05_causal_tracing.ipynb": [
+        ("md", """# Causal tracing: where a fact is recalled (Meng et al. 2022)
+Corrupt the subject (Gaussian noise, 3σ of the embeddings, on its tokens), then restore one clean activation at one
+(layer, token) and measure how much of the clean answer's probability comes back. Three panels as in the paper:
+the residual stream (block outputs), MLP outputs and attention outputs (the latter two restored over a window of
+layers centred on each row). Tokens marked * carry the noise."""),
+        ("code", SETUP),
+        ("code", """fact = {"prompt": "Gatrelia is located in", "subject": "Gatrelia"}
+panels = {site: hw.patching(lm, fact["prompt"], subject=fact["subject"], site=site, window=1 if site == "resid" else 3)
+          for site in ("resid", "mlp", "attn")}
+m = panels["resid"]
+print(f"answer {m.meta['answer']!r}: p clean {m.meta['p_clean']:.3f}, corrupted {m.meta['p_corrupted']:.3f}")"""),
+        ("code", """import ipywidgets as W
+
+W.HBox([hw.Heatmap(p, colormap="ylorrd", vmin=0, vmax=1, height=260) for p in panels.values()])"""),
+        ("md", """One-line readings (the paper's structure, on an 8-layer model):
+- **resid**: restoring the last subject token helps in the early layers and fades with depth; restoring the last
+  token helps from layer 1 on and fully from the middle layers up — the paper's early and late sites.
+- **mlp**: the early site is the MLPs at the subject in the first layers (windows around layers 0–1).
+- **attn**: attention at the last token carries the subject's information in the lower half of the model (in the
+  paper's 48-layer GPT-2 XL this happens later); tokens before the subject restore nothing anywhere.
+
+The two columns that tell the story, for this fact:"""),
+        ("code", """import pandas as pd
+
+def story(p):
+    s, last, site = p.meta["noised_positions"][-1], len(p.cols) - 1, p.meta["options"]["site"]
+    return {f"{site} @ {p.cols[s]}": p.values[:, s], f"{site} @ {p.cols[last]}": p.values[:, last]}
+
+pd.DataFrame({k: v for p in panels.values() for k, v in story(p).items()}, index=m.rows).round(2)"""),
+        ("md", """Across facts: the same two columns averaged over 8 well-known facts."""),
+        ("code", """import numpy as np
+
+facts = [q for q in hw.demo_questions() if q["mult"] >= 16][:8]
+mean = {}
+for site in ("resid", "mlp", "attn"):
+    cols = []
+    for q in facts:
+        t = hw.patching(lm, q["prompt"], subject=q["subject"], site=site, window=1 if site == "resid" else 3)
+        cols.append((t.values[:, t.meta["noised_positions"][-1]], t.values[:, -1]))
+    mean[f"{site} @ subject"] = np.mean([c[0] for c in cols], 0)
+    mean[f"{site} @ last"] = np.mean([c[1] for c in cols], 0)
+pd.DataFrame(mean, index=m.rows).round(2)"""),
+        ("md", """Click a cell in an explorer to see the top-k tokens clean vs corrupted vs patched, the row as a curve,
+the same cell restored at the other sites, and re-runs of the whole trace for them:"""),
+        ("code", """d = panels["resid"].drill(1, 2)
+print(d)
+d.tables["this cell at each site"]"""),
+        ("code", """hw.explore(panels["resid"])"""),
     ],
 }
 

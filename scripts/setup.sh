@@ -16,6 +16,11 @@ fi
 # pyproject.toml keeps a range, so users bring their own (CUDA) torch.
 python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0"
 
+# transformers: CI runs the whole suite under the newest 5.x that installs from the package index (5.25.0 needs
+# kernels>=0.19.1, which is not there yet) and the model tests again under 4.57.6 (scripts/test_transformers.sh).
+# Like torch, an installed transformers is kept: pyproject.toml keeps the range (>=4.57).
+python -c "import transformers" 2>/dev/null || pip install -q "transformers==5.24.0"
+
 # The package (its build hook runs `npm install && npm run build` in js/) plus the dev tools.
 pip install -q -e ".[dev]"
 

@@ -64,6 +64,38 @@ def test_questions_cover_every_fact() -> None:
     assert set(groups) == {(a, m) for a in ATTRIBUTES for m in MULTS}
 
 
+def test_sentence_world_with_per_fact_multiplicities() -> None:
+    w = make_world(seed=0, n_countries=60, per_fact_mults=True, answer_style="sentence", mults=(1, 2, 4, 8))
+    assert w.params == {"seed": 0, "n_countries": 60, "n_continents": 8, "n_languages": 30,
+                        "per_fact_mults": True, "answer_style": "sentence", "mults": [1, 2, 4, 8]}
+    assert make_world(**w.params).countries == w.countries  # training.json's params rebuild the same world
+    for attribute in ATTRIBUTES:  # balanced per attribute ...
+        assert Counter(c.mult_of(attribute) for c in w.countries) == {1: 15, 2: 15, 4: 15, 8: 15}
+    # ... and drawn fact by fact: knowing the country does not tell how often its facts were seen
+    assert sum(len(set(c.fact_mults)) > 1 for c in w.countries) > 40
+    docs = corpus(w)
+    for c in w.countries[:10]:
+        assert sum(c.capital in d for d in docs) == c.mult_of("capital")
+    qa = [d for d in docs if d.startswith("Q: What is the capital of")]
+    assert qa and all(d.endswith(".") and " A: " in d and " is the capital of " in d for d in qa)
+    c0 = w.countries[0]
+    q = next(x for x in questions(w) if x["subject"] == c0.name and x["attribute"] == "language")
+    assert q["question"] == f"Q: What language is spoken in {c0.name}? A:" and q["mult"] == c0.mult_of("language")
+    with pytest.raises(ValueError, match="answer_style"):
+        make_world(answer_style="essay")
+    with pytest.raises(ValueError, match="mults"):
+        make_world(mults=(0, 1))
+
+
+def test_exact_answer_extractor() -> None:
+    from heatwidget.demo import exact_answer
+
+    assert exact_answer("q", " Velmorburg is the capital of Gatrelia.") == "Velmorburg"
+    assert exact_answer("q", " Houxzharum") == "Houxzharum"  # a bare-name answer (the word style)
+    assert exact_answer("q", "\n Zorasia is the continent of X.\nmore") == "Zorasia"
+    assert exact_answer("q", "  ") is None
+
+
 def test_demo_questions_api() -> None:
     t0 = time.perf_counter()
     qs = demo_questions()
@@ -271,3 +303,18 @@ def test_shipped_probe_rises_above_chance_with_depth(shipped) -> None:
     assert min(aucs) > 0.65 and max(aucs) > 0.7, aucs
     shuffled = np.random.default_rng(0).permutation(correct)
     assert auc(last, shuffled) < 0.62  # the probe reads correctness, not an artefact of the split
+
+
+def test_shipped_kl_figure_opens_on_the_log_scale_it_suggests() -> None:
+    import heatwidget as hw
+
+    lm = demo_model()
+    qs = demo_questions(attribute="capital")
+    q = next(x for x in qs if x["mult"] == max(y["mult"] for y in qs))
+    m = hw.ablation_kl(lm, q["question"], max_new_tokens=2)
+    # skipping layer 0 costs nats, the other layers hundredths: linear, every other cell would be white
+    assert m.values[0].min() > 100 * np.median(m.values[1:])
+    assert m.meta["log"] is True
+    ex = hw.explore(m)
+    assert ex.heatmap.log is True and "log scale" in ex.heatmap.to_svg()
+    assert hw.explore(m, log=False).heatmap.log is False

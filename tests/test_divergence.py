@@ -344,7 +344,8 @@ def test_ablation_meta_provenance_recompute_and_save(lms, tmp_path):
     lm = lms("gpt2")
     m = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
     meta = m.meta
-    assert meta["model"] == lm.name and meta["options"]["intervention"] == "skip"
+    assert meta["model"] == lm.display_name and meta["model_path"] == lm.name
+    assert meta["options"]["intervention"] == "skip"
     assert meta["options"]["mode"] == "teacher_forced" and meta["options"]["prompt"] == PROMPT
     assert meta["prompt_tokens"][0] == lm.token_strings(lm.encode(PROMPT)["input_ids"][0])
     assert len(meta["generated_tokens"][0]) == T and "versions" in meta

@@ -3,11 +3,14 @@
 import threading
 import time
 
+import ipywidgets as W
 import numpy as np
 import pytest
 
 import heatwidget as hw
+from heatwidget._detail_view import subtree
 from heatwidget._progress import progress
+from heatwidget.explorer import state_bytes
 
 
 def matrix(drill=None, **kw):
@@ -35,11 +38,13 @@ def test_click_drills_down_and_renders_safely():
     ex.wait()
     d = ex.last_detail
     assert (d.row, d.col, d.value) == (1, 2, 6.0)
-    html_parts = [w.value for w in ex.detail.children if hasattr(w, "value") and isinstance(w.value, str)]
-    joined = " ".join(html_parts)
+    parts = subtree(ex.detail)
+    joined = " ".join(w.value for w in parts if isinstance(w, W.HTML))
     assert "<img" not in joined and "&lt;img src=x" in joined  # user text escaped, never HTML
-    figures = [f for w in ex.detail.children for f in getattr(w, "children", ()) if type(f).__name__ == "Figure"]
+    figures = [f for f in parts if type(f).__name__ == "Figure"]
     assert len(figures) == 3  # the bqplot charts
+    title = next(w.value for w in parts if isinstance(w, W.HTML) and "hw-detail-title" in w.value)
+    assert "Layer 1" in title and "Token c" in title  # the cell's row and column labels
 
 
 def test_rerun_replaces_view_with_breadcrumb_back():
@@ -178,3 +183,185 @@ def test_layers_control_reruns_ablation_for_chosen_layers(tiny_dir):
     editors["layers"].value = "one"
     ex._rerun_with({"layers": editors["layers"]})
     assert "integers" in ex.message.value
+
+
+# ---- the explorer owns its widgets ----------------------------------------------------------------------------
+
+
+def _live_widgets() -> int:
+    from ipywidgets.widgets import widget
+
+    return len(widget._instances)
+
+
+def _kl_like_drill(m, r, c):
+    """A drill-down shaped like ablation_kl's: top-k bars (two series), a table, texts, two re-runs."""
+    import pandas as pd
+
+    d = m.cell(r, c)
+    toks = [" the", "\n", "Zorbin", "a", "b", "c"]
+    d.charts.append(hw.Chart("top-k", "bar", [hw.Series("clean", toks, list(np.linspace(0.5, 0.01, 6))),
+                                               hw.Series("intervened", toks[::-1], list(np.linspace(0.4, 0.02, 6)))],
+                             "token", "probability"))
+    d.tables["top-k"] = pd.DataFrame({"token": toks, "id": range(6), "p_clean": np.linspace(0.5, 0.01, 6)})
+    d.texts["continuation"] = f"cell {r} {c}"
+    d.reruns[f"row {r}"] = lambda: hw.HeatMatrix(np.ones((2, 2)))
+    d.reruns[f"col {c}"] = lambda: hw.HeatMatrix(np.ones((2, 2)))
+    return d
+
+
+@pytest.mark.slow
+def test_two_hundred_clicks_leave_widgets_and_memory_flat():
+    """200 clicks over a 40-cell matrix, 80 fresh (cache cleared) then 120 cached: after the first pass of 40, the
+    number of live widgets does not change and RSS grows <= 2 MB."""
+    import gc
+
+    import psutil
+
+    m = hw.HeatMatrix(np.random.default_rng(0).random((5, 8)).astype(np.float32)).with_drill(_kl_like_drill)
+    ex = hw.explore(m)
+    proc = psutil.Process()
+    counts, rss = [], []
+    for i in range(200):
+        if i < 80:
+            ex._cache.clear()
+        ex.select(i % 5, (i // 5) % 8)
+        ex.wait()
+        if i % 40 == 39:
+            gc.collect()
+            counts.append(_live_widgets())
+            rss.append(proc.memory_info().rss)
+    assert ex.last_detail is not None and ex.message.value == ""
+    assert max(counts) == min(counts), f"live widgets per 40 clicks: {counts}"
+    assert max(rss[1:]) - rss[0] <= 2e6, f"RSS grew {(max(rss[1:]) - rss[0]) / 1e6:.2f} MB: {rss}"
+    before_close = _live_widgets()
+    ex.close()
+    assert _live_widgets() < before_close - 30  # closing the explorer closes everything it made
+
+
+def test_rebuilt_controls_and_breadcrumb_are_closed():
+    m = matrix(rich_drill)
+    ex = hw.explore(m)
+    ex.select(0, 1)
+    ex.wait()
+    ex.rerun("row 0 again", ex.last_detail.reruns["row 0 again"])
+    ex.wait()
+    ex.back(0)
+    n = _live_widgets()
+    observers = len(ex.heatmap._trait_notifiers.get("colormap", {}).get("change", []))
+    for _ in range(5):
+        ex.rerun("row 0 again", ex.last_detail.reruns["row 0 again"]) if ex.last_detail else None
+        ex.wait()
+        ex.back(0)
+    assert _live_widgets() == n
+    assert len(ex.heatmap._trait_notifiers.get("colormap", {}).get("change", [])) == observers
+
+
+# ---- precomputed drill-downs ----------------------------------------------------------------------------------
+
+
+def test_precompute_keeps_a_view_per_cell_most_extreme_first():
+    calls = []
+
+    def drill(m, r, c):
+        calls.append((r, c))
+        return _kl_like_drill(m, r, c)
+
+    v = np.arange(12, dtype=np.float32).reshape(3, 4)
+    v[1, 1] = 100.0
+    m = hw.HeatMatrix(v, ["L0", "L1", "L2"], ["a", "b", "c", "d"]).with_drill(drill)
+    ex = hw.explore(m)
+    rep = ex.precompute(3)
+    assert rep.cells[0] == (1, 1) and len(rep.cells) == 3 and rep.requested == 3 and rep.total_cells == 12
+    assert len(ex.details.children) == 2 + 3
+    cells = np.frombuffer(ex.heatmap.detail_cells, dtype="<i4")
+    assert list(cells) == [r * 4 + c for r, c in rep.cells]
+    assert "3 of 12 cells" in ex.precompute_note.value
+    # A click on a precomputed cell shows its view (no new computation, no new widgets) ...
+    n_calls, n_widgets = len(calls), _live_widgets()
+    ex.heatmap.selected = (1, 1)
+    ex.wait()
+    assert ex.details.selected_index == ex.heatmap.detail_index == 2 and ex.last_detail.row == 1
+    view = ex.details.children[2]
+    title = next(w.value for w in subtree(view) if isinstance(w, W.HTML) and "hw-detail-title" in w.value)
+    assert "L1" in title and "b" in title
+    assert len(calls) == n_calls and _live_widgets() == n_widgets
+    # ... a cell without a view is computed live, in slot 0.
+    assert rep.cells == [(1, 1), (0, 0), (0, 1)]  # median 6.5: 100, then 0, then 1
+    ex.heatmap.selected = (1, 2)
+    ex.wait()
+    assert ex.details.selected_index == 0 and calls[-1] == (1, 2)
+    # precompute goes through the cache: cells drilled before are not computed again
+    ex.precompute([(1, 2), ("L2", "d")])
+    assert calls.count((1, 2)) == 1 and calls[-1] == (2, 3)
+    assert len(ex.details.children) == 4  # replaced the earlier set (its views were closed)
+
+
+def test_precompute_budget_and_bad_input():
+    m = hw.HeatMatrix(np.random.default_rng(1).random((4, 10)).astype(np.float32)).with_drill(_kl_like_drill)
+    ex = hw.explore(m)
+    one = state_bytes(ex._view(_kl_like_drill(m, 0, 0)))
+    rep = ex.precompute("all", budget_mb=3.5 * one / 1e6)
+    assert len(rep.cells) == 3 and rep.requested == 40 and rep.state_bytes <= rep.budget_bytes
+    assert "3 of 40 cells" in ex.precompute_note.value
+    with pytest.raises(ValueError, match=r"cells\[1\]"):
+        ex.precompute([(0, 0), (9, 0)])
+    with pytest.raises(ValueError, match=r"cells\[0\] must be a \(row, col\) pair"):
+        ex.precompute([3])
+    with pytest.raises(ValueError, match="budget_mb"):
+        ex.precompute("all", budget_mb=0)
+    with pytest.raises(ValueError, match="'all'"):
+        ex.precompute("some")
+
+
+def test_precompute_can_be_cancelled():
+    started = threading.Event()
+
+    def slow(m, r, c):
+        started.set()
+        for _ in progress(range(100)):
+            time.sleep(0.01)
+        return m.cell(r, c)
+
+    ex = hw.explore(matrix(slow))
+    fut = ex.precompute("all", wait=False)
+    started.wait(5)
+    ex.cancel()
+    assert fut.result(10) is None and ex.details.children[2:] == ()
+    assert "cancelled" in ex.message.value
+
+
+def test_explore_precompute_true_and_kernel_buttons_follow_offline():
+    ex = hw.explore(matrix(rich_drill), precompute=True)
+    assert len(ex.last_precompute.cells) == 12
+    view = ex.details.children[2]
+    buttons = [w for w in subtree(view) if isinstance(w, W.Button)]
+    assert buttons and all("saved report" in b.tooltip for b in buttons)
+    links = [w for w in view._hw_links]
+    assert {(lk.source[0], lk.source[1]) for lk in links} == {(ex.heatmap, "offline")}
+    assert {lk.target[0] for lk in links} == set(buttons)
+    # The page says hello; the kernel answers that it is live.
+    sent = []
+    ex.heatmap.send = lambda content, buffers=None: sent.append(content)
+    ex.heatmap.offline = True
+    ex._on_front_end_msg(ex.heatmap, {"type": "hello"}, [])
+    assert sent == [{"type": "live"}] and ex.heatmap.offline is False
+
+
+def test_detail_tables_and_titles_look_finished():
+    import pandas as pd
+
+    from heatwidget._detail_view import fmt3, table_html, title_html, visible_whitespace
+
+    assert visible_whitespace(" the\n\t") == "␣the↵→" and visible_whitespace("") == "∅"
+    assert [fmt3(x) for x in (0.123456, 12345.6, 1e-7, float("nan"), 7, np.int64(3), "x")] == \
+        ["0.123", "1.23e+04", "1e-07", "n/a", "7", "3", "x"]
+    df = pd.DataFrame({"token": [" Paris", "<b>"], "id": [5, 6], "p_clean": [0.912345, 0.0001234]}, index=[7, 8])
+    out = table_html("top-k", df)
+    assert "␣Paris" in out and "&lt;b&gt;" in out and "<b>" not in out
+    assert "0.912" in out and "0.000123" in out and "0.912345" not in out
+    assert ">7<" not in out and ">8<" not in out  # no index column
+    assert out.count("<th>") == 3
+    d = hw.Detail(0, 1, "L0", "Gen1", 0.5, title="something else")
+    t = title_html(d)
+    assert "hw-detail-title" in t and "L0 × Gen1" in t and "something else" in t

@@ -132,3 +132,80 @@ def test_missing_notebook_and_failing_cell(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="boom in cell"):
         export_notebook(tmp_path / "bad.ipynb", tmp_path / "bad.html", execute=True, timeout=120)
     assert not (tmp_path / "bad.html").exists()
+
+
+# ---- precomputed drill-downs in the export ------------------------------------------------------------------------
+
+
+def test_parse_drill() -> None:
+    assert export.parse_drill("all") == "all" and export.parse_drill("NONE") == "none"
+    assert export.parse_drill("12") == 12 and export.parse_drill(3) == 3
+    for bad in ("-1", "some", "1.5", -2, True):
+        with pytest.raises(ValueError, match="--drill must be"):
+            export.parse_drill(bad)
+
+
+def test_prune_state_keeps_what_outputs_reach_and_links_between_kept_models() -> None:
+    def model(name: str, **state: object) -> dict:
+        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "model_module_version": "2.0.0",
+                "state": {"_model_name": name, **state}}
+
+    # Model ids are hex (uuid4().hex in the kernel).
+    state = {
+        "b0": model("VBoxModel", children=["IPY_MODEL_a1", "IPY_MODEL_b1"], layout="IPY_MODEL_1a"),
+        "1a": model("LayoutModel"), "a1": model("HTMLModel"), "b1": model("ButtonModel"),
+        "11": model("DirectionalLinkModel", source=["IPY_MODEL_a1", "value"], target=["IPY_MODEL_b1", "disabled"]),
+        "c1": model("ButtonModel"),  # closed in the kernel: no output reaches it
+        "51": model("DirectionalLinkModel", source=["IPY_MODEL_a1", "value"], target=["IPY_MODEL_c1", "disabled"]),
+    }
+    view = nbformat.v4.new_output("display_data", data={VIEW_MIME: {"model_id": "b0", "version_major": 2,
+                                                                     "version_minor": 0}})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[view])])
+    nb.metadata["widgets"] = {STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
+    assert export._prune_state(nb) == 2
+    assert set(export._widget_state(nb)) == {"b0", "1a", "a1", "b1", "11"}
+
+
+def test_cli_names_the_demo_extra_when_a_package_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from heatwidget import cli
+
+    monkeypatch.setitem(cli.DEMO_NEEDS, "html", ("nbconvert", "no_such_package_hw"))
+    assert cli.main(["export", "a.ipynb", "b.html"]) == 1
+    err = capsys.readouterr().err
+    assert "no_such_package_hw" in err and "pip install 'heatwidget[demo]'" in err and "nbconvert" not in err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["export", "a.ipynb", "b.html", "--drill", "lots"])
+    assert e.value.code == 2 and "--drill must be" in capsys.readouterr().err
+
+
+def test_tour_is_found_in_the_package_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from heatwidget import cli
+
+    packaged = tmp_path / "heatwidget" / "notebooks" / "tour.ipynb"
+    monkeypatch.setattr(cli, "TOURS", (packaged, cli.TOURS[1]))
+    assert cli._tour() == cli.TOURS[1]  # a source checkout: notebooks/ beside the package
+    packaged.parent.mkdir(parents=True)
+    packaged.write_text("{}")
+    assert cli._tour() == packaged
+    monkeypatch.setattr(cli, "TOURS", (packaged.with_name("gone.ipynb"),))
+    with pytest.raises(FileNotFoundError, match="tour notebook is missing"):
+        cli._tour()
+
+
+@pytest.mark.slow
+def test_execute_precomputes_the_explorers_within_the_budget(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code = ("import numpy as np, heatwidget as hw\n"
+            "m = hw.HeatMatrix(np.arange(12, dtype=np.float32).reshape(3, 4))\n"
+            "hw.explore(m)")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "ex.ipynb")
+    out = export_notebook(tmp_path / "ex.ipynb", tmp_path / "ex.html", execute=True, timeout=120, drill=5)
+    assert "5 of 12 cells precomputed" in capsys.readouterr().err
+    saved = nbformat.read(tmp_path / "ex.ipynb", as_version=4)
+    assert len(saved.cells) == 1  # the notebook itself is untouched
+    html = out.read_text(encoding="utf-8")
+    assert "Details precomputed for 5 of 12 cells" in html
+    assert "precompute_all" not in html and "get_manager_state" not in html  # the final cell is not in the page

@@ -168,3 +168,28 @@ def test_selection_errors():
         hooks.selection_mask((2, 5), positions=[7])
     with pytest.raises(ValueError, match="shape"):
         hooks.selection_mask((2, 5), positions=torch.zeros(3, 5, dtype=torch.bool))
+
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("step", [1, 3])
+def test_knockout_after_a_cached_prefix_equals_the_full_forward(tiny_dir, family, step):
+    """With a KV cache the attention modules see only the new tokens; for one new token sdpa gets no mask, and
+    the causal mask the hook builds must span the cached prefix too, whatever name the module receives the cache
+    under (`cache` in transformers 5.2x, `past_key_value(s)`/`layer_past` before). Blocking new position 0 for the
+    last query must equal blocking absolute position P in one uncached forward."""
+    from heatwidget.divergence._engine import next_step_args
+
+    lm = hw.load(tiny_dir(family), attn_implementation="sdpa")
+    ids = lm.encode("the capital of Velmora is a city in the north")["input_ids"]
+    p = 5
+    ids = ids[:, :p + step]
+    with torch.no_grad():
+        with hooks.block_attention(lm.anatomy.attn, queries=[-1], keys=[p]):
+            want = lm.model(input_ids=ids, use_cache=False).logits[:, p:]
+        prefix = lm.model(input_ids=ids[:, :p], use_cache=True)
+        with hooks.block_attention(lm.anatomy.attn, queries=[-1], keys=[0]):
+            got = lm.model(input_ids=ids[:, p:], **next_step_args(lm.model, prefix)).logits
+        clean = lm.model(input_ids=ids, use_cache=False).logits[:, p:]
+    assert (want[:, -1] - clean[:, -1]).abs().max() > 1e-4  # the knockout changes the last position
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -219,3 +219,214 @@ def test_device_map_with_disk_offload_keeps_hooks_exact(tiny_dir, tmp_path):
             b = lm.model(**enc).logits
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     torch.testing.assert_close(c_ref[0], c_off[0], atol=1e-6, rtol=0)
+
+
+# ---- the shipped demo tokenizer under transformers 4.57 and 5.x ---------------------------------------------------
+
+# Token ids of the shipped tokenizer as trained (recorded with transformers 5.24 before the config change, and equal
+# under 4.57.6): a config edit that made either version tokenize differently would break the shipped model.
+SHIPPED_IDS = {
+    "Q: What is the capital of Biasland? A:": [1, 51, 28, 323, 264, 270, 295, 263, 1005, 355, 33, 292, 28],
+    "The language spoken in Rallelia is": [1, 276, 326, 402, 275, 431, 505, 520, 264],
+    "héllo wörld ✓ 123": [1, 74, 130, 105, 78, 78, 81, 327, 130, 117, 84, 408, 223, 161, 253, 244, 223, 19, 20, 21],
+}
+
+
+def test_shipped_tokenizer_loads_under_this_transformers_with_the_same_ids():
+    """CI runs this under transformers 5.x and 4.57.6; 4.57 does not know 5.x's "TokenizersBackend" class name."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from heatwidget.demo import WEIGHTS_DIR
+    from heatwidget.demo.tokenizer import PORTABLE_TOKENIZER_CLASS
+
+    cfg = json.loads((WEIGHTS_DIR / "tokenizer_config.json").read_text())
+    assert cfg["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS
+    tok = AutoTokenizer.from_pretrained(WEIGHTS_DIR)
+    assert (tok.pad_token, tok.bos_token, tok.eos_token, tok.padding_side) == ("<pad>", "<s>", "</s>", "left")
+    assert len(tok) == 1024
+    for text, ids in SHIPPED_IDS.items():
+        enc = tok(text)
+        assert enc["input_ids"] == ids and set(enc) == {"input_ids", "attention_mask"}, text  # no token_type_ids
+        assert tok.decode(ids, skip_special_tokens=True) == text
+    lm = hw.demo_model()
+    assert lm.encode(list(SHIPPED_IDS)[0])["input_ids"][0].tolist() == SHIPPED_IDS[list(SHIPPED_IDS)[0]]
+
+
+def test_demo_tokenizer_save_names_the_portable_class(tmp_path):
+    """The training script's save step writes a tokenizer_config.json both transformers 4.57 and 5.x load."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from heatwidget.demo.tokenizer import PORTABLE_TOKENIZER_CLASS, build_tokenizer, save_tokenizer
+
+    tok = build_tokenizer(["the capital of Velmora is Ostrand", "Q: What is the language of Brisa? A:"] * 4, 300)
+    save_tokenizer(tok, tmp_path)
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text())["tokenizer_class"] == PORTABLE_TOKENIZER_CLASS
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again("the capital of Brisa")["input_ids"] == tok("the capital of Brisa")["input_ids"]
+    assert set(again("the capital of Brisa")) == {"input_ids", "attention_mask"}
+
+
+# ---- loading tells the truth: weights that do not fit the config ---------------------------------------------------
+
+def _edited_copy(src, dst, *, config=None, edit=None):
+    """A copy of a saved model directory with its config.json and/or its safetensors state dict edited."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    if config:
+        cfg = json.loads((dst / "config.json").read_text())
+        (dst / "config.json").write_text(json.dumps({**cfg, **config}))
+    if edit:
+        sd = load_file(dst / "model.safetensors")
+        edit(sd)
+        save_file(sd, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def _one_sentence(err):
+    msg = str(err.value)
+    assert "\n" not in msg and err.value.__cause__ is None, msg
+    assert err.value.__context__ is None or err.value.__suppress_context__, msg
+    return msg
+
+
+def test_config_with_more_layers_than_the_weights_hold_is_an_error(tiny_dir, tmp_path):
+    """Config says 5 layers, weights hold 3: two blocks would run on random init. Refused, naming the checkpoint
+    and the absent layers; strict=False loads with a warning recorded in lm.notes."""
+    d = _edited_copy(tiny_dir("llama"), tmp_path / "five", config={"num_hidden_layers": 5})
+    with pytest.raises(hw.ModelLoadError) as e:
+        hw.load(d)
+    msg = _one_sentence(e)
+    assert str(d) in msg and "2 of its 5 layers" in msg and "model.layers.{3, 4}" in msg and "strict=False" in msg
+    with pytest.warns(UserWarning, match="2 of its 5 layers"):
+        lm = hw.load(d, strict=False)
+    assert lm.n_layers == 5 and any("2 of its 5 layers" in n for n in lm.notes)
+
+
+@pytest.mark.parametrize("case", ["missing", "unexpected", "shape"])
+def test_missing_unexpected_and_misshapen_tensors_are_named(tiny_dir, tmp_path, case):
+    key = "model.layers.1.mlp.up_proj.weight"
+    edits = {"missing": lambda sd: sd.pop(key),
+             "unexpected": lambda sd: sd.update({"model.layers.1.mlp.extra.weight": torch.zeros(3)}),
+             "shape": lambda sd: sd.update({key: torch.zeros(100, 64)})}
+    d = _edited_copy(tiny_dir("llama"), tmp_path / case, edit=edits[case])
+    with pytest.raises(hw.ModelLoadError) as e:
+        hw.load(d)
+    msg = _one_sentence(e)
+    want = {"missing": f"1 tensor(s) the model needs are missing ({key})",
+            "unexpected": "1 stored tensor(s) have no place in the model (model.layers.1.mlp.extra.weight)",
+            "shape": f"1 tensor(s) have the wrong shape ({key} (stored [100, 64], model [128, 64]))"}[case]
+    assert want in msg and str(d) in msg, msg
+    with pytest.warns(UserWarning, match="does not match"):
+        lm = hw.load(d, strict=False)
+    assert any(want in n for n in lm.notes)
+    assert lm.anatomy.parts[1]["mlp.up"].weight().shape == (128, 64)
+
+
+def test_tied_weights_are_not_missing(tiny_dir, tmp_path):
+    """GPT-2 ties its unembedding to the embedding, and so does a Llama saved with tie_word_embeddings: the
+    checkpoint stores the matrix once, and loading strictly must accept that."""
+    import warnings
+
+    from tiny_models import save_tiny
+
+    d = save_tiny("llama", tmp_path / "tied", tie_word_embeddings=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in (tiny_dir("gpt2"), d):
+            lm = hw.load(path)
+            assert lm.model.get_output_embeddings().weight is lm.model.get_input_embeddings().weight
+            assert not any("does not match" in n for n in lm.notes)
+
+
+# ---- our own one-sentence messages for what transformers, accelerate and torch would say in many lines ------------
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(device="gpu"), r"device='gpu' is not a device torch knows"),
+    (dict(device="xla:0"), r"device='xla:0' was asked for, but this torch has no xla device"),
+    (dict(device_map="gpu"), r"device_map='gpu' is not a device torch knows"),
+    (dict(device_map={"": "tpu"}), r"device_map\[''\]='tpu' is not a device torch knows"),
+    (dict(device_map=["cpu"]), r"device_map must be one of .* not a list"),
+])
+def test_unknown_devices_are_named(tiny_dir, kw, match):
+    with pytest.raises(hw.ModelLoadError, match=match) as e:
+        hw.load(tiny_dir("llama"), **kw)
+    _one_sentence(e)
+    assert isinstance(e.value, ValueError)  # device errors were ValueErrors before: still caught as such
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has 8 GPUs")
+def test_device_map_naming_a_gpu_that_is_not_there(tiny_dir):
+    dm = {"model.embed_tokens": "cpu", "model.layers": 7, "model.norm": "cpu", "lm_head": "cpu"}
+    with pytest.raises(hw.ModelLoadError, match=r"device_map\['model.layers'\]=7 "):
+        hw.load(tiny_dir("llama"), device_map=dm)
+
+
+def test_pickled_bin_checkpoint_refused_by_weights_only_says_how_to_convert(tiny_dir, tmp_path):
+    """A .bin whose pickle holds more than tensors (here a numpy array) is refused by torch's weights-only loader;
+    the message says so in one sentence and how to convert it to safetensors. Nothing is unpickled."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    d = _edited_copy(tiny_dir("llama"), tmp_path / "pickled")
+    sd = load_file(d / "model.safetensors")
+    (d / "model.safetensors").unlink()
+    torch.save({**sd, "extra": np.arange(3)}, d / "pytorch_model.bin")
+    with pytest.raises(hw.ModelLoadError) as e:
+        hw.load(d)
+    msg = _one_sentence(e)
+    assert "pytorch_model.bin" in msg and "weights-only loader refuses" in msg and "safetensors" in msg, msg
+    assert "numpy" in msg  # torch's reason, in brief
+
+
+def test_remote_code_is_the_users_call(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "my-own-arch", "auto_map": {"AutoConfig": "conf.MyConfig",
+                                                  "AutoModelForCausalLM": "modeling.MyModel"}}))
+    (tmp_path / "conf.py").write_text("raise SystemExit('remote code ran')\n")
+    with pytest.raises(hw.ModelLoadError, match=r"trust_remote_code=True is your call") as e:
+        hw.load(tmp_path)
+    _one_sentence(e)
+
+
+def test_unknown_model_type_names_it_and_the_transformers_version(tmp_path):
+    import json
+
+    import transformers
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "not-a-real-arch"}))
+    with pytest.raises(hw.ModelLoadError) as e:
+        hw.load(tmp_path)
+    msg = _one_sentence(e)
+    assert f"transformers {transformers.__version__} does not know model_type 'not-a-real-arch'" in msg, msg
+
+
+@pytest.mark.parametrize("kind", ["bert", "t5"])
+def test_encoder_and_encoder_decoder_checkpoints_are_refused(tmp_path, kind):
+    import transformers
+    from tiny_models import tiny_tokenizer
+
+    if kind == "bert":
+        cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64)
+        model = transformers.BertForMaskedLM(cfg)
+    else:
+        cfg = transformers.T5Config(vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16)
+        model = transformers.T5ForConditionalGeneration(cfg)
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    with pytest.raises(hw.ModelLoadError) as e:
+        hw.load(tmp_path)
+    msg = _one_sentence(e)
+    want = {"bert": "this is an encoder (bert: BertForMaskedLM",
+            "t5": "this is an encoder-decoder model (t5: T5ForConditionalGeneration)"}[kind]
+    assert msg.startswith("heatwidget needs a causal (decoder) language model; ") and want in msg, msg

@@ -260,10 +260,61 @@ def test_bench_probe_reports_ratios_against_default_and_converged_sklearn() -> N
     from pathlib import Path
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_probe.py"
-    out = subprocess.run([sys.executable, str(bench), "--synthetic", "300", "2", "3", "16", "--converged", "--json",
-                          "--threads", "1"], capture_output=True, text=True, timeout=300, check=True)
+    # --guard implies --converged; a speed-up target no machine reaches makes it exit 1 with a one-line reason.
+    out = subprocess.run([sys.executable, str(bench), "--synthetic", "300", "2", "3", "16", "--guard", "--json",
+                          "--threads", "1", "--min-speedup", "1e9", "--max-dauc", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["cells"] == 6 and r["solver"].startswith("batched L-BFGS")
     assert set(r["sklearn_converged_seconds"]) == {"newton-cholesky", "lbfgs, max_iter=10000"}
     assert r["max_abs_dauc_vs_converged_sklearn"] <= 0.01
     assert r["speedup"] > 0 and r["speedup_vs_converged"] > 0
+    summary, reason = out.stderr.strip().splitlines()[-2:]
+    assert summary.startswith("guard (≥ 1e+09× converged sklearn")
+    assert f"synthetic {r['speedup_vs_converged']:.2f}×" in summary
+    assert reason.startswith("guard failed: synthetic: ") and "target ≥ 1e+09×" in reason and "ΔAUC" not in reason
+    assert r["guard_failure"] == reason.removeprefix("guard failed: ")
+
+
+def _bench_probe():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_probe.py"
+    spec = importlib.util.spec_from_file_location("bench_probe", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _guard_report(site: str, ratio: float, dauc: float) -> dict:
+    return dict(source="demo model", site=site, speedup_vs_converged=ratio, max_abs_dauc_vs_converged_sklearn=dauc,
+                sklearn_converged_fastest="newton-cholesky")
+
+
+@pytest.mark.parametrize("ratio, dauc, missed", [
+    (2.7, 0.0002, None),
+    (2.0, 0.002, None),  # the targets themselves hold
+    (1.31, 0.0007, "mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
+    (14.0, 0.0031, "mlp_in: max |ΔAUC| 0.0031 vs converged sklearn, target ≤ 0.002"),
+    (1.9, 0.01, "mlp_in: 1.90× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×; "
+                "max |ΔAUC| 0.0100 vs converged sklearn, target ≤ 0.002"),
+    (float("nan"), 0.0, "mlp_in: nan× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
+])
+def test_bench_probe_guard_trips_on_a_missed_ratio_or_dauc(ratio, dauc, missed) -> None:
+    """The regression guard's decision, without timing anything: ≥ 2× converged sklearn at max |ΔAUC| ≤ 0.002."""
+    bench = _bench_probe()
+    assert bench.guard_failure(_guard_report("mlp_in", ratio, dauc)) == missed
+
+
+def test_bench_probe_guard_verdict_names_only_the_failing_site() -> None:
+    bench = _bench_probe()
+    reports = [_guard_report("resid", 2.71, 0.0002), _guard_report("mlp_in", 1.31, 0.0007)]
+    summary, reason = bench.guard_verdict(reports)
+    assert summary == ("guard (≥ 2× converged sklearn, max |ΔAUC| ≤ 0.002): resid 2.71× (max |ΔAUC| 0.0002); "
+                       "mlp_in 1.31× (max |ΔAUC| 0.0007)")
+    assert reason == ("guard failed: mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), "
+                      "target ≥ 2×")
+    assert bench.guard_verdict(reports[:1])[1] is None
+    assert bench.guard_verdict(reports, min_speedup=1.2)[1] is None

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import heatwidget as hw
-from heatwidget.demo import WEIGHTS_DIR
+from heatwidget.demo import WEIGHTS_DIR, exact_answer
+from heatwidget.demo.evaluate import figure_numbers
 
 pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "model.safetensors").exists(),
                                 reason="demo weights not shipped in this checkout")
@@ -21,8 +22,16 @@ def demo():
     qs = hw.demo_questions()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # every demo answer must be located: a drop here is a bug, not noise
-        ans = hw.answer(lm, qs, required_positions=hw.PAPER_POSITIONS, batch_size=64)
+        ans = hw.answer(lm, qs, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS, batch_size=64)
     return lm, qs, ans
+
+
+@pytest.fixture(scope="module")
+def probe(demo):
+    """The tour's probe figure: resid activations at the paper's positions, one probe per cell."""
+    lm, _qs, ans = demo
+    acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid", batch_size=64)
+    return acts, hw.probe_auc(acts)
 
 
 def test_demo_answers_labels_and_spans(demo) -> None:
@@ -61,11 +70,10 @@ def test_demo_positions_by_hand(demo) -> None:
     assert [pos[k] for k in range(-8, 0)] == list(range(n - 8, n))
 
 
-def test_demo_probe_matrix_has_real_structure(demo) -> None:
+def test_demo_probe_matrix_has_real_structure(demo, probe) -> None:
     lm, qs, ans = demo
-    acts = hw.collect(lm, ans, site="resid", batch_size=64)
+    acts, m = probe
     assert acts.shape == (len(ans), 8, 15, 192)
-    m = hw.probe_auc(acts)
     assert m.shape == (8, 15) and m.rows == [str(i) for i in range(8)] and m.cols[:2] == ["last_q", "first_answer"]
     assert m.meta["solver"]["all_converged"]
     # Real signal in every layer, far above the chance level shuffled labels give on the same features
@@ -78,3 +86,36 @@ def test_demo_probe_matrix_has_real_structure(demo) -> None:
     top = det.tables["scored most likely correct"]
     assert (top["label"] == "correct").mean() >= 0.6  # the surest examples are mostly right
     assert all("⟦" in t and "⟧" in t for t in top["text"])
+
+
+def test_demo_probe_figure_numbers_are_the_documented_ones(demo, probe) -> None:
+    """docs/demo-model.md quotes these numbers of the shipped model's probe figure (all demo questions)."""
+    _lm, qs, ans = demo
+    f = figure_numbers(probe[1], float(ans.labels.mean()))
+    assert len(ans) == len(qs) == 1200
+    assert f["accuracy"] == pytest.approx(0.78, abs=0.01)
+    assert f["targets_met"]["accuracy_min"] and f["targets_met"]["accuracy_max"]
+    assert f["best_auc"] == pytest.approx(0.757, abs=0.02)
+    assert f["depth_rise"] == pytest.approx(0.011, abs=0.02)
+    assert f["answer_over_tail"] == pytest.approx(0.034, abs=0.02)
+    assert f["baselines"]["logprob_mean"] == pytest.approx(0.917, abs=0.01)
+    # what the docs say in words: the model's own confidence beats every probe cell on this model
+    assert f["baselines"]["logprob_mean"] > f["best_auc"] + 0.1
+
+
+def test_figure_numbers_measure_the_seed_figures_shape() -> None:
+    """figure_numbers on a hand-made matrix with the seed figures' shape, and on a flat one."""
+    cols = [str(p) for p in hw.PAPER_POSITIONS]
+    rows = [str(i) for i in range(8)]
+    depth = np.linspace(0.6, 0.9, 8)[:, None]
+    answer = np.array([0.05 if c == "last_q" or c.startswith("exact_answer_") else 0.0 for c in cols])[None]
+    shaped = hw.HeatMatrix(np.clip(depth + answer, 0, 1), rows, cols)
+    f = figure_numbers(shaped, 0.6)
+    assert f["best_auc"] == pytest.approx(0.95) and f["best_cell"] == ["7", "last_q"]
+    assert f["depth_rise"] == pytest.approx(np.mean(depth[4:]) - np.mean(depth[:4]), abs=1e-3)  # rounded
+    assert f["answer_over_tail"] == pytest.approx(0.05, abs=1e-3)
+    assert all(f["targets_met"].values())
+    flat = figure_numbers(hw.HeatMatrix(np.full((8, 15), 0.7), rows, cols), 0.9)
+    assert not any(flat["targets_met"][k] for k in ("accuracy_max", "best_auc", "depth_rise", "answer_over_tail"))
+    with pytest.raises(ValueError, match="columns"):
+        figure_numbers(hw.HeatMatrix(np.full((2, 2), 0.7)), 0.5)

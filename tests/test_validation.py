@@ -46,9 +46,13 @@ LIST_CASES = {
     "knockout subject absent": (lambda lm: hw.knockout_js(lm, [PROMPT, "Ostrand was"], SUBJECT, layers=[0]),
                                 ValueError, r"^prompt 1: subject 'Velmora' does not occur"),
     "knockout subject type": (lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, 3], layers=[0]),
-                              TypeError, r"subject 1 is a int"),
+                              TypeError, r"subject 1 has type int, not str"),
     "answer questions": (lambda lm: hw.answer(lm, ["Q: a? A:", ""], ["x", "y"]), ValueError, r"question 1 is empty"),
     "answer golds": (lambda lm: hw.answer(lm, ["Q: a? A:", "Q: b? A:"], ["x", ""]), ValueError, r"gold 1 is empty"),
+    "answer question type": (lambda lm: hw.answer(lm, ["Q: a? A:", 3], ["x", "y"]), TypeError,
+                             r"question 1 has type int, not str"),
+    "encode prompt type": (lambda lm: lm.encode(["some text", 3]), TypeError, r"prompt 1 has type int, not str"),
+    "encode not a list": (lambda lm: lm.encode(3), TypeError, r"prompts must be a str or a list of str, got int"),
     "answer dicts": (lambda lm: hw.answer(lm, [{"question": "Q: a? A:", "gold": "x"}, {"gold": "y"}]),
                      ValueError, r"question dict 1 has no 'question' key"),
     "module_stats texts": (lambda lm: hw.module_stats(lm, "grad", texts=["some text", ""]),
@@ -82,7 +86,8 @@ def poison(h, x):
 @pytest.mark.parametrize("fn, exc, pattern", [
     (shrink, ValueError, r"intervention 'shrink' .* at layer 1 returned shape \[1, \d+, 3\] for a block output of "
                          r"shape \[1, \d+, 192\]"),
-    (give_none, TypeError, r"intervention 'give_none' .* returned a NoneType; it must return a torch tensor"),
+    (give_none, TypeError,
+     r"intervention 'give_none' .* returned a value of type NoneType; it must return a torch tensor"),
     (poison, ValueError, r"intervention 'poison' .* returned NaN or inf"),
 ])
 def test_callable_intervention_result_is_checked(lm, fn, exc, pattern):
@@ -125,6 +130,12 @@ def test_valid_token_ids_in_any_integer_container(lm):
 
 @pytest.mark.parametrize("call, exc, pattern", [
     (lambda lm: hw.logit_lens(lm, PROMPT, layers=[0.5]), TypeError, r"layer must be an int, got 0.5"),
+    # operator.index(True) is 1: a bool must not select layer 1 (nor a bool tensor, nor a bool top_k)
+    (lambda lm: hw.logit_lens(lm, PROMPT, layers=[True]), TypeError, r"layer must be an int, got a bool \(True\)"),
+    (lambda lm: hw.logit_lens(lm, PROMPT, layers=True), TypeError, r"layer must be an int, got a bool \(True\)"),
+    (lambda lm: hw.ablation_kl(lm, PROMPT, layers=[0, torch.tensor(True)]), TypeError,
+     r"layer must be an int, got a bool"),
+    (lambda lm: hw.logit_lens(lm, PROMPT, top_k=torch.tensor(True)), TypeError, r"top_k must be an int, got a bool"),
     (lambda lm: hw.logit_lens(lm, PROMPT, top_k=0), ValueError, r"top_k must be at least 1"),
     (lambda lm: hw.logit_lens(lm, PROMPT, memory_budget_mb=-1), ValueError, r"memory_budget_mb must be > 0"),
     (lambda lm: hw.ablation_kl(lm, PROMPT, intervention=hw.Steer(np.ones(192), float("nan"))), ValueError,
@@ -133,6 +144,8 @@ def test_valid_token_ids_in_any_integer_container(lm):
     (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, noise_scale="3"), TypeError, r"noise_scale must be a number"),
     (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, seed="x"), TypeError, r"seed must be an int"),
     (lambda lm: hw.HeatMatrix(np.ones((1, 1)), meta=[1, 2]), TypeError, r"meta must be a dict"),
+    (lambda lm: hw.answer(lm, ["Q: a? A:"], ["zzzz"], extractor=lambda q, text: 3), TypeError,
+     r"extractor returned a value of type int for question 0, not a str or None"),
 ])
 def test_other_arguments_are_checked(lm, call, exc, pattern):
     with pytest.raises(exc, match=pattern):

@@ -416,8 +416,8 @@ def test_gradient_norms_match_hf_loss_backward(tiny_dir):
 def test_gradient_norms_gpt2_split(tiny_dir):
     lm = hw.load(tiny_dir("gpt2"))
     m = hw.module_stats(lm, "grad", texts=TEXTS[:1])
-    enc = lm.tokenizer(TEXTS[:1], return_tensors="pt")
-    lm.model(**enc, labels=enc["input_ids"]).loss.backward()
+    enc = lm.encode(TEXTS[:1])  # input_ids and attention_mask, as module_stats feeds them (transformers 4.x
+    lm.model(**enc, labels=enc["input_ids"]).loss.backward()  # tokenizers add token_type_ids, which GPT-2 embeds)
     g = lm.model.transformer.h[1].attn.c_attn.weight.grad  # [in, 3d]
     for j, name in enumerate(("attn.q", "attn.k", "attn.v")):
         assert m.values[1, MODULES.index(name)] == pytest.approx(float(g[:, j * 64:(j + 1) * 64].norm()), rel=1e-4)

@@ -384,3 +384,29 @@ def test_analysis_suggested_range_and_colormap_are_defaults():
     assert (w.vmin, w.vmax, w.colormap) == (0.5, 1.0, "viridis")
     w2 = Heatmap(m, vmin=0.0, colormap="blues")
     assert (w2.vmin, w2.vmax, w2.colormap) == (0.0, 1.0, "blues")
+
+
+def test_suggested_log_scale_is_the_default_and_follows_new_matrices_until_the_user_sets_it():
+    import heatwidget as hw
+    from heatwidget.matrix import suggests_log_scale
+
+    kl = [[9.4, 6.0], [0.04, 0.02], [0.05, 0.03]]  # layer 0's skip costs nats, the other layers hundredths
+    assert suggests_log_scale(kl)
+    assert not suggests_log_scale([[0.6, 0.9]])  # within a decade
+    assert not suggests_log_scale([[0.3, 0.2, 1e-8], [0.25, 0.2, 0.1]])  # one near-zero cell: linear reads best
+    assert not suggests_log_scale([[-1.0, 0.001, 5.0]])  # negative values: no log scale
+    assert not suggests_log_scale([[np.nan, 3.0]])  # one positive value spans nothing
+
+    spread = hw.HeatMatrix(np.array(kl), meta={"log": True})
+    flat = hw.HeatMatrix(np.array([[0.6, 0.7], [0.8, 0.9]]))
+    w = Heatmap(spread)
+    assert w.log is True
+    w.matrix = flat  # the suggestion follows the matrix shown
+    assert w.log is False
+    w.matrix = spread
+    assert w.log is True
+    assert Heatmap(spread, log=False).log is False  # an explicit argument wins
+    w.log = False  # the user's choice sticks across new matrices
+    w.matrix = spread
+    assert w.log is False
+    assert "log scale" in Heatmap(spread).to_svg() and "log scale" not in Heatmap(flat).to_svg()

@@ -17,12 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .world import exact_answer
+
 if TYPE_CHECKING:  # the loader pulls in torch/transformers; keep `import heatwidget.demo` light
     from .._lm import LM
 
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent / "weights"
 
-__all__ = ["WEIGHTS_DIR", "demo_model", "demo_questions"]
+__all__ = ["WEIGHTS_DIR", "demo_model", "demo_questions", "exact_answer"]
 
 
 def demo_model(device: str = "cpu", dtype: Any = None) -> LM:

@@ -1,10 +1,11 @@
 """Evaluate a demo-model directory: greedy accuracy by multiplicity, layer-skip KL, correctness-probe AUC.
 
-    python -m heatwidget.demo.evaluate DIR [--write]
+    python -m heatwidget.demo.evaluate DIR [--write] [--figure]
 
 Self-contained (plain transformers + hooks of its own, scikit-learn for the probes) so it checks the
-shipped weights independently of the analyses in heatwidget proper. ``--write`` stores the result in
-DIR/training.json.
+shipped weights independently of the analyses in heatwidget proper. ``--figure`` adds the probe figure as the
+tour computes it (``hw.answer`` → ``hw.collect`` → ``hw.probe_auc`` on every demo question) and checks it
+against the seed figures' shape (``FIGURE_TARGETS``). ``--write`` stores the result in DIR/training.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .world import MULTS, make_world, questions
+from .world import make_world, questions
 
 
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -58,7 +59,7 @@ def skip_layer(model: torch.nn.Module, layer: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 8,
+def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12,
                    chunk: int = 128) -> list[str]:
     """Greedy continuations (special tokens dropped, cut at the first newline)."""
     ids = tokenizer(list(prompts))["input_ids"]
@@ -160,14 +161,15 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     cloze_correct = np.array([is_correct(a, q["gold"]) for a, q in zip(cloze, qs, strict=True)])
     mult = np.array([q["mult"] for q in qs])
     attr = np.array([q["attribute"] for q in qs])
+    mults = sorted(set(mult.tolist()))
 
     result: dict[str, Any] = {
         "n_questions": len(qs),
         "accuracy": float(correct.mean()),
-        "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in MULTS},
+        "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in mults},
         "accuracy_by_attribute": {a: round(float(correct[attr == a].mean()), 3) for a in sorted(set(attr))},
         "capital_accuracy_by_mult": {
-            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in MULTS},
+            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in mults},
         "cloze_accuracy": float(cloze_correct.mean()),
         # Per-question labels in question order ("1" = correct), compact: a reference for other analyses' tests.
         "correct": "".join("1" if c else "0" for c in correct),
@@ -197,6 +199,78 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     return result
 
 
+# The seed figures' shape (Orgad et al. 2024, figures 002/003), as numbers a checkpoint must reach: a mix of right
+# and wrong answers, a strong best cell, AUC rising with depth, and the answer columns beating the last tokens.
+FIGURE_TARGETS: dict[str, tuple[str, float]] = {
+    "accuracy_min": ("accuracy", 0.45),
+    "accuracy_max": ("accuracy", 0.85),
+    "best_auc": ("best_auc", 0.85),
+    "depth_rise": ("depth_rise", 0.05),
+    "answer_over_tail": ("answer_over_tail", 0.05),
+}
+
+
+def figure_numbers(auc: Any, accuracy: float) -> dict[str, Any]:
+    """The probe figure's shape in numbers, from a ``hw.probe_auc`` matrix (rows = layers, PAPER_POSITIONS cols).
+
+    depth_rise: mean AUC over the last half of the layers minus the first half. answer_over_tail: in the last half
+    of the layers, mean over ``last_q`` and the ``exact_answer_*`` columns minus the mean over ``-8 … -1``.
+    """
+    v = np.asarray(auc.values, dtype=np.float64)
+    half = v.shape[0] // 2
+    cols = [str(c) for c in auc.cols]
+    answer_cols = [j for j, c in enumerate(cols) if c == "last_q" or c.startswith("exact_answer_")]
+    tail_cols = [j for j, c in enumerate(cols) if c.lstrip("-").isdigit() and int(c) < 0]
+    if not answer_cols or not tail_cols:
+        raise ValueError(f"the matrix needs last_q/exact_answer_* and -8 … -1 columns, has {cols}")
+    late = v[half:]
+    out = {
+        "accuracy": round(float(accuracy), 3),
+        "best_auc": round(float(v.max()), 3),
+        "best_cell": [str(auc.rows[int(v.argmax()) // v.shape[1]]), cols[int(v.argmax()) % v.shape[1]]],
+        "depth_rise": round(float(v[half:].mean() - v[:half].mean()), 3),
+        "answer_over_tail": round(float(late[:, answer_cols].mean() - late[:, tail_cols].mean()), 3),
+        "auc_by_layer": [round(float(x), 3) for x in v.mean(axis=1)],
+        "auc_by_column_late": {c: round(float(x), 3) for c, x in zip(cols, late.mean(axis=0), strict=True)},
+        "baselines": {k: round(float(x), 3) for k, x in auc.meta.get("baselines", {}).items()},
+    }
+    out["targets_met"] = {name: (out[key] >= bound if not name.endswith("_max") else out[key] <= bound)
+                          for name, (key, bound) in FIGURE_TARGETS.items()}
+    return out
+
+
+def probe_figure(lm: Any, qs: list[dict[str, Any]], batch_size: int = 64) -> tuple[Any, Any, dict[str, Any]]:
+    """The tour's probe figure on ``qs``: (answers, AUC matrix, figure_numbers + accuracy by multiplicity)."""
+    import heatwidget as hw
+
+    from .world import exact_answer
+
+    ans = hw.answer(lm, qs, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS, batch_size=batch_size)
+    acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid", batch_size=batch_size)
+    auc = hw.probe_auc(acts)
+    nums = figure_numbers(auc, float(ans.labels.mean()))
+    mult = np.array([qs[i]["mult"] for i in ans.index])
+    nums["accuracy_by_mult"] = {str(m): round(float(ans.labels[mult == m].mean()), 3) for m in sorted(set(mult))}
+    nums["n_answers"], nums["n_dropped"] = len(ans), int(ans.meta["n_dropped"])
+    return ans, auc, nums
+
+
+def format_figure(f: dict[str, Any]) -> str:
+    met = f["targets_met"]
+    return "\n".join([
+        f"probe figure on {f['n_answers']} answers ({f['n_dropped']} dropped): accuracy {f['accuracy']:.3f} "
+        f"[{'ok' if met['accuracy_min'] and met['accuracy_max'] else 'MISS'} .45-.85]",
+        "  by mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in f["accuracy_by_mult"].items()),
+        f"  best AUC {f['best_auc']:.3f} at {f['best_cell']} [{'ok' if met['best_auc'] else 'MISS'} >= .85]",
+        f"  depth rise {f['depth_rise']:+.3f} [{'ok' if met['depth_rise'] else 'MISS'} >= .05]   by layer: "
+        + " ".join(f"{x:.2f}" for x in f["auc_by_layer"]),
+        f"  answer cols over -8..-1 (late layers) {f['answer_over_tail']:+.3f} "
+        f"[{'ok' if met['answer_over_tail'] else 'MISS'} >= .05]",
+        "  late-layer column means: " + " ".join(f"{c}:{v:.2f}" for c, v in f["auc_by_column_late"].items()),
+        "  baselines: " + " ".join(f"{k}:{v:.3f}" for k, v in f["baselines"].items()),
+    ])
+
+
 def format_report(ev: dict[str, Any]) -> str:
     if "probe_auc_last_q" not in ev:
         ev = {**ev, "probe_auc_last_q": [], "probe_auc_last_q_capital": [], "probe_split": None,
@@ -220,6 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m heatwidget.demo.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("dir", help="model directory written by heatwidget.demo.train")
     p.add_argument("--write", action="store_true", help="store the result in DIR/training.json")
+    p.add_argument("--figure", action="store_true",
+                   help="also compute the tour's probe figure and check it against FIGURE_TARGETS")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -232,8 +308,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     world = info.get("corpus", {}).get("world", {"seed": 0, "n_countries": 400})
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    ev = evaluate(model, tokenizer, questions(make_world(**world)))
+    qs = questions(make_world(**world))
+    ev = evaluate(model, tokenizer, qs)
     print(format_report(ev))
+    if args.figure:
+        from .._lm import load
+
+        _ans, _auc, ev["probe_figure"] = probe_figure(load(path), qs)
+        print(format_figure(ev["probe_figure"]))
     if args.write:
         info["eval"] = ev
         info_path.write_text(json.dumps(info, indent=1) + "\n")

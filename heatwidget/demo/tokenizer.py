@@ -6,6 +6,7 @@ split into several pieces: multi-token answers exist, which the exact-answer-spa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -50,8 +51,29 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
         padding_side="left",  # batched generation appends on the right, so padding goes left
         model_max_length=256,
         clean_up_tokenization_spaces=False,
+        model_input_names=PORTABLE_TOKENIZER_CONFIG["model_input_names"],  # no token_type_ids under 4.x either
     )
 
 
+# transformers 5 records its own class name, "TokenizersBackend", which transformers 4 does not know.
+# "PreTrainedTokenizerFast" names the same tokenizer in both (in 5.x it is an alias of TokenizersBackend), and the
+# model's inputs are named, since 4.x's PreTrainedTokenizerFast would otherwise add token_type_ids, which a Llama's
+# generate() refuses. The token ids come from tokenizer.json and do not change.
+PORTABLE_TOKENIZER_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast",
+                             "model_input_names": ["input_ids", "attention_mask"]}
+PORTABLE_TOKENIZER_CLASS = PORTABLE_TOKENIZER_CONFIG["tokenizer_class"]
+
+
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> None:
+    """`save_pretrained`, then PORTABLE_TOKENIZER_CONFIG, so that transformers 4.57 and 5.x both load it alike."""
     tokenizer.save_pretrained(str(out_dir))
+    make_tokenizer_config_portable(out_dir)
+
+
+def make_tokenizer_config_portable(out_dir: str | Path) -> None:
+    """Set PORTABLE_TOKENIZER_CONFIG's keys in tokenizer_config.json (nothing else changes)."""
+    path = Path(out_dir) / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    if any(cfg.get(k) != v for k, v in PORTABLE_TOKENIZER_CONFIG.items()):
+        cfg.update(PORTABLE_TOKENIZER_CONFIG)
+        path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")

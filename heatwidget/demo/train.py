@@ -25,8 +25,8 @@ import torch
 import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .tokenizer import build_tokenizer
-from .world import corpus, make_world, questions
+from .tokenizer import build_tokenizer, save_tokenizer
+from .world import MULTS, corpus, make_world, questions
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +47,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the world, the data order and the init")
     p.add_argument("--countries", type=int, default=400)
     p.add_argument("--filler", type=float, default=0.2, help="fraction of filler documents")
+    p.add_argument("--per-fact-mults", action="store_true",
+                   help="draw each fact's multiplicity on its own, not one per country (see world.make_world)")
+    p.add_argument("--mults", default=None,
+                   help="comma-separated fact multiplicities drawn in equal shares (default 1,2,4,8,16,32)")
+    p.add_argument("--answer-style", choices=("word", "sentence"), default="word",
+                   help="how the question/answer documents answer: the bare name, or a short sentence")
+    p.add_argument("--tokenizer", default=None,
+                   help="reuse the tokenizer saved in this directory (e.g. the shipped weights) instead of "
+                        "training one on the corpus")
+    p.add_argument("--init-from", default=None,
+                   help="continue from the model saved in this directory (a second stage: its config wins over "
+                        "--layers/--hidden/...; its training.json is recorded as the first stage)")
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--log-every", type=int, default=50)
@@ -118,21 +130,31 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
 
-    world = make_world(seed=args.seed, n_countries=args.countries)
+    mults = tuple(int(m) for m in args.mults.split(",")) if args.mults else MULTS
+    world = make_world(seed=args.seed, n_countries=args.countries, per_fact_mults=args.per_fact_mults,
+                       answer_style=args.answer_style, mults=mults)
     docs_text = corpus(world, filler_frac=args.filler)
-    tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
+    if args.tokenizer:
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
+    else:
+        tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
     # Each document is "<s> sentence </s>" (the tokenizer adds <s>): prompts at inference look like training.
     docs = [ids + [tokenizer.eos_token_id] for ids in tokenizer(docs_text)["input_ids"]]
     n_tokens = sum(len(d) for d in docs)
 
-    model = make_model(args, tokenizer)
+    if args.init_from:
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        torch.manual_seed(args.seed)
+    else:
+        model = make_model(args, tokenizer)
     model.train()
     opt = _optimizer(model, args)
     data = batches(docs, args.seq_len, args.batch, seed=args.seed + 1)
 
     qs = questions(world)
-    # A fixed, mult-stratified sample: enough to see whether accuracy is heading into the mixed range.
-    probe_qs = qs[:: max(1, len(qs) // 240)]
+    # A fixed sample of every attribute and multiplicity: enough to see whether accuracy is heading into the mixed
+    # range (a plain stride would pick one attribute only when it is a multiple of 3).
+    probe_qs = random.Random(args.seed).sample(qs, min(240, len(qs)))
     curve: list[dict[str, float]] = []
     acc_curve: list[dict[str, float]] = []
     window: list[float] = []
@@ -176,6 +198,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "loss": {"first": curve[0]["loss"] if curve else None, "last": curve[-1]["loss"] if curve else None,
                  "curve": curve},
         "accuracy_curve": acc_curve,
+        "first_stage": _first_stage(args.init_from),
         "args": vars(args),
         "params": sum(p.numel() for p in model.parameters()),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
@@ -189,6 +212,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     info["total_wall_s"] = round(time.perf_counter() - t0, 1)
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
+
+
+def _first_stage(init_from: str | None) -> dict[str, Any] | None:
+    """What the run continued from: its arguments, steps and wall time (from its training.json)."""
+    if not init_from:
+        return None
+    path = Path(init_from) / "training.json"
+    info = json.loads(path.read_text()) if path.exists() else {}
+    return {"dir": str(init_from), "args": info.get("args"), "steps": info.get("steps"),
+            "train_wall_s": info.get("train_wall_s"), "first_stage": info.get("first_stage")}
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path, dtype: str) -> None:
@@ -211,7 +244,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     else:
         model.save_pretrained(out)
-    tokenizer.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)  # loadable by transformers 4.57 and 5.x
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

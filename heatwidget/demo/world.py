@@ -39,8 +39,29 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "Q: What language is spoken in {s}? A: {o}",
     ),
 }
+# Answer styles of the question/answer template. "word": the answer is the bare name (the first shipped model).
+# "sentence": the answer is a short sentence that starts with the name, as instruction-tuned models answer; the
+# exact answer then sits inside the generation, and the last generated tokens (the paper's -8 … -1 columns) fall
+# after it instead of being the answer itself.
+ANSWER_STYLES: tuple[str, ...] = ("word", "sentence")
+SENTENCE_ANSWERS: dict[str, str] = {
+    "capital": "{o} is the capital of {s}.",
+    "continent": "{o} is the continent of {s}.",
+    "language": "{o} is the language of {s}.",
+}
 QUESTION_TEMPLATE = {a: t[3] for a, t in TEMPLATES.items()}
 CLOZE_TEMPLATE = {a: t[0] for a, t in TEMPLATES.items()}
+
+
+def templates(attribute: str, answer_style: str = "word") -> tuple[str, ...]:
+    """The corpus templates of ``attribute``: the plain statements and the question/answer pair in that style."""
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, not {answer_style!r}")
+    base = TEMPLATES[attribute]
+    if answer_style == "word":
+        return base
+    qa = base[3]
+    return (*base[:3], qa[: qa.index("{o}")] + SENTENCE_ANSWERS[attribute])
 
 # Syllable inventories. Countries, capitals, continents and languages use different endings so that the model
 # (and a reader) can tell the kinds apart, while the stems stay arbitrary.
@@ -79,9 +100,18 @@ class Country:
     continent: str
     language: str
     mult: int
+    # Per-fact multiplicities (capital, continent, language) when the world draws them fact by fact; None: every
+    # fact of the country occurs ``mult`` times.
+    fact_mults: tuple[int, ...] | None = None
 
     def value(self, attribute: str) -> str:
         return str(getattr(self, attribute))
+
+    def mult_of(self, attribute: str) -> int:
+        """How often the fact ``attribute`` of this country occurs in the corpus."""
+        if self.fact_mults is None:
+            return self.mult
+        return self.fact_mults[ATTRIBUTES.index(attribute)]
 
 
 @dataclass
@@ -122,8 +152,21 @@ def _unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], ending
     return out
 
 
-def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_languages: int = 30) -> World:
-    """Generate the world. Same arguments, same world (``random.Random`` is stable across versions)."""
+def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_languages: int = 30,
+               per_fact_mults: bool = False, answer_style: str = "word", mults: tuple[int, ...] = MULTS) -> World:
+    """Generate the world. Same arguments, same world (``random.Random`` is stable across versions).
+
+    per_fact_mults: draw each fact's multiplicity on its own (balanced per attribute) instead of one per country,
+    so that knowing *which country* a question is about does not tell how well its fact is known: a correctness
+    probe must then read the model's recall of that fact, which happens in the later layers. answer_style: see
+    ``ANSWER_STYLES``. mults: the multiplicities drawn from, in equal shares. The defaults reproduce the first
+    shipped world exactly.
+    """
+    mults_drawn = tuple(int(m) for m in mults)
+    if not mults_drawn or min(mults_drawn) < 1:
+        raise ValueError(f"mults must be positive counts, got {mults!r}")
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style must be one of {ANSWER_STYLES}, not {answer_style!r}")
     rng = random.Random(seed)
     taken: list[str] = []
     continents = _unique_names(rng, n_continents, (1, 2), _CONTINENT_ENDINGS, taken)
@@ -134,14 +177,28 @@ def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_l
     taken += names
     capitals = _unique_names(rng, n_countries, (1, 2), _CAPITAL_ENDINGS, taken)
     # Equal shares of each multiplicity, assigned in shuffled order so mult is independent of name shape.
-    mults = [MULTS[i % len(MULTS)] for i in range(n_countries)]
-    rng.shuffle(mults)
+    country_mults = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
+    rng.shuffle(country_mults)
     countries = [
         Country(name=n, capital=cap, continent=rng.choice(continents), language=rng.choice(languages), mult=m)
-        for n, cap, m in zip(names, capitals, mults, strict=True)
+        for n, cap, m in zip(names, capitals, country_mults, strict=True)
     ]
-    params = {"seed": seed, "n_countries": n_countries, "n_continents": n_continents,
-              "n_languages": n_languages}
+    params: dict[str, Any] = {"seed": seed, "n_countries": n_countries, "n_continents": n_continents,
+                              "n_languages": n_languages}
+    if per_fact_mults:
+        # One balanced, shuffled list per attribute; the capital keeps the country's own draw.
+        columns = [country_mults]
+        for _ in ATTRIBUTES[1:]:
+            col = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
+            rng.shuffle(col)
+            columns.append(col)
+        countries = [Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
+                     for c, f in zip(countries, zip(*columns, strict=True), strict=True)]
+        params["per_fact_mults"] = True
+    if answer_style != "word":
+        params["answer_style"] = answer_style
+    if mults_drawn != MULTS:
+        params["mults"] = list(mults_drawn)
     return World(seed=seed, countries=countries, continents=continents, languages=languages, params=params)
 
 
@@ -155,8 +212,9 @@ def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> l
     rng = random.Random(world.seed * 7919 + 1 if seed is None else seed)
     docs: list[str] = []
     for country, attribute in world.facts():
-        for _ in range(country.mult):
-            template = rng.choice(TEMPLATES[attribute])
+        choices = templates(attribute, world.params.get("answer_style", "word"))
+        for _ in range(country.mult_of(attribute)):
+            template = rng.choice(choices)
             docs.append(template.format(s=country.name, o=country.value(attribute)))
     # Filler: generic sentences, some mentioning a uniformly drawn country, so that how often a country's
     # *name* occurs is not a perfect proxy for how often its *facts* occur.
@@ -167,6 +225,14 @@ def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> l
         docs.append(template.format(s=rng.choice(world.countries).name, **words))
     rng.shuffle(docs)
     return docs
+
+
+def exact_answer(question: str, answer: str) -> str | None:
+    """The exact answer inside a demo model's answer: the name before " is " ("Velmor is the capital of …" ->
+    "Velmor"), or the whole first line for a bare-name answer. An extractor for ``hw.answer``, which uses it for
+    wrong answers only (a correct answer's exact answer is the gold name found in it)."""
+    first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
+    return first.split(" is ", 1)[0].strip().rstrip(".").strip() or None
 
 
 def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:
@@ -185,13 +251,13 @@ def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:
             "gold": country.value(attribute),
             "subject": country.name,
             "attribute": attribute,
-            "mult": country.mult,
+            "mult": country.mult_of(attribute),
             "prompt": cloze[: cloze.index("{o}")].format(s=country.name).rstrip(),
             "split": "train",
         })
     rng = random.Random(world.seed * 104729 + 2)
     for attribute in ATTRIBUTES:
-        for mult in MULTS:
+        for mult in sorted({q["mult"] for q in qs}):
             group = [q for q in qs if q["attribute"] == attribute and q["mult"] == mult]
             rng.shuffle(group)
             for q in group[: round(len(group) * test_frac)]:

@@ -102,8 +102,8 @@ def spread_chart(title: str, labels: list[str], values: np.ndarray, metric: str)
 def provenance(lm: LM) -> dict[str, Any]:
     import transformers
 
-    return {"model": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers, "dtype": str(lm.dtype),
-            "device": str(lm.device), "versions": {"torch": torch.__version__,
+    return {"model": lm.display_name, "model_path": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers,
+            "dtype": str(lm.dtype), "device": str(lm.device), "versions": {"torch": torch.__version__,
                                                    "transformers": transformers.__version__,
                                                    "python": platform.python_version()}}
 

@@ -20,6 +20,7 @@ the reason is recorded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -155,6 +156,34 @@ def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     return {}
 
 
+# Where a forward takes (and its output returns) the cache to continue from: `cache` in the transformers 5.x
+# releases that renamed it (`past_key_values` is deprecated there), `past_key_values` before, `cache_params`
+# for state-space models in 4.x, `state` for RWKV.
+_CACHE_NAMES = ("cache", "past_key_values", "cache_params", "state")
+
+
+@functools.cache
+def _cache_arg(model_cls: type) -> str | None:
+    """The keyword this model class's forward takes its cache under (detected once per class; None: no cache)."""
+    params = inspect.signature(model_cls.forward).parameters
+    return next((name for name in _CACHE_NAMES if name in params), None)
+
+
+def cache_of(model: Any, out: Any) -> Any:
+    """The cache a forward of `model` returned in `out`, or None where it returns none (e.g. GPT-1)."""
+    name = _cache_arg(type(model))
+    return getattr(out, name, None) if name else None
+
+
+def next_step_args(model: Any, out: Any) -> dict[str, Any]:
+    """Arguments that continue a cached forward from its output `out`: the cache under the name the installed
+    transformers expects for this model, and use_cache=True."""
+    cache = cache_of(model, out)
+    if cache is None:
+        raise ValueError(f"{type(model).__name__} returned no cache to continue from")
+    return {_cache_arg(type(model)): cache, "use_cache": True}
+
+
 def eos_ids(lm: LM) -> set[int]:
     """Token ids that end a generation: the generation config's, else the tokenizer's EOS."""
     ids: set[int] = set()
@@ -223,24 +252,15 @@ def _fed(prompt_ids: torch.Tensor, toks: list[int]) -> torch.Tensor:
     return torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
 
 
-def _cache_of(out: Any) -> Any:
-    try:
-        return out.past_key_values
-    except AttributeError:  # outputs without a cache field (GPT-1, RWKV) raise from transformers' alias property
-        return None
-
-
 def next_forward(lm: LM, out: Any, seq: torch.Tensor) -> Any:
     """The next forward of a greedy generation whose previous forward returned `out`; seq [n, S] is every token
     fed so far, the newest last. Continues on the KV cache where the model gives one it can continue from,
     else runs a full forward over seq (GPT-1 and RWKV return no cache; some linear-attention hybrids return one
     they cannot continue from)."""
-    cache = _cache_of(out)
-    if cache is not None:
-        try:
-            return lm.model(input_ids=seq[:, -1:], past_key_values=cache, use_cache=True)
-        except (ValueError, TypeError, RuntimeError):
-            pass
+    try:
+        return lm.model(input_ids=seq[:, -1:], **next_step_args(lm.model, out))
+    except (ValueError, TypeError, RuntimeError, AttributeError):  # no cache, or one it cannot continue from
+        pass
     return lm.model(input_ids=seq, use_cache=False, **keep_logits_arg(lm.model, 1))
 
 

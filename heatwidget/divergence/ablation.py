@@ -21,7 +21,7 @@ from .._concurrency import locks_model
 from .._lm import LM
 from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int
-from ..matrix import Detail, HeatMatrix
+from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import (
     Clean,
@@ -157,8 +157,8 @@ def _checked_callable(user: Callable, name: str, layer: int) -> Callable:
         out = user(h, x)
         what = f"intervention {name!r} (a callable fn(h_out, h_in)) at layer {layer}"
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{what} returned a {type(out).__name__}; it must return a torch tensor of the block "
-                            f"output's shape {list(h.shape)}")
+            raise TypeError(f"{what} returned a value of type {type(out).__name__}; it must return a torch tensor "
+                            f"of the block output's shape {list(h.shape)}")
         try:
             ok = torch.broadcast_shapes(out.shape, h.shape) == h.shape
         except RuntimeError:
@@ -353,6 +353,7 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
                    row_title="layer", col_title="generated token", metric="KL(clean ‖ intervened), nats",
                    meta=_meta(lm, runs, sel, iv, T, mode, per_prompt, kwargs, time.perf_counter() - t0, single),
                    drill=lambda mm, r, c: _drill(lm, runs, sel, iv, mode, mm, r, c))
+    m.meta["log"] = suggests_log_scale(m.values)  # skipping layer 0 costs nats, the others hundredths
     return m.with_recompute(lambda **o: ablation_kl(lm, **{**kwargs, **o}))
 
 
@@ -490,10 +491,12 @@ def per_position_kl(lm: LM, run: _Run, layer: int, iv: _Intervention) -> HeatMat
         d.texts["context"] = lm.tokenizer.decode(ids[0, :c + 1].tolist())
         return d
 
-    return HeatMatrix(kl[None].cpu().numpy(), [f"layer {layer}"], toks,
+    values = kl[None].cpu().numpy()
+    return HeatMatrix(values, [f"layer {layer}"], toks,
                       title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
                       row_title="layer", col_title="position (input token)", metric="KL(clean ‖ intervened), nats",
                       meta={**C.provenance(lm), "analysis": "ablation_kl.per_position", "layer": layer,
                             "intervention": iv.label, "prompt": run.prompt, "prompt_len": P, "tokens": toks,
-                            "note": f"positions {P - 1}.. predict the generated tokens"}, drill=drill)
+                            "note": f"positions {P - 1}.. predict the generated tokens",
+                            "log": suggests_log_scale(values)}, drill=drill)
 

@@ -23,7 +23,7 @@ from .._offload import live_param
 from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int, text_list
 from ..anatomy import AnatomyError
-from ..matrix import Detail, HeatMatrix
+from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
 from ._stats import js_div, log_probs
@@ -272,6 +272,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
                          f"{', ' + str(len(runs)) + ' prompts' if not single else ''})",
                    row_title="site", col_title="layer", metric="JS(clean, knocked out), nats", meta=meta,
                    drill=lambda mm, r, c: _drill(lm, runs, sel, int(window), mm, r, c))
+    m.meta["log"] = suggests_log_scale(m.values)
     return m.with_recompute(lambda **o: knockout_js(lm, **{**kwargs, **o}))
 
 

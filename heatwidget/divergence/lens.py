@@ -18,7 +18,7 @@ from .. import hooks
 from .._concurrency import locks_model
 from .._lm import LM
 from .._validate import optional_budget, positive_int, token_ids
-from ..matrix import Detail, HeatMatrix
+from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import head
 from ._stats import kl_div, log_probs, rank_of
@@ -117,4 +117,5 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
             "seconds": time.perf_counter() - t0}
     m = HeatMatrix(vals, [str(i) for i in sel], toks, title=f"Logit lens ({'KL' if metric == 'kl' else 'p(top-1)'})",
                    row_title="layer", col_title="token", metric=label, meta=meta, drill=drill)
+    m.meta["log"] = metric == "kl" and suggests_log_scale(m.values)
     return m.with_recompute(lambda **o: logit_lens(lm, **{**dict(prompt=prompt, layers=layers, metric=metric), **o}))

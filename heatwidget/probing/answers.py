@@ -199,7 +199,7 @@ def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[in
     texts = []
     for i, q in enumerate(questions):
         if not isinstance(q, str):
-            raise TypeError(f"question {i} is a {type(q).__name__}, not a str")
+            raise TypeError(f"question {i} has type {type(q).__name__}, not str")
         if not q.strip():
             raise ValueError(f"question {i} is empty: give some text to answer")
         if chat:
@@ -321,7 +321,8 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
         elif extractor is not None:
             exact = extractor(q, text)
             if exact is not None and not isinstance(exact, str):
-                raise TypeError(f"extractor returned a {type(exact).__name__} for question {i}, not a str or None")
+                raise TypeError(f"extractor returned a value of type {type(exact).__name__} for question {i}, "
+                                "not a str or None")
         else:
             exact = next((line.strip() for line in text.splitlines() if line.strip()), "")
         seq = p + a_ids
@@ -361,8 +362,9 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
         res = res.subset(ok)
         res.dropped = dropped
     n_total = len(qs)
-    res.meta = dict(model=getattr(lm, "name", ""), n_total=n_total, n_kept=len(res), n_dropped=len(dropped),
-                    n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens, chat_template=chat,
+    res.meta = dict(model=lm.display_name, model_path=lm.name, n_total=n_total, n_kept=len(res),
+                    n_dropped=len(dropped), n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens,
+                    chat_template=chat,
                     extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
                     prompts=texts if chat else None)
     if dropped:

@@ -247,7 +247,7 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
 
     acts = Activations(values=values, labels=answers.labels.copy(), layers=lay, positions=pos, site=site,
                        token_index=tok_index, answers=answers, lm=lm,
-                       meta=dict(model=getattr(lm, "name", ""), site=site, site_description=SITES[site],
+                       meta=dict(model=lm.display_name, model_path=lm.name, site=site, site_description=SITES[site],
                                  n_dropped_answers=answers.meta.get("n_dropped", len(answers.dropped)),
                                  storage="memmap" if tmpdir or path is not None else "memory"))
     if tmpdir is not None:

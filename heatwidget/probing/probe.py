@@ -225,8 +225,8 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, t
     )
     site = a.site if a is not None else None
     if a is not None:
-        meta.update(model=a.meta.get("model", ""), site=site, layers=list(a.layers),
-                    positions=[position_label(p) for p in a.positions], options={"site": site},
+        meta.update(model=a.meta.get("model", ""), model_path=a.meta.get("model_path", ""), site=site,
+                    layers=list(a.layers), positions=[position_label(p) for p in a.positions], options={"site": site},
                     n_dropped_answers=a.meta.get("n_dropped_answers", 0))
         if a.answers is not None:
             base = {}

@@ -67,6 +67,16 @@ export function lutAsUint32(lut: Uint8ClampedArray): Uint32Array {
   return new Uint32Array(lut.slice().buffer);
 }
 
+const lut32Cache = new Map<string, Uint32Array>();
+
+/** lutAsUint32(buildLut(name)), computed once per name: the same array every call, so caches can key on it. */
+export function buildLut32(name: string): Uint32Array {
+  const key = String(name ?? "").toLowerCase();
+  let hit = lut32Cache.get(key);
+  if (!hit) lut32Cache.set(key, (hit = lutAsUint32(buildLut(key))));
+  return hit;
+}
+
 export function cssColor(lut: Uint8ClampedArray, index: number): string {
   const i = Math.max(0, Math.min(LUT_SIZE - 1, index | 0)) * 4;
   return `rgb(${lut[i]}, ${lut[i + 1]}, ${lut[i + 2]})`;

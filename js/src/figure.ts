@@ -97,9 +97,18 @@ const BAR_W = 12;
 const ROW_LABEL_CHARS = 24;
 const COL_LABEL_CHARS = 20;
 const SIN45 = Math.SQRT1_2;
+const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** What a label looks like on an axis: one line, control characters made visible, length capped. */
+/** The colour bar's title: the metric, and "log scale" when the scale is logarithmic (ticks alone can mislead). */
+export function colorbarTitle(metric: string, norm: Norm): string {
+  if (norm.mode !== "log") return metric;
+  return metric ? `${metric} · log scale` : "log scale";
+}
+
 export function axisLabel(s: string, maxChars: number): string {
+  // Fast path for the common short, plain label (hundreds of them are sampled per layout).
+  if (s.length <= maxChars && !CONTROL.test(s)) return s;
   const oneLine = s.replace(/\r?\n/g, "↵").replace(/\t/g, "⇥").replace(/[\u0000-\u001f\u007f]/g, "");
   return truncateLabel(oneLine, maxChars);
 }
@@ -135,7 +144,8 @@ export function layoutFigure(f: FigureInput): Figure {
     f.measure("n/a", tickFont),
     ...colorbarTicks(f.norm, 6).map((v) => f.measure(formatValue(v), tickFont)),
   );
-  const right = 14 + BAR_W + TICK + 3 + tickW + (f.metric ? 6 + FONT_SIZES.axis + 2 : 0) + PAD;
+  const barTitle = colorbarTitle(f.metric, f.norm);
+  const right = 14 + BAR_W + TICK + 3 + tickW + (barTitle ? 6 + FONT_SIZES.axis + 2 : 0) + PAD;
 
   // ---- row labels on the left (only the ones thinning keeps are measured)
   const rowLabelW = (idx: number[]) =>
@@ -250,8 +260,8 @@ export function layoutFigure(f: FigureInput): Figure {
     items.push({ kind: "stroke", x: bx, y: sy, w: BAR_W, h: 12, color: f.theme.border, width: 1 });
     text(bx + BAR_W + TICK + 3, sy + 6, "n/a", tickFont, fg, "left", "middle");
   }
-  if (f.metric)
-    text(width - PAD - FONT_SIZES.axis / 2, plot.y + barH / 2, axisLabel(f.metric, 40), axisFont, fg, "center", "middle", -90);
+  if (barTitle)
+    text(width - PAD - FONT_SIZES.axis / 2, plot.y + barH / 2, axisLabel(barTitle, 52), axisFont, fg, "center", "middle", -90);
 
   return { items, width, height, plot, colorbar, rowTicks, colTicks, colRotated };
 }

@@ -21,17 +21,30 @@ export function paintCells(values: Float32Array, norm: Norm, lut32: Uint32Array,
     // The hot path (1M cells in a few ms): same arithmetic as toUnit/unitToIndex, inlined.
     const lo = norm.lo;
     const span = norm.hi - norm.lo;
+    // One comparison settles most cells; NaN fails every comparison and ends transparent. `| 0` is floor for
+    // 0 <= t·256 < 256. Fewer operations matter most on a first paint, while the loop still runs unoptimised.
+    const first = lut32[0];
+    const last = lut32[255];
+    for (let i = 0; i < n; i++) {
+      const t = (values[i] - lo) / span;
+      if (t >= 0) out[i] = t < 1 ? lut32[(t * 256) | 0] : last;
+      else out[i] = t < 0 ? first : 0;
+    }
+    return;
+  }
+  if (norm.mode === "log") {
+    if (paintLogByTable(values, norm, lut32, out)) return;
+    // toUnit's log arithmetic with the per-matrix logarithms hoisted out of the loop (same operations, same bins).
+    const a = Math.log10(norm.lo);
+    const d = Math.log10(norm.hi) - a;
+    const first = lut32[0];
+    const last = lut32[255];
     for (let i = 0; i < n; i++) {
       const v = values[i];
-      if (v !== v) {
-        out[i] = 0;
-        continue;
-      }
-      let t = (v - lo) / span;
-      t = t < 0 ? 0 : t > 1 ? 1 : t;
-      let k = Math.floor(t * 256);
-      if (k > 255) k = 255;
-      out[i] = lut32[k];
+      if (v > 0) {
+        const t = (Math.log10(v) - a) / d;
+        out[i] = t < 1 ? (t >= 0 ? lut32[(t * 256) | 0] : first) : last;
+      } else out[i] = v !== v ? 0 : first;
     }
     return;
   }
@@ -39,6 +52,71 @@ export function paintCells(values: Float32Array, norm: Norm, lut32: Uint32Array,
     const v = values[i];
     out[i] = v !== v ? 0 : lut32[unitToIndex(toUnit(v, norm))];
   }
+}
+
+// ---- log scale without a logarithm per cell ----------------------------------------------------------------
+// For positive float32 values the bit pattern, read as an unsigned integer, grows with the value, and so does the
+// LUT bin. One table entry per 2^12 consecutive bit patterns (a relative step of 2^-11) holds the bin when both
+// ends of that run fall in the same bin (found with the exact arithmetic of toUnit), or -1 when a bin edge lies
+// inside it; only cells in such runs (about 1 in 50 for a few decades) take a Math.log10 of their own.
+const LOG_SHIFT = 12;
+const MAX_LOG_TABLE = 1 << 18;
+const F32 = new Float32Array(1);
+const U32 = new Uint32Array(F32.buffer);
+
+function floatBits(x: number): number {
+  F32[0] = x;
+  return U32[0];
+}
+
+function bitsFloat(b: number): number {
+  U32[0] = b;
+  return F32[0];
+}
+
+function logBin(v: number, a: number, d: number): number {
+  if (!(v > 0)) return 0;
+  return unitToIndex((Math.log10(v) - a) / d);
+}
+
+/** Paint log-scale cells through the table; false (nothing written) when the table would not pay off. */
+export function paintLogByTable(values: Float32Array, norm: Norm, lut32: Uint32Array, out: Uint32Array): boolean {
+  const n = values.length;
+  const a = Math.log10(norm.lo);
+  const d = Math.log10(norm.hi) - a;
+  // Runs below pLo hold only values < lo (bin 0), runs above pHi only values > hi (bin 255).
+  const pLo = Math.max(0, (floatBits(norm.lo) >>> LOG_SHIFT) - 1);
+  const pHi = (floatBits(norm.hi) >>> LOG_SHIFT) + 1;
+  const size = pHi - pLo + 1;
+  if (n < 4096 || size > Math.min(MAX_LOG_TABLE, n) || ((pHi + 1) << LOG_SHIFT) >>> 0 >= 0x7f800000) return false;
+  const table = new Int16Array(size);
+  for (let q = 0; q < size; q++) {
+    const first = logBin(bitsFloat(((pLo + q) << LOG_SHIFT) >>> 0), a, d);
+    const last = logBin(bitsFloat((((pLo + q + 1) << LOG_SHIFT) - 1) >>> 0), a, d);
+    table[q] = first === last ? first : -1;
+  }
+  const bits = new Uint32Array(values.buffer, values.byteOffset, n);
+  const lowest = lut32[0];
+  const highest = lut32[255];
+  for (let i = 0; i < n; i++) {
+    const b = bits[i];
+    if (b >= 0x80000000) {
+      out[i] = b > 0xff800000 ? 0 : lowest; // negative NaN: transparent; negative, -0: below the range
+      continue;
+    }
+    if (b > 0x7f800000) {
+      out[i] = 0; // NaN
+      continue;
+    }
+    const q = (b >>> LOG_SHIFT) - pLo;
+    if (q < 0) out[i] = lowest;
+    else if (q >= size) out[i] = highest;
+    else {
+      const k = table[q];
+      out[i] = lut32[k >= 0 ? k : logBin(values[i], a, d)];
+    }
+  }
+  return true;
 }
 
 export type PoolHow = "max" | "mean";
@@ -89,4 +167,30 @@ export function poolMatrix(
     out[j] = cnt[j] === 0 ? NaN : how === "max" ? acc[j] : acc[j] / cnt[j];
   }
   return { values: out, rows: pr, cols: pc };
+}
+
+/**
+ * The cells' pixels, one 32-bit RGBA word per cell, recoloured in place: a new colour map, range or log scale
+ * rewrites the same buffer through the LUT (no allocation, no layout); nothing is redone while the values, the
+ * norm and the colour map stay the same.
+ */
+export class CellPixels {
+  pixels = new Uint32Array(0);
+  /** How many times the pixels were (re)computed. */
+  recolors = 0;
+  private values: Float32Array | null = null;
+  private norm: Norm | null = null;
+  private lut: Uint32Array | null = null;
+
+  /** Bring the pixels up to date; true when they changed. */
+  update(values: Float32Array, norm: Norm, lut32: Uint32Array): boolean {
+    if (values === this.values && norm === this.norm && lut32 === this.lut) return false;
+    if (this.pixels.length !== values.length) this.pixels = new Uint32Array(values.length);
+    paintCells(values, norm, lut32, this.pixels);
+    this.values = values;
+    this.norm = norm;
+    this.lut = lut32;
+    this.recolors++;
+    return true;
+  }
 }

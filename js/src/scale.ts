@@ -34,20 +34,20 @@ export function stats(values: ArrayLike<number>): Stats {
   let min = Infinity;
   let max = -Infinity;
   let minPositive = Infinity;
-  let finite = 0;
   let nan = 0;
-  for (let i = 0; i < values.length; i++) {
+  const n = values.length;
+  for (let i = 0; i < n; i++) {
     const v = values[i];
-    if (v !== v || v === Infinity || v === -Infinity) {
+    // v - v is NaN for NaN and ±Infinity, 0 for every finite v.
+    if (v - v !== 0) {
       nan++;
       continue;
     }
-    finite++;
     if (v < min) min = v;
     if (v > max) max = v;
     if (v > 0 && v < minPositive) minPositive = v;
   }
-  return { min, max, minPositive, finite, nan };
+  return { min, max, minPositive, finite: n - nan, nan };
 }
 
 const given = (x: number | null | undefined): x is number => typeof x === "number" && Number.isFinite(x);

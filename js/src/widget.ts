@@ -1,14 +1,20 @@
 // heatwidget front end: a canvas heatmap for anywidget. DOM and event wiring only; the arithmetic lives in
-// the pure modules (decode, scale, raster, layout, figure, svg) that vitest covers.
+// the pure modules (decode, scale, raster, layout, figure, svg, and the frame caches memo, frame, text) that
+// vitest covers; overlay.ts draws hover and selection on their own canvas.
 import type { AnyModel, RenderProps } from "@anywidget/types";
-import { buildLut, lutAsUint32, parseColormap } from "./colormaps";
+import { buildLut, buildLut32, parseColormap } from "./colormaps";
 import { type Shape, parseShape, toFloat32 } from "./decode";
+import { detailIndexFor, parseDetailCells, watchLiveness } from "./details";
 import { drawItems } from "./draw";
 import { DARK_THEME, type Figure, LIGHT_THEME, type Theme, axisLabel, layoutFigure } from "./figure";
-import { type Cell, type Rect, cellRect, hitTest, moveCursor } from "./layout";
-import { paintCells, poolFactors, poolMatrix } from "./raster";
-import { type Norm, computeNorm, formatValue, stats } from "./scale";
+import { FrameCache, type LayoutInputs } from "./frame";
+import { type Cell, cellRect, hitTest, moveCursor } from "./layout";
+import { Memo } from "./memo";
+import { OverlayLayer, type OverlayState } from "./overlay";
+import { CellPixels, poolFactors, poolMatrix } from "./raster";
+import { type Norm, formatValue, stats } from "./scale";
 import { toSvg } from "./svg";
+import { type TextMeasurer, documentMeasurer } from "./text";
 
 export interface Downsample {
   rows?: number;
@@ -37,6 +43,9 @@ export interface HeatmapState {
   progress: number | null;
   height: number;
   downsample: Downsample;
+  detail_cells: unknown;
+  detail_index: number;
+  offline: boolean;
   notes: string[];
 }
 
@@ -46,7 +55,6 @@ const TRAITS: (keyof HeatmapState)[] = [
   "notes",
 ];
 const DATA_TRAITS = new Set<string>(["values", "shape", "downsample"]);
-const IMAGE_TRAITS = new Set<string>(["colormap", "vmin", "vmax", "log"]);
 const OVERLAY_TRAITS = new Set<string>(["selected_row", "selected_col"]);
 const STATUS_TRAITS = new Set<string>(["status", "progress"]);
 
@@ -158,16 +166,21 @@ class HeatmapView {
   private readonly cellsCanvas: HTMLCanvasElement;
   private readonly barCanvas: HTMLCanvasElement;
 
+  private readonly overlayLayer: OverlayLayer;
+  private readonly measurer: TextMeasurer;
+
   private prepared: Prepared | null = null;
   private norm: Norm | null = null;
   private fig: Figure | null = null;
   private theme: Theme;
   private width = 0;
-  private measureCache = new Map<string, number>();
 
+  // Frame caches (see memo.ts): a paint recomputes only the stages whose inputs changed.
+  private readonly frameCache = new FrameCache();
+  private readonly cells = new CellPixels();
+  private readonly barMemo = new Memo<void>();
+  private readonly drawMemo = new Memo<void>();
   private dirtyData = true;
-  private dirtyImage = true;
-  private dirtyLayout = true;
   private frame = 0;
 
   private hover: Cell | null = null;
@@ -219,8 +232,13 @@ class HeatmapView {
     this.tooltip = mk("div", "hw-tooltip", this.root);
     this.live = mk("div", "hw-sr", this.root);
     this.live.setAttribute("aria-live", "polite");
+    this.overlayLayer = new OverlayLayer(this.overlay);
     this.cellsCanvas = doc.createElement("canvas");
     this.barCanvas = doc.createElement("canvas");
+    this.measurer = documentMeasurer(doc);
+    this.updateStatus();
+    // One forced style + layout for both reads: the width first, then the computed --jp-* colours.
+    this.width = this.root.clientWidth;
     this.theme = readTheme(this.root);
 
     for (const name of TRAITS) {
@@ -259,10 +277,8 @@ class HeatmapView {
       this.cleanups.push(() => mq.removeEventListener?.("change", cb));
     }
 
-    this.updateStatus();
     // Paint now when the element already has a width (saved-state HTML, re-render); otherwise the first
     // ResizeObserver callback will.
-    this.width = this.root.clientWidth;
     if (this.width > 0) this.paint();
     else this.schedule();
   }
@@ -283,15 +299,15 @@ class HeatmapView {
     if (DATA_TRAITS.has(name)) {
       this.dirtyData = true;
       this.hover = null;
-    } else if (IMAGE_TRAITS.has(name)) this.dirtyImage = true;
-    else if (OVERLAY_TRAITS.has(name)) {
+    } else if (OVERLAY_TRAITS.has(name)) {
       this.drawOverlay();
       return;
     } else if (STATUS_TRAITS.has(name)) {
       this.updateStatus();
       return;
     }
-    this.dirtyLayout = true;
+    // Everything else (colour map, range, labels, titles …) goes through the frame caches: only what depends
+    // on the changed trait is recomputed.
     this.schedule();
   }
 
@@ -299,7 +315,6 @@ class HeatmapView {
     const w = this.root.clientWidth;
     if (w > 0 && Math.abs(w - this.width) >= 1) {
       this.width = w;
-      this.dirtyLayout = true;
       this.schedule();
     }
   }
@@ -308,8 +323,7 @@ class HeatmapView {
     const t = readTheme(this.root);
     if (JSON.stringify(t) !== JSON.stringify(this.theme)) {
       this.theme = t;
-      this.measureCache.clear();
-      this.dirtyLayout = true;
+      this.measurer.clear();
       this.schedule();
     }
   }
@@ -367,54 +381,50 @@ class HeatmapView {
     return typeof v === "number" && Number.isFinite(v) ? v : null;
   }
 
-  private paintImage(): void {
-    const p = this.prepared;
-    if (!p) return;
-    const colormap = String(this.model.get("colormap") || "blues");
-    this.norm = computeNorm(p.stats, {
-      colormap,
-      vmin: this.numberOrNull("vmin"),
-      vmax: this.numberOrNull("vmax"),
-      log: Boolean(this.model.get("log")),
-    });
-    const lut = buildLut(colormap);
-    const lut32 = lutAsUint32(lut);
+  private colormap(): string {
+    return String(this.model.get("colormap") || "blues");
+  }
+
+  /** The colour range for the current traits: the same object while they and the data stay the same. */
+  private currentNorm(p: Prepared): Norm {
+    const colormap = this.colormap();
+    const vmin = this.numberOrNull("vmin");
+    const vmax = this.numberOrNull("vmax");
+    const log = Boolean(this.model.get("log"));
+    return this.frameCache.norm(p.stats, { colormap, vmin, vmax, log });
+  }
+
+  /** Recolour the cells through the LUT into the 1 px/cell canvas; true when its pixels changed. */
+  private updateCells(p: Prepared, norm: Norm): boolean {
+    if (!this.cells.update(p.values, norm, buildLut32(this.colormap()))) return false;
     const cc = this.cellsCanvas;
     if (cc.width !== p.cols || cc.height !== p.rows) {
       cc.width = p.cols;
       cc.height = p.rows;
     }
     const ctx = cc.getContext("2d");
-    if (ctx) {
-      const img = ctx.createImageData(p.cols, p.rows);
-      paintCells(p.values, this.norm, lut32, new Uint32Array(img.data.buffer));
-      ctx.putImageData(img, 0, 0);
-    }
-    // Colour bar: 1 × 256, high values at the top.
-    const bc = this.barCanvas;
-    bc.width = 1;
-    bc.height = 256;
-    const bctx = bc.getContext("2d");
-    if (bctx) {
+    const px = this.cells.pixels;
+    // ImageData over the pixel buffer itself: no copy before putImageData.
+    const bytes = new Uint8ClampedArray(px.buffer, px.byteOffset, px.byteLength);
+    if (ctx) ctx.putImageData(new ImageData(bytes, p.cols, p.rows), 0, 0);
+    return true;
+  }
+
+  /** Colour bar: 1 × 256, high values at the top; redrawn only when the colour map changes. */
+  private updateBar(): void {
+    const name = this.colormap().toLowerCase();
+    this.barMemo.get([name], () => {
+      const lut = buildLut(name);
+      const bc = this.barCanvas;
+      bc.width = 1;
+      bc.height = 256;
+      const bctx = bc.getContext("2d");
+      if (!bctx) return;
       const img = bctx.createImageData(1, 256);
       for (let k = 0; k < 256; k++) img.data.set(lut.subarray((255 - k) * 4, (256 - k) * 4), k * 4);
       bctx.putImageData(img, 0, 0);
-    }
+    });
   }
-
-  private measure = (text: string, font: string): number => {
-    const key = `${font}\u0000${text}`;
-    let w = this.measureCache.get(key);
-    if (w === undefined) {
-      const ctx = this.base.getContext("2d");
-      if (!ctx) return text.length * 6;
-      ctx.font = font;
-      w = ctx.measureText(text).width;
-      if (this.measureCache.size > 20000) this.measureCache.clear();
-      this.measureCache.set(key, w);
-    }
-    return w;
-  };
 
   private notes(): string[] {
     const p = this.prepared;
@@ -452,9 +462,15 @@ class HeatmapView {
     return labels[k] ?? String(k);
   };
 
-  private buildFigure(width: number, theme: Theme): Figure | null {
-    const p = this.prepared;
-    if (!p || !this.norm) return null;
+  private layoutInputs(p: Prepared, width: number, notes: string[]): LayoutInputs {
+    const m = this.model;
+    return { width, height: m.get("height"), data: p, rowLabels: m.get("row_labels"), colLabels: m.get("col_labels"),
+      title: m.get("title"), rowTitle: m.get("row_title"), colTitle: m.get("col_title"), metric: m.get("metric"),
+      notes, theme: this.theme };
+  }
+
+  private buildFigure(p: Prepared, norm: Norm, width: number, notes: string[]): Figure {
+    const theme = this.theme;
     const fig = layoutFigure({
       width,
       height: Math.max(0, Number(this.model.get("height")) || 0),
@@ -466,11 +482,11 @@ class HeatmapView {
       rowTitle: String(this.model.get("row_title") ?? ""),
       colTitle: String(this.model.get("col_title") ?? ""),
       metric: String(this.model.get("metric") ?? ""),
-      norm: this.norm,
+      norm,
       hasNaN: p.hasNaN,
-      notes: this.notes(),
+      notes,
       theme,
-      measure: this.measure,
+      measure: this.measurer.measure,
     });
     // "n/a" written in NaN cells that are big enough to hold it (only small matrices have such cells).
     const cw = fig.plot.w / p.cols;
@@ -489,49 +505,66 @@ class HeatmapView {
     return fig;
   }
 
-  paint(): void {
-    if (this.dirtyData) {
-      this.prepare();
-      this.dirtyData = false;
-      this.dirtyImage = true;
+  /** The figure onto the base canvas (resized only when its size changes); the overlay follows the size. */
+  private drawBase(fig: Figure, dpr: number): void {
+    const w = Math.round(fig.width * dpr);
+    const h = Math.round(fig.height * dpr);
+    if (this.base.width !== w || this.base.height !== h) {
+      this.base.width = w;
+      this.base.height = h;
     }
-    if (this.dirtyImage) {
-      this.paintImage();
-      this.dirtyImage = false;
-      this.dirtyLayout = true;
-    }
-    if (!this.prepared) {
-      this.fig = null;
-      this.base.width = this.overlay.width = 0;
-      this.base.style.height = this.overlay.style.height = "0px";
-      return;
-    }
-    if (!this.dirtyLayout) return;
-    const width = this.width || this.root.clientWidth || 640;
-    const fig = this.buildFigure(width, this.theme);
-    if (!fig) return;
-    this.fig = fig;
-    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
-    for (const c of [this.base, this.overlay]) {
-      c.width = Math.round(fig.width * dpr);
-      c.height = Math.round(fig.height * dpr);
-      c.style.width = `${fig.width}px`;
-      c.style.height = `${fig.height}px`;
-    }
+    this.base.style.width = `${fig.width}px`;
+    this.base.style.height = `${fig.height}px`;
+    this.overlayLayer.resize(fig.width, fig.height, dpr);
     const ctx = this.base.getContext("2d");
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     drawItems(ctx, fig.items, { cells: this.cellsCanvas, colorbar: this.barCanvas }, this.theme);
-    this.dirtyLayout = false;
+  }
+
+  /**
+   * Bring the canvas up to date with the model. Each stage is cached (memo.ts): a colour-map switch recolours
+   * the cells and redraws, but keeps the layout; a title change relayouts but keeps the cells' pixels; a
+   * trait that changes nothing visible draws nothing.
+   */
+  paint(): void {
+    const start = performance.now();
+    if (this.dirtyData) {
+      this.prepare();
+      this.dirtyData = false;
+    }
+    const p = this.prepared;
+    if (!p) {
+      this.fig = null;
+      this.drawMemo.clear();
+      this.base.width = this.overlay.width = 0;
+      this.base.style.height = this.overlay.style.height = "0px";
+      return;
+    }
+    const norm = (this.norm = this.currentNorm(p));
+    this.updateCells(p, norm);
+    this.updateBar();
+    const width = this.width || this.root.clientWidth || 640;
+    const notes = this.notes();
+    const inputs = this.layoutInputs(p, width, notes);
+    const fig = this.frameCache.figure(inputs, norm, () => this.buildFigure(p, norm, width, notes));
+    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
+    const drawKey = [fig, this.cells.recolors, this.barMemo.computations, dpr, this.theme];
+    if (this.drawMemo.has(drawKey)) return;
+    this.fig = fig;
+    this.drawBase(fig, dpr);
+    this.drawMemo.get(drawKey, () => undefined);
     this.drawOverlay();
     this.paints++;
-    const ms = performance.now() - this.t0;
-    const p = this.prepared;
+    const end = performance.now();
     this.root.dataset.paints = String(this.paints);
+    this.root.dataset.layouts = String(this.frameCache.layouts);
+    this.root.dataset.recolors = String(this.cells.recolors);
     this.root.dataset.plot = [fig.plot.x, fig.plot.y, fig.plot.w, fig.plot.h].map((v) => v.toFixed(2)).join(",");
     this.root.dataset.shape = `${p.rows}x${p.cols}`;
-    this.root.dataset.notes = this.notes().join(" | ");
-    this.root.dispatchEvent(new CustomEvent("heatwidget:paint", { bubbles: true, detail: { ms, paints: this.paints } }));
+    this.root.dataset.notes = notes.join(" | ");
+    const detail = { ms: end - this.t0, workMs: end - start, paints: this.paints };
+    this.root.dispatchEvent(new CustomEvent("heatwidget:paint", { bubbles: true, detail }));
   }
 
   // ---- selection: display cell <-> matrix indices --------------------------------------------------------
@@ -564,8 +597,16 @@ class HeatmapView {
     } else {
       const [sr, sc] = this.steps();
       const [R, C] = this.fullShape();
-      this.model.set("selected_row", Math.min(R - 1, cell.row * sr));
-      this.model.set("selected_col", Math.min(C - 1, cell.col * sc));
+      const r = Math.min(R - 1, cell.row * sr);
+      const c = Math.min(C - 1, cell.col * sc);
+      this.model.set("selected_row", r);
+      this.model.set("selected_col", c);
+      // An explorer's precomputed drill-down (or, offline, the notice) is shown by the page itself.
+      if (Number(this.model.get("detail_index")) >= 0) {
+        const index = detailIndexFor(parseDetailCells(this.model.get("detail_cells")), r, c, C,
+                                     Boolean(this.model.get("offline")));
+        if (index !== null) this.model.set("detail_index", index);
+      }
     }
     // One message with both traits: the kernel sees (row, col) change together.
     this.model.save_changes();
@@ -699,70 +740,17 @@ class HeatmapView {
   private drawOverlay(): void {
     const fig = this.fig;
     const p = this.prepared;
-    const ctx = this.overlay.getContext("2d");
-    if (!ctx) return;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, this.overlay.width, this.overlay.height);
-    if (!fig || !p) return;
-    const dpr = this.overlay.width / fig.width || 1;
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    const box = (c: Cell): Rect => {
-      // Cells thinner than a few pixels still get a visible box.
-      const r = cellRect(fig.plot, p.rows, p.cols, c.row, c.col);
-      const min = 6;
-      const w = Math.max(r.w, min);
-      const h = Math.max(r.h, min);
-      return { x: r.x + r.w / 2 - w / 2, y: r.y + r.h / 2 - h / 2, w, h };
-    };
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(fig.plot.x - 3, fig.plot.y - 3, fig.plot.w + 6, fig.plot.h + 6);
-    ctx.clip();
-    if (this.hover) {
-      const b = box(this.hover);
-      ctx.strokeStyle = this.theme.foreground;
-      ctx.lineWidth = 1;
-      ctx.strokeRect(b.x + 0.5, b.y + 0.5, b.w - 1, b.h - 1);
-    }
-    const sel = this.selectedCell();
-    if (sel) {
-      // Dark outer + light inner stroke: visible on every colour of every map.
-      const b = box(sel);
-      ctx.lineWidth = 3;
-      ctx.strokeStyle = "#000000";
-      ctx.strokeRect(b.x, b.y, b.w, b.h);
-      ctx.lineWidth = 1.5;
-      ctx.strokeStyle = "#ffffff";
-      ctx.strokeRect(b.x, b.y, b.w, b.h);
-    }
-    if (this.keyboard && this.cursor && this.root.ownerDocument.activeElement === this.root) {
-      const b = box(this.cursor);
-      ctx.setLineDash([3, 2]);
-      ctx.lineWidth = 2;
-      ctx.strokeStyle = this.theme.accent;
-      ctx.strokeRect(b.x - 1, b.y - 1, b.w + 2, b.h + 2);
-      ctx.setLineDash([]);
-    }
-    ctx.restore();
-    if (sel) {
-      // Markers on both axes point at the selected row and column.
-      const r = cellRect(fig.plot, p.rows, p.cols, sel.row, sel.col);
-      ctx.fillStyle = this.theme.accent;
-      const cy = r.y + r.h / 2;
-      const cx = r.x + r.w / 2;
-      const x0 = fig.plot.x + fig.plot.w;
-      const y0 = fig.plot.y;
-      ctx.beginPath();
-      ctx.moveTo(x0 + 1, cy);
-      ctx.lineTo(x0 + 7, cy - 4);
-      ctx.lineTo(x0 + 7, cy + 4);
-      ctx.fill();
-      ctx.beginPath();
-      ctx.moveTo(cx, y0 - 1);
-      ctx.lineTo(cx - 4, y0 - 7);
-      ctx.lineTo(cx + 4, y0 - 7);
-      ctx.fill();
-    }
+    const focused = this.root.ownerDocument.activeElement === this.root;
+    const state: OverlayState | null = fig && p ? {
+      plot: fig.plot,
+      rows: p.rows,
+      cols: p.cols,
+      hover: this.hover,
+      selected: this.selectedCell(),
+      cursor: this.keyboard && focused ? this.cursor : null,
+      theme: this.theme,
+    } : null;
+    this.overlayLayer.draw(state, fig?.width ?? 1);
   }
 
   // ---- status / progress (long-running kernel work) -------------------------------------------------------
@@ -833,7 +821,12 @@ class HeatmapView {
 
 function render({ model, el }: RenderProps<HeatmapState>): () => void {
   const view = new HeatmapView(model, el);
-  return () => view.destroy();
+  // Only an explorer's heatmap (detail_index >= 0) needs to know whether a kernel answers its clicks.
+  const unwatch = Number(model.get("detail_index")) >= 0 ? watchLiveness(model) : () => {};
+  return () => {
+    unwatch();
+    view.destroy();
+  };
 }
 
 export default { render };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type FigureInput, LIGHT_THEME, axisLabel, layoutFigure } from "../src/figure";
+import { type FigureInput, LIGHT_THEME, axisLabel, colorbarTitle, layoutFigure } from "../src/figure";
 import { computeNorm, stats } from "../src/scale";
 import { escapeXml, toSvg } from "../src/svg";
 
@@ -18,6 +18,16 @@ const texts = (f: ReturnType<typeof layoutFigure>) =>
   f.items.flatMap((it) => (it.kind === "text" ? [it.text] : []));
 
 describe("figure layout", () => {
+  it("says on the colour bar when the scale is logarithmic", () => {
+    const v = new Float32Array([0.01, 0.1, 1, 10]);
+    const logNorm = computeNorm(stats(v), { colormap: "blues", log: true });
+    expect(colorbarTitle("KL", logNorm)).toBe("KL · log scale");
+    expect(colorbarTitle("", logNorm)).toBe("log scale");
+    expect(colorbarTitle("KL", computeNorm(stats(v), { colormap: "blues" }))).toBe("KL");
+    expect(texts(layoutFigure(input(2, 2, { norm: logNorm })))).toContain("KL · log scale");
+    expect(texts(layoutFigure(input(2, 2)))).toContain("KL");
+  });
+
   it("fits the plot, colour bar and labels inside the figure", () => {
     for (const [r, c] of [[1, 1], [1, 500], [500, 1], [8, 5], [1000, 1000], [100, 10000]]) {
       const f = layoutFigure(input(r, c));

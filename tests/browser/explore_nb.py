@@ -27,7 +27,8 @@ def drill(m, r, c):
                   charts=[Chart("top tokens", "bar", [Series("clean", ["a", "b", "c"], [0.5, 0.3, 0.2]),
                                                        Series("ablated", ["a", "b", "d"], [0.2, 0.3, 0.4])]),
                           Chart("per position", "line", [Series("KL", list(range(6)), [v * k for k in range(6)])])],
-                  texts={{"kernel": f"kernel drill r={{r}} c={{c}} token={{kernel_token(r, c)}}"}})
+                  texts={{"kernel": f"kernel drill r={{r}} c={{c}} token={{kernel_token(r, c)}}"}},
+                  reruns={{f"row {{r}} again": lambda: m}})
 
 m = HeatMatrix(np.arange({ROWS * COLS}, dtype=np.float32).reshape({ROWS}, {COLS}) / 7,
                [f"L{{i}}" for i in range({ROWS})], [f"Gen{{j}}" for j in range({COLS})], title="test map",
@@ -41,6 +42,13 @@ SELECT = f'''\
 ex.heatmap.selected = {EXPORT_SELECTED}
 ex.wait()
 print(ex.last_detail.texts["kernel"])'''
+
+
+# A second explorer in the same page (the export precomputes every explorer).
+SECOND = '''\
+m2 = HeatMatrix(np.random.default_rng(0).random((4, 5)).astype(np.float32), [f"R{i}" for i in range(4)],
+                [f"C{j}" for j in range(5)], title="second map").with_drill(drill)
+hw.explore(m2)'''
 
 
 def kernel_token(r: int, c: int) -> str:

@@ -305,3 +305,38 @@ def test_too_wide_for_one_canvas_is_pooled_in_the_browser_with_a_note(page: Any)
     # Pointer positions are whole pixels (~17 blocks each here): the last pixel's block, in full-matrix columns.
     assert got["selected_row"] == 0 and 19_900 <= got["selected_col"] <= 19_998 and got["selected_col"] % 2 == 0
     assert page.errors == []
+
+
+def test_colour_map_switch_recolours_without_relayout_and_hover_repaints_nothing(page: Any) -> None:
+    # Issue 18: the frame caches. A switch between sequential maps recolours the cells through the new LUT but
+    # keeps the layout; the log scale changes the ticks, so it lays out again; hovering redraws only the overlay.
+    m = HeatMatrix(np.array([[0.5, 1.0, 2.0], [4.0, 8.0, 16.0]], dtype=np.float32), ["a", "b"], ["x", "y", "z"])
+    info = mount(page, Heatmap(m, colormap="viridis"))
+    r = root(page, 0)
+    assert (r.get_attribute("data-layouts"), r.get_attribute("data-recolors")) == ("1", "1")
+
+    def update(partial: dict, paints: int) -> None:
+        page.evaluate("([p]) => window.hw.update(0, p)", [partial])
+        page.wait_for_function(f"document.querySelector('.heatwidget').dataset.paints > {paints}")
+
+    def pixel_index(colormap: str, log: bool = False) -> None:
+        lut = _figure.build_lut(colormap)
+        idx = _figure.lut_index(m.values, _figure.color_norm(m.values, colormap, log=log))
+        for rr in range(2):
+            for cc in range(3):
+                px = page.evaluate("([x, y]) => window.hw.pixel(0, x, y)", list(cell_center(info, m.shape, rr, cc)))
+                assert px == lut[idx[rr, cc]].tolist(), (colormap, log, rr, cc)
+
+    update({"colormap": "ylorrd"}, 1)
+    pixel_index("ylorrd")
+    assert (r.get_attribute("data-layouts"), r.get_attribute("data-recolors")) == ("1", "2")
+    update({"log": True}, 2)
+    pixel_index("ylorrd", log=True)
+    assert (r.get_attribute("data-layouts"), r.get_attribute("data-recolors")) == ("2", "3")
+    info["plot"] = plot_rect(page, 0)
+    paints = r.get_attribute("data-paints")
+    page.mouse.move(*page_xy(page, 0, *cell_center(info, m.shape, 1, 2)))
+    tooltip(page, 0).wait_for(state="visible")
+    page.mouse.move(*page_xy(page, 0, *cell_center(info, m.shape, 0, 0)))
+    assert r.get_attribute("data-paints") == paints
+    assert page.errors == []

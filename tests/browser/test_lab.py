@@ -18,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from click_timing import time_click
 from explore_nb import COLS, ROWS, SETUP, kernel_token
 from heatmap_page import cell_center, margin_colours, page_point, plot_stats, shape
 
@@ -67,7 +68,7 @@ _hits = [_o for _o in _gc.get_objects() if _is_explorer(_o) and _o.heatmap.selec
 _hits[0].wait(120)
 _d = _hits[0].last_detail
 print(_json.dumps({{"explorers": len(_hits), "row": _d.row, "col": _d.col, "title": _d.title,
-                   "value": f"{{_d.value:.4g}}", "texts": _d.texts, "pid": _os.getpid()}}))
+                   "value": f"{{_d.value:.3g}}", "texts": _d.texts, "pid": _os.getpid()}}))
 """
 
 
@@ -194,4 +195,176 @@ def test_dark_theme_recolours_the_heatmap(lab_page: Any) -> None:
     assert dark["bgLum"] < 80 and dark["textLum"] > 150, dark
     stats = plot_stats(root)
     assert stats["opaque"] == stats["samples"]
+    assert page.errors == []
+
+
+# Widget models in the notebook's front-end widget manager (jupyterlab-manager keeps them in `_models`); found
+# through the rendered widget outputs, which hold their manager.
+MODEL_COUNT_JS = """
+async () => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  for (const cell of nb.widgets) {
+    for (const out of (cell.outputArea ? cell.outputArea.widgets : [])) {
+      for (const w of (out.widgets || [])) {
+        let m = w._manager || w.manager;
+        if (m && m.promise) m = await m.promise;
+        if (m && m._models) return Object.keys(m._models).length;
+      }
+    }
+  }
+  return -1;
+}
+"""
+
+LABELS = """
+import json as _json
+from heatwidget.explorer import open_explorers as _open_explorers
+_ex = _open_explorers()[0]
+print(_json.dumps({"rows": _ex.matrix.rows, "cols": _ex.matrix.cols}))
+"""
+
+
+def stable_model_count(page: Any) -> int:
+    """The front end's widget-model count once the kernel's close messages have arrived (two equal readings)."""
+    last = page.evaluate(MODEL_COUNT_JS)
+    for _ in range(20):
+        page.wait_for_timeout(400)
+        now = page.evaluate(MODEL_COUNT_JS)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
+def test_fifty_clicks_leave_the_front_ends_widget_models_flat(lab_page: Any) -> None:
+    """Each live click replaces the detail view; the kernel closes the old one, and the front end forgets it."""
+    page = lab_page
+    root = explorer_heatmap(page)
+    rows, cols = shape(root)
+    printed = kernel_exec(page, LABELS)
+    assert not printed.startswith("ERROR"), printed
+    labels = json.loads(printed.strip().splitlines()[-1])
+    detail = page.locator(".heatwidget-explorer .heatwidget-detail").first
+    cells = [(r, c) for r in range(rows) for c in range(cols)][:10]
+    counts = []
+    for i in range(50):
+        r, c = cells[i % len(cells)]
+        page.mouse.click(*page_point(root, *cell_center(root, r, c)))
+        page.wait_for_function(
+            "([el, row, col]) => { const t = el.querySelector('.hw-detail-title');"
+            " return t && t.textContent.includes(row) && t.textContent.includes(col); }",
+            arg=[detail.element_handle(), labels["rows"][r], labels["cols"][c]], timeout=60_000)
+        if i % 10 == 9:
+            counts.append(stable_model_count(page))
+    assert counts[0] > 0, counts
+    assert max(counts) == min(counts), f"front-end widget models after every 10 clicks: {counts}"
+    # Live, the kernel answered the page's hello: kernel-only buttons stay enabled.
+    rerun = detail.locator(".hw-detail button").first
+    if rerun.count():
+        assert rerun.is_enabled()
+    assert page.errors == []
+
+
+# ---- saved from JupyterLab with widget state, exported with plain nbconvert ---------------------------------------
+
+SAVE_STATE = {"saveState": True}
+PRECOMPUTED = SETUP.replace("ex = hw.explore(m)", "ex = hw.explore(m, precompute=True)")
+
+
+def serve_cdn_locally(route: Any) -> None:
+    """Plain nbconvert pages load require.js, the html-manager and widget front ends from CDNs; serve the same files
+    from this machine (nothing here reaches the internet) and an empty script for the rest (MathJax, mermaid)."""
+    import re
+
+    from heatwidget.export import find_vendor_files, find_widget_module
+
+    url = route.request.url
+    if url.startswith("file:"):
+        # The page's loader first asks require.js for `<module>.js` beside the page, then the CDN (the same file);
+        # the html-manager's icon fonts are asked for beside the page too.
+        path = Path(url.removeprefix("file://"))
+        font = find_vendor_files()["embed-amd.js"].parent / path.name
+        local = None if path.exists() else font if font.is_file() else find_widget_module(path.name.removesuffix(".js"))
+        return route.fulfill(path=str(local)) if local else route.continue_()
+    if url.startswith(("data:", "blob:")):
+        return route.continue_()
+    vendor = find_vendor_files()
+    if "require" in url and url.endswith(".js") and "cdnjs" in url:
+        return route.fulfill(path=str(vendor["require.js"]), content_type="application/javascript")
+    if "@jupyter-widgets/html-manager" in url:
+        name = url.rsplit("/", 1)[-1]
+        path = vendor["embed-amd.js"] if name.endswith(".js") else vendor["embed-amd.js"].parent / name
+        return route.fulfill(path=str(path))
+    m = re.search(r"cdn\.jsdelivr\.net/npm/((?:@[^/]+/)?[^@/]+)@[^/]+/dist/index\.js", url)
+    if m and find_widget_module(m.group(1)):
+        return route.fulfill(path=str(find_widget_module(m.group(1))), content_type="application/javascript")
+    return route.fulfill(status=200, content_type="application/javascript", body="")
+
+
+def test_saved_with_widget_state_and_plain_nbconvert_keeps_the_details(lab_server: Any, browser: Any,
+                                                                       tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from report_page import explorers
+    from test_export import click_cells_and_check
+
+    settings = lab_server.root / ".config" / "lab" / "user-settings" / "@jupyter-widgets" / "jupyterlab-manager"
+    settings.mkdir(parents=True, exist_ok=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps(SAVE_STATE))
+    lab_server.add_notebook("saved.ipynb", [PRECOMPUTED])
+    ctx, page = lab_server.open(browser, "saved.ipynb")
+    try:
+        page.evaluate(RUN_ALL_JS)
+        page.wait_for_function("window.__hwRunAll !== undefined", timeout=RUN_ALL_TIMEOUT_MS)
+        explorer_heatmap(page)
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+        page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+    finally:
+        ctx.close()
+        (settings / "plugin.jupyterlab-settings").unlink()
+    saved = nbformat.read(lab_server.root / "saved.ipynb", as_version=4)
+    assert saved.metadata.get("widgets"), "JupyterLab saved no widget state"
+    out = tmp_path / "saved.html"
+    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output", str(out),
+                           str(lab_server.root / "saved.ipynb")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    infos = explorers(out)
+    assert len(infos) == 1 and len(infos[0].precomputed) == ROWS * COLS
+
+    ctx = browser.new_context(viewport={"width": 1200, "height": 1000})
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console.error: {m.text}") if m.type == "error" else None)
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url[:200]}"))
+    page.route("**/*", serve_cdn_locally)
+    try:
+        page.goto(out.as_uri())
+        page.locator(".heatwidget-explorer .heatwidget").first.wait_for(state="visible", timeout=60_000)
+        assert len(click_cells_and_check(page, out)) == 3
+        assert errors == []
+    finally:
+        ctx.close()
+
+
+def test_click_to_detail_pixels_cached_and_fresh(lab_page: Any) -> None:
+    """Issue 18: a click to the detail's pixels on screen, fresh (the kernel computes the drill) and cached (the
+    explorer's cache). Generous bounds for a loaded CI box; benchmarks/bench_click_lab.py measures the targets
+    (<= 1 s fresh, <= 100 ms cached) on a quiet machine."""
+    page = lab_page
+    root = explorer_heatmap(page)
+    rows, cols = shape(root)
+    # Cells the earlier tests did not click (the click test used (rows - 2, cols // 2 - 1)).
+    a, b = (0, 0), (rows - 1, cols - 1)
+    fresh = [time_click(page, root, *a), time_click(page, root, *b)]
+    cached = [time_click(page, root, *a), time_click(page, root, *b)]
+    print(json.dumps({"notebook": page.notebook, "fresh_ms": [round(x["ms"]) for x in fresh],
+                      "cached_ms": [round(x["ms"]) for x in cached], "charts": fresh[0]["charts"]}))
+    for x in fresh + cached:
+        assert x["text"].strip(), x  # the detail shows something
+    # Bounds a loaded 2-core box still meets (measured there under load ~12: fresh 1.5-6 s, cached 0.2-1.1 s).
+    assert max(x["ms"] for x in fresh) < 8000, fresh
+    assert max(x["ms"] for x in cached) < 2000, cached
     assert page.errors == []
