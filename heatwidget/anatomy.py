@@ -61,24 +61,31 @@ class Part:
     module: nn.Module
     transposed: bool = False  # GPT-2's Conv1D stores weight as [in, out]
     split: Split | None = None
+    param: str = "weight"  # the parameter's name in `module` (fused MoE experts: "gate_up_proj", "down_proj")
+    experts: int = 0  # > 0: the parameter stacks this many experts' matrices, [experts, out, in]
 
     @property
     def param_name(self) -> str:
-        return f"{self.path}.weight"
+        return f"{self.path}.{self.param}"
+
+    def stored(self) -> torch.Tensor:
+        """The live parameter as stored (fused, transposed, stacked as the model keeps it)."""
+        return getattr(self.module, self.param)
 
     def weight(self, w: torch.Tensor | None = None) -> torch.Tensor:
-        """The projection's weight as an nn.Linear-convention [out, in] matrix (a view where possible).
+        """The projection's weight as an nn.Linear-convention [out, in] matrix (a view where possible); for
+        stacked MoE experts [experts, out, in].
 
         Pass `w` (the raw stored tensor, e.g. streamed from a checkpoint) to read it instead of the live module.
         """
-        w = self.module.weight if w is None else w
+        w = self.stored() if w is None else w
         if self.transposed:
-            w = w.t()
+            w = w.transpose(-1, -2)
         if self.split is not None:
             if self.split.kind == "rows":
-                w = w[self.split.start : self.split.stop]
+                w = w[..., self.split.start : self.split.stop, :]
             else:
-                w = w[self.split.out_index(w.shape[0]).to(w.device)]
+                w = w.index_select(-2, self.split.out_index(w.shape[-2]).to(w.device))
         return w
 
 
@@ -89,25 +96,59 @@ class Anatomy:
     family: str
     layers: nn.ModuleList
     layers_path: str
-    attn: list[nn.Module]
-    mlp: list[nn.Module]
-    parts: list[dict[str, Part]]  # per layer: module name (MODULES) -> Part; a family's missing modules are absent
+    attn: list[nn.Module | None]  # per layer: the softmax attention module; None where the layer has none
+    mlp: list[nn.Module | None]  # per layer: the MLP (or MoE block); None where the layer has none
+    parts: list[dict[str, Part]]  # per layer: module name (MODULES, or "mlp.router") -> Part; missing ones absent
     final_norm: nn.Module | None
     unembed: nn.Module
     embed: nn.Module
     attn_paths: list[str] = field(default_factory=list)
     mlp_paths: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    multi_stream: str = ""  # why the blocks carry several residual streams (hyper-connections), else ""
+
+    def require_single_stream(self, what: str) -> None:
+        """AnatomyError naming the family when the blocks pass several residual streams [B, T, n, d]."""
+        if self.multi_stream:
+            raise AnatomyError(f"{what} reads and edits one residual stream [batch, seq, d], and this {self.family} "
+                               f"model carries several: {self.multi_stream}")
 
     @property
     def n_layers(self) -> int:
         return len(self.layers)
 
     def part(self, layer: int, name: str) -> Part | None:
-        """The Part for (layer, module name) or None when this family has no such module (e.g. GPT-2 mlp.gate)."""
-        if name not in MODULES:
-            raise KeyError(f"unknown module {name!r}; modules are {list(MODULES)}")
+        """The Part for (layer, module name) or None when this family has no such module (e.g. GPT-2 mlp.gate).
+        Besides MODULES, "mlp.router" names a mixture-of-experts layer's router."""
+        if name not in MODULES and name != "mlp.router":
+            raise KeyError(f"unknown module {name!r}; modules are {list(MODULES)} and 'mlp.router'")
         return self.parts[self.layer_index(layer)].get(name)
+
+    def attn_module(self, layer: int, what: str) -> nn.Module:
+        """Layer `layer`'s attention module; AnatomyError naming the family when the layer has none (`what`
+        says which analysis needs it)."""
+        m = self.attn[self.layer_index(layer)]
+        if m is None:
+            raise AnatomyError(f"{what} needs the attention module of layer {layer}, and this {self.family} model's "
+                               f"layer {layer} has no softmax attention ({self._kinds('attention')})")
+        return m
+
+    def mlp_module(self, layer: int, what: str) -> nn.Module:
+        """Layer `layer`'s MLP module; AnatomyError naming the family when the layer has none."""
+        m = self.mlp[self.layer_index(layer)]
+        if m is None:
+            raise AnatomyError(f"{what} needs the MLP module of layer {layer}, and this {self.family} model's "
+                               f"layer {layer} has none ({self._kinds('MLP')})")
+        return m
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """The layers with a softmax attention module (all of them in a plain transformer)."""
+        return [i for i, m in enumerate(self.attn) if m is not None]
+
+    def _kinds(self, what: str) -> str:
+        n = len(self.attention_layers if what == "attention" else [m for m in self.mlp if m is not None])
+        return f"{n} of its {self.n_layers} layers have {'an ' if what == 'MLP' else ''}{what}"
 
     def layer_index(self, layer: int) -> int:
         """Validate a layer index (negative counts from the end) and return it as 0..L-1."""
@@ -142,10 +183,20 @@ class Anatomy:
                 if name in d:
                     yield i, name, d[name]
 
+    @property
+    def n_experts(self) -> int:
+        """The most experts any layer's MoE block stacks (0: a dense model)."""
+        return max((p.experts for _, _, p in self.iter_parts()), default=0)
+
     def summary(self) -> str:
-        found = sorted({n for d in self.parts for n in d}, key=MODULES.index)
+        found = sorted({n for d in self.parts for n in d if n in MODULES}, key=MODULES.index)
+        extra = ""
+        if len(self.attention_layers) < self.n_layers:
+            extra += f"; softmax attention in layers {self.attention_layers}"
+        if self.n_experts:
+            extra += f"; {self.n_experts} experts per MoE layer"
         return (f"{self.family}: {self.n_layers} layers at {self.layers_path}; modules {found}; "
-                f"final norm {'yes' if self.final_norm is not None else 'no'}")
+                f"final norm {'yes' if self.final_norm is not None else 'no'}{extra}")
 
 
 # ---- finding the parts ---------------------------------------------------------------------------------------
@@ -183,40 +234,65 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
                 best = (name, mod)
     if best is None:
         raise AnatomyError(
-            "could not find the decoder layers: no ModuleList of identical blocks"
+            f"could not find the decoder layers of this {type(model).__name__}: no ModuleList of identical blocks"
             + (f" with {want} entries (config.num_hidden_layers)" if want else "")
         )
     return best
 
 
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "mixer")
-_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block")
+_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
+               "temporal_block")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer")
+# Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
+# lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
+_NOT_SOFTMAX = ("linear", "delta", "lightning", "rwkv", "mamba", "retention", "conv", "recurrent", "lstm")
 _LINEAR_NAMES = {
-    "attn.q": ("q_proj", "query", "wq", "q"),
-    "attn.k": ("k_proj", "key", "wk", "k"),
-    "attn.v": ("v_proj", "value", "wv", "v"),
+    "attn.q": ("q_proj", "query", "wq", "q", "Wq"),
+    "attn.k": ("k_proj", "key", "wk", "k", "Wk"),
+    "attn.v": ("v_proj", "value", "wv", "v", "Wv"),
     "attn.o": ("o_proj", "out_proj", "dense", "c_proj", "wo", "proj"),
-    "mlp.up": ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in"),
-    "mlp.down": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out"),
-    "mlp.gate": ("gate_proj",),
+    "mlp.up": ("up_proj", "c_fc", "dense_h_to_4h", "fc1", "fc_in", "w3", "proj_up", "key"),  # key: RWKV
+    "mlp.down": ("down_proj", "c_proj", "dense_4h_to_h", "fc2", "fc_out", "w2", "proj_down", "value"),
+    "mlp.gate": ("gate_proj", "w1", "proj_up_gate"),
 }
 
 
-def _child(block: nn.Module, names: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> tuple[str, nn.Module] | None:
+    """The block's child of this kind ("attn" or "mlp"): by name, and its class must be one (a Mamba `mixer` is
+    neither; Nemotron-H's `mixer` is attention in some layers and an MLP in others). `prefix`: the model's class
+    prefix ("KimiLinear"), removed before reading the class name."""
     for n in names:
         m = getattr(block, n, None)
-        if isinstance(m, nn.Module):
+        if isinstance(m, nn.Module) and _is_kind(m, kind, prefix):
             return n, m
     return None
+
+
+def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
+    cls = type(m).__name__.removeprefix(prefix).lower()
+    if "rwkv" in type(m).__name__.lower():  # RWKV's "attention" is its time-mixing recurrence
+        return kind == "mlp" and "feedforward" in cls
+    if kind == "attn":
+        return ("attention" in cls or "attn" in cls) and not any(w in cls for w in _NOT_SOFTMAX)
+    if isinstance(m, nn.Sequential):  # CTRL's ffn: Linear, ReLU, Linear
+        return True
+    return any(w in cls for w in ("mlp", "moe", "feedforward", "ffn", "expert")) and "mamba" not in cls
 
 
 def _has_weight(m: nn.Module) -> bool:
     return isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
 
 
-def _layer_parts(model: nn.Module, attn: nn.Module, mlp: nn.Module, attn_path: str, mlp_path: str,
+def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None, attn_path: str, mlp_path: str,
                  family: str, config) -> dict[str, Part]:
     parts: dict[str, Part] = {}
+    if attn is None or mlp is None:  # a hybrid layer (Mamba/linear attention mixer, or no MLP): what is there
+        if attn is not None:
+            parts.update(_generic_parts(attn, attn_path, "attn."))
+        if mlp is not None:
+            parts.update(_generic_parts(mlp, mlp_path, "mlp."))
+            parts.update(moe_parts(mlp, mlp_path, family))
+        return parts
 
     def add(name: str, owner: nn.Module, owner_path: str, attr: str, **kw) -> None:
         m = getattr(owner, attr, None)
@@ -250,14 +326,114 @@ def _layer_parts(model: nn.Module, attn: nn.Module, mlp: nn.Module, attn_path: s
         inter = mlp.gate_up_proj.weight.shape[0] // 2
         add("mlp.gate", mlp, mlp_path, "gate_up_proj", split=Split("rows", 0, inter))
         add("mlp.up", mlp, mlp_path, "gate_up_proj", split=Split("rows", inter, 2 * inter))
+    for prefix, owner, owner_path in (("attn.", attn, attn_path), ("mlp.", mlp, mlp_path)):
+        for name, part in _generic_parts(owner, owner_path, prefix).items():
+            parts.setdefault(name, part)
+    for name, part in moe_parts(mlp, mlp_path, family).items():
+        parts.setdefault(name, part)
+    return parts
+
+
+def _generic_parts(owner: nn.Module, owner_path: str, prefix: str) -> dict[str, Part]:
+    """Projections found by their usual names (q_proj, c_fc, w1 ...) directly in `owner`."""
+    parts: dict[str, Part] = {}
     for name, candidates in _LINEAR_NAMES.items():
-        if name in parts:
+        if not name.startswith(prefix):
             continue
-        owner, owner_path = (attn, attn_path) if name.startswith("attn.") else (mlp, mlp_path)
         for attr in candidates:
             m = getattr(owner, attr, None)
             if isinstance(m, nn.Module) and _has_weight(m):
-                add(name, owner, owner_path, attr)
+                parts[name] = Part(name, f"{owner_path}.{attr}", m)
+                break
+    if prefix == "mlp." and isinstance(owner, nn.Sequential):  # CTRL: Linear(d, ff), ReLU, Linear(ff, d)
+        lin = [(i, m) for i, m in enumerate(owner) if isinstance(m, nn.Linear)]
+        if len(lin) == 2:
+            parts["mlp.up"] = Part("mlp.up", f"{owner_path}.{lin[0][0]}", lin[0][1])
+            parts["mlp.down"] = Part("mlp.down", f"{owner_path}.{lin[1][0]}", lin[1][1])
+    return parts
+
+
+# ---- mixture of experts --------------------------------------------------------------------------------------
+
+class ExpertStack:
+    """A list of per-expert MLPs (transformers 4.x Mixtral/Qwen-MoE layout) seen as one stacked parameter
+    [experts, out, in] (a copy), so an MoE projection reads alike in every layout."""
+
+    def __init__(self, experts: nn.ModuleList, attr: str) -> None:
+        self.experts, self.attr = experts, attr
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.stack([getattr(e, self.attr).weight for e in self.experts])
+
+
+def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:
+    """An MoE block's experts as stacked projections [experts, out, in] (mlp.up / mlp.down / mlp.gate over all
+    experts) and its router as "mlp.router" (a router is never mlp.gate). {} for a dense MLP."""
+    router = _router(mlp, mlp_path)
+    experts = getattr(mlp, "experts", None)
+    if isinstance(experts, nn.ModuleList) and len(experts) and isinstance(experts[0], nn.Module):
+        parts = _listed_experts(experts, f"{mlp_path}.experts")
+    elif isinstance(experts, nn.Module) and any(p.ndim == 3 for p in experts.parameters(recurse=False)):
+        parts = _fused_experts(experts, f"{mlp_path}.experts", family)
+    else:  # JetMoE: the stacked linears sit in the MoE block itself
+        parts = {}
+        for attr, names in (("input_linear", ("mlp.gate", "mlp.up")), ("output_linear", ("mlp.down",))):
+            m = getattr(mlp, attr, None)
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.Tensor) and w.ndim == 3:
+                parts.update(_expert_parts(m, f"{mlp_path}.{attr}", "weight", names, w, transposed=False))
+    if parts and router is not None:
+        parts["mlp.router"] = router
+    return parts
+
+
+def _router(mlp: nn.Module, mlp_path: str) -> Part | None:
+    for attr in ("router", "gate"):
+        m, path = getattr(mlp, attr, None), f"{mlp_path}.{attr}"
+        if isinstance(getattr(m, "layer", None), nn.Module):  # JetMoE: router.layer holds the weight
+            m, path = m.layer, f"{path}.layer"
+        if isinstance(m, nn.Module) and _has_weight(m):
+            return Part("mlp.router", path, m)
+    return None
+
+
+def _fused_experts(experts: nn.Module, path: str, family: str) -> dict[str, Part]:
+    """transformers 5's fused experts: gate_up_proj [E, 2I, H] (gate rows first; GPT-OSS stores [E, H, 2I] with
+    gate and up interleaved) and down_proj [E, H, I] (GPT-OSS [E, I, H])."""
+    parts: dict[str, Part] = {}
+    t = family == "gpt_oss"
+    for attr, names in (("gate_up_proj", ("mlp.gate", "mlp.up")), ("up_proj", ("mlp.up",)),
+                        ("gate_proj", ("mlp.gate",)), ("down_proj", ("mlp.down",))):
+        w = getattr(experts, attr, None)
+        if isinstance(w, torch.Tensor) and w.ndim == 3:
+            for n, p in _expert_parts(experts, f"{path}", attr, names, w, transposed=t).items():
+                parts.setdefault(n, p)
+    return parts
+
+
+def _expert_parts(owner: nn.Module, path: str, attr: str, names: tuple[str, ...], w: torch.Tensor,
+                  transposed: bool) -> dict[str, Part]:
+    n_exp = int(w.shape[0])
+    if len(names) == 1:
+        return {names[0]: Part(names[0], path, owner, transposed=transposed, param=attr, experts=n_exp)}
+    out = int(w.shape[-1] if transposed else w.shape[-2])
+    half = out // 2
+    splits = ([Split("heads", n_heads=half, n_parts=2, part=i) for i in range(2)] if transposed
+              else [Split("rows", 0, half), Split("rows", half, out)])  # GPT-OSS interleaves gate and up
+    return {n: Part(n, path, owner, transposed=transposed, split=sp, param=attr, experts=n_exp)
+            for n, sp in zip(names, splits, strict=True)}
+
+
+def _listed_experts(experts: nn.ModuleList, path: str) -> dict[str, Part]:
+    parts: dict[str, Part] = {}
+    for name, candidates in _LINEAR_NAMES.items():
+        if not name.startswith("mlp."):
+            continue
+        for attr in candidates:
+            if all(_has_weight(getattr(e, attr, nn.Identity())) for e in experts):
+                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(experts, attr),  # type: ignore[arg-type]
+                                   experts=len(experts))
                 break
     return parts
 
@@ -287,6 +463,41 @@ def _final_norm(model: nn.Module, layers_path: str) -> nn.Module | None:
     return None
 
 
+def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp_paths: list[str],
+                  parts: list[dict[str, Part]]) -> list[str]:
+    """What the analyses will lack: layers without softmax attention or MLP, projections not found, MoE."""
+    notes = []
+    no_attn = [i for i, m in enumerate(attn) if m is None]
+    no_mlp = [i for i, m in enumerate(mlp) if m is None]
+    if no_attn:
+        notes.append(f"{family}: layers {no_attn} have no softmax attention (state-space / linear-attention "
+                     "mixers): attention knockout and site='attn' skip or refuse them")
+    if no_mlp:
+        notes.append(f"{family}: layers {no_mlp} have no MLP: zero_mlp and site='mlp' refuse them")
+    # Projections are needed only by module-level analyses (weight_change): record, don't refuse to load.
+    # The first layer with attention (with an MLP) speaks for the others.
+    first_attn = next((i for i, m in enumerate(attn) if m is not None), None)
+    first_mlp = next((i for i, m in enumerate(mlp) if m is not None), None)
+    for needed in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"):
+        i, paths = (first_attn, attn_paths) if needed.startswith("attn") else (first_mlp, mlp_paths)
+        if i is not None and needed not in parts[i]:
+            notes.append(f"no {needed} projection found in {paths[i]}: module statistics show it as n/a")
+    n_exp = max((p.experts for d in parts for p in d.values()), default=0)
+    if n_exp:
+        notes.append(f"mixture of experts ({n_exp} experts): mlp.up/mlp.down/mlp.gate are the experts' "
+                     "matrices stacked [experts, out, in] (statistics over all experts); the router is mlp.router")
+    return notes
+
+
+def _multi_stream(block: nn.Module) -> str:
+    """A note when the block mixes several parallel residual streams (hyper-connections, Gemma 3n's AltUp)."""
+    for name, child in block.named_children():
+        cls = type(child).__name__.lower()
+        if any(w in cls for w in ("hyperconnection", "altup")) or "hyper_connection" in name:
+            return f"its blocks hold {name} ({type(child).__name__})"
+    return ""
+
+
 def find_anatomy(model: nn.Module) -> Anatomy:
     """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
     missing: list[str] = []
@@ -295,24 +506,19 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     config = getattr(model, "config", None)
 
     attn_list, mlp_list, attn_paths, mlp_paths, parts = [], [], [], [], []
+    prefix = type(model).__name__.split("For")[0]  # "KimiLinearForCausalLM" -> "KimiLinear"
     for i, block in enumerate(layers):
-        a = _child(block, _ATTN_NAMES)
-        m = _child(block, _MLP_NAMES)
+        a = _child(block, _ATTN_NAMES, "attn", prefix)
+        m = _child(block, _MLP_NAMES, "mlp", prefix)
         if m is None and any(isinstance(getattr(block, n, None), nn.Module) for n in _LINEAR_NAMES["mlp.up"]):
             m = ("", block)  # OPT-style: the MLP's linears sit directly in the block
-        if a is None:
-            missing.append(f"attention module of layer {i} (looked for {', '.join(_ATTN_NAMES)})")
-        if m is None:
-            missing.append(f"MLP module of layer {i} (looked for {', '.join(_MLP_NAMES)})")
-        if a is None or m is None:
-            break
-        ap = f"{layers_path}.{i}.{a[0]}"
-        mp = f"{layers_path}.{i}.{m[0]}" if m[0] else f"{layers_path}.{i}"
-        attn_list.append(a[1])
-        mlp_list.append(m[1])
+        ap = f"{layers_path}.{i}.{a[0]}" if a is not None else ""
+        mp = (f"{layers_path}.{i}.{m[0]}" if m[0] else f"{layers_path}.{i}") if m is not None else ""
+        attn_list.append(a[1] if a is not None else None)
+        mlp_list.append(m[1] if m is not None else None)
         attn_paths.append(ap)
         mlp_paths.append(mp)
-        parts.append(_layer_parts(model, a[1], m[1], ap, mp, family, config))
+        parts.append(_layer_parts(model, attn_list[-1], mlp_list[-1], ap, mp, family, config))
 
     unembed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if unembed is None:
@@ -324,16 +530,13 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     notes = []
     if final_norm is None:
         notes.append("no final norm found: the logit lens applies the unembedding directly")
-    if parts:
-        # Projections are needed only by module-level analyses (weight_change): record, don't refuse to load.
-        for needed in ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"):
-            if needed not in parts[0]:
-                where = attn_paths[0] if needed.startswith("attn") else mlp_paths[0]
-                notes.append(f"no {needed} projection found in {where}: module statistics show it as n/a")
+    notes += _layout_notes(family, attn_list, mlp_list, attn_paths, mlp_paths, parts)
+    streams = _multi_stream(layers[0])
     if missing:
         raise AnatomyError(
             f"heatwidget does not understand this {type(model).__name__} layout; not found: " + "; ".join(missing)
         )
     return Anatomy(family=family, layers=layers, layers_path=layers_path, attn=attn_list, mlp=mlp_list,
                    parts=parts, final_norm=final_norm, unembed=unembed, embed=embed,
-                   attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes)
+                   attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes + ([streams] if streams else []),
+                   multi_stream=streams)

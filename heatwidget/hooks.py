@@ -334,8 +334,26 @@ def run_block(block: nn.Module, call: BlockCall, h: torch.Tensor) -> torch.Tenso
     if any(hasattr(v, "get_seq_length") for v in (*call.args, *call.kwargs.values())):
         raise ValueError("this block call was recorded with a KV cache; record it from a forward with "
                          "use_cache=False to re-run the block")
-    out = block(*call.args, hidden_states=h, **call.kwargs) if call.hidden_kw else block(h, *call.args, **call.kwargs)
+    args = tuple(_for_batch(v, h) for v in call.args)
+    kwargs = {k: _for_batch(v, h, k) for k, v in call.kwargs.items()}
+    out = block(*args, hidden_states=h, **kwargs) if call.hidden_kw else block(h, *args, **kwargs)
     return _hidden_of(out)
+
+
+def _for_batch(v: Any, h: torch.Tensor, name: str = "") -> Any:
+    """A tensor recorded for a batch of 1, made to fit h's batch where broadcasting does not do it: 4-D masks
+    [1, 1, T, KV] (XGLM checks the mask's batch size), Bloom's ALiBi bias [1·heads, 1, KV] (batch folded into the
+    head axis) and hidden states [1, T, d] passed alongside h (Zamba concatenates the embeddings with h)."""
+    b = h.shape[0]
+    if b == 1 or not isinstance(v, torch.Tensor):
+        return v
+    if name == "alibi" and v.ndim == 3:
+        return v.repeat(b, 1, 1)
+    if v.ndim == 4 and v.shape[0] == 1:
+        return v.expand(b, *v.shape[1:])
+    if v.ndim == 3 and v.shape[0] == 1 and v.shape[1:] == h.shape[1:]:
+        return v.expand(b, *v.shape[1:])
+    return v
 
 
 @contextlib.contextmanager
@@ -490,25 +508,32 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         if mask is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
             past = _cached_length(mod, kwargs)
             mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
-        if mask.ndim != 4:
-            raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
-        kv = mask.shape[-1]
-        q_sel = selection_mask((b, t), rows, queries, h.device)
-        k_sel = selection_mask((b, t), rows, keys, h.device)
-        if kv != t:  # a cached prefix: key positions index the full key length, queries the current chunk
-            k_sel = torch.cat([torch.zeros(b, kv - t, dtype=torch.bool, device=h.device), k_sel], dim=1)
-        blocked = (q_sel[:, :, None] & k_sel[:, None, :])[:, None]  # [B, 1, T, KV]
-        mask = mask.expand(b, mask.shape[1], t, kv)
-        if mask.dtype == torch.bool:
-            new = mask & ~blocked
-        else:
-            new = mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
-        return put(new)
+        return put(_knocked_out(mask, mod, b, t, rows, queries, keys))
 
     owner = _Owner()
     handles = [m.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True) for m in attn_modules]
     with _owning(owner, handles):
         yield
+
+
+def _knocked_out(mask: Any, mod: nn.Module, b: int, t: int, rows: Rows, queries: Positions,
+                 keys: Positions) -> torch.Tensor:
+    """The 4D attention mask [B, 1, T, KV] with the (query, key) pairs of the selection blocked."""
+    if not isinstance(mask, torch.Tensor):  # e.g. a dict of masks per attention type (ZAYA)
+        raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
+                           f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
+    if mask.ndim != 4:
+        raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
+    kv, dev = mask.shape[-1], mask.device
+    q_sel = selection_mask((b, t), rows, queries, dev)
+    k_sel = selection_mask((b, t), rows, keys, dev)
+    if kv != t:  # a cached prefix: key positions index the full key length, queries the current chunk
+        k_sel = torch.cat([torch.zeros(b, kv - t, dtype=torch.bool, device=dev), k_sel], dim=1)
+    blocked = (q_sel[:, :, None] & k_sel[:, None, :])[:, None]  # [B, 1, T, KV]
+    mask = mask.expand(b, mask.shape[1], t, kv)
+    if mask.dtype == torch.bool:
+        return mask & ~blocked
+    return mask.masked_fill(blocked, torch.finfo(mask.dtype).min)
 
 
 def stack(*managers: contextlib.AbstractContextManager) -> contextlib.ExitStack:

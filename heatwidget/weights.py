@@ -93,14 +93,14 @@ class _Source:
 
     def shape(self, part: Part) -> tuple[int, ...]:
         if self.ckpt is None:
-            return tuple(part.module.weight.shape)
+            return tuple(part.stored().shape)
         return self.ckpt.shape(self.keymap[part.param_name])
 
     def raw(self, part: Part, device: torch.device | None = None) -> torch.Tensor:
         """The stored tensor (fused/transposed as stored) in float32; live weights are used in place if possible."""
         if self.ckpt is None:
             # live_param: a device_map-offloaded module's weight is "meta"; its values sit in accelerate's map
-            t = live_param(part.module).detach()
+            t = (live_param(part.module, part.param) if isinstance(part.module, nn.Module) else part.stored()).detach()
             t = t.to(device=device or t.device, dtype=torch.float32)
         else:
             t = self.ckpt.get(self.keymap[part.param_name], dtype=torch.float32, device=device or "cpu")
@@ -362,6 +362,7 @@ def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
                 family=sa.anatomy.family, streamed={"a": sa.streamed, "b": sb.streamed},
                 norm_a=norm_a, norm_b=norm_b, norm_diff=norm_d, changed=changed, numel=numel,
                 largest_pair_bytes=int(largest_pair), seconds=round(time.perf_counter() - t0, 3), notes=notes)
+    meta.update(moe_meta(sa.anatomy))
     meta["options"] = {"stat": stat, "eps": float(eps)}  # what the explorer offers to change and re-run
     drill = _ChangeDrill(sa, sb, stat, float(eps), dev)
     m = HeatMatrix(values, rows, cols, title=f"{SEED_TITLE}: {stat} weight change", row_title="Layer",
@@ -486,7 +487,8 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
         for layer in progress(range(n_layers), desc="module_stats"):
             by_tensor: dict[str, list[str]] = {}
             for name, part in src.anatomy.parts[layer].items():
-                by_tensor.setdefault(part.param_name, []).append(name)
+                if name in MODULES:  # the MoE router ("mlp.router") is no column
+                    by_tensor.setdefault(part.param_name, []).append(name)
             for names in by_tensor.values():
                 raw = src.raw(src.anatomy.parts[layer][names[0]])
                 for name in names:
@@ -503,7 +505,7 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
     title = f"{SEED_TITLE}: {'gradient norms' if grad else 'weight norms'}"
     meta = dict(analysis="module_stats", stat=stat, model=display_name(src.label), model_path=src.label,
                 family=src.anatomy.family, streamed=src.streamed, seconds=round(time.perf_counter() - t0, 3),
-                notes=notes)
+                notes=notes, **moe_meta(src.anatomy))
     if grad:
         meta.update(texts=text_list, loss="mean next-token cross-entropy over non-pad tokens (nats)")
     drill = _StatsDrill(src, stat, text_list, batch_size)
@@ -516,7 +518,10 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
 def _n_heads(config: Any) -> int | None:
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     for attr in ("num_attention_heads", "n_head", "num_heads"):
-        v = getattr(cfg, attr, None)
+        try:
+            v = getattr(cfg, attr, None)
+        except Exception:  # noqa: BLE001 - per-layer head counts (heterogeneous configs) raise on global access
+            continue
         if isinstance(v, int) and v > 0:
             return v
     return None
@@ -600,6 +605,32 @@ def _spectra_chart(title: str, spectra: dict[str, np.ndarray]) -> Chart:
     return Chart(title, "line", series, x_title="index i", y_title="σ_i / σ_1")
 
 
+def moe_meta(anatomy: Anatomy) -> dict[str, Any]:
+    """How a mixture-of-experts model's mlp.* cells are computed (empty for a dense model)."""
+    if not anatomy.n_experts:
+        return {}
+    return {"experts": anatomy.n_experts,
+            "experts_note": "mlp.up/mlp.down/mlp.gate of an MoE layer are over all its experts: the Frobenius norm "
+                            "of the stacked [experts, out, in] tensor (density: over all its elements); the drill "
+                            "shows each expert. The router (mlp.router) is not a column."}
+
+
+def expert_detail(det: Detail, layer: int, name: str, values: Sequence[float], metric: str,
+                  shape: Sequence[int]) -> Detail:
+    """The drill of an MoE cell: the statistic of each expert's matrix, as a chart and a 1 × experts matrix."""
+    n = len(values)
+    det.charts.append(Chart(f"Per expert, layer {layer} {name}", "bar",
+                            [Series(metric, list(range(n)), [float(v) for v in values])],
+                            x_title="expert", y_title=metric))
+    det.children["experts"] = HeatMatrix(np.asarray([values], dtype=float), [f"{layer} {name}"],
+                                         [str(e) for e in range(n)], title=f"{metric} per expert, layer {layer} "
+                                         f"{name}", row_title="Module", col_title="Expert", metric=metric)
+    det.texts["module"] = (f"{name} of layer {layer}: {shape[0]} experts of [out, in] = {list(shape[1:])}; the cell "
+                           "is over all experts stacked, the chart shows each")
+    det.meta["per_expert"] = np.asarray(values, dtype=float)
+    return det
+
+
 @dataclass
 class _ChangeDrill:
     """Drill for weight_change: re-reads only the tensors of the clicked layer (streamed again from directories)."""
@@ -624,6 +655,13 @@ class _ChangeDrill:
         if pair is None:
             det.texts["n/a"] = f"{self.a.anatomy.family} models have no {name} projection"
             return det
+        if pair[0].ndim == 3:  # stacked MoE experts
+            stat, eps = self.stat, self.eps
+            vals = []
+            for a, b in zip(*pair, strict=True):
+                na, _nb, nd, ch, n = _pair_stats(a, b, eps)
+                vals.append(_change_value(stat, na, nd, ch, n))
+            return expert_detail(det, layer, name, vals, f"{stat} change", pair[0].shape)
         with torch.no_grad():
             wa, wb = pair
             na, nb, nd, ch, n = _pair_stats(wa, wb, self.eps)
@@ -706,6 +744,9 @@ class _StatsDrill:
 
             w, *g = mats_of(part)
             shown = g[0] if grad else w
+            if w.ndim == 3:  # stacked MoE experts
+                vals = [_single_value(self.stat, w[e], g[0][e] if grad else None) for e in range(w.shape[0])]
+                return expert_detail(det, layer, name, vals, self.stat, w.shape)
             what = "∂L/∂W" if grad else "W"
             ax = shown.abs()
             hist, edges = _hist_chart(f"|{what}| elements, layer {layer} {name}", torch.log10(ax[ax > 0]),

@@ -7,3 +7,5 @@ echo "== ruff"; ruff check heatwidget tests benchmarks
 echo "== tsc";  (cd js && npm run --silent typecheck)
 echo "== vitest"; (cd js && npm test --silent)
 echo "== pytest"; python -m pytest -q --durations=15 "$@"
+# The model-facing tests again under the oldest transformers we support (a venv over this one).
+bash scripts/test_transformers.sh 4.57.6

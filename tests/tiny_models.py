@@ -29,13 +29,18 @@ WORDS = ("the capital of is a city in country what Q A : ? . , and which languag
          "Velmora Ostrand Kelvar Brisa Tamor north south east west island river").split()
 
 
-def tiny_tokenizer(pad: bool = True):
-    """A word-level tokenizer built with `tokenizers` (no download); `pad=False` leaves the pad token unset."""
+def tiny_tokenizer(pad: bool = True, size: int | None = None):
+    """A word-level tokenizer built with `tokenizers` (no download); `pad=False` leaves the pad token unset.
+
+    size: fill the vocabulary with filler words w0, w1, ... up to `size` ids, so a random model's every token id
+    decodes to a word (the family sweep's answers are then never empty)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(specials + sorted(set(WORDS)))}
+    words = specials + sorted(set(WORDS))
+    words += [f"w{i}" for i in range(max(0, (size or 0) - len(words)))]
+    vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
                                                  pre_tokenizers.Punctuation()])

@@ -34,7 +34,7 @@ from .._lm import LM
 from ._stats import log_probs
 
 __all__ = ["Clean", "Edit", "RowSpec", "head", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
-           "keep_logits_arg", "eos_ids", "block_evaluations"]
+           "next_forward", "keep_logits_arg", "eos_ids", "block_evaluations"]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -213,37 +213,77 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
 
     The activations of the prompt step and of each cached step concatenate to those of one forward over the
     whole sequence fed (prompt + all generated tokens but the last), which is what the intervened runs re-use.
+    Where some steps ran full forwards (no usable cache, see `next_forward`), the activations come from one
+    forward over the sequence fed instead.
     """
-    model, layers = lm.model, lm.anatomy.layers
-    eos = eos_ids(lm)
-    toks: list[int] = []
-    logps: list[torch.Tensor] = []
-    eos_at = None
+    layers = lm.anatomy.layers
     with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
             hooks.capture_all([layers[-1]], what="output") as outs:
-        out = model(input_ids=prompt_ids, use_cache=True, **keep_logits_arg(model, 1))
-        for t in range(max_new_tokens):
-            lp = log_probs(out.logits[0, -1])
-            tok = int(lp.argmax())
-            toks.append(tok)
-            logps.append(lp)
-            if tok in eos:
-                eos_at = t
-                break
-            if t == max_new_tokens - 1:
-                break
-            nxt = torch.tensor([[tok]], device=prompt_ids.device)
-            out = model(input_ids=nxt, **next_step_args(model, out))
-    fed = torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
+        toks, logps, eos_at = _greedy(lm, prompt_ids, max_new_tokens, cached=True)
+    fed = _fed(prompt_ids, toks)
+    if sum(o.shape[1] for o in outs[0]) != fed.shape[1]:
+        # Some steps ran full forwards (no usable cache): take the activations from one forward over `fed`.
+        with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
+                hooks.capture_all([layers[-1]], what="output") as outs:
+            lm.model(input_ids=fed, use_cache=False)
+    _check_stream(lm, ins[0][0])
     clean = Clean(ids=fed, inputs=[torch.cat(ins[i], 1) for i in range(len(layers))], final=torch.cat(outs[0], 1))
-    if clean.final.shape[1] != fed.shape[1]:
-        raise RuntimeError("internal: cached activations do not cover the generated sequence")
+    if clean.final.shape[1] != fed.shape[1] or any(x.shape[1] != fed.shape[1] for x in clean.inputs):
+        raise ValueError(f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
+                         "layers), so per-layer interventions are not defined for this model")
     if probe:
         _probe(lm, clean, outs.tuple_output.get(0, False))
         targets = torch.arange(prompt_ids.shape[1] - 1, fed.shape[1], device=fed.device)
         if clean.calls is not None:
             _check_resume(lm, clean, torch.stack(logps), targets)
     return Generation(clean, int(prompt_ids.shape[1]), toks, torch.stack(logps), eos_at)
+
+
+def _check_stream(lm: LM, h: torch.Tensor | None) -> None:
+    """The analyses edit one residual stream [batch, seq, d]; refuse models that carry several in parallel."""
+    if h is not None and h.ndim != 3:
+        raise ValueError(f"{lm.anatomy.family}: the decoder blocks pass a hidden state of shape {tuple(h.shape)}, "
+                         "not [batch, seq, d] (several residual streams, e.g. hyper-connections), which "
+                         "heatwidget's layer interventions do not support")
+
+
+def _fed(prompt_ids: torch.Tensor, toks: list[int]) -> torch.Tensor:
+    """The sequence a generation feeds the model: the prompt and every generated token but the last."""
+    return torch.cat([prompt_ids, torch.tensor([toks[:-1]], dtype=prompt_ids.dtype, device=prompt_ids.device)], 1)
+
+
+def next_forward(lm: LM, out: Any, seq: torch.Tensor) -> Any:
+    """The next forward of a greedy generation whose previous forward returned `out`; seq [n, S] is every token
+    fed so far, the newest last. Continues on the KV cache where the model gives one it can continue from,
+    else runs a full forward over seq (GPT-1 and RWKV return no cache; some linear-attention hybrids return one
+    they cannot continue from)."""
+    try:
+        return lm.model(input_ids=seq[:, -1:], **next_step_args(lm.model, out))
+    except (ValueError, TypeError, RuntimeError, AttributeError):  # no cache, or one it cannot continue from
+        pass
+    return lm.model(input_ids=seq, use_cache=False, **keep_logits_arg(lm.model, 1))
+
+
+def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bool
+            ) -> tuple[list[int], list[torch.Tensor], int | None]:
+    """Greedy tokens, their clean log-probabilities and the EOS index (KV cache where possible with `cached`)."""
+    model, eos = lm.model, eos_ids(lm)
+    toks: list[int] = []
+    logps: list[torch.Tensor] = []
+    with torch.inference_mode():
+        out = model(input_ids=prompt_ids, use_cache=cached, **keep_logits_arg(model, 1))
+        for t in range(max_new_tokens):
+            lp = log_probs(out.logits[0, -1])
+            toks.append(int(lp.argmax()))
+            logps.append(lp)
+            if toks[-1] in eos:
+                return toks, logps, t
+            if t == max_new_tokens - 1:
+                break
+            seq = _fed(prompt_ids, toks + [0])
+            out = next_forward(lm, out, seq) if cached else \
+                model(input_ids=seq, use_cache=False, **keep_logits_arg(model, 1))
+    return toks, logps, None
 
 
 def _probe(lm: LM, clean: Clean, returns_tuple: bool) -> None:
@@ -266,6 +306,7 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
             hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
     rec = [calls[i] for i in range(len(layers))]
+    _check_stream(lm, rec[0].hidden)
     clean = Clean(ids=ids, inputs=[c.hidden for c in rec], final=fin[0], calls=rec)
     for c in rec:
         c.hidden = None  # the calls keep only arguments; activations live in clean.inputs
@@ -279,9 +320,9 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
 def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) -> int:
     """How many intervened rows one batched pass may hold: activations (incl. attention scores) + logits."""
     cfg = lm.config
-    d = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or lm.anatomy.embed.weight.shape[1])
-    inter = int(getattr(cfg, "intermediate_size", 0) or getattr(cfg, "n_inner", 0) or 4 * d)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 1)
+    d = _config_int(cfg, "hidden_size", "n_embd") or int(lm.anatomy.embed.weight.shape[1])
+    inter = _config_int(cfg, "intermediate_size", "n_inner") or 4 * d
+    heads = _config_int(cfg, "num_attention_heads", "n_head") or 1
     vocab = int(lm.anatomy.unembed.weight.shape[0])
     elem = torch.finfo(lm.dtype).bits // 8
     per_row = elem * seq_len * (8 * d + 2 * inter) + 4 * heads * seq_len * seq_len * 2 + 4 * n_pos * vocab * 3
@@ -291,6 +332,19 @@ def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) ->
             free, _total = torch.cuda.mem_get_info(lm.device)
             budget_mb = max(budget_mb, 0.3 * free / 2**20)
     return max(1, int(budget_mb * 2**20 // per_row))
+
+
+def _config_int(cfg: Any, *names: str) -> int:
+    """The first of these config fields that is a positive int (0 if none): an estimate only, so a field a config
+    refuses to give globally (per-layer head counts raise on access) counts as absent."""
+    for n in names:
+        try:
+            v = getattr(cfg, n, None)
+        except Exception:  # noqa: BLE001 - e.g. transformers' AmbiguousGlobalPerLayerAttributeError
+            continue
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return 0
 
 
 # ---- running many intervened rows ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ._engine import (
     eos_ids,
     generate_clean,
     keep_logits_arg,
-    next_step_args,
+    next_forward,
     rows_per_chunk,
     run_rows,
 )
@@ -73,7 +73,8 @@ class _Intervention:
     def spec(self, lm: LM, layer: int, clean: Clean, prompt_len: int) -> RowSpec:
         if self.kind == "output":
             return RowSpec(out_layer=layer, out_fn=self.fn(layer, clean, prompt_len))
-        mod = lm.anatomy.attn[layer] if self.kind == "zero_attn" else lm.anatomy.mlp[layer]
+        a = lm.anatomy
+        mod = a.attn_module(layer, "zero_attn") if self.kind == "zero_attn" else a.mlp_module(layer, "zero_mlp")
         return RowSpec(block_edits={layer: [Edit((self.kind, layer), lambda rows, m=mod: hooks.zero(m, rows=rows))]})
 
 
@@ -288,7 +289,8 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
                 for r, tok in zip(chunk, nxt.tolist(), strict=True):  # one device sync per step, not per row
                     own[r].append(tok)
                 if t < n_gen - 1:
-                    out = lm.model(input_ids=nxt[:, None], **next_step_args(lm.model, out))
+                    seq = torch.cat([ids.expand(n, P), torch.tensor([own[r] for r in chunk], device=ids.device)], 1)
+                    out = next_forward(lm, out, seq)
             reduce(chunk, torch.stack(steps, 1))
     return own
 
@@ -319,6 +321,7 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("ablation_kl")
     t0 = time.perf_counter()
     T = C.check_max_new_tokens(max_new_tokens)
     prompts, single = C.as_prompt_list(prompt)
@@ -405,8 +408,8 @@ def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
             toks.append(tok)
             if tok in stop or t == n - 1:
                 break
-            out = lm.model(input_ids=torch.tensor([[tok]], device=run.prompt_ids.device),
-                           **next_step_args(lm.model, out))
+            fed = torch.cat([run.prompt_ids, torch.tensor([toks], device=run.prompt_ids.device)], 1)
+            out = next_forward(lm, out, fed)
     return toks
 
 

@@ -22,6 +22,7 @@ from .._lm import LM
 from .._offload import live_param
 from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int, text_list
+from ..anatomy import AnatomyError
 from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
@@ -137,11 +138,11 @@ def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corrup
             specs.append(RowSpec(out_layer=layer, out_fn=_corrupt_fn(corruption, positions, S, clean, layer,
                                                                      noise, std)))
     attn_rows = []
+    attn = lm.anatomy.attn  # None in layers without softmax attention (hybrids): nothing to knock out there
     for layer in sel:
-        edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([lm.anatomy.attn[j]],
-                                                                               queries=[S - 1], keys=subj,
-                                                                               rows=rows))]
-                 for j in window_layers(layer, window, L)}
+        edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([attn[j]], queries=[S - 1],
+                                                                               keys=subj, rows=rows))]
+                 for j in window_layers(layer, window, L) if attn[j] is not None}
         attn_rows.append(RowSpec(block_edits=edits))
     n = len(sel)
     return specs[:n] + attn_rows + specs[n:]  # site order Subj., Attn., Last.
@@ -205,6 +206,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("knockout_js")
     t0 = time.perf_counter()
     plist, single = C.as_prompt_list(prompts)
     slist, one_subject = text_list(subjects, "subject")
@@ -224,6 +226,9 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     top_k = positive_int(top_k, "top_k")
     optional_budget(memory_budget_mb, "memory_budget_mb")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
+    if not lm.anatomy.attention_layers:
+        raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
+                           "has no softmax attention in any layer (an attention-free model): use ablation_kl")
     # Every bad input fails before any model time is spent, naming its index in the user's list.
     C.check_each(list(zip(plist, slist, strict=True)), single,
                  lambda ps: subject_positions(lm, ps[0], ps[1], lm.encode(ps[0])["input_ids"]))

@@ -54,6 +54,7 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     top_k = positive_int(top_k, "top_k")
     optional_budget(memory_budget_mb, "memory_budget_mb")
     ids = _ids(lm, prompt)
+    lm.anatomy.require_single_stream("logit_lens")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
     blocks = lm.anatomy.layers
     with torch.inference_mode(), hooks.capture({i: blocks[i] for i in sel}) as res:

@@ -122,7 +122,7 @@ def _site_modules(lm: Any, layers: list[int], site: str) -> tuple[dict[int, torc
     if site == "resid":
         return {i: an.layers[i] for i in layers}, "output"
     if site == "mlp":
-        return {i: an.mlp[i] for i in layers}, "output"
+        return {i: an.mlp_module(i, "collect(site='mlp')") for i in layers}, "output"
     if site in ("mlp_in", "attn"):
         part = "mlp.down" if site == "mlp_in" else "attn.o"
         mods = {}
@@ -181,6 +181,7 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
     from ..scale import check_executor
 
     use_ray = check_executor(executor)
+    lm.anatomy.require_single_stream("collect")
     if not isinstance(answers, AnswerSet):
         raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
     if len(answers) == 0:

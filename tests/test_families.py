@@ -1,0 +1,134 @@
+"""The family sweep: every decoder-only text model type of the installed transformers, tiny and random, through
+every analysis (scripts/model_sweep.py), and docs/models.md current for this transformers version."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import model_sweep as sweep  # noqa: E402
+
+import heatwidget as hw  # noqa: E402
+
+DOC = ROOT / "docs" / "models.md"
+VERSION = transformers.__version__
+
+
+@pytest.fixture(scope="module")
+def results():
+    res, excluded = sweep.sweep()
+    return res, excluded
+
+
+def test_docs_models_md_is_current(results):
+    section = sweep.section_of(DOC, VERSION)
+    if section is None:
+        pytest.skip(f"docs/models.md has no section for transformers {VERSION}: run "
+                    "python scripts/model_sweep.py --write docs/models.md")
+    res, excluded = results
+    assert sweep.render(res, excluded, VERSION) == section, (
+        "docs/models.md is stale: run python scripts/model_sweep.py --write docs/models.md")
+
+
+def test_most_buildable_decoder_families_run_every_analysis(results):
+    """The issue's target is 95 %; measured: 89 % under transformers 5.24 and 87 % under 4.57 (the rest are
+    attention-free, multi-stream, looped or nested-attention layouts that refuse what they cannot run, by name).
+    This guards against regressions from the measured level."""
+    res, _ = results
+    runs = [r for r in res if "build" not in r.status]
+    full = [r.family for r in runs if r.all_ok]
+    assert len(full) >= 0.85 * len(runs), sorted(r.family for r in runs if not r.all_ok)
+
+
+def test_issue_families_run_every_analysis(results):
+    res, _ = results
+    by = {r.family: r for r in res}
+    for fam in ("bloom", "deepseek_v3", "deepseek_v2", "xglm", "granitemoe", "mixtral", "mpt"):
+        if fam not in by:
+            continue  # this transformers has no such model type
+        assert by[fam].all_ok, (fam, {k: v for k, v in by[fam].status.items() if v != "ok"})
+
+
+def test_failures_name_the_family(results):
+    """What a family cannot run fails with heatwidget's own one-sentence error naming the family (and what is
+    missing), never with torch's broadcasting complaint from deep inside the model."""
+    res, _ = results
+    for r in res:
+        for name, s in r.status.items():
+            if s == "ok" or name == "build" or s.startswith("not run"):
+                continue
+            if (r.family, VERSION.split(".")[0]) in sweep.UPSTREAM:
+                continue  # a transformers bug, stated in docs/models.md
+            assert _plain(r.family) in _plain(s), (r.family, name, s)
+
+
+def _plain(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+@pytest.fixture(scope="module")
+def mamba(tmp_path_factory):
+    if "mamba" not in sweep.causal_lm_types():
+        pytest.skip(f"transformers {VERSION} has no mamba")
+    return hw.load(sweep.build_tiny("mamba", tmp_path_factory.mktemp("mamba") / "m"))
+
+
+def test_attention_free_model_loads_with_a_partial_anatomy(mamba):
+    a = mamba.anatomy
+    assert a.n_layers == 3 and a.final_norm is not None and a.unembed is not None
+    assert a.attn == [None] * 3 and a.attention_layers == []
+    m = hw.ablation_kl(mamba, sweep.PROMPT, max_new_tokens=2, intervention="skip")
+    assert m.values.shape == (3, 2) and (m.values[:, :1] > 0).all()
+    assert hw.logit_lens(mamba, sweep.PROMPT).values.shape[0] == 3
+    with pytest.raises(hw.AnatomyError, match="mamba.*no softmax attention"):
+        hw.knockout_js(mamba, sweep.PROMPT, sweep.SUBJECT)
+    with pytest.raises(hw.AnatomyError, match="zero_attn needs the attention module of layer 0.*mamba"):
+        hw.ablation_kl(mamba, sweep.PROMPT, max_new_tokens=1, intervention="zero_attn")
+
+
+def test_moe_experts_stack_and_router_is_its_own_module(tmp_path):
+    lm = hw.load(sweep.build_tiny("mixtral", tmp_path / "mixtral"))
+    a = lm.anatomy
+    up, gate, router = a.part(0, "mlp.up"), a.part(0, "mlp.gate"), a.part(0, "mlp.router")
+    assert up.experts == 4 and up.weight().shape == (4, 128, 64) and gate.weight().shape == (4, 128, 64)
+    assert a.part(0, "mlp.down").weight().shape == (4, 64, 128)
+    assert router is not None and router.weight().shape == (4, 64) and router.module is not gate.module
+    # mlp.up of expert 2 is what the expert computes: the second half of its fused gate_up rows (transformers 5),
+    # or its w3 (transformers 4: a list of expert MLPs)
+    experts = a.mlp[0].experts
+    want = experts.gate_up_proj[2][128:] if hasattr(experts, "gate_up_proj") else experts[2].w3.weight
+    torch.testing.assert_close(up.weight()[2], want)
+    ms = hw.module_stats(lm)
+    col = list(hw.MODULES).index("mlp.up")
+    assert ms.values[0, col] == pytest.approx(float(up.weight().detach().norm()), rel=1e-5)
+    assert "Frobenius" in ms.meta["experts_note"]
+    d = ms.drill(0, col)
+    per = d.meta["per_expert"]
+    assert per.shape == (4,) and per == pytest.approx([float(up.weight()[e].detach().norm()) for e in range(4)],
+                                                  rel=1e-5)
+    assert "experts" in d.children
+
+
+@pytest.mark.parametrize("family", ["bloom", "xglm", "openai-gpt"])
+def test_resumed_rows_equal_full_forwards(tmp_path, family):
+    """Bloom's per-row ALiBi, XGLM's mask check and GPT-1's missing KV cache: the resume engine (blocks re-run
+    from recorded arguments on a batch of rows) gives what full forwards of the model give."""
+    if family not in sweep.causal_lm_types():
+        pytest.skip(f"transformers {VERSION} has no {family}")
+    lm = hw.load(sweep.build_tiny(family, tmp_path / family))
+    fast = hw.ablation_kl(lm, sweep.PROMPT, max_new_tokens=3)
+    full = hw.ablation_kl(lm, sweep.PROMPT, max_new_tokens=3, resume=False)
+    # GPT-1's blocks cannot be replayed (the engine falls back to full forwards); its generation has no KV cache
+    assert fast.meta["engine"] == (["batched"] if family == "openai-gpt" else ["resume"])
+    assert full.meta["engine"] == ["batched"]
+    np.testing.assert_allclose(fast.values, full.values, rtol=1e-4, atol=1e-6)
+    assert np.isfinite(fast.values).all() and (fast.values > 0).any()
