@@ -162,6 +162,7 @@ class Explorer(W.VBox):
         self._recent_views: OrderedDict[tuple[int, Any], tuple[HeatMatrix, Detail, W.VBox]] = OrderedDict()
         self._idle_collect: threading.Timer | None = None  # the pending full collection (_after_fresh_run)
         self._fresh_runs = 0  # fresh computations since the last full collection
+        self._retired: list[tuple[int, list[W.Widget]]] = []  # (request id, widgets taken off the page), see _retire
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
@@ -247,7 +248,7 @@ class Explorer(W.VBox):
         self._control_links, self._control_parts = [], []
         self.controls.children = ()
         self.breadcrumb.children = ()
-        close_tree(*old)
+        self._retire(old)
 
     def _build_breadcrumb(self) -> None:
         items: list[W.Widget] = []
@@ -469,10 +470,25 @@ class Explorer(W.VBox):
         self._fill(self._other_box, children)
         self._show_box(self._other_box)
 
-    def _fill(self, box: W.VBox, children: Sequence[W.Widget]) -> None:
-        old = box.children
+    def _fill(self, box: W.VBox, children: Sequence[W.Widget], *, close_now: bool = False) -> None:
+        old = [w for w in box.children if w not in children]
         box.children = tuple(children)
-        close_tree(*(w for w in old if w not in children))
+        if close_now:
+            close_tree(*old)
+        else:
+            self._retire(old)
+
+    def _retire(self, widgets: list[W.Widget]) -> None:
+        """Close widgets just taken off the page at the next request, not at once. The front end removes their
+        views asynchronously for the children update just sent; a close arriving meanwhile makes ipywidgets remove
+        the same DOM node twice (a console error, "removeChild ... not a child of this node"). One request later
+        that removal is long done, and the number of live widgets stays bounded."""
+        rid = self._request_id
+        done = [w for r, ws in self._retired if r < rid for w in ws]
+        self._retired = [(r, ws) for r, ws in self._retired if r >= rid]
+        if widgets:
+            self._retired.append((rid, widgets))
+        close_tree(*done)
 
     def _show_box(self, box: W.VBox) -> None:
         """Display `box` alone in the live detail, and the live detail in the Stack."""
@@ -511,7 +527,7 @@ class Explorer(W.VBox):
         """Close the kept views of recent drill-downs (not the one shown), e.g. before saving the page: they would
         add to its widget state. `keep(key)` spares some."""
         for key in [k for k, (_m, _d, box) in self._recent_views.items() if not keep(k) and box is not self._shown_box]:
-            self._fill(self._recent_views.pop(key)[2], ())
+            self._fill(self._recent_views.pop(key)[2], (), close_now=True)  # before a save: gone from the state
 
     def _show_na(self, detail: Detail) -> None:
         self.last_detail = detail
@@ -677,7 +693,9 @@ class Explorer(W.VBox):
         self._views.clear()
         self._recent_views.clear()
         self._detail_link.close()
-        close_tree(*self.children, *views)
+        retired = [w for _r, ws in self._retired for w in ws]
+        self._retired.clear()
+        close_tree(*self.children, *views, *retired)
         super().close()
 
 

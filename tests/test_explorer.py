@@ -393,7 +393,10 @@ def test_recent_cells_show_their_kept_view_without_building_widgets():
     for k in range(1, VIEW_CACHE_SIZE + 1):  # VIEW_CACHE_SIZE other cells: the first view drops out
         ex.select(1 + k // 4, k % 4)
         ex.wait()
-    assert first.comm is None  # closed on eviction
+    assert first.comm is not None  # evicted; closed at the next request (Explorer._retire)
+    ex.select(0, 2)
+    ex.wait()
+    assert first.comm is None  # closed
     counts = []
     for k in range(2 * VIEW_CACHE_SIZE):
         ex.select(k // 4, k % 4)
@@ -404,7 +407,10 @@ def test_recent_cells_show_their_kept_view_without_building_widgets():
     shown = ex.live_view
     ex.select(*divmod(2 * VIEW_CACHE_SIZE - 1, 4))
     ex.wait()
-    assert ex.live_view is not shown and shown.comm is None
+    assert ex.live_view is not shown and shown.comm is not None  # replaced; closed at the next request
+    ex.select(*divmod(2 * VIEW_CACHE_SIZE - 2, 4))
+    ex.wait()
+    assert shown.comm is None
     kept = [box.children[0] for _m, _d, box in ex._recent_views.values() if box.children[0] is not ex.live_view]
     forget_all_views()  # what export does before saving: hidden views closed, the shown one stays
     assert kept and all(v.comm is None for v in kept) and ex.live_view.comm is not None
