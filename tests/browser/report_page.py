@@ -35,15 +35,28 @@ def _state(text: str) -> dict[str, Any]:
     return json.loads(STATE.search(text).group(1))["state"]
 
 
+def _displayed_explorers(state: dict, ids: list[str]) -> list[dict]:
+    """The explorer models among the displayed models and inside their containers (e.g. an HBox beside a
+    baseline heatmap), in page order."""
+    out = []
+    for model_id in ids:
+        model = state.get(model_id)
+        if model is None:
+            continue
+        if "heatwidget-explorer" in model["state"].get("_dom_classes", []):
+            out.append(model)
+            continue
+        children = model["state"].get("children") or []
+        out += _displayed_explorers(state, [c.removeprefix("IPY_MODEL_") for c in children if isinstance(c, str)])
+    return out
+
+
 def explorers(path: Path) -> list[ExplorerInfo]:
     """The explorers displayed in the page, in page order."""
     text = path.read_text(encoding="utf-8")
     state = _state(text)
     out = []
-    for m in VIEW.finditer(text):
-        model = state.get(json.loads(m.group(1))["model_id"])
-        if model is None or "heatwidget-explorer" not in model["state"].get("_dom_classes", []):
-            continue
+    for model in _displayed_explorers(state, [json.loads(m.group(1))["model_id"] for m in VIEW.finditer(text)]):
         children = [state[c.removeprefix("IPY_MODEL_")] for c in model["state"]["children"]]
         hm = next(c for c in children if "detail_index" in c["state"])
         st = hm["state"]
