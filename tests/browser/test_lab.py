@@ -18,6 +18,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from click_timing import explorer_root as explorer_heatmap
 from click_timing import time_click
 from explore_nb import COLS, ROWS, SETUP, kernel_token
 from heatmap_page import cell_center, margin_colours, page_point, plot_stats, shape
@@ -129,14 +130,6 @@ def set_theme(page: Any, theme: str) -> None:
     light = "true" if "Light" in theme else "false"
     page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: {json.dumps(theme)}}})")
     page.wait_for_function(f"document.body.dataset.jpThemeLight === '{light}'", timeout=30_000)
-
-
-def explorer_heatmap(page: Any) -> Any:
-    root = page.locator(".heatwidget-explorer .heatwidget").first
-    root.wait_for(state="visible", timeout=60_000)
-    page.wait_for_function("document.querySelector('.heatwidget-explorer .heatwidget')?.dataset.paints >= 1",
-                           timeout=30_000)
-    return root
 
 
 def kernel_exec(page: Any, code: str) -> str:
