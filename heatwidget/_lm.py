@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ._limits import context_length
 from ._validate import text_list
 from .anatomy import Anatomy, find_anatomy
 
@@ -98,7 +99,7 @@ class LM:
         batch = text_list(texts, "prompt")[0]
         # Per call, not by setting tokenizer.padding_side: the tokenizer is shared with other threads (the user's).
         enc = self.tokenizer(batch, return_tensors="pt", padding=True, padding_side=padding_side)
-        limit = getattr(self.config, "max_position_embeddings", None) or getattr(self.config, "n_positions", None)
+        limit = context_length(self.config)
         n = enc["input_ids"].shape[1]
         if limit is not None and n > limit:
             raise ValueError(f"prompt is {n} tokens long but the model's context is {limit} tokens")

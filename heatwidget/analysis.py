@@ -38,7 +38,7 @@ from ._progress import check_cancelled, progress
 from .matrix import Detail, HeatMatrix
 
 __all__ = ["Option", "Analysis", "Table", "Run", "Config", "config", "current_config", "run_analysis",
-           "provenance", "EXECUTORS"]
+           "provenance", "EXECUTORS", "legacy_config", "declared"]
 
 EXECUTORS = ("local", "ray")
 
@@ -48,7 +48,9 @@ EXECUTORS = ("local", "ray")
 @dataclass(frozen=True)
 class Option:
     """One option of an analysis. `choices`: the allowed values (categorical); else `kind` (int / float / str /
-    bool / "layers") with an inclusive range [`min`, `max`] for numbers; `nullable`: None is allowed too."""
+    bool / "layers") with an inclusive range [`min`, `max`] for numbers; `nullable`: None is allowed too.
+    `open`: the choices are the named values, but other forms are accepted too (e.g. an intervention given as a
+    steering vector or a function); such an option is checked by the analysis's `items`, not here."""
 
     name: str
     default: Any
@@ -58,6 +60,7 @@ class Option:
     max: float | None = None
     nullable: bool = False
     doc: str = ""
+    open: bool = False
 
     @property
     def type_name(self) -> str:
@@ -68,6 +71,8 @@ class Option:
         """The value, normalised (numpy ints → int, layer lists → list of int), or a ValueError naming it."""
         if value is None and (self.nullable or self.default is None):
             return None
+        if self.open:
+            return value
         if self.choices is not None:
             if value not in self.choices:
                 raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
@@ -98,6 +103,8 @@ class Option:
                                "default": self.default, "nullable": self.nullable, "doc": self.doc}
         if self.choices is not None:
             out["choices"] = list(self.choices)
+        if self.open:
+            out["open"] = True
         if self.min is not None:
             out["min"] = self.min
         if self.max is not None:
@@ -201,6 +208,26 @@ def resolve_config(override: Config | Mapping[str, Any] | None) -> Config:
     raise TypeError(f"config must be None, a heatwidget Config or a dict of settings, got {type(override).__name__}")
 
 
+_LEGACY_SETTINGS = {"executor": "executor", "num_workers": "workers", "ray_address": "ray_address",
+                    "progress_bar": "progress", "memory_budget_mb": "memory_budget_mb"}
+
+
+def legacy_config(what: str, config: Config | Mapping[str, Any] | None, **old: Any) -> Config | dict[str, Any] | None:
+    """The per-call settings for an analysis called with the execution keywords it took before `hw.config`
+    (executor, num_workers, ray_address, progress_bar, memory_budget_mb; None = not given): they still work,
+    over `config`, with a FutureWarning naming the new spelling."""
+    given = {_LEGACY_SETTINGS[k]: v for k, v in old.items() if v is not None}
+    if not given:
+        return config
+    import warnings
+
+    warnings.warn(f"{what}({', '.join(f'{k}=' for k, v in old.items() if v is not None)}...) is deprecated: "
+                  f"execution settings go in hw.config({', '.join(f'{k}=...' for k in given)}) or config={{...}}",
+                  FutureWarning, stacklevel=3)
+    base = dict(config) if isinstance(config, Mapping) else (dataclasses.asdict(config) if config else {})
+    return {**base, **given}
+
+
 # ---- the declaration -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -261,6 +288,18 @@ class Analysis:
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             return dict(options)
         return {k: v for k, v in options.items() if k in params}
+
+    def __post_init__(self) -> None:
+        if self.per_item.__module__.startswith("heatwidget."):  # the package's own (not a test's or a user's)
+            _DECLARED[self.name] = self
+
+
+_DECLARED: dict[str, Analysis] = {}
+
+
+def declared() -> dict[str, Analysis]:
+    """heatwidget's analyses on the contract, by name (those whose modules have been imported)."""
+    return dict(_DECLARED)
 
 
 # ---- the driver ------------------------------------------------------------------------------------------------

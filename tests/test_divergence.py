@@ -202,7 +202,7 @@ def test_failed_self_check_falls_back_to_the_batched_engine(tiny_dir):
     # forcing the resume engine without recorded block arguments is a clear error, not a wrong answer
     from heatwidget.divergence._engine import generate_clean, run_rows
 
-    gen = generate_clean(lm, lm.encode(PROMPT)["input_ids"], 2, probe=False)
+    gen = generate_clean(lm, lm.encode(PROMPT)["input_ids"], 2, trace=False)
     with pytest.raises(RuntimeError, match="cannot be resumed"):
         run_rows(lm, gen.clean, [], torch.tensor([0]), lambda *a: None, resume=True)
 

@@ -1,21 +1,19 @@
-"""Small pieces shared by the divergence analyses: argument checks, token labels, top-k charts, provenance."""
+"""Small pieces shared by the divergence analyses: argument checks, token labels, top-k and spread charts."""
 
 from __future__ import annotations
 
 import math
-import platform
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from .._lm import LM
 from .._validate import text_list
-from ..matrix import Chart, Detail, Series
+from ..matrix import Chart, Series
 
-__all__ = ["check_max_new_tokens", "context_limit", "as_prompt_list", "token_labels", "topk_chart", "provenance",
-           "nanmean"]
+__all__ = ["check_max_new_tokens", "as_prompt_list", "check_each", "token_labels", "unique_labels", "topk_chart",
+           "spread_chart", "nanmean"]
 
 
 def check_max_new_tokens(n: Any) -> int:
@@ -24,11 +22,6 @@ def check_max_new_tokens(n: Any) -> int:
     if n < 1:
         raise ValueError(f"max_new_tokens must be at least 1 (got {n}): there is no generated token to measure")
     return int(n)
-
-
-def context_limit(lm: LM) -> int | None:
-    cfg = lm.config
-    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
 
 
 def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> tuple[list[str], bool]:
@@ -54,7 +47,7 @@ def token_labels(lm: LM, ids: Sequence[int]) -> list[str]:
     return lm.token_strings(list(ids))
 
 
-def _unique(labels: list[str], ids: list[int]) -> list[str]:
+def unique_labels(labels: list[str], ids: list[int]) -> list[str]:
     """Bar-chart categories must be distinct: different ids that decode alike get their id appended."""
     seen: dict[str, int] = {}
     for s in labels:
@@ -76,7 +69,7 @@ def topk_chart(lm: LM, title: str, a_ids: Sequence[int], a_p: Sequence[float], b
     for i, p in zip(a_ids, b_at_a, strict=False):
         pb.setdefault(int(i), float(p))
     ids = [int(i) for i in a_ids] + [int(i) for i in b_ids if int(i) not in {int(x) for x in a_ids}]
-    labels = _unique(token_labels(lm, ids), ids)
+    labels = unique_labels(token_labels(lm, ids), ids)
     ya, yb = [pa[i] for i in ids], [pb[i] for i in ids]
     chart = Chart(title, "bar", [Series(names[0], labels, ya), Series(names[1], labels, yb)],
                   x_title="token", y_title="probability")
@@ -99,15 +92,6 @@ def spread_chart(title: str, labels: list[str], values: np.ndarray, metric: str)
     return chart, table
 
 
-def provenance(lm: LM) -> dict[str, Any]:
-    import transformers
-
-    return {"model": lm.display_name, "model_path": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers,
-            "dtype": str(lm.dtype), "device": str(lm.device), "versions": {"torch": torch.__version__,
-                                                   "transformers": transformers.__version__,
-                                                   "python": platform.python_version()}}
-
-
 def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean ignoring NaN (cells after an EOS); all-NaN stays NaN without a RuntimeWarning."""
     a = np.asarray(a, dtype=np.float64)
@@ -115,7 +99,3 @@ def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
     s = np.nansum(a, axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, s / np.maximum(n, 1), np.nan)
-
-
-def add_cell_note(d: Detail, text: str) -> None:
-    d.texts["note"] = (d.texts.get("note", "") + "\n" + text).strip()

@@ -7,7 +7,7 @@ block runs) and executed by one of two engines over a batch of such rows:
 - **resume** (the fast path): row r only needs the blocks from its first changed layer s_r upwards; below s_r its
   activations equal the clean ones, which the clean run cached. Rows are sorted by s_r and run as a "staircase":
   at block j the batch holds every row with s_r ≤ j, each row joining with its clean input of block s_r. The blocks
-  are called with the exact arguments the model itself passes them (`hooks.probe_calls` / `hooks.record_calls`),
+  are called with the exact arguments the model itself passes them (`_block_calls.trace_calls` / `record_calls`),
   and only the selected positions go through the final norm and unembedding. All L single-layer interventions
   cost Σ(L − s_r) block evaluations, about L/2 clean forwards, instead of L.
 - **batched** (the generic fallback): every row is a full forward of the model with per-row hooks, batched.
@@ -28,13 +28,14 @@ from typing import Any
 
 import torch
 
-from .. import hooks
+from .. import _block_calls, hooks
 from .._concurrency import locks_model
+from .._limits import stop_token_ids
 from .._lm import LM
 from ._stats import log_probs
 
-__all__ = ["Clean", "Edit", "RowSpec", "head", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
-           "next_forward", "keep_logits_arg", "eos_ids", "block_evaluations"]
+__all__ = ["Clean", "Edit", "RowSpec", "unembed", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
+           "next_forward", "keep_logits_arg", "block_evaluations"]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -46,7 +47,7 @@ class Clean:
     ids: torch.Tensor
     inputs: list[torch.Tensor]  # input hidden state of block l, [1, S, d]
     final: torch.Tensor  # output of the last block, [1, S, d]
-    calls: list[hooks.BlockCall] | None = None  # how the model calls each block on the full sequence
+    calls: list[_block_calls.BlockCall] | None = None  # how the model calls each block on the full sequence
     resume_ok: bool = False
     resume_note: str = ""
 
@@ -84,9 +85,9 @@ class RowSpec:
         return min(s) if s else n_layers
 
 
-# ---- the head: final norm + unembedding (+ the model's logit post-processing) ----------------------------------
+# ---- unembedding: final norm + unembedding matrix (+ the model's logit post-processing) ---------------------
 
-def head(lm: LM, h: torch.Tensor) -> torch.Tensor:
+def unembed(lm: LM, h: torch.Tensor) -> torch.Tensor:
     """Logits from a residual-stream state, as the model computes them after its last block."""
     a = lm.anatomy
     if a.final_norm is not None:
@@ -124,18 +125,18 @@ def _close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> tuple[bool, 
 
 
 def _check_resume(lm: LM, clean: Clean, logp: torch.Tensor, positions: torch.Tensor) -> None:
-    """Block 0 re-run from the cache must give the clean activations, and head() the model's log-probabilities
+    """Block 0 re-run from the cache must give the clean activations, and unembed() the model's log-probabilities
     `logp` [len(positions), V] at `positions`."""
     if clean.calls is None:
         return
     dt = lm.dtype
     with torch.inference_mode():
-        got = hooks.run_block(lm.anatomy.layers[0], clean.calls[0], clean.inputs[0])
+        got = _block_calls.run_block(lm.anatomy.layers[0], clean.calls[0], clean.inputs[0])
         ok, err = _close(got, clean.out(0), dt)
         if not ok:
             clean.resume_note = f"re-running block 0 from recorded arguments differs from the clean run by {err:.3g}"
             return
-        lg = log_probs(head(lm, clean.final[:, positions.to(clean.final.device)]))
+        lg = log_probs(unembed(lm, clean.final[:, positions.to(clean.final.device)]))
         ok, err = _close(lg[0], logp, dt)
         if not ok:
             clean.resume_note = f"final norm + unembedding differ from the model's logits by {err:.3g}"
@@ -184,20 +185,6 @@ def next_step_args(model: Any, out: Any) -> dict[str, Any]:
     return {_cache_arg(type(model)): cache, "use_cache": True}
 
 
-def eos_ids(lm: LM) -> set[int]:
-    """Token ids that end a generation: the generation config's, else the tokenizer's EOS."""
-    ids: set[int] = set()
-    gc = getattr(lm.model, "generation_config", None)
-    e = getattr(gc, "eos_token_id", None) if gc is not None else None
-    if e is None and lm.tokenizer is not None:
-        e = lm.tokenizer.eos_token_id
-    if isinstance(e, int):
-        ids.add(e)
-    elif e is not None:
-        ids.update(int(x) for x in e)
-    return ids
-
-
 @dataclass
 class Generation:
     clean: Clean
@@ -208,7 +195,7 @@ class Generation:
 
 
 @locks_model
-def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, probe: bool = True) -> Generation:
+def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, trace: bool = True) -> Generation:
     """Greedy generation with a KV cache, caching every block's input at every position along the way.
 
     The activations of the prompt step and of each cached step concatenate to those of one forward over the
@@ -231,8 +218,8 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, pro
     if clean.final.shape[1] != fed.shape[1] or any(x.shape[1] != fed.shape[1] for x in clean.inputs):
         raise ValueError(f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
                          "layers), so per-layer interventions are not defined for this model")
-    if probe:
-        _probe(lm, clean, outs.tuple_output.get(0, False))
+    if trace:
+        _trace(lm, clean, outs.tuple_output.get(0, False))
         targets = torch.arange(prompt_ids.shape[1] - 1, fed.shape[1], device=fed.device)
         if clean.calls is not None:
             _check_resume(lm, clean, torch.stack(logps), targets)
@@ -267,7 +254,7 @@ def next_forward(lm: LM, out: Any, seq: torch.Tensor) -> Any:
 def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bool
             ) -> tuple[list[int], list[torch.Tensor], int | None]:
     """Greedy tokens, their clean log-probabilities and the EOS index (KV cache where possible with `cached`)."""
-    model, eos = lm.model, eos_ids(lm)
+    model, eos = lm.model, stop_token_ids(lm.model, lm.tokenizer)
     toks: list[int] = []
     logps: list[torch.Tensor] = []
     with torch.inference_mode():
@@ -286,13 +273,14 @@ def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bo
     return toks, logps, None
 
 
-def _probe(lm: LM, clean: Clean, returns_tuple: bool) -> None:
+def _trace(lm: LM, clean: Clean, returns_tuple: bool) -> None:
+    """Record how the model calls each block on the clean sequence (`trace_calls`), for the resume engine."""
     stop = lm.anatomy.final_norm if lm.anatomy.final_norm is not None else lm.anatomy.unembed
     try:
-        clean.calls = hooks.probe_calls(list(lm.anatomy.layers),
+        clean.calls = _block_calls.trace_calls(list(lm.anatomy.layers),
                                         lambda: lm.model(input_ids=clean.ids, use_cache=False), stop,
                                         returns_tuple=returns_tuple)
-    except Exception as e:  # any layout the probe cannot follow: the batched engine still works
+    except Exception as e:  # any layout the trace cannot follow: the batched engine still works
         clean.calls = None
         clean.resume_note = f"could not record the blocks' arguments ({type(e).__name__}: {str(e)[:200]})"
 
@@ -302,7 +290,7 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
     """One clean forward over ids [1, S], recording each block's input and call; returns (clean, logits)."""
     layers = lm.anatomy.layers
     keep = keep_logits_arg(lm.model, keep_last) if keep_last else {}
-    with torch.inference_mode(), hooks.record_calls(list(layers)) as calls, \
+    with torch.inference_mode(), _block_calls.record_calls(list(layers)) as calls, \
             hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
     rec = [calls[i] for i in range(len(layers))]
@@ -381,9 +369,9 @@ def _run_staircase(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequen
         if outs:  # an output edit on a block this row computes (it also has an earlier block edit)
             ctx += [hooks.edit_output(layers[j], s.out_fn, rows=[i], needs_input=True) for i, s in outs]
         with hooks.stack(*ctx):
-            h = hooks.run_block(layers[j], clean.calls[j], h)
+            h = _block_calls.run_block(layers[j], clean.calls[j], h)
     assert h is not None
-    logits = head(lm, h[:, positions.to(h.device)])
+    logits = unembed(lm, h[:, positions.to(h.device)])
     back = {r: i for i, r in enumerate(in_batch)}
     return logits[torch.tensor([back[r] for r in chunk], device=logits.device)]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import hooks
+from .. import _block_calls, hooks
 from .._lm import LM
 from ._engine import Clean, _close, keep_logits_arg
 
@@ -65,7 +65,7 @@ class SuffixBase:
     ids: torch.Tensor
     inputs: list[torch.Tensor]  # [1, T, d] entering block j
     final: torch.Tensor  # [1, T, d] leaving the last block
-    calls: list[hooks.BlockCall]  # recorded with a KV cache argument (replaced by a PrefixCache per suffix)
+    calls: list[_block_calls.BlockCall]  # recorded with a KV cache argument (replaced by a PrefixCache per suffix)
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     ok: bool = False
@@ -80,7 +80,7 @@ def base_forward(lm: LM, ids: torch.Tensor) -> tuple[SuffixBase, torch.Tensor]:
     each block's input and call; returns (base, logits at the last position [V]). Keys/values are recorded and
     the cut calls verified by `prepare`."""
     layers = list(lm.anatomy.layers)
-    with torch.inference_mode(), hooks.record_calls(layers) as calls, hooks.capture({0: layers[-1]}) as fin:
+    with torch.inference_mode(), _block_calls.record_calls(layers) as calls, hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=True, **keep_logits_arg(lm.model, 1)).logits[0, -1]
     rec = [calls[i] for i in range(len(layers))]
     inputs = [c.hidden for c in rec]
@@ -89,7 +89,7 @@ def base_forward(lm: LM, ids: torch.Tensor) -> tuple[SuffixBase, torch.Tensor]:
     return SuffixBase(ids, inputs, fin[0], rec, [], []), logits
 
 
-def _cache_slot(block: torch.nn.Module, call: hooks.BlockCall) -> tuple[str, object]:
+def _cache_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, object]:
     """Where the KV cache travels in this block's call: ("kw", name) or ("arg", index)."""
     for name in _CACHE_ARGS:
         if name in call.kwargs:
@@ -104,7 +104,7 @@ def _cache_slot(block: torch.nn.Module, call: hooks.BlockCall) -> tuple[str, obj
     raise RuntimeError("cannot find the KV-cache argument of the block's call")
 
 
-def _mask_slot(block: torch.nn.Module, call: hooks.BlockCall) -> tuple[str, object]:
+def _mask_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, object]:
     if "attention_mask" in call.kwargs:
         return "kw", "attention_mask"
     params = [p for p in inspect.signature(block.forward).parameters if p != "self"][1:]
@@ -140,7 +140,7 @@ def _suffix_mask(lm: LM, mask: object, t: int, n: int, device: torch.device) -> 
     raise RuntimeError(f"cannot cut the attention mask ({type(mask).__name__}) of {impl!r} attention")
 
 
-def cut_call(lm: LM, j: int, call: hooks.BlockCall, cache: object, t: int, n: int) -> hooks.BlockCall:
+def cut_call(lm: LM, j: int, call: _block_calls.BlockCall, cache: object, t: int, n: int) -> _block_calls.BlockCall:
     """Block j's recorded call, cut to the suffix t … n−1, with `cache` in place of the model's KV cache."""
     block = lm.anatomy.layers[j]
     args = list(_cut(a, t, n) for a in call.args)
@@ -153,7 +153,7 @@ def cut_call(lm: LM, j: int, call: hooks.BlockCall, cache: object, t: int, n: in
             kwargs[s] = value  # type: ignore[index]
         else:
             args[s] = value  # type: ignore[index]
-    return hooks.BlockCall(tuple(args), kwargs, call.hidden_kw)
+    return _block_calls.BlockCall(tuple(args), kwargs, call.hidden_kw)
 
 
 def prepare(lm: LM, base: SuffixBase) -> None:
@@ -164,7 +164,7 @@ def prepare(lm: LM, base: SuffixBase) -> None:
         rec = _RecordingCache()
         with torch.inference_mode():
             for j, block in enumerate(lm.anatomy.layers):
-                hooks.run_block(block, cut_call(lm, j, base.calls[j], rec, 0, n), base.inputs[j])
+                _block_calls.run_block(block, cut_call(lm, j, base.calls[j], rec, 0, n), base.inputs[j])
                 if j not in rec.keys:
                     raise RuntimeError(f"block {j} never updated its KV cache")
             base.keys = [rec.keys[j] for j in range(len(base.inputs))]
@@ -172,7 +172,7 @@ def prepare(lm: LM, base: SuffixBase) -> None:
             t = n // 2
             cache = PrefixCache(base.keys, base.values, t)
             for j, block in enumerate(lm.anatomy.layers):
-                got = hooks.run_block(block, cut_call(lm, j, base.calls[j], cache, t, n), base.inputs[j][:, t:])
+                got = _block_calls.run_block(block, cut_call(lm, j, base.calls[j], cache, t, n), base.inputs[j][:, t:])
                 ok, err = _close(got, base.out(j)[:, t:], lm.dtype)  # the resume engine's own tolerance
                 if not ok:
                     raise RuntimeError(f"block {j} run on positions {t}… differs from the full run by {err:.3g}")

@@ -1,6 +1,6 @@
 """`hw.ablation_kl`: KL(clean ‖ intervened) of the next-token distribution, by layer and generated token.
 
-Definition (DESIGN §3): greedy-generate T tokens (clean); for each selected layer l, one teacher-forced forward
+Definition: greedy-generate T tokens (clean); for each selected layer l, one teacher-forced forward
 over prompt + clean tokens with layer l intervened at every position; value[l, t] = KL(p_clean ‖ p_int) at the
 position predicting generated token t. Speed: one clean generation with a KV cache that also caches every block's
 input, then all layers as one batched pass in which row l resumes at block l+1 (see `_engine`).
@@ -8,7 +8,6 @@ input, then all layers as one batched pass in which row l resumes at block l+1 (
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,18 +17,19 @@ import torch
 
 from .. import hooks
 from .._concurrency import locks_model
+from .._limits import context_length, stop_token_ids
 from .._lm import LM
-from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int
+from ..analysis import Analysis, Config, Option, Run, Table, current_config, legacy_config, provenance, run_analysis
 from ..matrix import Detail, HeatMatrix, suggests_log_scale
-from . import _common as C
+from . import _common as common
 from ._engine import (
     Clean,
     Edit,
     Generation,
     RowSpec,
     block_evaluations,
-    eos_ids,
+    forward_clean,
     generate_clean,
     keep_logits_arg,
     next_forward,
@@ -40,10 +40,11 @@ from ._stats import kl_div, log_probs, rank_of
 from ._stats import top_k as topk_of
 from .lens import logit_lens
 
-__all__ = ["ablation_kl", "Steer", "ProjectOut", "INTERVENTIONS", "per_position_kl", "resolve_intervention",
-           "spec_hooks"]
+__all__ = ["ablation_kl", "ablate_prompt", "AblationResult", "ABLATION", "Steer", "ProjectOut", "INTERVENTIONS",
+           "MODES", "per_position_kl", "resolve_intervention", "spec_hooks"]
 
 INTERVENTIONS = ("skip", "zero_attn", "zero_mlp", "mean", "none")
+MODES = ("teacher_forced", "free_running")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class _Intervention:
 
     def spec(self, lm: LM, layer: int, clean: Clean, prompt_len: int) -> RowSpec:
         if self.kind == "output":
+            assert self.fn is not None
             return RowSpec(out_layer=layer, out_fn=self.fn(layer, clean, prompt_len))
         a = lm.anatomy
         mod = a.attn_module(layer, "zero_attn") if self.kind == "zero_attn" else a.mlp_module(layer, "zero_mlp")
@@ -186,12 +188,14 @@ def spec_hooks(lm: LM, spec: RowSpec, rows: Any) -> list:
 # ---- one prompt --------------------------------------------------------------------------------------------
 
 @dataclass
-class _Run:
-    """One prompt's results and the top-k data its drill-downs show (numpy, small)."""
+class AblationResult:
+    """One prompt's KL per (layer, generated token) and the top-k data its drill-downs show (numpy only: it
+    travels back from Ray workers; the clean activations stay where they were computed)."""
 
     prompt: str
-    prompt_ids: torch.Tensor  # [1, P]
-    gen: Generation
+    prompt_ids: list[int]
+    tokens: list[int]  # the clean generation (Gen0.., EOS included when hit)
+    eos_at: int | None
     values: np.ndarray  # [R, T] (NaN after EOS)
     clean_top_ids: np.ndarray  # [Tg, k]
     clean_top_p: np.ndarray
@@ -203,13 +207,31 @@ class _Run:
     p_tok: np.ndarray  # P_int(clean token) [R, Tg]
     engine: str = ""
     blocks: int = 0
+    fed_len: int = 0  # tokens of the clean teacher-forced sequence (prompt + generated but the last)
+    resume_note: str = ""
     own_tokens: list[list[int]] | None = None  # free-running: each row's own generated tokens
-    cache: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False)  # the drill-down's (driver-side) recomputations
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.prompt_ids)
+
+    def ids(self, n_generated: int | None = None) -> torch.Tensor:
+        """The prompt and the first `n_generated` clean tokens (all by default), as ids [1, S] on the CPU."""
+        toks = self.tokens if n_generated is None else self.tokens[:n_generated]
+        return torch.tensor([self.prompt_ids + list(toks)], dtype=torch.long)
+
+    def clean(self, lm: LM) -> Clean:
+        """The clean activations over the teacher-forced sequence (recomputed once, on this process's model)."""
+        if "clean" not in self.cache:
+            fed = self.ids(len(self.tokens) - 1).to(lm.device)
+            self.cache["clean"] = forward_clean(lm, fed)[0]
+        return self.cache["clean"]
 
 
 def _encode(lm: LM, prompt: str, max_new_tokens: int) -> torch.Tensor:
     ids = lm.encode(prompt)["input_ids"]
-    limit = C.context_limit(lm)
+    limit = context_length(lm.config)
     need = ids.shape[1] + max_new_tokens - 1
     if limit is not None and need > limit:
         raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) needs {need} "
@@ -217,55 +239,76 @@ def _encode(lm: LM, prompt: str, max_new_tokens: int) -> torch.Tensor:
     return ids
 
 
-def _run_prompt(lm: LM, prompt: str, layers: list[int], iv: _Intervention, T: int, mode: str, top_k_n: int,
-                resume: bool | None, budget_mb: float | None) -> _Run:
-    ids = _encode(lm, prompt, T)
-    gen = generate_clean(lm, ids, T, probe=(mode == "teacher_forced" and resume is not False))
-    P, n_gen, R = ids.shape[1], len(gen.tokens), len(layers)
-    specs = [iv.spec(lm, layer, gen.clean, P) for layer in layers]
-    clean_lp = gen.logp  # [Tg, V]
-    toks = torch.tensor(gen.tokens, device=clean_lp.device)
-    c_ids, c_p = topk_of(clean_lp, top_k_n)
-    k = c_ids.shape[-1]
-    out = {name: np.full(shape, np.nan, dtype=np.float32) for name, shape in
-           [("kl", (R, n_gen)), ("ip", (R, n_gen, k)), ("iac", (R, n_gen, k)), ("cai", (R, n_gen, k)),
-            ("rank", (R, n_gen)), ("ptok", (R, n_gen))]}
-    out["ii"] = np.zeros((R, n_gen, k), dtype=np.int64)
+class _Collector:
+    """Per-row KL and top-k data from the engine's log-probabilities at the generated positions."""
 
-    def reduce(rows: list[int], logp: torch.Tensor) -> None:
-        n = logp.shape[0]
-        ref = clean_lp[None].to(logp.device)
-        i_ids, i_p = topk_of(logp, k)
+    def __init__(self, clean_lp: torch.Tensor, tokens: list[int], top_k: int, n_rows: int) -> None:
+        self.clean_lp = clean_lp  # [Tg, V]
+        self.toks = torch.tensor(tokens, device=clean_lp.device)
+        self.c_ids, self.c_p = topk_of(clean_lp, top_k)
+        self.k = k = int(self.c_ids.shape[-1])
+        n_gen = len(tokens)
+        self.out = {name: np.full(shape, np.nan, dtype=np.float32) for name, shape in
+                    [("kl", (n_rows, n_gen)), ("ip", (n_rows, n_gen, k)), ("iac", (n_rows, n_gen, k)),
+                     ("cai", (n_rows, n_gen, k)), ("rank", (n_rows, n_gen)), ("ptok", (n_rows, n_gen))]}
+        self.out["ii"] = np.zeros((n_rows, n_gen, k), dtype=np.int64)
+
+    def __call__(self, rows: list[int], logp: torch.Tensor) -> None:
+        n, dev = logp.shape[0], logp.device
+        ref = self.clean_lp[None].to(dev)
+        i_ids, i_p = topk_of(logp, self.k)
         cols = {
             "kl": kl_div(ref, logp),
             "ii": i_ids, "ip": i_p,
-            "iac": logp.gather(-1, c_ids[None].expand(n, -1, -1).to(logp.device)).exp(),
+            "iac": logp.gather(-1, self.c_ids[None].expand(n, -1, -1).to(dev)).exp(),
             "cai": ref.expand(n, -1, -1).gather(-1, i_ids).exp(),
-            "rank": rank_of(logp, toks[None].expand(n, -1).to(logp.device)).float(),
-            "ptok": logp.gather(-1, toks[None, :, None].expand(n, -1, 1).to(logp.device))[..., 0].exp(),
+            "rank": rank_of(logp, self.toks[None].expand(n, -1).to(dev)).float(),
+            "ptok": logp.gather(-1, self.toks[None, :, None].expand(n, -1, 1).to(dev))[..., 0].exp(),
         }
         idx = np.asarray(rows)
         for name, v in cols.items():
-            out[name][idx] = v.cpu().numpy()
+            self.out[name][idx] = v.cpu().numpy()
 
+
+def _nan_after_own_eos(lm: LM, values: np.ndarray, own: list[list[int]]) -> None:
+    """Free-running: a row that emitted EOS has no distribution after it."""
+    stop = stop_token_ids(lm.model, lm.tokenizer)
+    for r, tk in enumerate(own):
+        hit = [t for t, x in enumerate(tk) if x in stop]
+        if hit:
+            values[r, hit[0] + 1:] = np.nan
+
+
+def ablate_prompt(lm: LM, prompt: str, *, max_new_tokens: int = 5, layers: Sequence[int] | None = None,
+                  intervention: Any = "skip", mode: str = "teacher_forced", top_k: int = 10,
+                  resume: bool | None = None) -> AblationResult:
+    """One prompt's KL(clean ‖ intervened) by selected layer and generated token: the per-item step of
+    `ablation_kl` (also what a Ray worker runs; the intervention is resolved where it runs, since "mean" uses
+    that model's own activations)."""
+    T, sel = max_new_tokens, lm.anatomy.resolve_layers(layers)
+    iv = resolve_intervention(lm, intervention)
+    budget = current_config().memory_budget_mb
+    ids = _encode(lm, prompt, T)
+    gen = generate_clean(lm, ids, T, trace=(mode == "teacher_forced" and resume is not False))
+    P, n_gen, R = ids.shape[1], len(gen.tokens), len(sel)
+    specs = [iv.spec(lm, layer, gen.clean, P) for layer in sel]
+    got = _Collector(gen.logp, gen.tokens, top_k, R)
     own = None
     if mode == "teacher_forced":
         positions = torch.arange(P - 1, P - 1 + n_gen, device=ids.device)
-        engine = run_rows(lm, gen.clean, specs, positions, reduce, resume=resume, budget_mb=budget_mb)
+        engine = run_rows(lm, gen.clean, specs, positions, got, resume=resume, budget_mb=budget)
         blocks = block_evaluations(specs, lm.n_layers, engine)
     else:
-        own = _free_running(lm, gen, specs, reduce, budget_mb)
+        own = _free_running(lm, gen, specs, got, budget)
         engine, blocks = "free-running (batched generation)", R * lm.n_layers * n_gen
     values = np.full((R, T), np.nan, dtype=np.float32)
-    values[:, :n_gen] = out["kl"]
-    if own is not None:  # a row that emitted EOS has no distribution after it
-        stop = eos_ids(lm)
-        for r, tk in enumerate(own):
-            hit = [t for t, x in enumerate(tk) if x in stop]
-            if hit:
-                values[r, hit[0] + 1:] = np.nan
-    return _Run(prompt, ids, gen, values, c_ids.cpu().numpy(), c_p.cpu().numpy(), out["ii"], out["ip"], out["iac"],
-                out["cai"], out["rank"], out["ptok"], engine, blocks, own)
+    values[:, :n_gen] = got.out["kl"]
+    if own is not None:
+        _nan_after_own_eos(lm, values, own)
+    o = got.out
+    return AblationResult(prompt, ids[0].tolist(), list(gen.tokens), gen.eos_at, values, got.c_ids.cpu().numpy(),
+                          got.c_p.cpu().numpy(), o["ii"], o["ip"], o["iac"], o["cai"], o["rank"], o["ptok"], engine,
+                          blocks, int(gen.clean.ids.shape[1]), gen.clean.resume_note, own)
 
 
 def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callable, budget_mb: float | None
@@ -295,14 +338,199 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
     return own
 
 
-# ---- the public analysis --------------------------------------------------------------------------------------
+# ---- the contract: items, reduce, drill --------------------------------------------------------------------------
+
+def _items(lm: LM, prompt: str | Sequence[str], **options: Any) -> list[str]:
+    """Check the inputs before any model time is spent (a bad prompt anywhere in the list fails at once)."""
+    lm.anatomy.require_single_stream("ablation_kl")
+    prompts, single = common.as_prompt_list(prompt)
+    lm.anatomy.resolve_layers(options.get("layers"))
+    resolve_intervention(lm, options.get("intervention", "skip"))
+    T = common.check_max_new_tokens(options.get("max_new_tokens", 5))
+    common.check_each(prompts, single, lambda p: _encode(lm, p, T))
+    return prompts
+
+
+def _notes(runs: list[AblationResult], T: int, mode: str) -> list[str]:
+    notes = []
+    if any(r.eos_at is not None and r.eos_at < T - 1 for r in runs):
+        notes.append("greedy generation emitted EOS before max_new_tokens for some prompts: the cells after the "
+                     "EOS token are NaN (meta['eos'] has the EOS index per prompt, None = no EOS)")
+    if mode == "free_running":
+        notes.append("free-running: each intervened run generated its own tokens; cell t compares the clean and "
+                     "the intervened distribution at their own step t (cells after an intervened EOS are NaN)")
+    return notes
+
+
+def _reduce(run: Run) -> Table:
+    runs: list[AblationResult] = run.results
+    o, lm = run.options, run.lm
+    T, mode, sel = o["max_new_tokens"], o["mode"], lm.anatomy.resolve_layers(o["layers"])
+    label = resolve_intervention(lm, o["intervention"]).label
+    per_prompt = np.stack([r.values for r in runs])  # [N, R, T]
+    values = common.nanmean(per_prompt, 0)
+    single = isinstance(run.inputs["prompt"], str)
+    clean_fw = sum(r.fed_len for r in runs) * lm.n_layers
+    meta = {
+        "options": {"prompt": runs[0].prompt if single else [r.prompt for r in runs], "max_new_tokens": T,
+                    "layers": sel, "intervention": label, "mode": mode, "top_k": o["top_k"], "resume": o["resume"]},
+        "seed": None, "decoding": "greedy (do_sample=False), temperature 1, nats",
+        "prompts": [r.prompt for r in runs],
+        "prompt_tokens": [common.token_labels(lm, r.prompt_ids) for r in runs],
+        "generated_tokens": [common.token_labels(lm, r.tokens) for r in runs],
+        "generated_ids": [list(r.tokens) for r in runs],
+        "eos": [r.eos_at for r in runs], "notes": _notes(runs, T, mode), "per_prompt": per_prompt,
+        "engine": sorted({r.engine for r in runs}),
+        "engine_note": sorted({r.resume_note for r in runs if r.resume_note}),
+        "block_evaluations": int(sum(r.blocks for r in runs)),
+        "clean_forward_equivalents": float(sum(r.blocks * r.fed_len for r in runs)) / clean_fw,
+        "log": suggests_log_scale(values),  # skipping layer 0 costs nats, the others hundredths
+    }
+    return Table(values, [str(i) for i in sel], [f"Gen{t}" for t in range(T)],
+                 title=f"KL divergence by layer and generated token ({label}"
+                       f"{', free-running' if mode == 'free_running' else ''})",
+                 row_title="layer", col_title="generated token", metric="KL(clean ‖ intervened), nats", meta=meta)
+
+
+def _pick_prompt(runs: list[AblationResult], r: int, c: int) -> int:
+    """The prompt shown in detail: the only one, or the one with the largest value in this cell."""
+    if len(runs) == 1:
+        return 0
+    v = np.array([x.values[r, c] for x in runs], dtype=np.float64)
+    return int(np.nanargmax(v)) if np.isfinite(v).any() else 0
+
+
+def _continuation(lm: LM, res: AblationResult, spec: RowSpec, n: int) -> list[int]:
+    """The intervened model's own greedy continuation (KV cache), for the drill-down text."""
+    toks: list[int] = []
+    stop = stop_token_ids(lm.model, lm.tokenizer)
+    prompt_ids = res.ids(0).to(lm.device)
+    with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, None)):
+        out = lm.model(input_ids=prompt_ids, use_cache=True, **keep_logits_arg(lm.model, 1))
+        for t in range(n):
+            tok = int(out.logits[0, -1].argmax())
+            toks.append(tok)
+            if tok in stop or t == n - 1:
+                break
+            fed = torch.cat([prompt_ids, torch.tensor([toks], device=prompt_ids.device)], 1)
+            out = next_forward(lm, out, fed)
+    return toks
+
+
+def _spread(d: Detail, runs: list[AblationResult], r: int, c: int, layer: int, pi: int) -> None:
+    labels = [f"{i}: {x.prompt[:40]}" for i, x in enumerate(runs)]
+    vals = np.array([x.values[r, c] for x in runs])
+    chart, table = common.spread_chart(f"KL per prompt at layer {layer}, Gen{c}", labels, vals, "KL")
+    d.charts.append(chart)
+    d.tables["per prompt"] = table
+    d.texts["per-prompt spread"] = (f"mean {np.nanmean(vals):.4g}, min {np.nanmin(vals):.4g}, "
+                                    f"max {np.nanmax(vals):.4g} over {np.isfinite(vals).sum()} prompts; "
+                                    f"detail below for prompt {pi} (the largest)")
+
+
+def _topk(d: Detail, lm: LM, res: AblationResult, r: int, t: int, layer: int, label: str) -> None:
+    chart, table = common.topk_chart(lm, f"Next token at Gen{t}: clean vs layer {layer} {label}",
+                                     res.clean_top_ids[t], res.clean_top_p[t], res.int_top_ids[r, t],
+                                     res.int_top_p[r, t], res.clean_at_int[r, t], res.int_at_clean[r, t])
+    d.charts.insert(0, chart)
+    d.tables["top-k"] = table
+    d.texts["clean token"] = lm.token_strings([res.tokens[t]])[0]
+    d.texts["rank of the clean token under the intervention"] = (
+        f"{int(res.rank[r, t])} (p = {float(res.p_tok[r, t]):.4g}; clean p = {float(res.clean_top_p[t, 0]):.4g})")
+    d.meta.update(clean_token_rank=int(res.rank[r, t]), clean_token_p_intervened=float(res.p_tok[r, t]))
+
+
+def _drill(run: Run, m: HeatMatrix, r: int, t: int) -> Detail:
+    runs: list[AblationResult] = run.results
+    lm, mode = run.lm, run.options["mode"]
+    layer = lm.anatomy.resolve_layers(run.options["layers"])[r]
+    iv = resolve_intervention(lm, run.options["intervention"])
+    d = m.cell(r, t)
+    pi = _pick_prompt(runs, r, t)
+    res = runs[pi]
+    d.texts["prompt"] = res.prompt
+    d.texts["clean continuation"] = lm.tokenizer.decode(res.tokens)
+    if mode == "free_running" and res.own_tokens is not None:
+        own = res.own_tokens[r]
+    else:
+        if ("cont", r) not in res.cache:
+            spec = iv.spec(lm, layer, res.clean(lm), res.prompt_len)
+            res.cache[("cont", r)] = _continuation(lm, res, spec, m.values.shape[1])
+        own = res.cache[("cont", r)]
+    d.texts[f"intervened continuation (layer {layer}, {iv.label})"] = lm.tokenizer.decode(own)
+    if len(runs) > 1:
+        _spread(d, runs, r, t, layer, pi)
+    if t < len(res.tokens) and np.isfinite(res.values[r, t]):
+        _topk(d, lm, res, r, t, layer, iv.label)
+    else:
+        d.texts["note"] = f"Gen{t} was not generated for this prompt: greedy generation emitted EOS at Gen{res.eos_at}"
+    d.meta.update(layer=layer, gen_index=t, prompt_index=pi, intervention=iv.label, mode=mode)
+    d.reruns[f"KL at every position, layer {layer}"] = lambda: per_position_kl(lm, res, layer, iv)
+    if t < len(res.tokens):
+        d.reruns[f"logit lens at Gen{t}"] = lambda: logit_lens(lm, res.ids(t)[0].tolist())
+    return d
+
 
 @locks_model
+def per_position_kl(lm: LM, run: AblationResult, layer: int, iv: Any) -> HeatMatrix:
+    """KL(clean ‖ intervened) at every position of prompt + generated tokens, for one layer (teacher-forced).
+    `run`: one prompt's result (`ablate_prompt`); `iv`: the intervention (a resolved one or any form
+    `ablation_kl` takes)."""
+    iv = iv if isinstance(iv, _Intervention) else resolve_intervention(lm, iv)
+    ids = run.ids().to(lm.device)
+    spec = iv.spec(lm, layer, run.clean(lm), run.prompt_len)
+    with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, [1])):
+        lp = log_probs(lm.model(input_ids=ids.expand(2, -1), use_cache=False).logits)
+    kl = kl_div(lp[0], lp[1])
+    c_ids, c_p = topk_of(lp[0], 10)
+    i_ids, i_p = topk_of(lp[1], 10)
+    data = dict(c_ids=c_ids.cpu().numpy(), c_p=c_p.cpu().numpy(), i_ids=i_ids.cpu().numpy(),
+                i_p=i_p.cpu().numpy(), iac=lp[1].gather(-1, c_ids).exp().cpu().numpy(),
+                cai=lp[0].gather(-1, i_ids).exp().cpu().numpy())
+    toks = common.token_labels(lm, ids[0].tolist())
+    P = run.prompt_len
+
+    def drill(m: HeatMatrix, _r: int, c: int) -> Detail:
+        d = m.cell(_r, c)
+        chart, table = common.topk_chart(lm, f"Next token after position {c} ({toks[c]!r}): clean vs layer {layer}",
+                                         data["c_ids"][c], data["c_p"][c], data["i_ids"][c], data["i_p"][c],
+                                         data["cai"][c], data["iac"][c])
+        d.charts.append(chart)
+        d.tables["top-k"] = table
+        d.texts["context"] = lm.tokenizer.decode(ids[0, :c + 1].tolist())
+        return d
+
+    values = kl[None].cpu().numpy()
+    return HeatMatrix(values, [f"layer {layer}"], toks,
+                      title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
+                      row_title="layer", col_title="position (input token)", metric="KL(clean ‖ intervened), nats",
+                      meta={**provenance(lm), "analysis": "ablation_kl.per_position", "layer": layer,
+                            "intervention": iv.label, "prompt": run.prompt, "prompt_len": P, "tokens": toks,
+                            "note": f"positions {P - 1}.. predict the generated tokens",
+                            "log": suggests_log_scale(values)}, drill=drill)
+
+
+ABLATION = Analysis(
+    name="ablation_kl",
+    options=(
+        Option("max_new_tokens", 5, kind=int, min=1, doc="generated tokens (columns)"),
+        Option("layers", None, kind="layers", nullable=True, doc="layers (rows), in display order; None: all"),
+        Option("intervention", "skip", choices=INTERVENTIONS, open=True,
+               doc="what replaces layer l's work; also hw.Steer, hw.ProjectOut, a tensor or fn(h_out, h_in)"),
+        Option("mode", "teacher_forced", choices=MODES, doc="feed the clean tokens, or let the intervened run "
+                                                            "generate its own"),
+        Option("top_k", 10, kind=int, min=1, doc="tokens kept per cell for the drill-down"),
+        Option("resume", None, kind=bool, nullable=True, doc="engine: None = resume when its self-check passes"),
+    ),
+    items=_items, per_item=ablate_prompt, reduce=_reduce, drill=_drill)
+
+
 def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, layers: Sequence[int] | None = None,
                 intervention: Any = "skip", mode: str = "teacher_forced", *, top_k: int = 10,
-                resume: bool | None = None, memory_budget_mb: float | None = None,
-                progress_bar: bool | None = None, executor: str | None = None, ray_address: str | None = None,
-                num_workers: int = 2) -> HeatMatrix:
+                resume: bool | None = None, config: Config | dict[str, Any] | None = None,
+                memory_budget_mb: float | None = None, progress_bar: bool | None = None,
+                executor: str | None = None, ray_address: str | None = None,
+                num_workers: int | None = None) -> HeatMatrix:
     """KL divergence (nats) between the clean and the intervened next-token distribution, by layer × generated token.
 
     prompt: a str, or a list of str (cells are the mean over prompts; per-prompt values in meta["per_prompt"]).
@@ -314,189 +542,16 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     run generates its own tokens; cell t compares step t of the clean and of the intervened generation).
     If greedy generation emits EOS before max_new_tokens, the cells after the EOS token are NaN (meta["eos"]).
     resume: None = resume from the cached clean activations when the self-check passes (else batched full
-    forwards); True/False force one engine. memory_budget_mb bounds one batched pass (default 1 GiB on CPU).
-    executor: None/"local", or "ray": prompts are sharded across `num_workers` Ray actors holding model replicas
-    (heatwidget.scale; `ray_address` picks the cluster); equal results.
+    forwards); True/False force one engine.
+    config: execution settings for this call (executor="ray" shards prompts across Ray actors holding model
+    replicas, workers, memory_budget_mb bounding one batched pass, ...), over those of `with hw.config(...)`.
+    The keywords memory_budget_mb, progress_bar, executor, ray_address and num_workers are their deprecated
+    spellings.
     """
-    from ..scale import check_executor
-
-    use_ray = check_executor(executor)
-    lm.anatomy.require_single_stream("ablation_kl")
-    t0 = time.perf_counter()
-    T = C.check_max_new_tokens(max_new_tokens)
-    prompts, single = C.as_prompt_list(prompt)
-    if mode not in ("teacher_forced", "free_running"):
-        raise ValueError(f"mode must be 'teacher_forced' or 'free_running', got {mode!r}")
-    top_k = positive_int(top_k, "top_k")
+    T = common.check_max_new_tokens(max_new_tokens)
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    sel = lm.anatomy.resolve_layers(None if layers is None else list(layers) if not isinstance(layers, int)
-                                    else layers)
-    iv = resolve_intervention(lm, intervention)
-    C.check_each(prompts, single, lambda p: _encode(lm, p, T))  # a bad prompt fails before any model time
-    runs: list[_Run] = []
-    quiet = progress_bar is False or (progress_bar is None and len(prompts) <= 2)
-    if use_ray:
-        from ..scale import ablation_runs
-
-        runs = ablation_runs(lm, prompts, sel, intervention, (T, mode, top_k, resume, memory_budget_mb),
-                             ray_address, num_workers)
-    for p in progress(prompts if not use_ray else [], desc="ablation_kl", disable=quiet):
-        check_cancelled()
-        runs.append(_run_prompt(lm, p, sel, iv, T, mode, top_k, resume, memory_budget_mb))
-    per_prompt = np.stack([r.values for r in runs])  # [N, R, T]
-    values = C.nanmean(per_prompt, 0)
-    kwargs = dict(prompt=prompt, max_new_tokens=T, layers=layers, intervention=intervention, mode=mode, top_k=top_k,
-                  resume=resume, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar)
-    m = HeatMatrix(values, [str(i) for i in sel], [f"Gen{t}" for t in range(T)],
-                   title=f"KL divergence by layer and generated token ({iv.label}"
-                         f"{', free-running' if mode == 'free_running' else ''})",
-                   row_title="layer", col_title="generated token", metric="KL(clean ‖ intervened), nats",
-                   meta=_meta(lm, runs, sel, iv, T, mode, per_prompt, kwargs, time.perf_counter() - t0, single),
-                   drill=lambda mm, r, c: _drill(lm, runs, sel, iv, mode, mm, r, c))
-    m.meta["log"] = suggests_log_scale(m.values)  # skipping layer 0 costs nats, the others hundredths
-    return m.with_recompute(lambda **o: ablation_kl(lm, **{**kwargs, **o}))
-
-
-def _meta(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, T: int, mode: str, per_prompt: np.ndarray,
-          kwargs: dict, seconds: float, single: bool) -> dict:
-    eos = [r.gen.eos_at for r in runs]
-    notes = []
-    if any(e is not None and e < T - 1 for e in eos):
-        notes.append("greedy generation emitted EOS before max_new_tokens for some prompts: the cells after the "
-                     "EOS token are NaN (meta['eos'] has the EOS index per prompt, None = no EOS)")
-    if mode == "free_running":
-        notes.append("free-running: each intervened run generated its own tokens; cell t compares the clean and "
-                     "the intervened distribution at their own step t (cells after an intervened EOS are NaN)")
-    clean_fw = sum(r.gen.clean.ids.shape[1] for r in runs) * lm.n_layers
-    opts = {"prompt": runs[0].prompt if single else [r.prompt for r in runs], "max_new_tokens": T,
-            "layers": sel, "intervention": iv.label, "mode": mode, "top_k": kwargs["top_k"],
-            "resume": kwargs["resume"]}
-    return {
-        **C.provenance(lm), "analysis": "ablation_kl", "options": opts, "seed": None,
-        "decoding": "greedy (do_sample=False), temperature 1, nats",
-        "prompts": [r.prompt for r in runs],
-        "prompt_tokens": [C.token_labels(lm, r.prompt_ids[0].tolist()) for r in runs],
-        "generated_tokens": [C.token_labels(lm, r.gen.tokens) for r in runs],
-        "generated_ids": [list(r.gen.tokens) for r in runs],
-        "eos": eos, "notes": notes, "per_prompt": per_prompt,
-        "engine": sorted({r.engine for r in runs}),
-        "engine_note": sorted({r.gen.clean.resume_note for r in runs if r.gen.clean.resume_note}),
-        "block_evaluations": int(sum(r.blocks for r in runs)),
-        "clean_forward_equivalents": float(sum(r.blocks * r.gen.clean.ids.shape[1] for r in runs)) / clean_fw,
-        "seconds": seconds,
-    }
-
-
-# ---- drill-down ------------------------------------------------------------------------------------------------
-
-def _pick_prompt(runs: list[_Run], r: int, c: int) -> int:
-    """The prompt shown in detail: the only one, or the one with the largest value in this cell."""
-    if len(runs) == 1:
-        return 0
-    v = np.array([x.values[r, c] for x in runs], dtype=np.float64)
-    return int(np.nanargmax(v)) if np.isfinite(v).any() else 0
-
-
-def _continuation(lm: LM, run: _Run, spec: RowSpec, n: int) -> list[int]:
-    """The intervened model's own greedy continuation (KV cache), for the drill-down text."""
-    toks: list[int] = []
-    stop = eos_ids(lm)
-    with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, None)):
-        out = lm.model(input_ids=run.prompt_ids, use_cache=True, **keep_logits_arg(lm.model, 1))
-        for t in range(n):
-            tok = int(out.logits[0, -1].argmax())
-            toks.append(tok)
-            if tok in stop or t == n - 1:
-                break
-            fed = torch.cat([run.prompt_ids, torch.tensor([toks], device=run.prompt_ids.device)], 1)
-            out = next_forward(lm, out, fed)
-    return toks
-
-
-@locks_model
-def _drill(lm: LM, runs: list[_Run], sel: list[int], iv: _Intervention, mode: str, m: HeatMatrix, r: int,
-           c: int) -> Detail:
-    d = m.cell(r, c)
-    layer, t = sel[r], c
-    pi = _pick_prompt(runs, r, c)
-    run = runs[pi]
-    T = m.values.shape[1]
-    d.texts["prompt"] = run.prompt
-    d.texts["clean continuation"] = lm.tokenizer.decode(run.gen.tokens)
-    spec = iv.spec(lm, layer, run.gen.clean, run.gen.prompt_len)
-    if mode == "free_running" and run.own_tokens is not None:
-        own = run.own_tokens[r]
-    else:
-        key = ("cont", r)
-        if key not in run.cache:
-            run.cache[key] = _continuation(lm, run, spec, T)
-        own = run.cache[key]
-    d.texts[f"intervened continuation (layer {layer}, {iv.label})"] = lm.tokenizer.decode(own)
-    if len(runs) > 1:
-        labels = [f"{i}: {x.prompt[:40]}" for i, x in enumerate(runs)]
-        vals = np.array([x.values[r, c] for x in runs])
-        chart, table = C.spread_chart(f"KL per prompt at layer {layer}, Gen{t}", labels, vals, "KL")
-        d.charts.append(chart)
-        d.tables["per prompt"] = table
-        d.texts["per-prompt spread"] = (f"mean {np.nanmean(vals):.4g}, min {np.nanmin(vals):.4g}, "
-                                        f"max {np.nanmax(vals):.4g} over {np.isfinite(vals).sum()} prompts; "
-                                        f"detail below for prompt {pi} (the largest)")
-    if t < len(run.gen.tokens) and np.isfinite(run.values[r, t]):
-        ctok = run.gen.tokens[t]
-        chart, table = C.topk_chart(lm, f"Next token at Gen{t}: clean vs layer {layer} {iv.label}",
-                                    run.clean_top_ids[t], run.clean_top_p[t], run.int_top_ids[r, t],
-                                    run.int_top_p[r, t], run.clean_at_int[r, t], run.int_at_clean[r, t])
-        d.charts.insert(0, chart)
-        d.tables["top-k"] = table
-        d.texts["clean token"] = lm.token_strings([ctok])[0]
-        d.texts["rank of the clean token under the intervention"] = (
-            f"{int(run.rank[r, t])} (p = {float(run.p_tok[r, t]):.4g}; clean p = {float(run.clean_top_p[t, 0]):.4g})")
-        d.meta.update(clean_token_rank=int(run.rank[r, t]), clean_token_p_intervened=float(run.p_tok[r, t]))
-    else:
-        d.texts["note"] = (f"Gen{t} was not generated for this prompt: greedy generation emitted EOS at "
-                           f"Gen{run.gen.eos_at}")
-    d.meta.update(layer=layer, gen_index=t, prompt_index=pi, intervention=iv.label, mode=mode)
-    d.reruns[f"KL at every position, layer {layer}"] = lambda: per_position_kl(lm, run, layer, iv)
-    if t < len(run.gen.tokens):
-        ids = torch.cat([run.prompt_ids[0], torch.tensor(run.gen.tokens[:t], dtype=torch.long,
-                                                         device=run.prompt_ids.device)])
-        d.reruns[f"logit lens at Gen{t}"] = lambda: logit_lens(lm, ids)
-    return d
-
-
-@locks_model
-def per_position_kl(lm: LM, run: _Run, layer: int, iv: _Intervention) -> HeatMatrix:
-    """KL(clean ‖ intervened) at every position of prompt + generated tokens, for one layer (teacher-forced)."""
-    ids = torch.cat([run.prompt_ids[0], torch.tensor(run.gen.tokens, dtype=torch.long,
-                                                     device=run.prompt_ids.device)])[None]
-    spec = iv.spec(lm, layer, run.gen.clean, run.gen.prompt_len)
-    with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, [1])):
-        lp = log_probs(lm.model(input_ids=ids.expand(2, -1), use_cache=False).logits)
-    kl = kl_div(lp[0], lp[1])
-    c_ids, c_p = topk_of(lp[0], 10)
-    i_ids, i_p = topk_of(lp[1], 10)
-    data = dict(c_ids=c_ids.cpu().numpy(), c_p=c_p.cpu().numpy(), i_ids=i_ids.cpu().numpy(),
-                i_p=i_p.cpu().numpy(), iac=lp[1].gather(-1, c_ids).exp().cpu().numpy(),
-                cai=lp[0].gather(-1, i_ids).exp().cpu().numpy())
-    toks = C.token_labels(lm, ids[0].tolist())
-    P = run.gen.prompt_len
-
-    def drill(m: HeatMatrix, _r: int, c: int) -> Detail:
-        d = m.cell(_r, c)
-        chart, table = C.topk_chart(lm, f"Next token after position {c} ({toks[c]!r}): clean vs layer {layer}",
-                                    data["c_ids"][c], data["c_p"][c], data["i_ids"][c], data["i_p"][c],
-                                    data["cai"][c], data["iac"][c])
-        d.charts.append(chart)
-        d.tables["top-k"] = table
-        d.texts["context"] = lm.tokenizer.decode(ids[0, :c + 1].tolist())
-        return d
-
-    values = kl[None].cpu().numpy()
-    return HeatMatrix(values, [f"layer {layer}"], toks,
-                      title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
-                      row_title="layer", col_title="position (input token)", metric="KL(clean ‖ intervened), nats",
-                      meta={**C.provenance(lm), "analysis": "ablation_kl.per_position", "layer": layer,
-                            "intervention": iv.label, "prompt": run.prompt, "prompt_len": P, "tokens": toks,
-                            "note": f"positions {P - 1}.. predict the generated tokens",
-                            "log": suggests_log_scale(values)}, drill=drill)
-
+    cfg = legacy_config("ablation_kl", config, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar,
+                        executor=executor, ray_address=ray_address, num_workers=num_workers)
+    options = {"max_new_tokens": T, "layers": None if layers is None else lm.anatomy.resolve_layers(layers),
+               "intervention": intervention, "mode": mode, "top_k": positive_int(top_k, "top_k"), "resume": resume}
+    return run_analysis(ABLATION, lm, {"prompt": prompt}, options, cfg)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .._concurrency import locks_model
+from .._limits import context_length, stop_token_ids
 from .._progress import progress
 from .._validate import positive_int
 from .positions import normalize_positions, position_index
@@ -210,17 +211,6 @@ def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[in
     return [list(map(int, x)) for x in enc], texts
 
 
-def _stop_ids(lm: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(lm.model, "generation_config", None), lm.tokenizer):
-        e = getattr(src, "eos_token_id", None)
-        if isinstance(e, int):
-            ids.add(e)
-        elif isinstance(e, (list, tuple)):
-            ids.update(int(x) for x in e)
-    return ids
-
-
 @torch.inference_mode()
 def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
               ) -> tuple[list[list[int]], list[np.ndarray]]:
@@ -228,7 +218,7 @@ def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size
 
     tok, model = lm.tokenizer, lm.model
     pad = tok.pad_token_id
-    stops = _stop_ids(lm)
+    stops = stop_token_ids(lm.model, lm.tokenizer)
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
                            pad_token_id=pad, eos_token_id=sorted(stops) or None,
                            bos_token_id=getattr(tok, "bos_token_id", None))
@@ -296,7 +286,7 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
     if chat and not getattr(lm.tokenizer, "chat_template", None):
         raise ValueError("chat_template=True, but this tokenizer has no chat template")
     prompts, texts = _prompt_ids(lm, qs, chat)
-    limit = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
+    limit = context_length(lm.config)
     longest = max(len(p) for p in prompts)
     if limit is not None and longest + max_new_tokens > limit:
         raise ValueError(f"the longest prompt is {longest} tokens; with max_new_tokens={max_new_tokens} that exceeds "
