@@ -49,8 +49,9 @@ from ._detail_view import DETAIL_CSS, NEEDS_KERNEL, close_tree, detail_view, sub
 from ._progress import Cancelled, Task, running
 from .matrix import Detail, HeatMatrix
 
-__all__ = ["Explorer", "explore", "OPTION_CHOICES", "Precomputed", "NOT_PRECOMPUTED", "DEFAULT_BUDGET_MB",
-           "state_bytes"]
+__all__ = ["Explorer", "explore", "Precomputed", "NOT_PRECOMPUTED", "DEFAULT_BUDGET_MB", "state_bytes",
+           "option_choices", "spec_editors",
+           "OPTION_CHOICES"]  # noqa: F822 - served by the module's __getattr__, derived on each access
 
 CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
 VIEW_CACHE_SIZE = 8  # built detail views of the last cells shown, kept for instant re-display (module docstring)
@@ -61,16 +62,32 @@ NOT_PRECOMPUTED = "not precomputed in this report — re-run the notebook to exp
 LIVE_SLOT, NOTICE_SLOT, FIRST_VIEW = 0, 1, 2  # the detail Stack's children (js/src/details.ts)
 _EXPLORERS: list[weakref.ref] = []  # every explorer made in this process, in creation order (for export)
 
-# Options an analysis records in meta["options"] that the explorer offers as controls, with their choices
-# (None = free text). Others are shown read-only in the provenance line.
-OPTION_CHOICES: dict[str, list[str] | None] = {
-    "intervention": ["skip", "zero_attn", "zero_mlp", "mean"],
-    "mode": ["teacher_forced", "free_running"],
-    "corruption": ["noise", "zero", "mean"],
-    "site": ["resid", "mlp", "mlp_in", "attn"],
-    "stat": ["relative", "density", "absolute"],
-    "prompt": None,
-}
+# Inputs an analysis records in meta["options"] that the explorer offers as free text (re-runs on another prompt).
+TEXT_INPUTS = ("prompt",)
+
+
+def option_choices() -> dict[str, list[Any] | None]:
+    """Option name -> its choices, from the declarations of heatwidget's analyses (`heatwidget.analysis`), plus
+    the constants of analyses that do not declare their options yet; TEXT_INPUTS map to None (free text). What
+    the explorer offers for a matrix without meta["option_specs"] (one saved by an older version, say)."""
+    from . import divergence  # noqa: F401 - importing the analyses declares them
+    from .analysis import declared
+    from .probing.collect import SITES as COLLECT_SITES
+    from .weights import CHANGE_STATS
+
+    out: dict[str, list[Any] | None] = {}
+    named = [(o.name, list(o.choices)) for a in declared().values() for o in a.options if o.choices is not None]
+    for name, choices in [*named, ("site", list(COLLECT_SITES)), ("stat", list(CHANGE_STATS))]:
+        seen = out.setdefault(name, [])
+        assert seen is not None
+        seen += [c for c in choices if c not in seen]
+    return {**out, **{name: None for name in TEXT_INPUTS}}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "OPTION_CHOICES":  # derived on each access: analyses declared later are included
+        return option_choices()
+    raise AttributeError(f"module 'heatwidget.explorer' has no attribute {name!r}")
 
 
 def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.ValueWidget]:
@@ -80,7 +97,7 @@ def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.
     for name, spec in specs.items():
         value, kind = options.get(name), spec.get("kind")
         tip = str(spec.get("doc", ""))
-        if kind == "choice" and value in spec.get("choices", []):
+        if kind == "choice" and isinstance(value, (str, int, float)) and value in spec.get("choices", []):
             out[name] = W.Dropdown(options=spec["choices"], value=value, description=name, tooltip=tip,
                                    layout=W.Layout(width="220px"))
         elif kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -92,6 +109,31 @@ def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.
         elif kind == "str" and isinstance(value, str):
             out[name] = W.Text(value=value, description=name, tooltip=tip, layout=W.Layout(width="360px"))
     return out
+
+
+def _editors(specs: Any, options: dict[str, Any]) -> dict[str, W.ValueWidget]:
+    """The option controls for a matrix: from the options its analysis declared (meta["option_specs"]), else
+    from `option_choices()`; a text box per recorded text input (TEXT_INPUTS) and a list box for "layers"."""
+    editors: dict[str, W.ValueWidget] = {}
+    if isinstance(specs, dict):
+        editors.update(spec_editors(specs, options))
+        choices: dict[str, list[Any] | None] = {name: None for name in TEXT_INPUTS}
+    else:
+        choices = option_choices()
+    for name, allowed in choices.items():
+        value = options.get(name)
+        if name in editors or not isinstance(value, str):
+            continue
+        if allowed is None:
+            editors[name] = W.Text(value=value, description=name, layout=W.Layout(width="360px"))
+        elif value in allowed:
+            editors[name] = W.Dropdown(options=allowed, value=value, description=name, layout=W.Layout(width="220px"))
+    layers = options.get("layers")
+    if isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers):
+        editors["layers"] = W.Text(value=", ".join(map(str, layers)), description="layers",
+                                   tooltip="layer indices in display order, e.g. 0, 15, 18, 17",
+                                   layout=W.Layout(width="260px"))
+    return editors
 
 
 def _release_memory(full: bool = False) -> None:
@@ -276,22 +318,7 @@ class Explorer(W.VBox):
         options = m.meta.get("options", {}) if isinstance(m.meta.get("options"), dict) else {}
         editors: dict[str, W.ValueWidget] = {}
         if m.can_recompute:
-            specs = m.meta.get("option_specs")  # declared by analyses on the contract (heatwidget.analysis)
-            editors.update(spec_editors(specs, options) if isinstance(specs, dict) else {})
-            for name, choices in ({} if isinstance(specs, dict) else OPTION_CHOICES).items():
-                if name not in options or not isinstance(options[name], str):
-                    continue
-                value = options[name]
-                if choices is None:
-                    editors[name] = W.Text(value=value, description=name, layout=W.Layout(width="360px"))
-                elif value in choices:
-                    editors[name] = W.Dropdown(options=choices, value=value, description=name,
-                                               layout=W.Layout(width="220px"))
-            layers = options.get("layers")
-            if isinstance(layers, list) and all(isinstance(i, int) for i in layers):
-                editors["layers"] = W.Text(value=", ".join(map(str, layers)), description="layers",
-                                           tooltip="layer indices in display order, e.g. 0, 15, 18, 17",
-                                           layout=W.Layout(width="260px"))
+            editors = _editors(m.meta.get("option_specs"), options)
             if editors:
                 run = W.Button(description="re-run", icon="play", button_style="primary")
                 run.on_click(lambda _b: self._rerun_with(editors))

@@ -1,10 +1,12 @@
-"""Dataset-scale analyses on Ray: prompts are sharded across actors that each hold a model replica.
+"""Dataset-scale analyses on Ray: items are sharded across actors that each hold a model replica.
 
-`hw.collect(..., executor="ray")`, `hw.knockout_js(..., executor="ray")` and `hw.ablation_kl(prompts,
-executor="ray")` call `map_shards` with a module-level shard function. Each actor loads the model once, from the
-path / hub id and the `hw.load` arguments the driver's `LM` recorded (`lm.name`, `lm.load_kwargs`), and runs the
-very same per-prompt (or per-chunk) code the local path runs, so results are equal to the local ones. Results
-stream back as shards finish (`ray.wait`) and the analysis reduces them in shard order.
+Analyses on the contract (`heatwidget.analysis`) run here under `hw.config(executor="ray")`: the driver calls
+`map_shards(lm, apply_per_item, ...)`, so only the analysis's public per-item function (`ablate_prompt`,
+`knockout_prompt`, `trace`, ...) and its items cross to the workers; `hw.collect(..., executor="ray")` maps the
+public `collect` over whole chunks. Each actor loads the model once, from the path / hub id and the `hw.load`
+arguments the driver's `LM` recorded (`lm.name`, `lm.load_kwargs`), and runs the very same per-item code the
+local path runs, so results are equal to the local ones. Results stream back as shards finish (`ray.wait`) and
+are reduced in item order.
 
 Fault tolerance is Ray's own: actors restart once (`max_restarts=1`) and the call they were running is retried
 once on the restarted actor (`max_task_retries=1`). A shard whose worker dies twice fails the whole run with
@@ -216,58 +218,3 @@ def collect_blocks(lm: Any, answers: Any, chunks: list[Any], positions: list, la
     it = map_shards(lm, _collect_shard, shards, common=common, ray_address=ray_address, num_workers=num_workers)
     for i, vals in progress(it, total=len(shards), desc=f"collect {site} (ray)"):
         yield rows_of[i], torch.from_numpy(np.array(vals))  # a writable copy: Ray's objects are read-only
-
-
-def _knockout_shard(lm: Any, items: list[tuple[int, str, str]], *args: Any) -> list[Any]:
-    """knockout_js's per-prompt runs for (global prompt index, prompt, subject) items: the index seeds the noise,
-    so a prompt gets the same noise wherever it runs."""
-    import torch
-
-    from .divergence.knockout import _run_prompt
-
-    with torch.inference_mode():
-        return [_run_prompt(lm, i, p, s, *args) for i, p, s in items]
-
-
-def knockout_runs(lm: Any, items: list[tuple[int, str, str]], args: tuple, ray_address: str | None,
-                  num_workers: int) -> list[Any]:
-    """knockout_js's per-prompt results, in prompt order, computed on Ray workers."""
-    return _gather(lm, _knockout_shard, items, args, ray_address, num_workers, "knockout_js")
-
-
-def _ablation_shard(lm: Any, prompts: list[str], layers: list[int], intervention: Any, *args: Any) -> list[Any]:
-    """ablation_kl's per-prompt runs. The intervention is resolved on the worker (it may hold the replica's own
-    tensors, e.g. "mean"); the generation's cached block calls stay there (they reference the worker's modules)."""
-    import torch
-
-    from .divergence.ablation import _run_prompt, resolve_intervention
-
-    iv = resolve_intervention(lm, intervention)
-    with torch.inference_mode():
-        runs = [_run_prompt(lm, p, layers, iv, *args) for p in prompts]
-    for r in runs:
-        r.gen.clean.calls = None
-        r.cache.clear()
-    return runs
-
-
-def ablation_runs(lm: Any, prompts: list[str], layers: list[int], intervention: Any, args: tuple,
-                  ray_address: str | None, num_workers: int) -> list[Any]:
-    """ablation_kl's per-prompt results, in prompt order, computed on Ray workers."""
-    return _gather(lm, _ablation_shard, prompts, (layers, intervention, *args), ray_address, num_workers,
-                   "ablation_kl")
-
-
-def _gather(lm: Any, fn: Callable[..., list[Any]], items: list[Any], args: tuple, ray_address: str | None,
-            num_workers: int, desc: str) -> list[Any]:
-    from ._progress import progress
-
-    groups = chunked(items, num_workers * 4)
-    out: list[list[Any] | None] = [None] * len(groups)
-    it = map_shards(lm, fn, [(g, *args) for g in groups], ray_address=ray_address, num_workers=num_workers)
-    for i, res in progress(it, total=len(groups), desc=f"{desc} (ray)"):
-        out[i] = res
-    missing = [i for i, r in enumerate(out) if r is None]
-    if missing:  # map_shards raises first; this guards the invariant "never a partial matrix"
-        raise ShardFailedError(f"{len(missing)} shard(s) returned no result")
-    return [r for rs in out for r in rs]  # type: ignore[union-attr]

@@ -39,18 +39,17 @@ from .._lm import LM
 from .._offload import live_param
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, run_analysis
 from ..matrix import Chart, Detail, HeatMatrix, Series
-from . import _common as C
+from . import _common as common
 from ._engine import Edit, RowSpec, forward_clean, keep_logits_arg, run_rows
 from ._stats import log_probs
 from ._suffix import SuffixBase, base_forward, prepare, suffix_clean
-from .knockout import corruption_noise, subject_positions
+from .knockout import NOISE_REFS, corruption_noise, subject_positions
 
 __all__ = ["patching", "trace", "PatchItem", "Trace", "PATCHING", "PATCH_SITES", "PATCH_METRICS", "NOISE_REFS",
            "patch_window"]
 
 PATCH_SITES = ("resid", "mlp", "attn")
 PATCH_METRICS = ("prob", "logit_diff")
-NOISE_REFS = ("embedding", "residual")
 
 
 @dataclass(frozen=True)
@@ -245,7 +244,7 @@ def trace(lm: LM, item: PatchItem, *, site: str = "resid", window: int = 1, laye
         engine, work = _run_full(lm, s, base_site, site, window, sel, cells, budget)
     ids = s.ids[0].tolist()
     lp = s.clean_logp
-    return Trace(sel, ids, C.token_labels(lm, ids), s.noised, answer, rival, cells.prob.astype(np.float32),
+    return Trace(sel, ids, common.token_labels(lm, ids), s.noised, answer, rival, cells.prob.astype(np.float32),
                  cells.logit_diff.astype(np.float32), float(lp[answer].exp()), float(base_logp[answer].exp()),
                  float(lp[answer] - lp[rival]), float(base_logp[answer] - base_logp[rival]), s.noise_std, engine,
                  base.note, {"token_block_evaluations": int(work),
@@ -285,7 +284,7 @@ def _reduce(run: Run) -> Table:
     lm = run.lm
     values = tr.prob if o["metric"] == "prob" else tr.logit_diff
     cols = [f"{tok}*" if i in tr.noised else tok for i, tok in enumerate(tr.tokens)]
-    answer, rival = C.token_labels(lm, [tr.answer, tr.rival])
+    answer, rival = common.token_labels(lm, [tr.answer, tr.rival])
     metric = (f"p({answer!r}) at the last position" if o["metric"] == "prob"
               else f"logit({answer!r}) − logit({rival!r}) at the last position")
     meta = {"p_clean": tr.p_clean, "p_corrupted": tr.p_corrupted, "logit_diff_clean": tr.logit_diff_clean,
@@ -330,7 +329,7 @@ def _topk_chart(lm: LM, title: str, dists: dict[str, torch.Tensor], k: int = 5) 
     ids: list[int] = []
     for lp in dists.values():
         ids += [i for i in lp.topk(k).indices.tolist() if i not in ids]
-    labels = C._unique(C.token_labels(lm, ids), ids)
+    labels = common.unique_labels(common.token_labels(lm, ids), ids)
     return Chart(title, "bar", [Series(name, labels, [float(lp[i].exp()) for i in ids])
                                 for name, lp in dists.items()], x_title="token", y_title="probability")
 
