@@ -183,7 +183,7 @@ def trace_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.M
 # ---- per-row gathering and early stopping (activation collection) ---------------------------------------------
 
 @contextlib.contextmanager
-def capture_at(modules: Mapping[str, nn.Module] | Sequence[nn.Module], index: torch.Tensor,
+def capture_at(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], index: torch.Tensor,
                what: str = "output") -> Iterator[dict[Any, torch.Tensor]]:
     """Record modules' output (or input) hidden states at per-row positions: store[key] = h[b, index[b, p]].
 

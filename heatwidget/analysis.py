@@ -212,7 +212,8 @@ _LEGACY_SETTINGS = {"executor": "executor", "num_workers": "workers", "ray_addre
                     "progress_bar": "progress", "memory_budget_mb": "memory_budget_mb"}
 
 
-def legacy_config(what: str, config: Config | Mapping[str, Any] | None, **old: Any) -> Config | dict[str, Any] | None:
+def legacy_config(what: str, config: Config | Mapping[str, Any] | None, **old: Any
+                  ) -> Config | Mapping[str, Any] | None:
     """The per-call settings for an analysis called with the execution keywords it took before `hw.config`
     (executor, num_workers, ray_address, progress_bar, memory_budget_mb; None = not given): they still work,
     over `config`, with a FutureWarning naming the new spelling."""

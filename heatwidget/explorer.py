@@ -371,6 +371,9 @@ class Explorer(W.VBox):
         """Run a drill-down's re-run entry point; its matrix becomes the main view (breadcrumb back)."""
         return self._submit(("rerun", label), fn, lambda res: self.push(label, res), label)
 
+    def _start_rerun(self, label: str, fn: Callable[[], HeatMatrix]) -> None:
+        self.rerun(label, fn)  # a detail view's button: the Future is not needed there
+
     def cancel(self) -> None:
         """Stop the running drill-down, re-run or precompute (at its next progress step)."""
         busy = self.progress.layout.visibility == "visible"
@@ -485,7 +488,8 @@ class Explorer(W.VBox):
             self.message.value = html.escape(text)
 
     def _view(self, detail: Detail) -> W.Widget:
-        return detail_view(detail, open_matrix=self.push, run_rerun=self.rerun, offline=(self.heatmap, "offline"))
+        return detail_view(detail, open_matrix=self.push, run_rerun=self._start_rerun,
+                           offline=(self.heatmap, "offline"))
 
     @property
     def live_view(self) -> W.Widget | None:
@@ -589,35 +593,15 @@ class Explorer(W.VBox):
             self._task = task
         self._set_busy(True, f"precomputing {len(order)} drill-downs …")
         t0 = time.perf_counter()
-        fresh = False  # whether a drill-down was computed (not all cache hits): only then collect garbage
 
         def compute() -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
-            nonlocal fresh
-            details: dict[tuple[int, int], Detail] = {}
-            failed: list[tuple[int, int]] = []
-            try:
-                with running(task):
-                    for i, (r, c) in enumerate(order):
-                        at[0] = i
-                        task.report(0.0, f"precomputing {m.rows[r]} × {m.cols[c]}")
-                        fresh = fresh or (id(m), ("drill", r, c)) not in self._cache
-                        try:
-                            details[(r, c)] = self._drill_cached(m, r, c)
-                        except Cancelled:
-                            raise
-                        except Exception:  # that cell gets the notice; the others still work
-                            failed.append((r, c))
-            except Cancelled:  # cancel() or a newer request already updated the view
-                return None
-            finally:
-                if fresh:
-                    self._after_fresh_run()
-            return details, failed
+            return self._compute_details(m, order, task, at)
 
-        def install(result: Any) -> Precomputed | None:
+        def install(result: tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None
+                    ) -> Precomputed | None:
             if result is None:
                 return None
-            report = self._install_views(m, order, *result, budget, t0)
+            report = self._install_views(m, order, result[0], result[1], budget, t0)
             if self._is_current(rid):
                 self._set_busy(False)
                 self.message.value = ""
@@ -628,6 +612,32 @@ class Explorer(W.VBox):
         fut = self._pool.submit(lambda: install(compute()))
         self.last_future = fut
         return fut
+
+    def _compute_details(self, m: HeatMatrix, order: list[tuple[int, int]], task: Task, at: list[int]
+                         ) -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
+        """The drill-downs of `order` through the cache (None when cancelled); a failing cell is listed, not fatal.
+        `at[0]` follows the cell being computed, for the overall progress fraction."""
+        details: dict[tuple[int, int], Detail] = {}
+        failed: list[tuple[int, int]] = []
+        fresh = False  # whether a drill-down was computed (not all cache hits): only then collect garbage
+        try:
+            with running(task):
+                for i, (r, c) in enumerate(order):
+                    at[0] = i
+                    task.report(0.0, f"precomputing {m.rows[r]} × {m.cols[c]}")
+                    fresh = fresh or (id(m), ("drill", r, c)) not in self._cache
+                    try:
+                        details[(r, c)] = self._drill_cached(m, r, c)
+                    except Cancelled:
+                        raise
+                    except Exception:  # that cell gets the notice; the others still work
+                        failed.append((r, c))
+        except Cancelled:  # cancel() or a newer request already updated the view
+            return None
+        finally:
+            if fresh:
+                self._after_fresh_run()
+        return details, failed
 
     def _drill_cached(self, m: HeatMatrix, r: int, c: int) -> Detail:
         key = (id(m), ("drill", r, c))
@@ -792,10 +802,11 @@ def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_M
     out = []
     for i, ex in enumerate(explorers):
         share = max(left // (len(explorers) - i), 0)
-        if cells == "none" or share <= 0:
-            rep = None
-        else:
-            rep = ex.precompute(cells, budget_mb=max(share, 1) / 1e6)
+        rep: Precomputed | None = None
+        if cells != "none" and share > 0:
+            got = ex.precompute(cells, budget_mb=max(share, 1) / 1e6)
+            assert not isinstance(got, Future)  # wait=True: the summary itself
+            rep = got
         used = rep.state_bytes if rep else 0
         left -= used
         out.append({"explorer": i, "title": ex.matrix.title, "cells": len(rep.cells) if rep else 0,

@@ -213,9 +213,14 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
         yield
 
 
+def _block_input(h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+    assert x is not None  # registered with needs_input=True
+    return x
+
+
 def skip(block: nn.Module, *, rows: Rows = None, positions: Positions = None) -> contextlib.AbstractContextManager:
     """Skip a residual block: its output := its input (the block's whole contribution removed)."""
-    return edit_output(block, lambda h, x: x, rows=rows, positions=positions, needs_input=True)
+    return edit_output(block, _block_input, rows=rows, positions=positions, needs_input=True)
 
 
 def zero(module: nn.Module, *, rows: Rows = None, positions: Positions = None) -> contextlib.AbstractContextManager:
@@ -252,7 +257,7 @@ def project_out(module: nn.Module, direction: torch.Tensor, *, rows: Rows = None
 # ---- reading ---------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def capture(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = "output", *,
+def capture(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: str = "output", *,
             positions: Positions = None, detach: bool = True) -> Iterator[dict[Any, torch.Tensor]]:
     """Record modules' output (or input) hidden states into a dict keyed like `modules` (name or index).
 
@@ -287,7 +292,7 @@ class Captured(dict):
 
 
 @contextlib.contextmanager
-def capture_all(modules: Mapping[str, nn.Module] | Sequence[nn.Module], what: str = "output") -> Iterator[Captured]:
+def capture_all(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: str = "output") -> Iterator[Captured]:
     """Like `capture`, but every call is kept (a list per key): e.g. the prompt step and each cached step of a
     generation, which concatenate along the sequence axis to the activations of the whole generated sequence."""
     if what not in ("output", "input"):

@@ -99,6 +99,17 @@ class _Worker:
         return shard, fn(self.lm, *args, **kwargs)
 
 
+def _take_actors(ray: Any, spec: ReplicaSpec, n_actors: int, threads: int) -> tuple[tuple, list[Any]]:
+    """(pool key, actors): the replicas a previous clean run left for this model and shape, else new ones."""
+    ctx = ray.get_runtime_context()
+    key = (ctx.get_node_id(), ctx.get_job_id(), spec.name, repr(sorted(spec.kwargs.items())), n_actors, threads)
+    actors = _pools.pop(key, None)
+    if actors is None:
+        remote = ray.remote(num_cpus=threads, num_gpus=spec.num_gpus, max_restarts=1, max_task_retries=1)(_Worker)
+        actors = [remote.remote(spec, threads) for _ in range(n_actors)]
+    return key, actors
+
+
 def map_shards(lm: Any, fn: Callable[..., Any], shards: Sequence[tuple], *, common: dict[str, Any] | None = None,
                ray_address: str | None = None, num_workers: int = 2, threads_per_worker: int = 1
                ) -> Iterator[tuple[int, Any]]:
@@ -120,14 +131,7 @@ def map_shards(lm: Any, fn: Callable[..., Any], shards: Sequence[tuple], *, comm
     n_actors = min(num_workers, len(shards))
     if n_actors == 0:
         return
-    ctx = ray.get_runtime_context()
-    key = (ctx.get_node_id(), ctx.get_job_id(), spec.name, repr(sorted(spec.kwargs.items())), n_actors,
-           threads_per_worker)
-    actors = _pools.pop(key, None)
-    if actors is None:
-        remote = ray.remote(num_cpus=threads_per_worker, num_gpus=spec.num_gpus, max_restarts=1,
-                            max_task_retries=1)(_Worker)
-        actors = [remote.remote(spec, threads_per_worker) for _ in range(n_actors)]
+    key, actors = _take_actors(ray, spec, n_actors, threads_per_worker)
     ok = False
     common_ref = ray.put(common)  # stored once in the object store, not once per task
     try:

@@ -12,8 +12,10 @@ from .._lm import LM
 from .._validate import text_list
 from ..matrix import Chart, Series
 
-__all__ = ["check_max_new_tokens", "as_prompt_list", "check_each", "token_labels", "unique_labels", "topk_chart",
-           "spread_chart", "nanmean"]
+ArrayLike = Sequence[Any] | np.ndarray  # top-k ids / probabilities: lists or numpy rows
+
+__all__ = ["check_max_new_tokens", "selected_layers", "as_prompt_list", "check_each", "token_labels",
+           "unique_labels", "topk_chart", "spread_chart", "nanmean"]
 
 
 def check_max_new_tokens(n: Any) -> int:
@@ -22,6 +24,12 @@ def check_max_new_tokens(n: Any) -> int:
     if n < 1:
         raise ValueError(f"max_new_tokens must be at least 1 (got {n}): there is no generated token to measure")
     return int(n)
+
+
+def selected_layers(lm: LM, layers: Any) -> list[int]:
+    """The layer indices a user's `layers` selects (None: all; an int; any sequence of ints, negative from the
+    end), checked by the anatomy with its messages ("layer must be an int, got 0.5")."""
+    return lm.anatomy.resolve_layers(layers)
 
 
 def as_prompt_list(prompt: str | Sequence[str], what: str = "prompt") -> tuple[list[str], bool]:
@@ -55,8 +63,8 @@ def unique_labels(labels: list[str], ids: list[int]) -> list[str]:
     return [f"{s} #{i}" if seen[s] > 1 else s for s, i in zip(labels, ids, strict=False)]
 
 
-def topk_chart(lm: LM, title: str, a_ids: Sequence[int], a_p: Sequence[float], b_ids: Sequence[int],
-               b_p: Sequence[float], a_at_b: Sequence[float], b_at_a: Sequence[float],
+def topk_chart(lm: LM, title: str, a_ids: ArrayLike, a_p: ArrayLike, b_ids: ArrayLike, b_p: ArrayLike,
+               a_at_b: ArrayLike, b_at_a: ArrayLike,
                names: tuple[str, str] = ("clean", "intervened")) -> tuple[Chart, Any]:
     """One bar chart over the union of two top-k lists (a's order first), both probabilities per token, and the
     same as a DataFrame. a_at_b[i] = P_a(b_ids[i]); b_at_a[i] = P_b(a_ids[i])."""

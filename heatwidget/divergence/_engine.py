@@ -35,7 +35,7 @@ from .._lm import LM
 from ._stats import log_probs
 
 __all__ = ["Clean", "Edit", "RowSpec", "unembed", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
-           "next_forward", "keep_logits_arg", "block_evaluations"]
+           "next_forward", "keep_logits_arg", "block_evaluations", "recorded_inputs", "weight_of"]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -76,6 +76,11 @@ class RowSpec:
     out_layer: int | None = None
     out_fn: EditFn | None = None
     block_edits: dict[int, list[Edit]] = field(default_factory=dict)
+
+    def output_fn(self) -> EditFn:
+        """out_fn, for a row that edits a block output (out_layer set)."""
+        assert self.out_fn is not None, "a RowSpec with out_layer needs out_fn"
+        return self.out_fn
 
     def start(self, n_layers: int) -> int:
         """The first block whose output differs from the clean run (n_layers: none does)."""
@@ -164,7 +169,7 @@ _CACHE_NAMES = ("cache", "past_key_values", "cache_params", "state")
 
 
 @functools.cache
-def _cache_arg(model_cls: type) -> str | None:
+def _cache_arg(model_cls: Any) -> str | None:
     """The keyword this model class's forward takes its cache under (detected once per class; None: no cache)."""
     params = inspect.signature(model_cls.forward).parameters
     return next((name for name in _CACHE_NAMES if name in params), None)
@@ -172,17 +177,17 @@ def _cache_arg(model_cls: type) -> str | None:
 
 def cache_of(model: Any, out: Any) -> Any:
     """The cache a forward of `model` returned in `out`, or None where it returns none (e.g. GPT-1)."""
-    name = _cache_arg(type(model))
+    name = _cache_arg(model.__class__)
     return getattr(out, name, None) if name else None
 
 
 def next_step_args(model: Any, out: Any) -> dict[str, Any]:
     """Arguments that continue a cached forward from its output `out`: the cache under the name the installed
     transformers expects for this model, and use_cache=True."""
-    cache = cache_of(model, out)
-    if cache is None:
+    cache, name = cache_of(model, out), _cache_arg(model.__class__)
+    if cache is None or name is None:
         raise ValueError(f"{type(model).__name__} returned no cache to continue from")
-    return {_cache_arg(type(model)): cache, "use_cache": True}
+    return {name: cache, "use_cache": True}
 
 
 @dataclass
@@ -285,6 +290,24 @@ def _trace(lm: LM, clean: Clean, returns_tuple: bool) -> None:
         clean.resume_note = f"could not record the blocks' arguments ({type(e).__name__}: {str(e)[:200]})"
 
 
+def recorded_inputs(calls: Sequence[_block_calls.BlockCall]) -> list[torch.Tensor]:
+    """The input hidden states that `record_calls` kept with each call."""
+    out = []
+    for i, c in enumerate(calls):
+        if c.hidden is None:
+            raise RuntimeError(f"block {i}'s call was recorded without its input (keep_hidden=False)")
+        out.append(c.hidden)
+    return out
+
+
+def weight_of(module: torch.nn.Module) -> torch.Tensor:
+    """A linear / embedding module's weight matrix (what the sizes of the vocabulary and the stream come from)."""
+    w = getattr(module, "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight matrix")
+    return w
+
+
 @locks_model
 def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) -> tuple[Clean, torch.Tensor]:
     """One clean forward over ids [1, S], recording each block's input and call; returns (clean, logits)."""
@@ -295,7 +318,7 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
     rec = [calls[i] for i in range(len(layers))]
     _check_stream(lm, rec[0].hidden)
-    clean = Clean(ids=ids, inputs=[c.hidden for c in rec], final=fin[0], calls=rec)
+    clean = Clean(ids=ids, inputs=recorded_inputs(rec), final=fin[0], calls=rec)
     for c in rec:
         c.hidden = None  # the calls keep only arguments; activations live in clean.inputs
     n = logits.shape[0]
@@ -308,10 +331,10 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
 def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) -> int:
     """How many intervened rows one batched pass may hold: activations (incl. attention scores) + logits."""
     cfg = lm.config
-    d = _config_int(cfg, "hidden_size", "n_embd") or int(lm.anatomy.embed.weight.shape[1])
+    d = _config_int(cfg, "hidden_size", "n_embd") or int(weight_of(lm.anatomy.embed).shape[1])
     inter = _config_int(cfg, "intermediate_size", "n_inner") or 4 * d
     heads = _config_int(cfg, "num_attention_heads", "n_head") or 1
-    vocab = int(lm.anatomy.unembed.weight.shape[0])
+    vocab = int(weight_of(lm.anatomy.unembed).shape[0])
     elem = torch.finfo(lm.dtype).bits // 8
     per_row = elem * seq_len * (8 * d + 2 * inter) + 4 * heads * seq_len * seq_len * 2 + 4 * n_pos * vocab * 3
     if budget_mb is None:
@@ -367,7 +390,8 @@ def _run_staircase(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequen
         ctx = _edit_contexts(specs, in_batch, j)
         outs = [(i, specs[r]) for i, r in enumerate(in_batch) if specs[r].out_layer == j and starts[r] <= j]
         if outs:  # an output edit on a block this row computes (it also has an earlier block edit)
-            ctx += [hooks.edit_output(layers[j], s.out_fn, rows=[i], needs_input=True) for i, s in outs]
+            ctx += [hooks.edit_output(layers[j], s.output_fn(), rows=[i], needs_input=True) for i, s in outs]
+        assert clean.calls is not None  # run_rows uses this engine only with recorded calls
         with hooks.stack(*ctx):
             h = _block_calls.run_block(layers[j], clean.calls[j], h)
     assert h is not None
@@ -380,7 +404,7 @@ def _initial_state(clean: Clean, spec: RowSpec, start: int) -> torch.Tensor:
     """The row's hidden state entering block `start`: clean, with its output edit applied if that is why it starts."""
     if spec.out_layer is not None and spec.out_layer + 1 == start:
         h_out, h_in = clean.out(spec.out_layer), clean.inputs[spec.out_layer]
-        return spec.out_fn(h_out, h_in).to(h_out.dtype).expand_as(h_out)
+        return spec.output_fn()(h_out, h_in).to(h_out.dtype).expand_as(h_out)
     return clean.inputs[start] if start < clean.n_layers else clean.final
 
 
@@ -393,7 +417,7 @@ def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence
     for i, r in enumerate(chunk):
         sp = specs[r]
         if sp.out_layer is not None:
-            ctx.append(hooks.edit_output(layers[sp.out_layer], sp.out_fn, rows=[i], needs_input=True))
+            ctx.append(hooks.edit_output(layers[sp.out_layer], sp.output_fn(), rows=[i], needs_input=True))
     for j in sorted({j for r in chunk for j in specs[r].block_edits}):
         ctx += _edit_contexts(specs, chunk, j)
     keep = keep_logits_arg(lm.model, s_len - int(positions.min()))

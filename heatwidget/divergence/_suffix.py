@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .. import _block_calls, hooks
 from .._lm import LM
-from ._engine import Clean, _close, keep_logits_arg
+from ._engine import Clean, _close, keep_logits_arg, recorded_inputs
 
 __all__ = ["PrefixCache", "SuffixBase", "base_forward", "prepare", "cut_call", "suffix_clean"]
 
@@ -83,13 +84,13 @@ def base_forward(lm: LM, ids: torch.Tensor) -> tuple[SuffixBase, torch.Tensor]:
     with torch.inference_mode(), _block_calls.record_calls(layers) as calls, hooks.capture({0: layers[-1]}) as fin:
         logits = lm.model(input_ids=ids, use_cache=True, **keep_logits_arg(lm.model, 1)).logits[0, -1]
     rec = [calls[i] for i in range(len(layers))]
-    inputs = [c.hidden for c in rec]
+    inputs = recorded_inputs(rec)
     for c in rec:
         c.hidden = None
     return SuffixBase(ids, inputs, fin[0], rec, [], []), logits
 
 
-def _cache_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, object]:
+def _cache_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, Any]:
     """Where the KV cache travels in this block's call: ("kw", name) or ("arg", index)."""
     for name in _CACHE_ARGS:
         if name in call.kwargs:
@@ -104,7 +105,7 @@ def _cache_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[s
     raise RuntimeError("cannot find the KV-cache argument of the block's call")
 
 
-def _mask_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, object]:
+def _mask_slot(block: torch.nn.Module, call: _block_calls.BlockCall) -> tuple[str, Any]:
     if "attention_mask" in call.kwargs:
         return "kw", "attention_mask"
     params = [p for p in inspect.signature(block.forward).parameters if p != "self"][1:]
@@ -146,13 +147,13 @@ def cut_call(lm: LM, j: int, call: _block_calls.BlockCall, cache: object, t: int
     args = list(_cut(a, t, n) for a in call.args)
     kwargs = {k: _cut(v, t, n) for k, v in call.kwargs.items()}
     where, slot = _mask_slot(block, call)
-    old = (kwargs.get(slot) if where == "kw" else call.args[slot])  # type: ignore[index]
+    old = kwargs.get(slot) if where == "kw" else call.args[slot]
     new_mask = _suffix_mask(lm, old, t, n, lm.device)
     for (w, s), value in (((where, slot), new_mask), (_cache_slot(block, call), cache)):
         if w == "kw":
-            kwargs[s] = value  # type: ignore[index]
+            kwargs[s] = value
         else:
-            args[s] = value  # type: ignore[index]
+            args[s] = value
     return _block_calls.BlockCall(tuple(args), kwargs, call.hidden_kw)
 
 

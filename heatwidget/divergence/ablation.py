@@ -8,6 +8,8 @@ input, then all layers as one batched pass in which row l resumes at block l+1 (
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,7 @@ from ._engine import (
     next_forward,
     rows_per_chunk,
     run_rows,
+    weight_of,
 )
 from ._stats import kl_div, log_probs, rank_of
 from ._stats import top_k as topk_of
@@ -77,7 +80,11 @@ class _Intervention:
             return RowSpec(out_layer=layer, out_fn=self.fn(layer, clean, prompt_len))
         a = lm.anatomy
         mod = a.attn_module(layer, "zero_attn") if self.kind == "zero_attn" else a.mlp_module(layer, "zero_mlp")
-        return RowSpec(block_edits={layer: [Edit((self.kind, layer), lambda rows, m=mod: hooks.zero(m, rows=rows))]})
+        return RowSpec(block_edits={layer: [Edit((self.kind, layer), functools.partial(_zero_rows, mod))]})
+
+
+def _zero_rows(module: torch.nn.Module, rows: Any) -> contextlib.AbstractContextManager:
+    return hooks.zero(module, rows=rows)
 
 
 def _as_tensor(x: Any, what: str) -> torch.Tensor:
@@ -88,7 +95,7 @@ def _as_tensor(x: Any, what: str) -> torch.Tensor:
 
 
 def _per_layer(v: torch.Tensor, lm: LM, what: str) -> Callable[[int], torch.Tensor]:
-    d = lm.anatomy.embed.weight.shape[1]
+    d = int(weight_of(lm.anatomy.embed).shape[1])
     if v.ndim == 1 and v.shape[0] == d:
         return lambda layer: v
     if v.ndim == 2 and v.shape == (lm.n_layers, d):
@@ -177,9 +184,10 @@ def _checked_callable(user: Callable, name: str, layer: int) -> Callable:
 
 def spec_hooks(lm: LM, spec: RowSpec, rows: Any) -> list:
     """The same intervention as hooks on the full model (for generation and whole-sequence re-runs)."""
-    ctx = []
+    ctx: list[contextlib.AbstractContextManager] = []
     if spec.out_layer is not None:
-        ctx.append(hooks.edit_output(lm.anatomy.layers[spec.out_layer], spec.out_fn, rows=rows, needs_input=True))
+        ctx.append(hooks.edit_output(lm.anatomy.layers[spec.out_layer], spec.output_fn(), rows=rows,
+                                     needs_input=True))
     for edits in spec.block_edits.values():
         ctx += [e.make(rows) for e in edits]
     return ctx
@@ -285,7 +293,7 @@ def ablate_prompt(lm: LM, prompt: str, *, max_new_tokens: int = 5, layers: Seque
     """One prompt's KL(clean ‖ intervened) by selected layer and generated token: the per-item step of
     `ablation_kl` (also what a Ray worker runs; the intervention is resolved where it runs, since "mean" uses
     that model's own activations)."""
-    T, sel = max_new_tokens, lm.anatomy.resolve_layers(layers)
+    T, sel = max_new_tokens, common.selected_layers(lm, layers)
     iv = resolve_intervention(lm, intervention)
     budget = current_config().memory_budget_mb
     ids = _encode(lm, prompt, T)
@@ -344,7 +352,7 @@ def _items(lm: LM, prompt: str | Sequence[str], **options: Any) -> list[str]:
     """Check the inputs before any model time is spent (a bad prompt anywhere in the list fails at once)."""
     lm.anatomy.require_single_stream("ablation_kl")
     prompts, single = common.as_prompt_list(prompt)
-    lm.anatomy.resolve_layers(options.get("layers"))
+    common.selected_layers(lm, options.get("layers"))
     resolve_intervention(lm, options.get("intervention", "skip"))
     T = common.check_max_new_tokens(options.get("max_new_tokens", 5))
     common.check_each(prompts, single, lambda p: _encode(lm, p, T))
@@ -365,7 +373,7 @@ def _notes(runs: list[AblationResult], T: int, mode: str) -> list[str]:
 def _reduce(run: Run) -> Table:
     runs: list[AblationResult] = run.results
     o, lm = run.options, run.lm
-    T, mode, sel = o["max_new_tokens"], o["mode"], lm.anatomy.resolve_layers(o["layers"])
+    T, mode, sel = o["max_new_tokens"], o["mode"], common.selected_layers(lm, o["layers"])
     label = resolve_intervention(lm, o["intervention"]).label
     per_prompt = np.stack([r.values for r in runs])  # [N, R, T]
     values = common.nanmean(per_prompt, 0)
@@ -443,7 +451,7 @@ def _topk(d: Detail, lm: LM, res: AblationResult, r: int, t: int, layer: int, la
 def _drill(run: Run, m: HeatMatrix, r: int, t: int) -> Detail:
     runs: list[AblationResult] = run.results
     lm, mode = run.lm, run.options["mode"]
-    layer = lm.anatomy.resolve_layers(run.options["layers"])[r]
+    layer = common.selected_layers(lm, run.options["layers"])[r]
     iv = resolve_intervention(lm, run.options["intervention"])
     d = m.cell(r, t)
     pi = _pick_prompt(runs, r, t)
@@ -552,6 +560,6 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     optional_budget(memory_budget_mb, "memory_budget_mb")
     cfg = legacy_config("ablation_kl", config, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar,
                         executor=executor, ray_address=ray_address, num_workers=num_workers)
-    options = {"max_new_tokens": T, "layers": None if layers is None else lm.anatomy.resolve_layers(layers),
+    options = {"max_new_tokens": T, "layers": None if layers is None else common.selected_layers(lm, layers),
                "intervention": intervention, "mode": mode, "top_k": positive_int(top_k, "top_k"), "resume": resume}
     return run_analysis(ABLATION, lm, {"prompt": prompt}, options, cfg)

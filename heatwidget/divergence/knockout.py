@@ -9,6 +9,8 @@ resuming from the clean activations (Subj./Last. rows start at block l+1, Attn. 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +62,7 @@ def _char_spans(lm: LM, prompt: str, ids: torch.Tensor | None) -> list[tuple[int
     try:
         enc = tok(prompt, return_offsets_mapping=True)
         if want is None or list(enc["input_ids"]) == want:
-            return [tuple(map(int, o)) for o in enc["offset_mapping"]]
+            return [(int(o[0]), int(o[1])) for o in enc["offset_mapping"]]
     except (NotImplementedError, ValueError, TypeError):
         pass  # slow (Python) tokenizers have no offsets: fall back to decoding prefixes below
     ids_l = want if want is not None else tok(prompt)["input_ids"]
@@ -140,6 +142,11 @@ class KnockoutResult:
     blocks: int
 
 
+def _knockout_edges(module: torch.nn.Module, queries: list[int], keys: list[int], rows: Any
+                    ) -> contextlib.AbstractContextManager:
+    return hooks.block_attention([module], queries=queries, keys=keys, rows=rows)
+
+
 def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corruption: str, window: int, seed: int,
            scale: float | None, noise_scale: float) -> list[RowSpec]:
     """Rows in site order Subj., Attn., Last.; `scale` = noise std, or None: noise_scale × std of the clean
@@ -156,9 +163,8 @@ def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corrup
     attn_rows = []
     attn = lm.anatomy.attn  # None in layers without softmax attention (hybrids): nothing to knock out there
     for layer in sel:
-        edits = {j: [Edit(("attn", j), lambda rows, j=j: hooks.block_attention([attn[j]], queries=[S - 1],
-                                                                               keys=subj, rows=rows))]
-                 for j in window_layers(layer, window, L) if attn[j] is not None}
+        edits = {j: [Edit(("attn", j), functools.partial(_knockout_edges, module, [S - 1], subj))]
+                 for j in window_layers(layer, window, L) if (module := attn[j]) is not None}
         attn_rows.append(RowSpec(block_edits=edits))
     n = len(sel)
     return specs[:n] + attn_rows + specs[n:]  # site order Subj., Attn., Last.
@@ -171,7 +177,7 @@ class _Collector:
         self.P = P
         self.p_ids, self.p_p = topk_of(P, k)
         self.k = kk = int(self.p_ids.shape[-1])
-        self.res = {"js": np.zeros(n_rows, np.float32), "qi": np.zeros((n_rows, kk), np.int64),
+        self.res: dict[str, np.ndarray] = {"js": np.zeros(n_rows, np.float32), "qi": np.zeros((n_rows, kk), np.int64),
                     "qp": np.zeros((n_rows, kk), np.float32), "qap": np.zeros((n_rows, kk), np.float32),
                     "paq": np.zeros((n_rows, kk), np.float32)}
 
@@ -196,7 +202,7 @@ def knockout_prompt(lm: LM, item: KnockoutItem, *, layers: Sequence[int] | None 
                     top_k: int = 10, resume: bool | None = None) -> KnockoutResult:
     """One prompt's knockouts, every (site, layer) as rows of one batched pass resuming from the clean run: the
     per-item step of `knockout_js` (also what a Ray worker runs)."""
-    sel = lm.anatomy.resolve_layers(layers)
+    sel = common.selected_layers(lm, layers)
     ids = lm.encode(item.prompt)["input_ids"]
     subj = subject_positions(lm, item.prompt, item.subject, ids)
     clean, logits = forward_clean(lm, ids, keep_last=1)
@@ -225,7 +231,7 @@ def _items(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str], 
         slist = slist * len(plist)
     if len(slist) != len(plist):
         raise ValueError(f"{len(plist)} prompts but {len(slist)} subjects: give one subject per prompt")
-    lm.anatomy.resolve_layers(options.get("layers"))
+    common.selected_layers(lm, options.get("layers"))
     if not lm.anatomy.attention_layers:
         raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
                            "has no softmax attention in any layer (an attention-free model): use ablation_kl")
@@ -238,7 +244,7 @@ def _items(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str], 
 def _reduce(run: Run) -> Table:
     runs: list[KnockoutResult] = run.results
     o, lm = run.options, run.lm
-    sel = lm.anatomy.resolve_layers(o["layers"])
+    sel = common.selected_layers(lm, o["layers"])
     sigma = run.items[0].sigma_emb
     per_prompt = np.stack([r.js for r in runs])  # [N, 3, R]
     single = isinstance(run.inputs["prompts"], str)
@@ -281,7 +287,7 @@ def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
     runs: list[KnockoutResult] = run.results
     lm, window = run.lm, int(run.options["window"])
     d = m.cell(r, c)
-    layer = lm.anatomy.resolve_layers(run.options["layers"])[c]
+    layer = common.selected_layers(lm, run.options["layers"])[c]
     vals = np.array([x.js[r, c] for x in runs], dtype=np.float64)
     pi = int(np.argmax(vals))
     one = runs[pi]
@@ -349,7 +355,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     optional_budget(memory_budget_mb, "memory_budget_mb")
     cfg = legacy_config("knockout_js", config, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar,
                         executor=executor, ray_address=ray_address, num_workers=num_workers)
-    options = {"layers": None if layers is None else lm.anatomy.resolve_layers(layers), "corruption": corruption,
+    options = {"layers": None if layers is None else common.selected_layers(lm, layers), "corruption": corruption,
                "noise_scale": finite_number(noise_scale, "noise_scale", minimum=0.0), "window": window,
                "seed": positive_int(seed, "seed", minimum=0), "noise_ref": noise_ref,
                "top_k": positive_int(top_k, "top_k"), "resume": resume}

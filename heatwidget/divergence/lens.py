@@ -22,7 +22,7 @@ from .._validate import optional_budget, positive_int, token_ids
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, legacy_config, run_analysis
 from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as common
-from ._engine import unembed
+from ._engine import unembed, weight_of
 from ._stats import kl_div, log_probs, rank_of
 from ._stats import top_k as topk_of
 
@@ -56,7 +56,7 @@ def _ids(lm: LM, prompt: Any) -> list[int]:
         return lm.encode(prompt)["input_ids"][0].tolist()
     if prompt is None or not hasattr(prompt, "__len__"):
         raise TypeError(f"prompt must be a str or a sequence of token ids, got {type(prompt).__name__}")
-    ids = token_ids(prompt, int(lm.anatomy.embed.weight.shape[0]))
+    ids = token_ids(prompt, int(weight_of(lm.anatomy.embed).shape[0]))
     limit = context_length(lm.config)
     if limit is not None and len(ids) > limit:
         raise ValueError(f"prompt is {len(ids)} tokens long but the model's context is {limit} tokens")
@@ -80,7 +80,7 @@ def _chunk_readout(lm: LM, h: torch.Tensor, final: torch.Tensor, f_ids: torch.Te
 
 def lens_prompt(lm: LM, ids: list[int], *, layers: Sequence[int] | None = None, top_k: int = 10) -> LensResult:
     """The logit lens of one prompt (token ids), both metrics: the per-item step of `logit_lens`."""
-    sel = lm.anatomy.resolve_layers(layers)
+    sel = common.selected_layers(lm, layers)
     x = torch.tensor([ids], dtype=torch.long, device=lm.device)
     blocks = lm.anatomy.layers
     with torch.inference_mode(), hooks.capture({i: blocks[i] for i in sel}) as res:
@@ -110,7 +110,7 @@ def lens_prompt(lm: LM, ids: list[int], *, layers: Sequence[int] | None = None, 
 def _items(lm: LM, prompt: Any, **options: Any) -> list[list[int]]:
     ids = _ids(lm, prompt)
     lm.anatomy.require_single_stream("logit_lens")
-    lm.anatomy.resolve_layers(options.get("layers"))
+    common.selected_layers(lm, options.get("layers"))
     return [ids]
 
 
@@ -170,6 +170,6 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     the `memory_budget_mb` keyword is its deprecated spelling."""
     optional_budget(memory_budget_mb, "memory_budget_mb")
     cfg = legacy_config("logit_lens", config, memory_budget_mb=memory_budget_mb)
-    sel = None if layers is None else lm.anatomy.resolve_layers(layers)
+    sel = None if layers is None else common.selected_layers(lm, layers)
     return run_analysis(LENS, lm, {"prompt": prompt},
                         {"layers": sel, "metric": metric, "top_k": positive_int(top_k, "top_k")}, cfg)

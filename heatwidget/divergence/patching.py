@@ -27,6 +27,7 @@ clean value equals the corrupted one (positions before the first corrupted token
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +41,7 @@ from .._offload import live_param
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, run_analysis
 from ..matrix import Chart, Detail, HeatMatrix, Series
 from . import _common as common
-from ._engine import Edit, RowSpec, forward_clean, keep_logits_arg, run_rows
+from ._engine import Edit, EditFn, RowSpec, forward_clean, keep_logits_arg, run_rows
 from ._stats import log_probs
 from ._suffix import SuffixBase, base_forward, prepare, suffix_clean
 from .knockout import NOISE_REFS, corruption_noise, subject_positions
@@ -108,7 +109,9 @@ class _Setup:
 
 
 def _site_modules(lm: LM, site: str) -> list[torch.nn.Module]:
-    return {"resid": list(lm.anatomy.layers), "mlp": list(lm.anatomy.mlp), "attn": list(lm.anatomy.attn)}[site]
+    a = lm.anatomy
+    mods: list[Any] = list(a.layers) if site == "resid" else list(a.mlp) if site == "mlp" else list(a.attn)
+    return mods
 
 
 def _setup(lm: LM, item: PatchItem, seed: int, noise_ref: str, noise_scale: float) -> _Setup:
@@ -159,8 +162,17 @@ def _row_spec(lm: LM, s: _Setup, base_site: list[torch.Tensor], site: str, windo
         value = s.clean[site][j][t]
         if not torch.equal(value, base_site[j][t]):
             fn = _restore_fn(p, value)
-            edits[j] = [Edit((site, j, t), lambda rows, m=mods[j], f=fn: hooks.edit_output(m, f, rows=rows))]
+            edits[j] = [Edit((site, j, t), functools.partial(_edit_rows, mods[j], fn))]
     return RowSpec(block_edits=edits) if edits else None
+
+
+def _edit_rows(module: torch.nn.Module, fn: EditFn, rows: Any) -> contextlib.AbstractContextManager:
+    return hooks.edit_output(module, fn, rows=rows)
+
+
+def _present(rows: list[tuple[Any, RowSpec | None]]) -> list[tuple[Any, RowSpec]]:
+    """The rows that need running (a None spec is the corrupted run itself)."""
+    return [(key, sp) for key, sp in rows if sp is not None]
 
 
 class _Cells:
@@ -192,8 +204,7 @@ def _run_suffix(lm: LM, s: _Setup, base: SuffixBase, base_site: list[torch.Tenso
     work = 0
     for t in range(n):
         check_cancelled()
-        rows = [(r, _row_spec(lm, s, base_site, site, window, layer, t, t)) for r, layer in enumerate(sel)]
-        rows = [(r, sp) for r, sp in rows if sp is not None]
+        rows = _present([(r, _row_spec(lm, s, base_site, site, window, layer, t, t)) for r, layer in enumerate(sel)])
         if not rows:
             continue
         specs = [sp for _, sp in rows]
@@ -209,9 +220,8 @@ def _run_full(lm: LM, s: _Setup, base_site: list[torch.Tensor], site: str, windo
     n = int(s.ids.shape[1])
     with s.corruption(lm):
         full, _ = forward_clean(lm, s.base_ids, keep_last=1)
-    rows = [((r, t), _row_spec(lm, s, base_site, site, window, layer, t, 0))
-            for t in range(n) for r, layer in enumerate(sel)]
-    rows = [(c, sp) for c, sp in rows if sp is not None]
+    rows = _present([((r, t), _row_spec(lm, s, base_site, site, window, layer, t, 0))
+                     for t in range(n) for r, layer in enumerate(sel)])
     if not rows:
         return "none", 0
     specs = [sp for _, sp in rows]
@@ -225,7 +235,7 @@ def trace(lm: LM, item: PatchItem, *, site: str = "resid", window: int = 1, laye
           seed: int = 0, noise_ref: str = "embedding", noise_scale: float = 3.0) -> Trace:
     """One prompt's causal trace: both metrics for every (layer, position) cell (the per-item step of
     `patching`; also runs on Ray workers)."""
-    sel = lm.anatomy.resolve_layers(layers)
+    sel = common.selected_layers(lm, layers)
     s = _setup(lm, item, seed, noise_ref, noise_scale)
     with torch.inference_mode(), s.corruption(lm), hooks.capture(_site_modules(lm, site)) as got:
         base, logits = base_forward(lm, s.base_ids)
@@ -259,7 +269,7 @@ def _items(lm: LM, clean: str, corrupted: str | None = None, subject: str | None
     if not isinstance(clean, str):
         raise TypeError(f"clean must be a str prompt, got {type(clean).__name__}")
     ids = lm.encode(clean)["input_ids"]
-    lm.anatomy.resolve_layers(options.get("layers"))
+    common.selected_layers(lm, options.get("layers"))
     if corrupted is not None:
         if not isinstance(corrupted, str):
             raise TypeError(f"corrupted must be a str prompt or None, got {type(corrupted).__name__}")
@@ -373,7 +383,7 @@ def _other_sites(run: Run, m: HeatMatrix, d: Detail, args: dict[str, Any]) -> No
         rows.append({"site": other, "p(answer)": float(lp[tr.answer].exp()),
                      "logit_diff": float(lp[tr.answer] - lp[tr.rival])})
         if other != run.options["site"]:
-            d.reruns[f"causal trace of the {other} site"] = lambda other=other: m.recompute(site=other)
+            d.reruns[f"causal trace of the {other} site"] = functools.partial(m.recompute, site=other)
     d.tables["this cell at each site"] = pd.DataFrame(rows)
 
 
