@@ -1,4 +1,4 @@
-"""hooks additions for resuming a forward part-way: capture_all, record_calls, probe_calls, run_block."""
+"""Resuming a forward part-way: hooks.capture_all, and the engine internals record_calls, trace_calls, run_block."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import heatwidget as hw
-from heatwidget import hooks
+from heatwidget import _block_calls, hooks
 from heatwidget.divergence._engine import next_step_args
 
 
@@ -41,36 +41,36 @@ def test_capture_all_over_a_cached_generation_equals_one_full_forward(lm):
 def test_record_calls_and_run_block_reproduce_every_block(lm):
     ids = lm.encode(["the capital of Velmora is"])["input_ids"]
     layers = list(lm.anatomy.layers)
-    with torch.inference_mode(), hooks.record_calls(layers) as calls, hooks.capture(layers) as outs:
+    with torch.inference_mode(), _block_calls.record_calls(layers) as calls, hooks.capture(layers) as outs:
         lm.model(ids, use_cache=False)
     with torch.inference_mode():
         for i, blk in enumerate(layers):
-            got = hooks.run_block(blk, calls[i], calls[i].hidden)
+            got = _block_calls.run_block(blk, calls[i], calls[i].hidden)
             torch.testing.assert_close(got, outs[i], atol=1e-6, rtol=0)
             # a batch of 3 rows re-uses the batch-1 recorded arguments by broadcasting
-            got3 = hooks.run_block(blk, calls[i], calls[i].hidden.expand(3, -1, -1))
+            got3 = _block_calls.run_block(blk, calls[i], calls[i].hidden.expand(3, -1, -1))
             torch.testing.assert_close(got3, outs[i].expand(3, -1, -1), atol=1e-5, rtol=0)
-    with torch.inference_mode(), hooks.record_calls(layers) as cached:
+    with torch.inference_mode(), _block_calls.record_calls(layers) as cached:
         lm.model(ids, use_cache=True)
     with pytest.raises(ValueError, match="KV cache"):
-        hooks.run_block(layers[0], cached[0], cached[0].hidden)
+        _block_calls.run_block(layers[0], cached[0], cached[0].hidden)
 
 
-def test_probe_calls_records_the_real_arguments_without_running_blocks(lm):
+def test_trace_calls_records_the_real_arguments_without_running_blocks(lm):
     ids = lm.encode("the capital of Velmora is")["input_ids"]
     layers = list(lm.anatomy.layers)
-    with torch.inference_mode(), hooks.record_calls(layers, keep_hidden=False) as real:
+    with torch.inference_mode(), _block_calls.record_calls(layers, keep_hidden=False) as real:
         lm.model(ids, use_cache=False)
     mlp_calls, h1 = _counter(lm.anatomy.mlp[0])
     head_calls, h2 = _counter(lm.anatomy.unembed)
     try:
-        probed = hooks.probe_calls(layers, lambda: lm.model(ids, use_cache=False), lm.anatomy.final_norm)
+        traced = _block_calls.trace_calls(layers, lambda: lm.model(ids, use_cache=False), lm.anatomy.final_norm)
     finally:
         h1.remove()
         h2.remove()
     assert not mlp_calls and not head_calls  # nothing but embedding, masks and position tables ran
     assert all("forward" not in blk.__dict__ for blk in layers)  # the blocks' own forward is back
-    for p, r in zip(probed, (real[i] for i in range(len(layers))), strict=True):
+    for p, r in zip(traced, (real[i] for i in range(len(layers))), strict=True):
         assert p.hidden_kw == r.hidden_kw and len(p.args) == len(r.args) and set(p.kwargs) == set(r.kwargs)
         for k, v in r.kwargs.items():
             if isinstance(v, torch.Tensor):
@@ -82,13 +82,13 @@ def test_probe_calls_records_the_real_arguments_without_running_blocks(lm):
         lm.model(ids)
 
 
-def test_probe_calls_restores_blocks_when_the_forward_fails(lm):
+def test_trace_calls_restores_blocks_when_the_forward_fails(lm):
     layers = list(lm.anatomy.layers)
 
     def boom():
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        hooks.probe_calls(layers, boom, lm.anatomy.final_norm)
+        _block_calls.trace_calls(layers, boom, lm.anatomy.final_norm)
     assert all("forward" not in blk.__dict__ for blk in layers)
     assert not lm.anatomy.final_norm._forward_pre_hooks
