@@ -2,8 +2,8 @@
 
 The explorer drills on a worker thread while the user keeps running cells in the main thread, so two analyses can
 ask for the same model at once. Their hooks only act in the context that registered them (see `hooks`), but the
-analyses still share the module objects (e.g. `hooks.probe_calls` swaps block forwards while it runs), so every
-analysis entry point holds the model's lock: analyses on one model run one after the other, never interleaved.
+analyses still share the module objects (e.g. `_block_calls.trace_calls` swaps block forwards while it runs), so
+every analysis entry point holds the model's lock: analyses on one model run one after the other, never interleaved.
 The lock is re-entrant, so an analysis that calls another (a drill-down re-running `ablation_kl`) just nests.
 Plain forwards (`lm.model(...)`) take no lock; hooks isolation keeps them unchanged.
 """

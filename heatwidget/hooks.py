@@ -1,7 +1,8 @@
 """Every intervention on a model's internals, as context managers that always remove their hooks.
 
-The only module that registers hooks. Blocks may return a tensor (recent transformers) or a tuple whose first item
-is the hidden state (older releases, attention modules); both are handled. Selections are (rows, positions):
+With `_block_calls` (the engines' internals, built on it), the only module that registers hooks. Blocks may return
+a tensor (recent transformers) or a tuple whose first item is the hidden state (older releases, attention
+modules); both are handled. Selections are (rows, positions):
 `rows` picks batch rows, `positions` picks token positions of the current forward's input (ints, negative ints,
 a slice, or a bool mask [T] or [B, T] for per-row positions such as subject tokens). Interventions are computed
 on the full tensor and blended in with `torch.where`, so one batched forward can carry a different intervention
