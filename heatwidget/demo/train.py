@@ -232,7 +232,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
     if dtype == "float16":
         # fp16 storage halves the shipped size; the config keeps float32 so from_pretrained upcasts on load
         # (fp16 matmuls on CPU are slow and the analyses reduce in float32 anyway).
-        half = LlamaForCausalLM(model.config).to(torch.float16)
+        half = LlamaForCausalLM(model.config).to(torch.float16)  # type: ignore[arg-type]  # transformers' .to stub only takes a model
         half.load_state_dict({k: v.to(torch.float16) for k, v in model.state_dict().items()})
         half.generation_config = model.generation_config
         half.save_pretrained(out)
