@@ -129,7 +129,8 @@ def layer_skip_kl(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str]
 
 
 def probe_aucs(states: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Held-out ROC AUC of an L2 logistic regression (C=1, the reference probe_auc is checked against) per layer, plus controls."""
+    """Held-out ROC AUC of an L2 logistic regression (C=1, as probe_auc's sklearn reference) per layer, plus
+    controls."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
@@ -199,8 +200,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     return result
 
 
-# The shape of the probe-AUC figures of Orgad et al. 2024 (AUC per layer × token), as numbers a checkpoint must reach: a mix of right
-# and wrong answers, a strong best cell, AUC rising with depth, and the answer columns beating the last tokens.
+# The shape of the probe-AUC figures of Orgad et al. 2024 (AUC per layer × token), as numbers a checkpoint must
+# reach: a mix of right and wrong answers, a strong best cell, AUC rising with depth, and the answer columns
+# beating the last tokens.
 FIGURE_TARGETS: dict[str, tuple[str, float]] = {
     "accuracy_min": ("accuracy", 0.45),
     "accuracy_max": ("accuracy", 0.85),
