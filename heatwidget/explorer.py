@@ -70,14 +70,19 @@ def option_choices() -> dict[str, list[Any] | None]:
     """Option name -> its choices, from the declarations of heatwidget's analyses (`heatwidget.analysis`), plus
     the constants of analyses that do not declare their options yet; TEXT_INPUTS map to None (free text). What
     the explorer offers for a matrix without meta["option_specs"] (one saved by an older version, say)."""
-    from . import divergence  # noqa: F401 - importing the analyses declares them
+    import importlib
+
+    from . import divergence, weights  # noqa: F401 - importing the analyses declares them
     from .analysis import declared
-    from .probing.collect import SITES as COLLECT_SITES
-    from .weights import CHANGE_STATS
+
+    collect_module = importlib.import_module("heatwidget.probing.collect")  # (the package's `collect` is a function)
 
     out: dict[str, list[Any] | None] = {}
     named = [(o.name, list(o.choices)) for a in declared().values() for o in a.options if o.choices is not None]
-    for name, choices in [*named, ("site", list(COLLECT_SITES)), ("stat", list(CHANGE_STATS))]:
+    # analyses that may not declare their options yet: their constants (empty once renamed; declared then)
+    undeclared = [("site", list(getattr(collect_module, "SITES", ()))),
+                  ("stat", list(getattr(weights, "CHANGE_STATS", ())))]
+    for name, choices in [*named, *undeclared]:
         seen = out.setdefault(name, [])
         assert seen is not None
         seen += [c for c in choices if c not in seen]
