@@ -222,7 +222,8 @@ def legacy_config(what: str, config: Config | Mapping[str, Any] | None, **old: A
         return config
     import warnings
 
-    warnings.warn(f"{what}({', '.join(f'{k}=' for k, v in old.items() if v is not None)}...) is deprecated: "
+    names = [k for k, v in old.items() if v is not None]
+    warnings.warn(f"{what}({', '.join(f'{k}=...' for k in names)}) is deprecated: "
                   f"execution settings go in hw.config({', '.join(f'{k}=...' for k in given)}) or config={{...}}",
                   FutureWarning, stacklevel=3)
     base = dict(config) if isinstance(config, Mapping) else (dataclasses.asdict(config) if config else {})
@@ -291,7 +292,8 @@ class Analysis:
         return {k: v for k, v in options.items() if k in params}
 
     def __post_init__(self) -> None:
-        if self.per_item.__module__.startswith("heatwidget."):  # the package's own (not a test's or a user's)
+        # register the package's own analyses (not a test's or a user's): explorer.option_choices reads them
+        if str(getattr(self.per_item, "__module__", "")).startswith("heatwidget."):
             _DECLARED[self.name] = self
 
 
