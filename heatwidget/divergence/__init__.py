@@ -21,10 +21,10 @@ from .knockout import (
     subject_positions,
 )
 from .lens import LENS, LENS_METRICS, lens_prompt, logit_lens
-from .patching import PATCHING, patching, trace
+from .patching import PATCHING, trace  # (hw.patching is the function; divergence.patching stays the module)
 
 __all__ = [
-    "ablation_kl", "knockout_js", "logit_lens", "patching", "Steer", "ProjectOut", "INTERVENTIONS", "MODES", "SITES",
+    "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut", "INTERVENTIONS", "MODES", "SITES",
     "KNOCKOUT_ROWS", "CORRUPTIONS", "NOISE_REFS", "LENS_METRICS", "subject_positions", "per_position_kl", "kl_div",
     "js_div", "ablate_prompt", "knockout_prompt", "lens_prompt", "trace", "ABLATION", "KNOCKOUT", "LENS", "PATCHING",
 ]
