@@ -47,7 +47,7 @@ LIST_CASES = {
                                 ValueError, r"^prompt 1: subject 'Velmora' does not occur"),
     "knockout subject type": (lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, 3], layers=[0]),
                               TypeError, r"subject 1 has type int, not str"),
-    "answer questions": (lambda lm: hw.answer(lm, ["Q: a? A:", ""], ["x", "y"]), ValueError, r"question 1 is empty"),
+    "answer questions": (lambda lm: hw.answer(lm, ["Q: a? A:", ""], ["x", "y"]), ValueError, r"question 1 of 2 is empty"),
     "answer golds": (lambda lm: hw.answer(lm, ["Q: a? A:", "Q: b? A:"], ["x", ""]), ValueError, r"gold 1 is empty"),
     "answer question type": (lambda lm: hw.answer(lm, ["Q: a? A:", 3], ["x", "y"]), TypeError,
                              r"question 1 has type int, not str"),
