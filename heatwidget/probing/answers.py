@@ -455,7 +455,7 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
     lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
     Execution: `hw.config(...)` or `config=` (executor="ray": batches generated on model replicas).
     """
-    inputs = dict(questions=questions, golds=golds, extractor=extractor, chat_template=chat_template,
+    inputs: dict[str, Any] = dict(questions=questions, golds=golds, extractor=extractor, chat_template=chat_template,
                   required_positions=required_positions, state={})
     return run_stage(ANSWER, lm, inputs, {"max_new_tokens": max_new_tokens, "batch_size": batch_size},
                      legacy_config(config, execution, "answer"))

@@ -75,7 +75,8 @@ class Activations:
 
     @property
     def path(self) -> Path | None:
-        return Path(self.values.filename) if isinstance(self.values, np.memmap) else None
+        name = self.values.filename if isinstance(self.values, np.memmap) else None
+        return Path(name) if name is not None else None
 
     @property
     def position_labels(self) -> list[str]:
@@ -200,9 +201,11 @@ def collect_rows(lm: Any, item: RowChunk, *, site: str = "resid", layers: Any = 
         ids[r, :len(s)] = torch.tensor(s)
         mask[r, :len(s)] = 1
     index = torch.from_numpy(item.index)
-    with torch.inference_mode(), hooks.capture_at(mods, index, what=what) as got, hooks.halt_after(mods[max(lay)]):
+    modules = [mods[k] for k in lay]
+    with torch.inference_mode(), hooks.capture_at(modules, index, what=what) as got, \
+            hooks.halt_after(mods[max(lay)]):
         lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-    block = torch.stack([got[k] for k in mods], dim=1).float()  # [B, L, P, d]
+    block = torch.stack([got[j] for j in range(len(lay))], dim=1).float()  # [B, L, P, d]
     return RowActivations(item.rows, block.cpu().numpy())
 
 

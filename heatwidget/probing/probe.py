@@ -258,7 +258,7 @@ def fit_cells(lm: Any, item: CellBatch, *, site: str | None = None, test_size: f
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(len(chunks), thread_name_prefix="heatwidget-probe") as pool:
-                parts = list(pool.map(lambda ch: _fit_chunk(data, *ch, C, max_iter, tol), chunks))
+                parts = list(pool.map(lambda ch: _fit_chunk(data, ch[0], ch[1], C, max_iter, tol), chunks))
         finally:
             torch.set_num_threads(old_threads)
     auc, scores, coef, intercept, n_iter, conv = (np.concatenate(x) for x in zip(*parts, strict=True))

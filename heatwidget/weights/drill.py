@@ -6,7 +6,7 @@ checkpoint directories)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ def _head_blocks(name: str, w: torch.Tensor, head_dim: int) -> list[torch.Tensor
     return list(w.split(head_dim, dim=0))
 
 
-def _per_head(layer: int, config: Any, mats: dict[str, tuple[torch.Tensor, ...]],
+def _per_head(layer: int, config: Any, mats: Mapping[str, tuple[torch.Tensor, ...]],
               cell: Callable[..., float], stat_label: str, metric: str) -> tuple[HeatMatrix | None, str]:
     """A heads × {q,k,v,o} child matrix; rows are query heads and k/v show the KV head each query head reads
     (grouped-query attention shares one KV head among n_heads / n_kv_heads query heads)."""

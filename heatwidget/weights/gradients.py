@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -23,7 +23,7 @@ def _weight_grad(part: Part, x: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     """∂L/∂W of a linear map y = x·Wᵀ (+ b) from its input x and ∂L/∂y, in W's stored layout, float32."""
     x2, g2 = x.reshape(-1, x.shape[-1]).float(), gy.reshape(-1, gy.shape[-1]).float().to(x.device)
     g = x2.T @ g2 if part.transposed else g2.T @ x2  # GPT-2's Conv1D stores [in, out]
-    w = part.module.weight
+    w = cast(torch.Tensor, part.module.weight)
     if tuple(g.shape) != tuple(w.shape):
         raise ValueError(f"{part.param_name}: gradient statistics need a linear projection, but this module maps "
                          f"{x.shape[-1]} -> {gy.shape[-1]} features with a weight of shape {list(w.shape)}")
