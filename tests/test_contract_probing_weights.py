@@ -33,6 +33,7 @@ def test_probe_auc_declares_its_options_and_recomputes_them():
                                                                                                "lbfgs"]
     assert specs["seed"]["kind"] == "int" and specs["C"]["kind"] == "float"
     assert m.meta["options"]["C"] == 1.0 and m.meta["analysis"] == "probe_auc" and "versions" in m.meta
+    assert 0 <= m.meta["solver"]["seconds"] <= m.meta["seconds"]  # fitting time, within the whole call's
     again = m.recompute(C=0.01, seed=3)
     ref = hw.probe_auc(X, y, C=0.01, seed=3)
     np.testing.assert_array_equal(again.values, ref.values)

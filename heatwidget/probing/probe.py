@@ -16,6 +16,7 @@ process (the features may be a memmap on this machine's disk).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,6 +151,7 @@ class CellFit:
     intercept: np.ndarray
     n_iter: np.ndarray
     converged: np.ndarray
+    seconds: float = 0.0  # fitting time of the batch
 
 
 def _plain_features(X: Any, y: Any, rows: Sequence[Any] | None, cols: Sequence[Any] | None
@@ -251,6 +253,7 @@ def fit_cells(lm: Any, item: CellBatch, *, site: str | None = None, test_size: f
     `test_size`, `seed` and `solver` shaped the item (features, split, solver); they are parameters so that a
     change of them refits rather than re-reduces."""
     data, chunks = item.data, item.chunks
+    t0 = time.perf_counter()
     if len(chunks) == 1:
         parts = [_fit_chunk(data, *chunks[0], C, max_iter, tol)]
     else:
@@ -262,7 +265,7 @@ def fit_cells(lm: Any, item: CellBatch, *, site: str | None = None, test_size: f
         finally:
             torch.set_num_threads(old_threads)
     auc, scores, coef, intercept, n_iter, conv = (np.concatenate(x) for x in zip(*parts, strict=True))
-    return CellFit(chunks, auc, scores, coef, intercept, n_iter, conv)
+    return CellFit(chunks, auc, scores, coef, intercept, n_iter, conv, time.perf_counter() - t0)
 
 
 # ---- reduce ----------------------------------------------------------------------------------------------------
@@ -306,7 +309,8 @@ def _reduce(run: Run) -> Table:
         vmax=1.0, colormap="blues", site=None,
         solver=dict(method=SOLVERS[data.method], name=data.method, max_iter=o["max_iter"], tol=o["tol"],
                     n_iter_max=int(g["n_iter"].max()), all_converged=bool(g["converged"].all()),
-                    device=str(data.device), cells_per_chunk=data.per),
+                    device=str(data.device), cells_per_chunk=data.per,
+                    seconds=round(sum(r.seconds for r in run.results), 3)),
         test_scores=g["test_scores"], coef=g["coef"], intercept=g["intercept"], n_iter=g["n_iter"],
         converged=g["converged"], notes=_flat_score_notes(g["test_scores"].reshape(-1, len(data.test)), o["C"]))
     if data.acts is not None:
