@@ -2,10 +2,10 @@
 
 Analyses on the contract (`heatwidget.analysis`) run here under `hw.config(executor="ray")`: the driver calls
 `map_shards(lm, apply_per_item, ...)`, so only the analysis's public per-item function (`ablate_prompt`,
-`knockout_prompt`, `trace`, ...) and its items cross to the workers; `hw.collect(..., executor="ray")` maps the
-public `collect` over whole chunks. Each actor loads the model once, from the path / hub id and the `hw.load`
-arguments the driver's `LM` recorded (`lm.name`, `lm.load_kwargs`), and runs the very same per-item code the
-local path runs, so results are equal to the local ones. Results stream back as shards finish (`ray.wait`) and
+`knockout_prompt`, `trace`, `collect_rows`, ...) and its items cross to the workers. Each actor loads the model
+once, from the path / hub id and the `hw.load` arguments the driver's `LM` recorded (`lm.name`,
+`lm.load_kwargs`), and runs the very same per-item code the local path runs, so results are equal to the local
+ones. Results stream back as shards finish (`ray.wait`) and
 are reduced in item order.
 
 Fault tolerance is Ray's own: actors restart once (`max_restarts=1`) and the call they were running is retried
@@ -188,37 +188,3 @@ def chunked(items: Sequence[Any], n_shards: int) -> list[list[Any]]:
         out.append(list(items[start:end]))
         start = end
     return out
-
-
-# ---- the analyses' shard functions (run on the workers) and drivers -------------------------------------------
-
-def _collect_shard(lm: Any, answers: Any, positions: list, layers: list[int], site: str, batch_size: int) -> Any:
-    """Activations [n, L, P, d] float32 of one shard. The shard is a run of whole chunks of the driver's
-    length-sorted order, so the worker's own sort and chunking rebuild exactly the same batches (equal values)."""
-    import numpy as np
-
-    from .probing.collect import collect
-
-    acts = collect(lm, answers, positions, layers, site, batch_size=batch_size, memory_budget=1 << 62)
-    return np.asarray(acts.values, dtype=np.float32)
-
-
-def collect_blocks(lm: Any, answers: Any, chunks: list[Any], positions: list, layers: list[int], site: str,
-                   batch_size: int, ray_address: str | None, num_workers: int) -> Iterator[tuple[Any, Any]]:
-    """(rows, activations [n, L, P, d] as a torch tensor) per shard, as shards finish on the Ray workers."""
-    import dataclasses
-
-    import numpy as np
-    import torch
-
-    from ._progress import progress
-
-    # A few shards per worker: results stream back while others compute, and a retried shard is small.
-    groups = chunked(chunks, num_workers * 4)
-    rows_of = [np.concatenate(g) for g in groups]
-    # The tokenizer stays home: workers have their own, and shipping it per shard would cost more than the ids.
-    shards = [(dataclasses.replace(answers.subset(r), tokenizer=None),) for r in rows_of]
-    common = dict(positions=list(positions), layers=list(layers), site=site, batch_size=batch_size)
-    it = map_shards(lm, _collect_shard, shards, common=common, ray_address=ray_address, num_workers=num_workers)
-    for i, vals in progress(it, total=len(shards), desc=f"collect {site} (ray)"):
-        yield rows_of[i], torch.from_numpy(np.array(vals))  # a writable copy: Ray's objects are read-only

@@ -1,5 +1,5 @@
 """ablation_kl, knockout_js and logit_lens on the analysis contract: declared options, public per-item functions
-whose results are plain data, execution settings from hw.config (the old keywords still work, with a warning), the
+whose results are plain data, execution settings from hw.config (the old keywords still work), the
 explorer's controls built from the declarations, and the package's import boundaries."""
 
 from __future__ import annotations
@@ -61,11 +61,10 @@ def test_per_item_functions_return_plain_data_equal_to_the_analysis(lm):
     np.testing.assert_array_equal(lens.kl, hw.logit_lens(lm, PROMPT).values)
 
 
-def test_old_execution_keywords_warn_and_still_apply(lm):
+def test_old_execution_keywords_still_apply(lm):
     ref = hw.ablation_kl(lm, PROMPT, max_new_tokens=2, intervention="zero_attn")
-    with pytest.warns(FutureWarning, match=r"hw.config\(memory_budget_mb=.*progress=.*\)"):
-        old = hw.ablation_kl(lm, PROMPT, max_new_tokens=2, intervention="zero_attn", memory_budget_mb=1e-6,
-                             progress_bar=False)
+    old = hw.ablation_kl(lm, PROMPT, max_new_tokens=2, intervention="zero_attn", memory_budget_mb=1e-6,
+                         progress_bar=False)
     np.testing.assert_allclose(old.values, ref.values, atol=1e-6)
     seen = []
     import heatwidget.divergence._engine as engine
@@ -81,11 +80,12 @@ def test_old_execution_keywords_warn_and_still_apply(lm):
         with hw.config(memory_budget_mb=7.0):
             hw.knockout_js(lm, PROMPT, "Velmora", layers=[0])
         hw.knockout_js(lm, PROMPT, "Velmora", layers=[0], config={"memory_budget_mb": 9.0})
-        with pytest.warns(FutureWarning, match="knockout_js"):
-            hw.knockout_js(lm, PROMPT, "Velmora", layers=[0], memory_budget_mb=11.0)
+        hw.knockout_js(lm, PROMPT, "Velmora", layers=[0], memory_budget_mb=11.0)
+        with hw.config(memory_budget_mb=13.0):  # the old keyword over the context's setting
+            hw.knockout_js(lm, PROMPT, "Velmora", layers=[0], memory_budget_mb=12.0)
     finally:
         engine.rows_per_chunk = real
-    assert seen == [7.0, 9.0, 11.0]
+    assert seen == [7.0, 9.0, 11.0, 12.0]
     with pytest.raises(ValueError, match="executor must be one of"):
         hw.knockout_js(lm, PROMPT, "Velmora", config={"executor": "dask"})
 

@@ -14,7 +14,7 @@ from ..matrix import Chart, Series
 
 ArrayLike = Sequence[Any] | np.ndarray  # top-k ids / probabilities: lists or numpy rows
 
-__all__ = ["check_max_new_tokens", "selected_layers", "as_prompt_list", "check_each", "token_labels",
+__all__ = ["check_max_new_tokens", "given", "selected_layers", "as_prompt_list", "check_each", "token_labels",
            "unique_labels", "topk_chart", "spread_chart", "nanmean"]
 
 
@@ -24,6 +24,12 @@ def check_max_new_tokens(n: Any) -> int:
     if n < 1:
         raise ValueError(f"max_new_tokens must be at least 1 (got {n}): there is no generated token to measure")
     return int(n)
+
+
+def given(**keywords: Any) -> dict[str, Any]:
+    """The keywords a caller actually passed (None = not given): the old execution keywords for
+    `analysis.legacy_config`."""
+    return {k: v for k, v in keywords.items() if v is not None}
 
 
 def selected_layers(lm: LM, layers: Any) -> list[int]:

@@ -553,13 +553,14 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     forwards); True/False force one engine.
     config: execution settings for this call (executor="ray" shards prompts across Ray actors holding model
     replicas, workers, memory_budget_mb bounding one batched pass, ...), over those of `with hw.config(...)`.
-    The keywords memory_budget_mb, progress_bar, executor, ray_address and num_workers are their deprecated
-    spellings.
+    The keywords memory_budget_mb, progress_bar, executor, ray_address and num_workers are their older
+    spellings (still accepted).
     """
     T = common.check_max_new_tokens(max_new_tokens)
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    cfg = legacy_config("ablation_kl", config, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar,
-                        executor=executor, ray_address=ray_address, num_workers=num_workers)
+    old = common.given(memory_budget_mb=memory_budget_mb, progress_bar=progress_bar, executor=executor,
+                       ray_address=ray_address, num_workers=num_workers)
+    cfg = legacy_config(config, old, "ablation_kl")
     options = {"max_new_tokens": T, "layers": None if layers is None else common.selected_layers(lm, layers),
                "intervention": intervention, "mode": mode, "top_k": positive_int(top_k, "top_k"), "resume": resume}
     return run_analysis(ABLATION, lm, {"prompt": prompt}, options, cfg)

@@ -350,11 +350,12 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     the attention mask: it needs eager or sdpa attention (load with attn_implementation="eager" otherwise).
     config: execution settings for this call (executor="ray" shards prompts across Ray actors holding model
     replicas, workers, memory_budget_mb, ...), over those of `with hw.config(...)`; equal results. The keywords
-    memory_budget_mb, progress_bar, executor, ray_address and num_workers are their deprecated spellings.
+    memory_budget_mb, progress_bar, executor, ray_address and num_workers are their older spellings (still accepted).
     """
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    cfg = legacy_config("knockout_js", config, memory_budget_mb=memory_budget_mb, progress_bar=progress_bar,
-                        executor=executor, ray_address=ray_address, num_workers=num_workers)
+    old = common.given(memory_budget_mb=memory_budget_mb, progress_bar=progress_bar, executor=executor,
+                       ray_address=ray_address, num_workers=num_workers)
+    cfg = legacy_config(config, old, "knockout_js")
     options = {"layers": None if layers is None else common.selected_layers(lm, layers), "corruption": corruption,
                "noise_scale": finite_number(noise_scale, "noise_scale", minimum=0.0), "window": window,
                "seed": positive_int(seed, "seed", minimum=0), "noise_ref": noise_ref,

@@ -167,9 +167,9 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     """Logit lens: rows = layers, cols = prompt tokens; KL(final ‖ lens) in nats, or metric="prob": the lens
     probability of the model's final top-1 token at that position. `prompt` is a str or a list/tensor of ids.
     `config`: execution settings for this call (e.g. memory_budget_mb), over those of `with hw.config(...)`;
-    the `memory_budget_mb` keyword is its deprecated spelling."""
+    the `memory_budget_mb` keyword is its older spelling (still accepted)."""
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    cfg = legacy_config("logit_lens", config, memory_budget_mb=memory_budget_mb)
+    cfg = legacy_config(config, common.given(memory_budget_mb=memory_budget_mb), "logit_lens")
     sel = None if layers is None else common.selected_layers(lm, layers)
     return run_analysis(LENS, lm, {"prompt": prompt},
                         {"layers": sel, "metric": metric, "top_k": positive_int(top_k, "top_k")}, cfg)
