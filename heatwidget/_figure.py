@@ -292,7 +292,7 @@ def pool(values: np.ndarray, fr: int, fc: int, how: str = "mean") -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks are expected: they stay NaN
         out = np.nanmax(blocks, axis=(1, 3)) if how == "max" else np.nanmean(blocks, axis=(1, 3), dtype=np.float64)
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 # ---- PNG ------------------------------------------------------------------------------------------------------

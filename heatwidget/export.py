@@ -19,6 +19,7 @@ or text, with a note in each output and a banner at the top of the page saying s
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import re
@@ -72,6 +73,10 @@ def _inline_js(source: str) -> str:
     return source.replace("<!--", "<\\!--")
 
 
+def _literal(text: str, _match: re.Match[str]) -> str:
+    return text
+
+
 def _inline_fonts(embed_source: str, folder: Path) -> str:
     """Point the html-manager's Font Awesome woff2 assets at data: URLs.
 
@@ -82,7 +87,8 @@ def _inline_fonts(embed_source: str, folder: Path) -> str:
     for font in sorted(folder.glob("*.woff2")):
         url = "data:font/woff2;base64," + base64.b64encode(font.read_bytes()).decode("ascii")
         pattern = r'[A-Za-z_$][\w$]*\.p\+"' + re.escape(font.name) + '"'
-        embed_source = re.sub(pattern, lambda _m, url=url: json.dumps(url), embed_source)
+        # A function as the replacement: re.sub then inserts the literal as it is (no backslash escapes).
+        embed_source = re.sub(pattern, functools.partial(_literal, json.dumps(url)), embed_source)
     return embed_source
 
 

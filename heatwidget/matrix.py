@@ -309,8 +309,9 @@ class HeatMatrix:
         header = dict(rows=self.rows, cols=self.cols, title=self.title, row_title=self.row_title,
                       col_title=self.col_title, metric=self.metric, meta=meta_json, format=1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, values=self.values, header=np.array(json.dumps(header)),
-                 **{f"meta__{k}": v for k, v in arrays.items()})
+        named: dict[str, np.ndarray] = {"values": self.values, "header": np.array(json.dumps(header))}
+        named.update((f"meta__{k}", v) for k, v in arrays.items())
+        np.savez(path, **named)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle (bool)
         return path
 
     @classmethod
