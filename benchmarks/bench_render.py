@@ -94,6 +94,11 @@ def open_harness(browser: Any) -> tuple[Any, Any]:
 
 def bench_renderer(browser: Any, repeats: int, bundle: str | None = None) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
+    # One untimed page first: a fresh browser's first page pays one-off costs of the browser itself (its font
+    # and GPU-process set-up), which would otherwise land on the first size's first repeats only.
+    ctx, page = open_harness(browser)
+    page.evaluate("([s]) => window.hw.mount(s)", [wire_state(_data((10, 10)), bundle, colormap="viridis")])
+    ctx.close()
     for shape in SIZES:
         state = wire_state(_data(shape), bundle, colormap="viridis")
         times, paints = [], []

@@ -12,7 +12,7 @@ import { type Cell, cellRect, hitTest, moveCursor } from "./layout";
 import { Memo } from "./memo";
 import { OverlayLayer, type OverlayState } from "./overlay";
 import { CellPixels, poolFactors, poolMatrix } from "./raster";
-import { type Norm, formatValue, stats } from "./scale";
+import { type Norm, formatValue, kernelStats, stats } from "./scale";
 import { toSvg } from "./svg";
 import { type TextMeasurer, documentMeasurer } from "./text";
 
@@ -43,6 +43,7 @@ export interface HeatmapState {
   progress: number | null;
   height: number;
   downsample: Downsample;
+  value_stats: unknown;
   detail_cells: unknown;
   detail_index: number;
   offline: boolean;
@@ -52,9 +53,9 @@ export interface HeatmapState {
 const TRAITS: (keyof HeatmapState)[] = [
   "values", "shape", "row_labels", "col_labels", "title", "row_title", "col_title", "metric", "colormap",
   "vmin", "vmax", "log", "selected_row", "selected_col", "status", "progress", "height", "downsample",
-  "notes",
+  "notes", "value_stats",
 ];
-const DATA_TRAITS = new Set<string>(["values", "shape", "downsample"]);
+const DATA_TRAITS = new Set<string>(["values", "shape", "downsample", "value_stats"]);
 const OVERLAY_TRAITS = new Set<string>(["selected_row", "selected_col"]);
 const STATUS_TRAITS = new Set<string>(["status", "progress"]);
 
@@ -397,7 +398,9 @@ class HeatmapView {
       rows = p.rows;
       cols = p.cols;
     }
-    const s = stats(values);
+    // The kernel's statistics when they describe exactly these cells (not after pooling here).
+    const fromKernel = fr === 1 && fc === 1 ? kernelStats(this.model.get("value_stats"), values.length) : null;
+    const s = fromKernel ?? stats(values);
     this.prepared = { shape, values, rows, cols, fr, fc, hasNaN: s.nan > 0, stats: s };
   }
 

@@ -18,7 +18,7 @@ import pytest
 from heatwidget import _figure
 from heatwidget.matrix import HeatMatrix
 from heatwidget.widget import _BUNDLE as BUNDLE
-from heatwidget.widget import Heatmap
+from heatwidget.widget import Heatmap, value_stats
 
 pytestmark = pytest.mark.browser
 
@@ -404,3 +404,29 @@ def test_bundle_is_compiled_when_loaded_not_during_the_first_paint(browser: Any)
     lazy = _lazy_compiles_during_render(browser, esm.split("\n", 1)[1], state)
     print(json.dumps({"lazy_compiles_hinted": hinted, "without_hint": lazy}))
     assert hinted * 2 < lazy, (hinted, lazy)
+
+
+def test_colour_range_comes_from_the_kernels_statistics_when_they_fit(page: Any) -> None:
+    # widget.py sends the statistics of the values it sends (one numpy pass), so the first paint skips a pass over
+    # every cell; the view takes them only when they describe the cells it draws.
+    values = np.array([[0.0, 1.0], [0.5, np.nan], [np.nan, -2.0]], dtype=np.float32)
+    w = Heatmap(values, colormap="viridis")
+    assert w.value_stats == {"min": -2.0, "max": 1.0, "minPositive": 0.5, "finite": 4, "nan": 2}
+    assert value_stats(np.array([np.nan, np.inf, -1.0], dtype=np.float32)) == {
+        "min": -1.0, "max": -1.0, "minPositive": None, "finite": 1, "nan": 2}
+    assert value_stats(np.full((2, 2), np.nan, dtype=np.float32)) == {
+        "min": None, "max": None, "minPositive": None, "finite": 0, "nan": 4}
+    lut = _figure.build_lut("viridis").tolist()
+    two = Heatmap(np.array([[0.0, 1.0], [0.5, 1.0]], dtype=np.float32), colormap="viridis")
+    state = wire_state(two)
+    info = page.evaluate("([s]) => window.hw.mount(s)", [state])
+    # Statistics that claim a maximum of 100 (so 1.0 sits near the bottom of the map) are used ...
+    claimed = {**state, "value_stats": {**two.value_stats, "max": 100.0}}
+    page.evaluate("([s]) => window.hw.mount(s)", [claimed])
+    # ... and ones about another number of cells are not.
+    page.evaluate("([s]) => window.hw.mount(s)", [{**claimed, "value_stats": {**claimed["value_stats"], "nan": 1}}])
+    info["plot"] = plot_rect(page, 0)
+    x, y = cell_center(info, (2, 2), 0, 1)
+    pixels = [page.evaluate("([i, x, y]) => window.hw.pixel(i, x, y)", [i, x, y]) for i in range(3)]
+    assert pixels == [lut[255], lut[2], lut[255]]
+    assert page.errors == []
