@@ -131,6 +131,9 @@ class Anatomy:
         if m is None:
             raise AnatomyError(f"{what} needs the attention module of layer {layer}, and this {self.family} model's "
                                f"layer {layer} has no softmax attention ({self._kinds('attention')})")
+        if isinstance(m, nn.ModuleList):
+            raise AnatomyError(f"{what} needs one attention module in layer {layer}, and this {self.family} model's "
+                               f"layer {layer} runs {len(m)} attention sub-layers ({self.attn_paths[layer]})")
         return m
 
     def mlp_module(self, layer: int, what: str) -> nn.Module:
@@ -263,6 +266,8 @@ def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> 
     prefix ("KimiLinear"), removed before reading the class name."""
     for n in names:
         m = getattr(block, n, None)
+        if isinstance(m, nn.ModuleList) and len(m) and all(_is_kind(c, kind, prefix) for c in m):
+            return n, m  # several sub-layers of this kind in one block (LongCat-Flash runs attention twice)
         if isinstance(m, nn.Module) and _is_kind(m, kind, prefix):
             return n, m
     return None
@@ -273,7 +278,8 @@ def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
     if "rwkv" in type(m).__name__.lower():  # RWKV's "attention" is its time-mixing recurrence
         return kind == "mlp" and "feedforward" in cls
     if kind == "attn":
-        return ("attention" in cls or "attn" in cls) and not any(w in cls for w in _NOT_SOFTMAX)
+        softmax = "attention" in cls or "attn" in cls or cls.endswith("mla")  # LongcatFlashMLA: latent attention
+        return softmax and not any(w in cls for w in _NOT_SOFTMAX)
     if isinstance(m, nn.Sequential):  # CTRL's ffn: Linear, ReLU, Linear
         return True
     return any(w in cls for w in ("mlp", "moe", "feedforward", "ffn", "expert")) and "mamba" not in cls
