@@ -52,6 +52,7 @@ class LM:
         if tokenizer is not None:
             _ensure_pad_token(tokenizer, notes)
         model.eval()
+        _give_generate(model)
         nm = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         return cls(model=model, tokenizer=tokenizer, anatomy=find_anatomy(model), name=str(nm), notes=notes)
 
@@ -109,6 +110,25 @@ class LM:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return [self.tokenizer.decode([int(i)]) for i in ids]
+
+
+def _give_generate(model: Any) -> None:
+    """transformers 4.50+ models that define prepare_inputs_for_generation without inheriting GenerationMixin
+    (OpenLLaMA, deprecated) have no generate(); transformers' auto classes add the mixin only to remote code. Give
+    this instance a subclass that has it, as they do. Such a model's cache code predates transformers' Cache
+    objects (it fails on both a Cache and a tuple), so its generate runs without a cache: slower, same tokens."""
+    if hasattr(model, "generate") or not hasattr(model, "prepare_inputs_for_generation"):
+        return
+    from transformers import GenerationConfig, GenerationMixin
+
+    cls = type(model)
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return GenerationMixin.generate(self, *args, **{**kwargs, "use_cache": False})
+
+    model.__class__ = type(cls.__name__, (cls, GenerationMixin), {"__module__": cls.__module__,
+                                                                  "generate": generate})
+    if getattr(model, "generation_config", None) is None:
+        model.generation_config = GenerationConfig.from_model_config(model.config)
 
 
 def display_name(name_or_path: str | Path) -> str:

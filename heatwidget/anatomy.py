@@ -244,7 +244,7 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
-               "temporal_block")
+               "temporal_block", "norm_attn_norm.attn")
 _MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer")
 # Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
 # lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
@@ -265,7 +265,7 @@ def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> 
     neither; Nemotron-H's `mixer` is attention in some layers and an MLP in others). `prefix`: the model's class
     prefix ("KimiLinear"), removed before reading the class name."""
     for n in names:
-        m = getattr(block, n, None)
+        m = _get(block, n)  # a dotted name reaches into a wrapper (DBRX: norm_attn_norm.attn)
         if isinstance(m, nn.ModuleList) and len(m) and all(_is_kind(c, kind, prefix) for c in m):
             return n, m  # several sub-layers of this kind in one block (LongCat-Flash runs attention twice)
         if isinstance(m, nn.Module) and _is_kind(m, kind, prefix):
@@ -321,13 +321,15 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
         add("mlp.up", mlp, mlp_path, "dense_h_to_4h")
         add("mlp.down", mlp, mlp_path, "dense_4h_to_h")
         return parts
-    if hasattr(attn, "qkv_proj"):  # Phi-3: q | k | v stacked by output rows
+    qkv = next((n for n in ("qkv_proj", "Wqkv") if _has_weight(getattr(attn, n, nn.Identity()))), None)
+    if qkv is not None:  # Phi-3 qkv_proj, DBRX Wqkv: q | k | v stacked by output rows (k and v alike wide)
+        out = int(getattr(attn, qkv).weight.shape[0])
         head_dim = getattr(attn, "head_dim", config.hidden_size // config.num_attention_heads)
         nq = config.num_attention_heads * head_dim
-        nkv = getattr(config, "num_key_value_heads", config.num_attention_heads) * head_dim
+        nkv = (out - nq) // 2
         bounds = {"attn.q": (0, nq), "attn.k": (nq, nq + nkv), "attn.v": (nq + nkv, nq + 2 * nkv)}
         for n, (a, b) in bounds.items():
-            add(n, attn, attn_path, "qkv_proj", split=Split("rows", a, b))
+            add(n, attn, attn_path, qkv, split=Split("rows", a, b))
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: gate first, then up (chunk(2) in the model's forward)
         inter = mlp.gate_up_proj.weight.shape[0] // 2
         add("mlp.gate", mlp, mlp_path, "gate_up_proj", split=Split("rows", 0, inter))
@@ -357,6 +359,24 @@ def _generic_parts(owner: nn.Module, owner_path: str, prefix: str) -> dict[str, 
             parts["mlp.up"] = Part("mlp.up", f"{owner_path}.{lin[0][0]}", lin[0][1])
             parts["mlp.down"] = Part("mlp.down", f"{owner_path}.{lin[1][0]}", lin[1][1])
     return parts
+
+
+class TiedUnembedding(nn.Module):
+    """The unembedding of a model that has no output module and multiplies by its input embedding's matrix
+    (OpenLLaMA with shared_input_output_embedding): logits = h @ embed.weight.T."""
+
+    def __init__(self, embed: nn.Module) -> None:
+        super().__init__()
+        self.embed = embed
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = self.embed.weight
+        assert isinstance(w, torch.Tensor)
+        return w
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(h, self.weight.to(h.dtype))
 
 
 # ---- mixture of experts --------------------------------------------------------------------------------------
@@ -526,10 +546,12 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         mlp_paths.append(mp)
         parts.append(_layer_parts(model, attn_list[-1], mlp_list[-1], ap, mp, family, config))
 
+    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     unembed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if unembed is None and embed is not None and getattr(config, "shared_input_output_embedding", False):
+        unembed = TiedUnembedding(embed)  # OpenLLaMA: the logits are computed with the embedding matrix itself
     if unembed is None:
         missing.append("unembedding (get_output_embeddings() returned None)")
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embed is None:
         missing.append("input embedding (get_input_embeddings() returned None)")
     final_norm = _final_norm(model, layers_path)

@@ -412,11 +412,13 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
             s = r.status.get(a)
             if s is not None and s != "ok" and not is_na(s):
                 lines.append(f"- **{r.family}** {a}: {_md(s)}")
+    if lines[-1] == "":
+        lines.append("- none")
+    lines += [f"- **{t}** (known): {why}" for (t, major), why in UPSTREAM.items()
+              if version.split(".")[0] == major and any(r.family == t and not r.all_it_has for r in runs)]
     lines += ["", "Not applicable (the architecture lacks the part; heatwidget refuses with this error):", ""]
     lines += [f"- **{r.family}** {a}: {_md(s.removeprefix('n/a: '))}" for r in runs for a in ANALYSES
               if is_na(s := r.status.get(a))] or ["- none"]
-    lines += [f"- **{t}** (known): {why}" for (t, major), why in UPSTREAM.items()
-              if version.split(".")[0] == major and any(r.family == t and not r.all_ok for r in runs)]
     lines += ["", "Decoder types that could not be built tiny:", ""]
     lines += [f"- **{r.family}**: {_md(r.status['build'])}" for r in results if "build" in r.status] or ["- none"]
     lines += ["", "Not decoder-only text models (excluded):", ""]
