@@ -53,6 +53,7 @@ class LM:
             _ensure_pad_token(tokenizer, notes)
         model.eval()
         _give_generate(model)
+        _fresh_recurrent_state(model)
         nm = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         return cls(model=model, tokenizer=tokenizer, anatomy=find_anatomy(model), name=str(nm), notes=notes)
 
@@ -129,6 +130,22 @@ def _give_generate(model: Any) -> None:
                                                                   "generate": generate})
     if getattr(model, "generation_config", None) is None:
         model.generation_config = GenerationConfig.from_model_config(model.config)
+
+
+def _fresh_recurrent_state(model: Any) -> None:
+    """transformers 4.x RecurrentGemma keeps each recurrent block's last state on the module and reuses it in the
+    next forward, even one with another batch size (a shape error inside the model). Its values cannot matter
+    there: position 0 resets the recurrence. So a call whose rows all start at position 0 drops the stale state."""
+    for m in model.modules():
+        if not hasattr(getattr(m, "rg_lru", None), "recurrent_states"):
+            continue
+
+        def pre(mod: Any, args: tuple, kwargs: dict) -> None:
+            pos = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
+            if isinstance(pos, torch.Tensor) and pos.ndim == 2 and bool((pos[:, 0] == 0).all()):
+                mod.rg_lru.recurrent_states = None
+
+        m.register_forward_pre_hook(pre, with_kwargs=True)
 
 
 def display_name(name_or_path: str | Path) -> str:

@@ -515,6 +515,10 @@ def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp
     return notes
 
 
+# Families whose decoder blocks take and return [seq, batch, d]: every hook would read the wrong axis.
+_SEQUENCE_FIRST = {"mega": "MEGA's moving-average gated attention layers, transformers 4.x"}
+
+
 def _multi_stream(block: nn.Module) -> str:
     """A note when the block mixes several parallel residual streams (hyper-connections, Gemma 3n's AltUp)."""
     for name, child in block.named_children():
@@ -527,8 +531,11 @@ def _multi_stream(block: nn.Module) -> str:
 def find_anatomy(model: nn.Module) -> Anatomy:
     """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
     missing: list[str] = []
-    layers_path, layers = _find_layers(model)
     family = _family(model)
+    if family in _SEQUENCE_FIRST:
+        raise AnatomyError(f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
+                           f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})")
+    layers_path, layers = _find_layers(model)
     config = getattr(model, "config", None)
 
     attn_list, mlp_list, attn_paths, mlp_paths, parts = [], [], [], [], []

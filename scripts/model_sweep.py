@@ -72,6 +72,7 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "zamba": dict(num_hidden_layers=4, attn_layer_offset=0),  # two hybrid layers share one block (tied)
     "zamba2": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"]),
     "gemma3n_text": dict(num_kv_shared_layers=0),
+    "mega": dict(is_decoder=True, bidirectional=False),  # transformers 4.x: MEGA as its causal LM
     # hybrids: keep a softmax-attention layer among the 3 (the defaults put one every 4th-8th layer)
     "bamba": dict(attn_layer_indices=[1]),
     "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba"]),
@@ -89,11 +90,6 @@ OVERRIDES: dict[str, dict[str, object]] = {
 
 # Failures inside transformers itself that heatwidget cannot route around, by (model type, major version).
 UPSTREAM: dict[tuple[str, str], str] = {
-    ("recurrent_gemma", "4"): "transformers 4.x RecurrentGemma keeps its recurrent state between forwards, so a "
-                              "forward after one with another batch size fails inside the model",
-    # not upstream: a heatwidget gap, listed so that it stays visible
-    ("mega", "4"): "heatwidget gap: MEGA (removed in transformers 5) runs its blocks more than once per forward; "
-                   "ablation_kl says so, logit_lens does not detect it yet",
 }
 
 # What an architecture does not have, declared per family from the architecture itself (not read from heatwidget's
@@ -223,9 +219,20 @@ def build_tiny(model_type: str, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     _no_special_predictions(model)
-    model.save_pretrained(path)
+    _save(model, path)
     tiny_tokenizer(size=int(TINY["vocab_size"])).save_pretrained(path)
     return path
+
+
+def _save(model, path: Path) -> None:
+    """save_pretrained; transformers 4.x Zamba2 shares its attention block between layers without declaring the
+    tie, which safetensors refuses: such a model is saved as a torch pickle (what transformers suggests)."""
+    try:
+        model.save_pretrained(path)
+    except RuntimeError as e:
+        if "shared tensors" not in str(e):
+            raise
+        model.save_pretrained(path, safe_serialization=False)
 
 
 def _no_special_predictions(model) -> None:
@@ -250,7 +257,7 @@ def perturbed_copy(src: Path, dst: Path, seed: int = 1) -> Path:
         for p in model.parameters():
             if p.ndim >= 2:
                 p.add_(0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    model.save_pretrained(dst)
+    _save(model, dst)
     tiny_tokenizer(size=int(TINY["vocab_size"])).save_pretrained(dst)
     return dst
 
