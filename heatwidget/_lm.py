@@ -69,7 +69,9 @@ class LM:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.anatomy.embed.weight.dtype
+        w = self.anatomy.embed.weight
+        assert isinstance(w, torch.Tensor)  # an embedding's weight (on "meta" when offloaded)
+        return w.dtype
 
     @property
     def n_layers(self) -> int:
@@ -201,7 +203,8 @@ def _check_device(device: str | int | torch.device | None, what: str = "device")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise _DeviceError(f"{what}={shown} was asked for, but MPS is not available here; use device='cpu'")
     backend = getattr(torch, dev.type, None)  # torch.xpu, torch.npu, ... where this torch has the backend
-    available = hasattr(backend, "is_available") and backend.is_available()
+    is_available = getattr(backend, "is_available", None)
+    available = callable(is_available) and bool(is_available())
     if dev.type not in ("cpu", "cuda", "mps", "meta") and not available:
         raise _DeviceError(f"{what}={shown} was asked for, but this torch has no {dev.type} device; "
                            "use 'cpu' or 'cuda'")
@@ -366,7 +369,9 @@ def _load_model(src: str, name: str, where: str, kwargs: dict[str, Any]) -> tupl
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(src, output_loading_info=True, **kwargs)
+        # with output_loading_info, from_pretrained returns (model, info); its annotation says model only
+        loaded: Any = AutoModelForCausalLM.from_pretrained(src, output_loading_info=True, **kwargs)
+        return loaded
     except (OSError, pickle.UnpicklingError) as e:
         refusal = _refused_pickle(e)
         if refusal is not None:
@@ -452,6 +457,15 @@ def _weight_problems(model: Any, info: dict[str, Any], name: str, src: str) -> s
 
 # ---- hw.load ---------------------------------------------------------------------------------------------------
 
+def _load_tokenizer(src: str, name: str, trust_remote_code: bool, hub_kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **hub_kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"loaded the model but not its tokenizer from {name!r}: {_short(e)}") from None
+
+
 def load(
     name_or_path: str | Path,
     device: str | torch.device | None = "cpu",
@@ -474,8 +488,6 @@ def load(
     encoder or encoder-decoder model, or an architecture transformers cannot build raises ModelLoadError with one
     clear sentence.
     """
-    from transformers import AutoTokenizer
-
     if device_map is not None:
         _check_device_map(device_map)
     dev = None if device_map is not None else _check_device(device)
@@ -500,10 +512,7 @@ def load(
         problems = _weight_problems(model, info, name, src)
         if problems and strict:
             raise ModelLoadError(f"{problems}: pass strict=False to load it anyway")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **hub_kwargs)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"loaded the model but not its tokenizer from {name!r}: {_short(e)}") from None
+        tokenizer = _load_tokenizer(src, name, trust_remote_code, hub_kwargs)
     if device_map is None and dev is not None:
         model.to(dev)
     lm = LM.wrap(model, tokenizer, name=name)

@@ -238,9 +238,21 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if best is None:
         raise AnatomyError(
             f"could not find the decoder layers of this {type(model).__name__}: no ModuleList of identical blocks"
-            + (f" with {want} entries (config.num_hidden_layers)" if want else "")
+            + (f" with {want} entries (config.num_hidden_layers)" if want else "") + _loops_note(model)
         )
     return best
+
+
+def _loops_note(model: nn.Module) -> str:
+    """Why the layers are not one stack run once: config fields that loop stacks of blocks (HRM's H_cycles)."""
+    cfg = getattr(model, "config", None)
+    loops = {k: v for k, v in sorted(vars(cfg).items()) if cfg is not None and isinstance(v, int)
+             and not isinstance(v, bool) and v > 1 and ("cycles" in k.lower() or "loops" in k.lower())}
+    if not loops:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in loops.items())
+    return (f"; this {_family(model)} model runs stacks of blocks in loops ({shown}), so there is no single layer "
+            "sequence to analyse per layer")
 
 
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
@@ -286,7 +298,16 @@ def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
 
 
 def _has_weight(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    w = getattr(m, "weight", None)
+    return isinstance(w, torch.Tensor) and w.ndim == 2
+
+
+def _weight(owner: nn.Module, attr: str) -> torch.Tensor:
+    """The weight of `owner`'s child `attr` (one the caller has seen exists)."""
+    w = getattr(getattr(owner, attr), "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise AnatomyError(f"internal: {type(owner).__name__}.{attr} has no weight tensor")
+    return w
 
 
 def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None, attn_path: str, mlp_path: str,
@@ -306,7 +327,7 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
             parts[name] = Part(name, f"{owner_path}.{attr}", m, **kw)
 
     if family == "gpt2":
-        d = attn.c_attn.weight.shape[1] // 3
+        d = int(_weight(attn, "c_attn").shape[1]) // 3
         for i, n in enumerate(("attn.q", "attn.k", "attn.v")):
             add(n, attn, attn_path, "c_attn", transposed=True, split=Split("rows", i * d, (i + 1) * d))
         add("attn.o", attn, attn_path, "c_proj", transposed=True)
@@ -323,7 +344,7 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
         return parts
     qkv = next((n for n in ("qkv_proj", "Wqkv") if _has_weight(getattr(attn, n, nn.Identity()))), None)
     if qkv is not None:  # Phi-3 qkv_proj, DBRX Wqkv: q | k | v stacked by output rows (k and v alike wide)
-        out = int(getattr(attn, qkv).weight.shape[0])
+        out = int(_weight(attn, qkv).shape[0])
         head_dim = getattr(attn, "head_dim", config.hidden_size // config.num_attention_heads)
         nq = config.num_attention_heads * head_dim
         nkv = (out - nq) // 2
@@ -331,7 +352,7 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
         for n, (a, b) in bounds.items():
             add(n, attn, attn_path, qkv, split=Split("rows", a, b))
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: gate first, then up (chunk(2) in the model's forward)
-        inter = mlp.gate_up_proj.weight.shape[0] // 2
+        inter = int(_weight(mlp, "gate_up_proj").shape[0]) // 2
         add("mlp.gate", mlp, mlp_path, "gate_up_proj", split=Split("rows", 0, inter))
         add("mlp.up", mlp, mlp_path, "gate_up_proj", split=Split("rows", inter, 2 * inter))
     for prefix, owner, owner_path in (("attn.", attn, attn_path), ("mlp.", mlp, mlp_path)):
@@ -407,7 +428,7 @@ def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:
         for attr, names in (("input_linear", ("mlp.gate", "mlp.up")), ("output_linear", ("mlp.down",))):
             m = getattr(mlp, attr, None)
             w = getattr(m, "weight", None)
-            if isinstance(w, torch.Tensor) and w.ndim == 3:
+            if isinstance(m, nn.Module) and isinstance(w, torch.Tensor) and w.ndim == 3:
                 parts.update(_expert_parts(m, f"{mlp_path}.{attr}", "weight", names, w, transposed=False))
     if parts and router is not None:
         parts["mlp.router"] = router
@@ -417,8 +438,9 @@ def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:
 def _router(mlp: nn.Module, mlp_path: str) -> Part | None:
     for attr in ("router", "gate"):
         m, path = getattr(mlp, attr, None), f"{mlp_path}.{attr}"
-        if isinstance(getattr(m, "layer", None), nn.Module):  # JetMoE: router.layer holds the weight
-            m, path = m.layer, f"{path}.layer"
+        layer = getattr(m, "layer", None)
+        if isinstance(layer, nn.Module):  # JetMoE: router.layer holds the weight
+            m, path = layer, f"{path}.layer"
         if isinstance(m, nn.Module) and _has_weight(m):
             return Part("mlp.router", path, m)
     return None
@@ -453,13 +475,17 @@ def _expert_parts(owner: nn.Module, path: str, attr: str, names: tuple[str, ...]
 
 def _listed_experts(experts: nn.ModuleList, path: str) -> dict[str, Part]:
     parts: dict[str, Part] = {}
+    # LongCat-Flash appends zero-computation experts (nn.Identity): no matrices, so not in the stack
+    real = nn.ModuleList([e for e in experts if not isinstance(e, nn.Identity)])
+    if not len(real):
+        return parts
     for name, candidates in _LINEAR_NAMES.items():
         if not name.startswith("mlp."):
             continue
         for attr in candidates:
-            if all(_has_weight(getattr(e, attr, nn.Identity())) for e in experts):
-                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(experts, attr),  # type: ignore[arg-type]
-                                   experts=len(experts))
+            if all(_has_weight(getattr(e, attr, nn.Identity())) for e in real):
+                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(real, attr),  # type: ignore[arg-type]
+                                   experts=len(real))
                 break
     return parts
 
@@ -515,6 +541,13 @@ def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp
     return notes
 
 
+def _called(model: nn.Module, method: str) -> nn.Module | None:
+    """model.<method>() when the model has that method and it returns a module (get_output_embeddings ...)."""
+    fn = getattr(model, method, None)
+    out = fn() if callable(fn) else None
+    return out if isinstance(out, nn.Module) else None
+
+
 # Families whose decoder blocks take and return [seq, batch, d]: every hook would read the wrong axis.
 _SEQUENCE_FIRST = {"mega": "MEGA's moving-average gated attention layers, transformers 4.x"}
 
@@ -553,8 +586,7 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         mlp_paths.append(mp)
         parts.append(_layer_parts(model, attn_list[-1], mlp_list[-1], ap, mp, family, config))
 
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    unembed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    embed, unembed = _called(model, "get_input_embeddings"), _called(model, "get_output_embeddings")
     if unembed is None and embed is not None and getattr(config, "shared_input_output_embedding", False):
         unembed = TiedUnembedding(embed)  # OpenLLaMA: the logits are computed with the embedding matrix itself
     if unembed is None:
@@ -567,7 +599,7 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         notes.append("no final norm found: the logit lens applies the unembedding directly")
     notes += _layout_notes(family, attn_list, mlp_list, attn_paths, mlp_paths, parts)
     streams = _multi_stream(layers[0])
-    if missing:
+    if missing or embed is None or unembed is None:
         raise AnatomyError(
             f"heatwidget does not understand this {type(model).__name__} layout; not found: " + "; ".join(missing)
         )
