@@ -106,6 +106,19 @@ class Anatomy:
     mlp_paths: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     multi_stream: str = ""  # why the blocks carry several residual streams (hyper-connections), else ""
+    shared_attention: str = ""  # which layers call one attention block shared between them (Zamba), else ""
+
+    def require_attention(self, what: str) -> None:
+        """AnatomyError naming the family when no layer has a softmax attention module of its own (`what`
+        blocks attention edges layer by layer)."""
+        if self.attention_layers:
+            return
+        if self.shared_attention:
+            raise AnatomyError(f"{what} blocks one layer's attention edges, and this {self.family} model has no "
+                               f"attention module of its own in any layer: {self.shared_attention}, so one layer's "
+                               "attention cannot be knocked out alone")
+        raise AnatomyError(f"{what} blocks attention edges, and this {self.family} model has no softmax attention "
+                           "in any layer (an attention-free model): use ablation_kl")
 
     def require_single_stream(self, what: str) -> None:
         """AnatomyError naming the family when the blocks pass several residual streams [B, T, n, d]."""
@@ -255,9 +268,11 @@ def _loops_note(model: nn.Module) -> str:
             "sequence to analyse per layer")
 
 
+# dotted names reach into wrappers: DBRX's norm_attn_norm, Zamba's shared transformer block of a hybrid layer
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
-               "temporal_block", "norm_attn_norm.attn")
-_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer")
+               "temporal_block", "norm_attn_norm.attn", "shared_transf.self_attn", "shared_transformer.self_attn")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer",
+              "shared_transf.feed_forward", "shared_transformer.feed_forward")
 # Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
 # lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
 _NOT_SOFTMAX = ("linear", "delta", "lightning", "rwkv", "mamba", "retention", "conv", "recurrent", "lstm")
@@ -561,17 +576,20 @@ def _multi_stream(block: nn.Module) -> str:
     return ""
 
 
-def find_anatomy(model: nn.Module) -> Anatomy:
-    """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
-    missing: list[str] = []
-    family = _family(model)
-    if family in _SEQUENCE_FIRST:
-        raise AnatomyError(f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
-                           f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})")
-    layers_path, layers = _find_layers(model)
-    config = getattr(model, "config", None)
+def _shared_note(shared: list[int], paths: list[str]) -> str:
+    return f"layers {shared} call one shared attention module ({paths[shared[0]]})" if shared else ""
 
-    attn_list, mlp_list, attn_paths, mlp_paths, parts = [], [], [], [], []
+
+_Blocks = tuple[list[nn.Module | None], list[nn.Module | None], list[str], list[str], list[dict[str, Part]]]
+
+
+def _find_blocks(model: nn.Module, layers: nn.ModuleList, layers_path: str, family: str, config: object) -> _Blocks:
+    """Per block: the softmax attention and MLP modules, their paths and the projections found in them."""
+    attn_list: list[nn.Module | None] = []
+    mlp_list: list[nn.Module | None] = []
+    attn_paths: list[str] = []
+    mlp_paths: list[str] = []
+    parts: list[dict[str, Part]] = []
     prefix = type(model).__name__.split("For")[0]  # "KimiLinearForCausalLM" -> "KimiLinear"
     for i, block in enumerate(layers):
         a = _child(block, _ATTN_NAMES, "attn", prefix)
@@ -585,7 +603,37 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         attn_paths.append(ap)
         mlp_paths.append(mp)
         parts.append(_layer_parts(model, attn_list[-1], mlp_list[-1], ap, mp, family, config))
+    return attn_list, mlp_list, attn_paths, mlp_paths, parts
 
+
+def _unshare(modules: list[nn.Module | None], paths: list[str]) -> list[int]:
+    """Layers whose module is one object called by several layers (transformers 4.x Zamba's shared transformer
+    block): it is no layer's own module (a hook on it acts in every layer that calls it), so those entries become
+    None; their projections stay in the parts (the shared weights are each such layer's weights). transformers 5
+    builds one module per layer with tied weights instead, which is kept."""
+    seen: dict[int, list[int]] = {}
+    for i, m in enumerate(modules):
+        if m is not None:
+            seen.setdefault(id(m), []).append(i)
+    shared = sorted(i for layers in seen.values() if len(layers) > 1 for i in layers)
+    for i in shared:
+        modules[i] = None
+    return shared
+
+
+def find_anatomy(model: nn.Module) -> Anatomy:
+    """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
+    missing: list[str] = []
+    family = _family(model)
+    if family in _SEQUENCE_FIRST:
+        raise AnatomyError(f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
+                           f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})")
+    layers_path, layers = _find_layers(model)
+    config = getattr(model, "config", None)
+
+    attn_list, mlp_list, attn_paths, mlp_paths, parts = _find_blocks(model, layers, layers_path, family, config)
+    shared = _unshare(attn_list, attn_paths)
+    _unshare(mlp_list, mlp_paths)
     embed, unembed = _called(model, "get_input_embeddings"), _called(model, "get_output_embeddings")
     if unembed is None and embed is not None and getattr(config, "shared_input_output_embedding", False):
         unembed = TiedUnembedding(embed)  # OpenLLaMA: the logits are computed with the embedding matrix itself
@@ -606,4 +654,4 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     return Anatomy(family=family, layers=layers, layers_path=layers_path, attn=attn_list, mlp=mlp_list,
                    parts=parts, final_norm=final_norm, unembed=unembed, embed=embed,
                    attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes + ([streams] if streams else []),
-                   multi_stream=streams)
+                   multi_stream=streams, shared_attention=_shared_note(shared, attn_paths))
