@@ -479,6 +479,11 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
     grads: dict[str, torch.Tensor] = {}
     if grad:
         assert src.lm is not None and text_list is not None
+        moe = next((p for _, _, p in src.anatomy.iter_parts() if p.experts), None)
+        if moe is not None:  # the gradient hooks read one linear map's input and output; experts are routed
+            raise ValueError(f"module_stats(stat={stat!r}) needs linear projections, and this {src.anatomy.family} "
+                             f"model's {moe.name} ({moe.param_name}) stacks {moe.experts} routed experts: gradient "
+                             "statistics of mixture-of-experts layers are not computed; use stat='norm' or 'rms'")
         grads = _lm_loss_grads(src.lm, text_list, [p for _, _, p in src.anatomy.iter_parts()], batch_size)
     n_layers = src.n_layers
     values = np.full((n_layers, len(MODULES)), np.nan)

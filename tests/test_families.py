@@ -147,6 +147,9 @@ def test_moe_experts_stack_and_router_is_its_own_module(tmp_path):
     assert per.shape == (4,) and per == pytest.approx([float(up.weight()[e].detach().norm()) for e in range(4)],
                                                   rel=1e-5)
     assert "experts" in d.children
+    # gradient statistics read one linear map's input and output; routed experts are refused by name
+    with pytest.raises(ValueError, match="mixtral model's mlp.up .* stacks 4 routed experts"):
+        hw.module_stats(lm, stat="grad", texts=sweep.PROMPT)
 
 
 @pytest.mark.parametrize("family", ["bloom", "xglm", "openai-gpt"])
