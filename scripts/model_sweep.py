@@ -459,8 +459,23 @@ naming the family and what is missing.
 - `weight_change` runs here live model vs live model. From a directory it streams the stored tensors by name;
   transformers 5 saves several families in their original checkpoint layout (MoE experts one by one, renamed
   keys), which the directory reader does not map yet: it then raises a `WeightMismatchError` naming the tensor.
+  `module_stats(stat="grad")` refuses routed experts by name (its gradient hooks read one linear map).
 - The tiny models' vocabulary is a word-level tokenizer built locally; transformers 5 re-types it for some model
   types (e.g. Qwen2), so the sweep sets the word-level tokenizer on the loaded model where that happened.
+
+What stays "no", and why it is refused rather than fixed:
+
+- Several residual streams (DeepSeek-V4, HY-V4 and Qwen4-Exp hyper-connections, Gemma 3n AltUp): the blocks pass
+  `n` mixed copies of the residual stream and the model collapses them only before the final norm. Skipping a
+  block, a logit lens or a probe on "the" residual stream of a layer needs a choice of stream (or of collapse) that
+  the analyses do not define yet; an anatomy-level shim would return numbers for a stream nobody reads. The
+  analyses that need one stream refuse, naming the family and the stream-mixing module.
+- Looped layers (Dory's recurrent section, HRM's H/L cycles): blocks run several times per token, so "layer l"
+  is not one computation; the engine detects it and refuses per-layer interventions (HRM's stacks are not one
+  layer sequence, so it does not load).
+- transformers 4.x Zamba/Zamba2 call one attention module object from every hybrid layer: a hook there acts in
+  all of them, so knockout refuses it (transformers 5 builds one module per layer with tied weights: it runs).
+- transformers 4.x MEGA passes hidden states sequence-first ([seq, batch, d]); it is refused at load.
 """
 
 
