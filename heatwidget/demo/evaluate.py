@@ -5,7 +5,7 @@
 Self-contained (plain transformers + hooks of its own, scikit-learn for the probes) so it checks the
 shipped weights independently of the analyses in heatwidget proper. ``--figure`` adds the probe figure as the
 tour computes it (``hw.answer`` → ``hw.collect`` → ``hw.probe_auc`` on every demo question) and checks it
-against the seed figures' shape (``FIGURE_TARGETS``). ``--write`` stores the result in DIR/training.json.
+against the shape of the paper's probe figure (``FIGURE_TARGETS``). ``--write`` stores the result in DIR/training.json.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 from .world import make_world, questions
 
 
-def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+def _layers(model: Any) -> torch.nn.ModuleList:
     return model.model.layers  # the demo model is a LlamaForCausalLM
 
 
@@ -59,7 +59,7 @@ def skip_layer(model: torch.nn.Module, layer: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12,
+def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12,
                    chunk: int = 128) -> list[str]:
     """Greedy continuations (special tokens dropped, cut at the first newline)."""
     ids = tokenizer(list(prompts))["input_ids"]
@@ -75,13 +75,13 @@ def greedy_answers(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str
 
 
 def is_correct(answer: str, gold: str | Sequence[str]) -> bool:
-    """DESIGN's label: any gold alias is a case-insensitive substring of the answer."""
+    """The label: any gold alias is a case-insensitive substring of the answer."""
     golds = [gold] if isinstance(gold, str) else list(gold)
     return any(g.lower() in answer.lower() for g in golds)
 
 
 @torch.no_grad()
-def last_token_states(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str],
+def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str],
                       forward_hook: Callable[[], Any] | None = None,
                       chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Residual stream at the last prompt token, [N, L+1, d] (0 = embeddings, l = output of block l-1),
@@ -129,7 +129,8 @@ def layer_skip_kl(model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str]
 
 
 def probe_aucs(states: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Held-out ROC AUC of an L2 logistic regression (C=1, DESIGN's reference) per layer, plus controls."""
+    """Held-out ROC AUC of an L2 logistic regression (C=1, as probe_auc's sklearn reference) per layer, plus
+    controls."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
@@ -199,8 +200,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
     return result
 
 
-# The seed figures' shape (Orgad et al. 2024, figures 002/003), as numbers a checkpoint must reach: a mix of right
-# and wrong answers, a strong best cell, AUC rising with depth, and the answer columns beating the last tokens.
+# The shape of the probe-AUC figures of Orgad et al. 2024 (AUC per layer × token), as numbers a checkpoint must
+# reach: a mix of right and wrong answers, a strong best cell, AUC rising with depth, and the answer columns
+# beating the last tokens.
 FIGURE_TARGETS: dict[str, tuple[str, float]] = {
     "accuracy_min": ("accuracy", 0.45),
     "accuracy_max": ("accuracy", 0.85),
@@ -224,7 +226,7 @@ def figure_numbers(auc: Any, accuracy: float) -> dict[str, Any]:
     if not answer_cols or not tail_cols:
         raise ValueError(f"the matrix needs last_q/exact_answer_* and -8 … -1 columns, has {cols}")
     late = v[half:]
-    out = {
+    out: dict[str, Any] = {
         "accuracy": round(float(accuracy), 3),
         "best_auc": round(float(v.max()), 3),
         "best_cell": [str(auc.rows[int(v.argmax()) // v.shape[1]]), cols[int(v.argmax()) % v.shape[1]]],
@@ -234,7 +236,7 @@ def figure_numbers(auc: Any, accuracy: float) -> dict[str, Any]:
         "auc_by_column_late": {c: round(float(x), 3) for c, x in zip(cols, late.mean(axis=0), strict=True)},
         "baselines": {k: round(float(x), 3) for k, x in auc.meta.get("baselines", {}).items()},
     }
-    out["targets_met"] = {name: (out[key] >= bound if not name.endswith("_max") else out[key] <= bound)
+    out["targets_met"] = {name: (float(out[key]) >= bound if not name.endswith("_max") else float(out[key]) <= bound)
                           for name, (key, bound) in FIGURE_TARGETS.items()}
     return out
 

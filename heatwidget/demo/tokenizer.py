@@ -32,7 +32,8 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
     for i, s in enumerate(SPECIAL_TOKENS):
         assert tok.token_to_id(s) == i, (s, tok.token_to_id(s))
     # BOS on every encoding, as the training data has it: `tokenizer(prompt)` then matches training exactly,
-    # and DESIGN's "tokenized with the tokenizer's defaults" gives the right input without special-casing.
+    # and tokenizing with the tokenizer's defaults (as every analysis does) gives the right input without
+    # special-casing.
     # ByteLevel(trim_offsets) keeps the leading space out of token offsets, so subject spans found by
     # character offsets cover the name only.
     tok.post_processor = processors.Sequence([

@@ -129,7 +129,28 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    world, tokenizer, docs = _corpus_and_tokenizer(args)
+    if args.init_from:
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        torch.manual_seed(args.seed)
+    else:
+        model = make_model(args, tokenizer)
+    qs = questions(world)
+    curve, acc_curve, train_s = _train_loop(model, tokenizer, docs, qs, args)
+    model.eval()
+    info = _training_info(args, model, world, docs, curve, acc_curve, train_s)
+    save(model, tokenizer, out, args.save_dtype)
+    if not args.no_eval:
+        from .evaluate import evaluate  # imported late: it pulls in scikit-learn
 
+        info["eval"] = evaluate(model, tokenizer, qs)
+    info["total_wall_s"] = round(time.perf_counter() - t0, 1)
+    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def _corpus_and_tokenizer(args: argparse.Namespace) -> tuple[Any, PreTrainedTokenizerFast, list[list[int]]]:
+    """The world, its tokenizer (trained on the corpus, or reused) and the tokenized documents."""
     mults = tuple(int(m) for m in args.mults.split(",")) if args.mults else MULTS
     world = make_world(seed=args.seed, n_countries=args.countries, per_fact_mults=args.per_fact_mults,
                        answer_style=args.answer_style, mults=mults)
@@ -140,18 +161,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
     # Each document is "<s> sentence </s>" (the tokenizer adds <s>): prompts at inference look like training.
     docs = [ids + [tokenizer.eos_token_id] for ids in tokenizer(docs_text)["input_ids"]]
-    n_tokens = sum(len(d) for d in docs)
+    return world, tokenizer, docs
 
-    if args.init_from:
-        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
-        torch.manual_seed(args.seed)
-    else:
-        model = make_model(args, tokenizer)
+
+def _train_loop(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docs: list[list[int]],
+                qs: list[dict[str, Any]], args: argparse.Namespace
+                ) -> tuple[list[dict[str, float]], list[dict[str, float]], float]:
+    """AdamW on the packed documents; returns the loss curve, the sample-accuracy curve and the seconds taken."""
     model.train()
     opt = _optimizer(model, args)
     data = batches(docs, args.seq_len, args.batch, seed=args.seed + 1)
-
-    qs = questions(world)
     # A fixed sample of every attribute and multiplicity: enough to see whether accuracy is heading into the mixed
     # range (a plain stride would pick one attribute only when it is a multiple of 3).
     probe_qs = random.Random(args.seed).sample(qs, min(240, len(qs)))
@@ -178,18 +197,27 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                   flush=True)
             window = []
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            from .evaluate import greedy_answers, is_correct
-
-            model.eval()
-            answers = greedy_answers(model, tokenizer, [q["question"] for q in probe_qs])
-            model.train()
-            acc = sum(is_correct(a, q["gold"]) for a, q in zip(answers, probe_qs, strict=True)) / len(probe_qs)
+            acc = _sample_accuracy(model, tokenizer, probe_qs)
             acc_curve.append({"step": step + 1, "accuracy_sample": round(acc, 3)})
             print(f"step {step + 1:5d}  sample accuracy {acc:.3f}", flush=True)
-    train_s = time.perf_counter() - t_train
-    model.eval()
+    return curve, acc_curve, time.perf_counter() - t_train
 
-    info: dict[str, Any] = {
+
+def _sample_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
+                     sample: list[dict[str, Any]]) -> float:
+    from .evaluate import greedy_answers, is_correct
+
+    model.eval()
+    answers = greedy_answers(model, tokenizer, [q["question"] for q in sample])
+    model.train()
+    return sum(is_correct(a, q["gold"]) for a, q in zip(answers, sample, strict=True)) / len(sample)
+
+
+def _training_info(args: argparse.Namespace, model: LlamaForCausalLM, world: Any, docs: list[list[int]],
+                   curve: list[dict[str, float]], acc_curve: list[dict[str, float]], train_s: float
+                   ) -> dict[str, Any]:
+    n_tokens = sum(len(d) for d in docs)
+    return {
         "steps": args.steps,
         "train_wall_s": round(train_s, 1),
         "tokens_seen": args.steps * args.batch * args.seq_len,
@@ -204,14 +232,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
     }
-    save(model, tokenizer, out, args.save_dtype)
-    if not args.no_eval:
-        from .evaluate import evaluate  # imported late: it pulls in scikit-learn
-
-        info["eval"] = evaluate(model, tokenizer, qs)
-    info["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
-    return info
 
 
 def _first_stage(init_from: str | None) -> dict[str, Any] | None:
@@ -232,7 +252,7 @@ def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path,
     if dtype == "float16":
         # fp16 storage halves the shipped size; the config keeps float32 so from_pretrained upcasts on load
         # (fp16 matmuls on CPU are slow and the analyses reduce in float32 anyway).
-        half = LlamaForCausalLM(model.config).to(torch.float16)
+        half = LlamaForCausalLM(model.config).to(torch.float16)  # type: ignore[arg-type]  # transformers' .to stub only takes a model
         half.load_state_dict({k: v.to(torch.float16) for k, v in model.state_dict().items()})
         half.generation_config = model.generation_config
         half.save_pretrained(out)
