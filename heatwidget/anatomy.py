@@ -258,9 +258,9 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 def _loops_note(model: nn.Module) -> str:
     """Why the layers are not one stack run once: config fields that loop stacks of blocks (HRM's H_cycles)."""
-    cfg = getattr(model, "config", None)
-    loops = {k: v for k, v in sorted(vars(cfg).items()) if cfg is not None and isinstance(v, int)
-             and not isinstance(v, bool) and v > 1 and ("cycles" in k.lower() or "loops" in k.lower())}
+    fields = getattr(getattr(model, "config", None), "__dict__", {})
+    loops = {k: v for k, v in sorted(fields.items()) if isinstance(v, int) and not isinstance(v, bool) and v > 1
+             and ("cycles" in k.lower() or "loops" in k.lower())}
     if not loops:
         return ""
     shown = ", ".join(f"{k}={v}" for k, v in loops.items())
