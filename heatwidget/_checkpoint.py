@@ -163,8 +163,9 @@ _FUSED = {"gate_up_proj": (("gate_proj", "up_proj"), ("w1", "w3")), "gate_proj":
 
 
 def expert_stacks(keys: Iterable[str]) -> dict[str, list[list[str]]]:
-    """Fused expert tensors a checkpoint saved one expert at a time: "<moe>.experts.gate_up_proj" -> per expert
-    (0..E-1) the stored keys whose rows it stacks. Only complete sets (every expert has every part) count."""
+    """Fused expert tensors a checkpoint saved one expert at a time: "<moe>.experts.gate_up_proj" (and the
+    anatomy's "<moe>.experts.*.<proj>.weight" of a model that lists its experts) -> per expert (0..E-1) the stored
+    keys whose rows it stacks. Only complete sets (every expert has every part) count."""
     found: dict[str, dict[int, set[str]]] = {}
     for k in keys:
         m = _EXPERT_KEY.match(k)
@@ -178,6 +179,8 @@ def expert_stacks(keys: Iterable[str]) -> dict[str, list[list[str]]]:
             names = next((ns for ns in spellings if all(set(ns) <= experts[e] for e in experts)), None)
             if names is not None:
                 stacks[f"{base}.{fused}"] = [[f"{base}.{e}.{n}.weight" for n in names] for e in sorted(experts)]
+        for proj in set.intersection(*experts.values()):  # a list of expert MLPs (transformers 4.x): "experts.*"
+            stacks[f"{base}.*.{proj}.weight"] = [[f"{base}.{e}.{proj}.weight"] for e in sorted(experts)]
     return stacks
 
 

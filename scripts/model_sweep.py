@@ -457,8 +457,9 @@ naming the family and what is missing.
   refuse with an `AnatomyError`/`ValueError` naming the family. Hybrids knock out attention in the layers that have
   softmax attention.
 - `weight_change` runs here live model vs live model. From a directory it streams the stored tensors by name;
-  transformers 5 saves several families in their original checkpoint layout (MoE experts one by one, renamed
-  keys), which the directory reader does not map yet: it then raises a `WeightMismatchError` naming the tensor.
+  MoE checkpoints that transformers 5 saves one expert at a time (and GraniteMoE's input/output_linear) are read
+  as the model's fused expert tensors. Other renamed keys (e.g. EXAONE's attention, tied Zamba blocks saved once)
+  are not mapped: the directory reader raises a `WeightMismatchError` naming the tensor.
   `module_stats(stat="grad")` refuses routed experts by name (its gradient hooks read one linear map).
 - The tiny models' vocabulary is a word-level tokenizer built locally; transformers 5 re-types it for some model
   types (e.g. Qwen2), so the sweep sets the word-level tokenizer on the loaded model where that happened.

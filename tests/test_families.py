@@ -207,3 +207,29 @@ def test_zamba_attention_is_per_layer_or_refused_by_name(tmp_path):
         with pytest.raises(hw.AnatomyError, match=r"zamba model has no attention module of its own.*layers \[2, 3\] "
                                                   "call one shared attention module"):
             hw.knockout_js(lm, sweep.PROMPT, sweep.SUBJECT)
+
+
+@pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "granitemoe"])
+def test_weight_change_reads_moe_checkpoints_saved_expert_by_expert(tmp_path, family):
+    """transformers 5 saves these MoE models one expert at a time (Mixtral as block_sparse_moe.experts.<e>.w1/w2/w3,
+    GraniteMoE as input_linear/output_linear), transformers 4 lists its experts: streamed from the directories,
+    weight_change gives what it gives on the loaded models."""
+    src = sweep.build_tiny(family, tmp_path / "a")
+    other = sweep.perturbed_copy(src, tmp_path / "b")
+    from_dirs = hw.weight_change(str(src), str(other))
+    live = hw.weight_change(hw.load(src), hw.load(other))
+    np.testing.assert_allclose(from_dirs.values, live.values, rtol=1e-6)
+    up = list(hw.MODULES).index("mlp.up")
+    assert np.isfinite(from_dirs.values[:, up]).all() and (from_dirs.values[:, up] > 0).all()
+
+
+def test_expert_stacks_only_complete_sets_gate_rows_first():
+    from heatwidget._checkpoint import expert_stacks
+
+    keys = [f"m.layers.0.moe.experts.{e}.{p}.weight" for e in range(2) for p in ("w1", "w2", "w3")]
+    st = expert_stacks(keys + ["m.layers.1.mlp.experts.1.up_proj.weight"])  # layer 1: expert 0 is missing
+    assert st["m.layers.0.moe.experts.gate_up_proj"] == [[f"m.layers.0.moe.experts.{e}.w1.weight",
+                                                          f"m.layers.0.moe.experts.{e}.w3.weight"] for e in range(2)]
+    assert st["m.layers.0.moe.experts.down_proj"] == [[f"m.layers.0.moe.experts.{e}.w2.weight"] for e in range(2)]
+    assert st["m.layers.0.moe.experts.*.w3.weight"] == [[f"m.layers.0.moe.experts.{e}.w3.weight"] for e in range(2)]
+    assert not any(k.startswith("m.layers.1") for k in st)
