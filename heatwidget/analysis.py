@@ -38,7 +38,7 @@ from ._progress import check_cancelled, progress
 from .matrix import Detail, HeatMatrix
 
 __all__ = ["Option", "Analysis", "Table", "Run", "Config", "config", "current_config", "run_analysis",
-           "provenance", "EXECUTORS"]
+           "run_stage", "legacy_config", "provenance", "EXECUTORS"]
 
 EXECUTORS = ("local", "ray")
 
@@ -201,6 +201,26 @@ def resolve_config(override: Config | Mapping[str, Any] | None) -> Config:
     raise TypeError(f"config must be None, a heatwidget Config or a dict of settings, got {type(override).__name__}")
 
 
+# The execution keywords analyses took before hw.config, and the Config field each one sets.
+_LEGACY_KEYWORDS = {"executor": "executor", "num_workers": "workers", "ray_address": "ray_address",
+                    "progress_bar": "progress", "memory_budget_mb": "memory_budget_mb"}
+
+
+def legacy_config(config: Config | Mapping[str, Any] | None, old: Mapping[str, Any], where: str
+                  ) -> Config | Mapping[str, Any] | None:
+    """`config` with the older execution keywords (`executor=`, `num_workers=`, `ray_address=`, `progress_bar=`,
+    `memory_budget_mb=`) applied on top, so calls written before hw.config keep working; any other keyword is a
+    TypeError naming `where`. executor=None meant "local"."""
+    unknown = sorted(set(old) - set(_LEGACY_KEYWORDS))
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword argument(s) {unknown}")
+    if not old:
+        return config
+    settings = {_LEGACY_KEYWORDS[k]: ("local" if k == "executor" and v is None else v) for k, v in old.items()}
+    base = dataclasses.asdict(resolve_config(config))
+    return Config(**{**base, **settings})
+
+
 # ---- the declaration -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -238,8 +258,11 @@ class Analysis:
     options: tuple[Option, ...]
     items: Callable[..., list[Any]]
     per_item: Callable[..., Any]
-    reduce: Callable[[Run], Table]
+    reduce: Callable[[Run], Any]  # a Table; for a pipeline stage (run_stage), the stage's own result
     drill: Callable[[Run, HeatMatrix, int, int], Detail] | None = None
+    # Where per_item can run. ("local",): the items reference data of this process (features that may be
+    # disk-backed, checkpoint files); under executor="ray" it runs locally and meta["executor"] says "local".
+    executors: tuple[str, ...] = EXECUTORS
 
     def option(self, name: str) -> Option:
         for o in self.options:
@@ -266,17 +289,28 @@ class Analysis:
 # ---- the driver ------------------------------------------------------------------------------------------------
 
 def provenance(lm: Any) -> dict[str, Any]:
-    """Model and library versions, for meta."""
+    """Model and library versions, for meta (library versions only when no model is attached: probe_auc on
+    plain arrays, weight_change of checkpoint directories)."""
     import torch
     import transformers
 
     from . import __version__
 
+    versions = {"heatwidget": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version()}
+    if getattr(lm, "anatomy", None) is None:
+        return {"versions": versions}
     # the model by its name for people (never a machine path); the path it was loaded from in model_path
     return {"model": lm.display_name, "model_path": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers,
-            "dtype": str(lm.dtype), "device": str(lm.device),
-            "versions": {"heatwidget": __version__, "torch": torch.__version__,
-                         "transformers": transformers.__version__, "python": platform.python_version()}}
+            "dtype": str(lm.dtype), "device": str(lm.device), "versions": versions}
+
+
+def _lock(lm: Any) -> Any:
+    """The model's lock; nothing to lock when the analysis has no model (None, a checkpoint path)."""
+    try:
+        return model_lock(lm)
+    except TypeError:
+        return contextlib.nullcontext()
 
 
 def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],
@@ -289,30 +323,59 @@ def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], opti
         return [per_item(lm, item, **options) for item in items]
 
 
-def _run_local(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config) -> list[Any]:
+Sink = Callable[[int, Any], Any]
+
+
+def _keep(_i: int, result: Any) -> Any:
+    return result
+
+
+def _run_local(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config,
+               sink: Sink = _keep) -> list[Any]:
     quiet = cfg.progress is False or (cfg.progress is None and len(items) <= 2)
     out = []
-    for item in progress(items, desc=analysis.name, disable=quiet):
+    for i, item in enumerate(progress(items, desc=analysis.name, disable=quiet)):
         check_cancelled()
-        out += apply_per_item(lm, analysis.per_item, [item], options, cfg)  # the very call a Ray worker makes
+        res = apply_per_item(lm, analysis.per_item, [item], options, cfg)[0]  # the very call a Ray worker makes
+        out.append(sink(i, res))
     return out
 
 
-def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config) -> list[Any]:
+def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config,
+             sink: Sink = _keep) -> list[Any]:
     from .scale import chunked, map_shards, require_ray
 
     require_ray()
     groups = chunked(items, cfg.workers * 4)  # a few shards per worker: results stream back, retries stay small
+    starts = np.cumsum([0] + [len(g) for g in groups]).tolist()  # item index of each shard's first item
     shards = [(analysis.per_item, g) for g in groups]
     out: list[list[Any] | None] = [None] * len(groups)
     it = map_shards(lm, apply_per_item, shards, common={"options": options, "settings": cfg},
                     ray_address=cfg.ray_address,
                     num_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker)
     for i, res in progress(it, total=len(groups), desc=f"{analysis.name} (ray)", disable=cfg.progress is False):
-        out[i] = res
+        out[i] = [sink(starts[i] + j, r) for j, r in enumerate(res)]
     if any(r is None for r in out):
         raise RuntimeError(f"{analysis.name}: a Ray shard returned no result; no partial matrix is returned")
     return [r for rs in out for r in rs]  # type: ignore[union-attr]
+
+
+def _execute(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
+             config: Config | Mapping[str, Any] | None, results: list[Any] | None, sink: Sink = _keep) -> Run:
+    """Validate, make the items and run `per_item` over them (unless `results` are reused)."""
+    cfg = resolve_config(config)
+    opts = analysis.check_options(options)
+    inputs = dict(inputs)
+    with _active(cfg):  # items may size their work by the settings (memory_budget_mb)
+        items = analysis.items(lm, **inputs, **opts)
+    if cfg.executor not in analysis.executors:
+        cfg = dataclasses.replace(cfg, executor="local")  # see Analysis.executors
+    if results is None:
+        per_opts = analysis.item_options(opts)
+        with _lock(lm), _active(cfg):
+            run_items = _run_ray if cfg.executor == "ray" else _run_local
+            results = run_items(analysis, lm, items, per_opts, cfg, sink)
+    return Run(analysis, lm, inputs, opts, items, results, cfg)
 
 
 def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
@@ -320,19 +383,21 @@ def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options
                  ) -> HeatMatrix:
     """Validate, run `per_item` over the items (locally or on Ray), reduce, and build the HeatMatrix."""
     t0 = time.perf_counter()
-    cfg = resolve_config(config)
-    opts = analysis.check_options(options)
-    inputs = dict(inputs)
-    items = analysis.items(lm, **inputs, **opts)
-    if _results is None:
-        per_opts = analysis.item_options(opts)
-        with model_lock(lm), _active(cfg):
-            run_items = _run_ray if cfg.executor == "ray" else _run_local
-            _results = run_items(analysis, lm, items, per_opts, cfg)
-    run = Run(analysis, lm, inputs, opts, items, _results, cfg)
-    with model_lock(lm), _active(cfg):
+    run = _execute(analysis, lm, inputs, options, config, _results)
+    with _lock(lm), _active(run.config):
         table = analysis.reduce(run)
     return _matrix(run, table, time.perf_counter() - t0)
+
+
+def run_stage(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
+              config: Config | Mapping[str, Any] | None = None, *, sink: Sink = _keep) -> Any:
+    """A pipeline stage (hw.answer, hw.collect): the same validation, per-item loop, progress, cancellation and
+    executor as `run_analysis`, but `reduce(run)` returns the stage's own result (data for the next stage), not
+    a matrix. `sink(index, result)` receives each item's result as it arrives (in any order under Ray) and
+    what it returns is kept in `run.results`, so a stage can stream large results to disk."""
+    run = _execute(analysis, lm, inputs, options, config, None, sink)
+    with _lock(lm), _active(run.config):
+        return analysis.reduce(run)
 
 
 def _matrix(run: Run, table: Table, seconds: float) -> HeatMatrix:
@@ -343,7 +408,7 @@ def _matrix(run: Run, table: Table, seconds: float) -> HeatMatrix:
     drill = None
     if a.drill is not None:
         def drill(m: HeatMatrix, r: int, c: int) -> Detail:
-            with model_lock(run.lm), _active(run.config):
+            with _lock(run.lm), _active(run.config):
                 return a.drill(run, m, r, c)  # type: ignore[misc]
 
     m = HeatMatrix(table.values, table.rows, table.cols, title=table.title, row_title=table.row_title,

@@ -134,7 +134,7 @@ def test_answer_default_extractor_is_first_line_and_drops_are_counted(lm, monkey
 def test_answer_bad_input(lm) -> None:
     with pytest.raises(ValueError, match="2 questions but 1 golds"):
         hw.answer(lm, [PROMPT, PROMPT], ["a"])
-    with pytest.raises(ValueError, match="question 1 is empty"):
+    with pytest.raises(ValueError, match="question 1 of 2 is empty"):
         hw.answer(lm, [PROMPT, "  "], ["a", "b"])
     with pytest.raises(ValueError, match="gold 0 is empty"):
         hw.answer(lm, [PROMPT], [[" "]])

@@ -146,7 +146,7 @@ def test_probe_end_to_end_drill_and_rerun(setup) -> None:
     m = hw.probe_auc(acts, min_per_class=5)
     assert m.shape == (2, 15) and m.rows == ["0", "1"] and m.cols[0] == "last_q"
     assert set(m.meta["baselines"]) == {"logprob_mean", "logprob_min", "logprob_exact_mean"}
-    assert m.meta["options"] == {"site": "resid"} and m.meta["n_dropped_answers"] == ans.meta["n_dropped"]
+    assert m.meta["options"]["site"] == "resid" and m.meta["n_dropped_answers"] == ans.meta["n_dropped"]
     det = m.drill(1, "exact_answer_first")
     assert [c.kind for c in det.charts] == ["line", "hist"]
     top = det.tables["scored most likely correct"]

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from ._logreg import fit_logreg, roc_auc, roc_curve
 from .answers import AnswerSet, answer
-from .collect import SITES, Activations, collect
+from .collect import COLLECT_SITES, SITES, Activations, collect
 from .positions import NAMED_POSITIONS, PAPER_POSITIONS
 from .probe import probe_auc, split_indices
 
 __all__ = [
-    "answer", "AnswerSet", "collect", "Activations", "SITES", "probe_auc", "split_indices", "PAPER_POSITIONS",
-    "NAMED_POSITIONS", "fit_logreg", "roc_auc", "roc_curve",
+    "answer", "AnswerSet", "collect", "Activations", "COLLECT_SITES", "SITES", "probe_auc", "split_indices",
+    "PAPER_POSITIONS", "NAMED_POSITIONS", "fit_logreg", "roc_auc", "roc_curve",
 ]

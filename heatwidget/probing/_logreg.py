@@ -217,6 +217,81 @@ def _inverse_hessian_times(S: torch.Tensor, Y: torch.Tensor, valid: torch.Tensor
     return gamma * g + torch.bmm(p.transpose(1, 2), S)[:, 0] - gamma * torch.bmm(r.transpose(1, 2), Y)[:, 0]
 
 
+def _to_w(c: _Cells, v: torch.Tensor) -> torch.Tensor:
+    """R^-1 v = D L^-T v: a direction in whitened coordinates mapped back to w."""
+    v = v.to(c.F.dtype)[..., None]
+    return torch.linalg.solve_triangular(c.chol.transpose(1, 2), v, upper=True)[..., 0] * c.dsc
+
+
+def _grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor, yd: torch.Tensor, rb: float) -> torch.Tensor:
+    """The gradient in whitened coordinates: R^-T grad_w = L^-1 D grad_w, and b's scaled by 1 / rb."""
+    r = torch.sigmoid(z) - yd
+    gw = torch.bmm(r.to(c.F.dtype)[:, None, :], c.F)[:, 0].double() + c.lam[:, None] * w
+    gv = torch.linalg.solve_triangular(c.chol, (gw.to(c.F.dtype) * c.dsc)[..., None], upper=False)[..., 0]
+    return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
+
+
+def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: int, rb: float) -> _Cells:
+    """Every cell at w = 0 with the intercept at its optimum there, and the whitening factor of its bound."""
+    K, n, m = F.shape
+    dev = F.device
+    bound = (F.transpose(1, 2) @ F).double() / 4
+    bound.diagonal(dim1=1, dim2=2).add_(lam[:, None])
+    chol, dsc = _scaled_cholesky(bound)
+    del bound
+    ybar = float(yd.mean())
+    w0 = torch.zeros(K, m, dtype=torch.float64, device=dev)
+    b0 = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=torch.float64, device=dev)  # optimum at w = 0
+    z0 = b0[:, None].repeat(1, n)
+    pairs = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)
+    # Both maps (_to_w, _grad_v) use the same float32 factor, so they are exact inverses of one change of
+    # variables whatever its round-off: the optimum found is the problem's own.
+    c = _Cells(index=torch.arange(K, device=dev), F=F, chol=chol.to(F.dtype), dsc=dsc.to(F.dtype), w=w0, b=b0, z=z0,
+               f=_objective(z0, yd, w0, lam), g=torch.empty(0), S=pairs, Y=pairs.clone(),
+               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev), lam=lam,
+               done=torch.zeros(K, dtype=torch.bool, device=dev))
+    c.g = _grad_v(c, c.z, c.w, yd, rb)
+    return c
+
+
+def _lbfgs_direction(c: _Cells, it: int, memory: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(direction, slope g·direction) in whitened coordinates; steepest descent where a stale pair bent it uphill."""
+    slots = [(it - 1 - j) % memory for j in range(min(it, memory))][::-1]  # oldest pair first
+    direction = -_inverse_hessian_times(c.S[:, slots], c.Y[:, slots], c.rho[:, slots] > 0, c.g)
+    slope = (c.g * direction).sum(1)
+    uphill = slope >= 0
+    direction = torch.where(uphill[:, None], -c.g, direction)
+    return direction, torch.where(uphill, -(c.g * c.g).sum(1), slope)
+
+
+def _lbfgs_step(c: _Cells, it: int, memory: int, yd: torch.Tensor, rb: float, tol: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One iteration for every unfinished cell; returns (live, finished) per cell of `c`."""
+    m = c.w.shape[1]
+    direction, slope = _lbfgs_direction(c, it, memory)
+    # The quasi-Newton decrement g^T H^-1 g / 2 (H^-1 as L-BFGS has learnt it) estimates the remaining gap; the
+    # gradient's plain length in v would understate it wherever the fit is confident and H << the bound.
+    ok = ~c.done & (-slope / 2 <= tol * (1 + c.f.abs()))
+    live = ~c.done & ~ok
+    u = _to_w(c, direction[:, :m]).double()
+    ub = direction[:, m] / rb
+    Fu = _matvec(c.F, u.to(c.F.dtype)).double() + ub[:, None]
+    # In whitened coordinates the unit step is almost always accepted.
+    t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, c.lam, c.f, slope, live, tries=30)
+    t = torch.where(live & ~stalled, t, torch.zeros_like(t))
+    c.z, c.w, c.b = c.z + t[:, None] * Fu, c.w + t[:, None] * u, c.b + t * ub
+    g_new = _grad_v(c, c.z, c.w, yd, rb)
+    s_v, y_v = t[:, None] * direction, g_new - c.g
+    sy = (s_v * y_v).sum(1)
+    slot = it % memory
+    c.S[:, slot], c.Y[:, slot] = s_v, y_v
+    c.rho[:, slot] = torch.where(sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300),
+                                 torch.zeros_like(sy))
+    c.f = torch.where(live & ~stalled, f_new, c.f)
+    c.g = torch.where(live[:, None], g_new, c.g)
+    return live, ok | stalled
+
+
 def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float, memory: int = 10
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
@@ -226,73 +301,17 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, t
     back through R^-1 (two small triangular solves per iteration), and the line search moves z along F u without
     touching F again.
     """
-    K, n, m = F.shape
+    K, n, _m = F.shape
     dev = F.device
-    bound = (F.transpose(1, 2) @ F).double() / 4
-    bound.diagonal(dim1=1, dim2=2).add_(lam[:, None])
-    chol, dsc = _scaled_cholesky(bound)
-    del bound
     rb = (n / 4) ** 0.5
     yd = y.to(dev, torch.float64)
-    ybar = float(yd.mean())
-
-    # Both maps use the same float32 factor, so they are exact inverses of one change of variables whatever its
-    # round-off: the optimum found is the problem's own.
-    def to_w(c: _Cells, v: torch.Tensor) -> torch.Tensor:  # R^-1 v = D L^-T v
-        v = v.to(F.dtype)[..., None]
-        return torch.linalg.solve_triangular(c.chol.transpose(1, 2), v, upper=True)[..., 0] * c.dsc
-
-    def grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # R^-T grad_w = L^-1 D grad_w; b's
-        r = torch.sigmoid(z) - yd
-        gw = torch.bmm(r.to(F.dtype)[:, None, :], c.F)[:, 0].double() + c.lam[:, None] * w
-        gv = torch.linalg.solve_triangular(c.chol, (gw.to(F.dtype) * c.dsc)[..., None], upper=False)[..., 0]
-        return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
-
-    w0 = torch.zeros(K, m, dtype=torch.float64, device=dev)
-    b0 = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=torch.float64, device=dev)  # optimum at w = 0
-    z0 = b0[:, None].repeat(1, n)
-    pairs = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)
-    c = _Cells(index=torch.arange(K, device=dev), F=F, chol=chol.to(F.dtype), dsc=dsc.to(F.dtype), w=w0, b=b0, z=z0,
-               f=_objective(z0, yd, w0, lam), g=torch.empty(0), S=pairs, Y=pairs.clone(),
-               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev), lam=lam,
-               done=torch.zeros(K, dtype=torch.bool, device=dev))
-    c.g = grad_v(c, c.z, c.w)
-    w_out, b_out = w0.clone(), b0.clone()
+    c = _lbfgs_start(F, yd, lam, memory, rb)
+    w_out, b_out = c.w.clone(), c.b.clone()
     n_iter = torch.zeros(K, dtype=torch.long, device=dev)
     converged = torch.zeros(K, dtype=torch.bool, device=dev)
     for it in range(max_iter):
-        slots = [(it - 1 - j) % memory for j in range(min(it, memory))][::-1]  # oldest pair first
-        q = _inverse_hessian_times(c.S[:, slots], c.Y[:, slots], c.rho[:, slots] > 0, c.g)
-        direction = -q
-        slope = (c.g * direction).sum(1)
-        uphill = slope >= 0  # a stale pair bent the direction: fall back to steepest descent in v
-        direction = torch.where(uphill[:, None], -c.g, direction)
-        slope = torch.where(uphill, -(c.g * c.g).sum(1), slope)
-        # The quasi-Newton decrement g^T H^-1 g / 2 (H^-1 as L-BFGS has learnt it) estimates the remaining gap; the
-        # gradient's plain length in v would understate it wherever the fit is confident and H << the bound.
-        dec = -slope / 2
-        ok = ~c.done & (dec <= tol * (1 + c.f.abs()))
-        live = ~c.done & ~ok
-        u = to_w(c, direction[:, :m]).double()
-        ub = direction[:, m] / rb
-        Fu = _matvec(c.F, u.to(F.dtype)).double() + ub[:, None]
-        # In whitened coordinates the unit step is almost always accepted.
-        t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, c.lam, c.f, slope, live, tries=30)
-        t = torch.where(live & ~stalled, t, torch.zeros_like(t))
-        c.z = c.z + t[:, None] * Fu
-        c.w = c.w + t[:, None] * u
-        c.b = c.b + t * ub
-        g_new = grad_v(c, c.z, c.w)
-        s_v, y_v = t[:, None] * direction, g_new - c.g
-        sy = (s_v * y_v).sum(1)
-        slot = it % memory
-        c.S[:, slot], c.Y[:, slot] = s_v, y_v
-        c.rho[:, slot] = torch.where(sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300),
-                                     torch.zeros_like(sy))
-        c.f = torch.where(live & ~stalled, f_new, c.f)
-        c.g = torch.where(live[:, None], g_new, c.g)
+        live, finished = _lbfgs_step(c, it, memory, yd, rb, tol)
         n_iter[c.index] += live.long()
-        finished = ok | stalled
         c.done |= finished
         if bool(finished.any()):
             converged[c.index[finished]] = True

@@ -6,6 +6,10 @@ alias for a correct answer, `extractor(question, answer)` or else the answer's f
 token span, the smallest window of generated tokens whose decoding contains the exact answer (shrink from the
 right, then from the left, as the paper's code does). Rows whose exact answer cannot be located are kept out of
 the set, counted in `meta` and listed in `dropped`, with a warning — never silently.
+
+A pipeline stage on the analysis contract (`heatwidget.analysis.run_stage`): the item is one batch of prompts of
+similar length (`PromptBatch`), `generate_batch` the public per-item function (it runs on Ray workers too), and
+the labels and spans are worked out from all answers at the end.
 """
 
 from __future__ import annotations
@@ -18,12 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._concurrency import locks_model
-from .._progress import progress
-from .._validate import positive_int
+from .._validate import positive_int, text_list
+from ..analysis import Analysis, Config, Option, Run, legacy_config, run_stage
 from .positions import normalize_positions, position_index
 
-__all__ = ["AnswerSet", "answer", "find_span", "match_gold"]
+__all__ = ["AnswerSet", "answer", "find_span", "match_gold", "generate_batch", "PromptBatch", "ANSWER"]
 
 Extractor = Callable[[str, str], "str | None"]
 
@@ -195,17 +198,12 @@ def _golds_list(golds: Any, n: int) -> list[list[str]]:
 
 
 def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[int]], list[str]]:
+    """Token ids of each question (in the chat template when `chat`), and the texts that were tokenized."""
     tok = lm.tokenizer
-    texts = []
-    for i, q in enumerate(questions):
-        if not isinstance(q, str):
-            raise TypeError(f"question {i} has type {type(q).__name__}, not str")
-        if not q.strip():
-            raise ValueError(f"question {i} is empty: give some text to answer")
-        if chat:
-            q = tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-        texts.append(q)
-    # The chat template already holds the special tokens; plain prompts get the tokenizer's defaults (DESIGN §3).
+    texts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+             if chat else q for q in questions]
+    # The chat template already holds the special tokens; plain prompts get the tokenizer's defaults, as every
+    # analysis tokenizes prompts.
     enc = tok(texts, add_special_tokens=not chat)["input_ids"]
     return [list(map(int, x)) for x in enc], texts
 
@@ -221,54 +219,73 @@ def _stop_ids(lm: Any) -> set[int]:
     return ids
 
 
-@torch.inference_mode()
-def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
-              ) -> tuple[list[list[int]], list[np.ndarray]]:
-    from transformers import GenerationConfig, LogitsProcessorList
+def _generation_config(lm: Any, max_new_tokens: int) -> Any:
+    from transformers import GenerationConfig
 
-    tok, model = lm.tokenizer, lm.model
-    pad = tok.pad_token_id
-    stops = _stop_ids(lm)
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
-                           pad_token_id=pad, eos_token_id=sorted(stops) or None,
-                           bos_token_id=getattr(tok, "bos_token_id", None))
-    order = np.argsort([-len(p) for p in prompts], kind="stable")  # similar lengths together: less padding
-    gen: list[list[int]] = [[] for _ in prompts]
-    lps: list[np.ndarray] = [np.zeros(0) for _ in prompts]
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for chunk in progress(chunks, desc="answer: generating"):
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, i in enumerate(chunk):  # left padding: every row's next token is at the same column
-            p = prompts[i]
-            ids[r, width - len(p):] = torch.tensor(p)
-            mask[r, width - len(p):] = 1
-        rec = _ChosenLogprob()
-        out = model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), generation_config=cfg,
-                             logits_processor=LogitsProcessorList([rec]))
-        seqs = (out.sequences if hasattr(out, "sequences") else out)[:, width:].cpu()
-        steps = torch.stack(rec.steps, dim=1) if rec.steps else torch.zeros(len(chunk), 0)
-        for r, i in enumerate(chunk):
-            row = seqs[r].tolist()
-            end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))  # keep the first EOS
-            gen[i] = row[:end]
-            lps[i] = steps[r, :end].numpy().astype(np.float32)
+    tok = lm.tokenizer
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
+                            pad_token_id=tok.pad_token_id, eos_token_id=sorted(_stop_ids(lm)) or None,
+                            bos_token_id=getattr(tok, "bos_token_id", None))
+
+
+def _generate_chunk(lm: Any, prompts: list[list[int]], cfg: Any, stops: set[int]
+                    ) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Greedy continuations of one left-padded batch, each cut after its first EOS, with log p of each token."""
+    from transformers import LogitsProcessorList
+
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), lm.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for r, p in enumerate(prompts):  # left padding: every row's next token is at the same column
+        ids[r, width - len(p):] = torch.tensor(p)
+        mask[r, width - len(p):] = 1
+    rec = _ChosenLogprob()
+    out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), generation_config=cfg,
+                            logits_processor=LogitsProcessorList([rec]))
+    seqs = (out.sequences if hasattr(out, "sequences") else out)[:, width:].cpu()
+    steps = torch.stack(rec.steps, dim=1) if rec.steps else torch.zeros(len(prompts), 0)
+    gen, lps = [], []
+    for r in range(len(prompts)):
+        row = seqs[r].tolist()
+        end = next((k + 1 for k, t in enumerate(row) if t in stops), len(row))  # keep the first EOS
+        gen.append(row[:end])
+        lps.append(steps[r, :end].numpy().astype(np.float32))
     return gen, lps
 
 
-@locks_model
-def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
-           max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
-           chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None) -> AnswerSet:
-    """Greedy answers, labels and exact-answer spans for `questions` (see the module docstring).
+@torch.inference_mode()
+def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+              ) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Greedy answers to `prompts` in batches of `batch_size` prompts of similar length (less padding)."""
+    cfg, stops = _generation_config(lm, max_new_tokens), _stop_ids(lm)
+    order = np.argsort([-len(p) for p in prompts], kind="stable")
+    gen: list[list[int]] = [[] for _ in prompts]
+    lps: list[np.ndarray] = [np.zeros(0) for _ in prompts]
+    for k in range(0, len(order), batch_size):
+        chunk = order[k:k + batch_size]
+        g, lp = _generate_chunk(lm, [prompts[i] for i in chunk], cfg, stops)
+        for i, gi, li in zip(chunk, g, lp, strict=True):
+            gen[i], lps[i] = gi, li
+    return gen, lps
 
-    questions: prompts (str), or dicts with "question" and "gold" (e.g. `hw.demo_questions()`; then golds may be
-    omitted). golds: one per question, a str or a list of aliases. extractor(question, answer) -> exact answer for
-    wrong answers (a substring of the answer; None / "" = no answer); default: the answer's first line.
-    chat_template: None = use it when the tokenizer has one. required_positions: also drop (and count) rows that
-    lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
-    """
+
+# ---- the stage: items, per item, reduce -------------------------------------------------------------------------
+
+@dataclass
+class PromptBatch:
+    """One item of answer: prompts of similar length, generated as one batch; `rows` are their question indices."""
+
+    rows: list[int]
+    prompts: list[list[int]]
+
+
+def generate_batch(lm: Any, item: PromptBatch, *, max_new_tokens: int = 24) -> tuple[list[list[int]], list]:
+    """answer's per-item step: the batch's greedy answers (token ids, each up to its first EOS) and the
+    log-probability of each generated token."""
+    return _generate(lm, item.prompts, max_new_tokens, batch_size=len(item.prompts))
+
+
+def _questions_and_golds(questions: Any, golds: Any) -> tuple[list[str], list[list[str]]]:
     qs = list(questions)
     if not qs:
         raise ValueError("no questions given")
@@ -284,17 +301,31 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
             raise ValueError(f"question dict {lacking[0]} has no 'question' key (the prompt to feed; "
                              f"{len(lacking)} of {len(qs)} lack one)")
         qs = [q["question"] for q in qs]
+    qs = text_list(qs, "question")[0]
     if golds is None:
         raise ValueError("golds is missing: give one gold answer (or list of aliases) per question")
-    gold_lists = _golds_list(golds, len(qs))
+    return qs, _golds_list(golds, len(qs))
+
+
+def _use_chat(lm: Any, chat_template: bool | None) -> bool:
+    has = bool(getattr(lm.tokenizer, "chat_template", None))
+    if chat_template and not has:
+        raise ValueError("chat_template=True, but this tokenizer has no chat template")
+    return has if chat_template is None else bool(chat_template)
+
+
+def _items(lm: Any, questions: Any, golds: Any, extractor: Any, chat_template: bool | None,
+           required_positions: Any, state: dict[str, Any], *, max_new_tokens: int, batch_size: int
+           ) -> list[PromptBatch]:
+    """Every check before generating; the prompts in batches of similar length. `state` keeps the checked
+    questions, golds and prompts for `_reduce`."""
+    qs, gold_lists = _questions_and_golds(questions, golds)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    batch_size = positive_int(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     if lm.tokenizer is None:
         raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
-    chat = bool(getattr(lm.tokenizer, "chat_template", None)) if chat_template is None else bool(chat_template)
-    if chat and not getattr(lm.tokenizer, "chat_template", None):
-        raise ValueError("chat_template=True, but this tokenizer has no chat template")
+    chat = _use_chat(lm, chat_template)
     prompts, texts = _prompt_ids(lm, qs, chat)
     limit = getattr(lm.config, "max_position_embeddings", None) or getattr(lm.config, "n_positions", None)
     longest = max(len(p) for p in prompts)
@@ -303,8 +334,30 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
                          f"the model's context of {limit} tokens")
     if extractor is not None and not callable(extractor):
         raise TypeError("extractor must be a callable extractor(question, answer) -> str | None")
+    if required_positions is not None:
+        normalize_positions(required_positions)
+    state.update(questions=qs, golds=gold_lists, prompts=prompts, texts=texts, chat=chat)
+    order = np.argsort([-len(p) for p in prompts], kind="stable")  # similar lengths together: less padding
+    return [PromptBatch([int(i) for i in order[k:k + batch_size]], [prompts[i] for i in order[k:k + batch_size]])
+            for k in range(0, len(order), batch_size)]
 
-    gen, lps = _generate(lm, prompts, max_new_tokens, batch_size)
+
+def _exact_answer(q: str, text: str, hit: str | None, extractor: Extractor | None, i: int) -> str:
+    """The matched alias; for a wrong answer the extractor's pick, else the answer's first non-empty line."""
+    if hit is not None:
+        return hit
+    if extractor is not None:
+        exact = extractor(q, text)
+        if exact is not None and not isinstance(exact, str):
+            raise TypeError(f"extractor returned a value of type {type(exact).__name__} for question {i}, "
+                            "not a str or None")
+        return exact or ""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _label_rows(lm: Any, st: dict[str, Any], gen: list[list[int]], lps: list[np.ndarray],
+                extractor: Extractor | None) -> AnswerSet:
+    """Labels, exact answers and their spans; rows whose exact answer cannot be located go to `dropped`."""
     tok = lm.tokenizer
 
     def decode(ids: list[int]) -> str:
@@ -312,66 +365,97 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
 
     keep: list[int] = []
     dropped: list[dict[str, Any]] = []
-    answers, labels, exacts, spans, full = [], [], [], [], []
-    for i, (q, g, p, a_ids) in enumerate(zip(qs, gold_lists, prompts, gen, strict=True)):
+    answers, labels, exacts, spans = [], [], [], []
+    for i, (q, g, p, a_ids) in enumerate(zip(st["questions"], st["golds"], st["prompts"], gen, strict=True)):
         text = decode(a_ids)
         hit = match_gold(text, g)
-        if hit is not None:
-            exact: str | None = hit
-        elif extractor is not None:
-            exact = extractor(q, text)
-            if exact is not None and not isinstance(exact, str):
-                raise TypeError(f"extractor returned a value of type {type(exact).__name__} for question {i}, "
-                                "not a str or None")
-        else:
-            exact = next((line.strip() for line in text.splitlines() if line.strip()), "")
-        seq = p + a_ids
-        span = find_span(decode, seq, len(p), exact) if exact else None
+        exact = _exact_answer(q, text, hit, extractor, i)
+        span = find_span(decode, p + a_ids, len(p), exact) if exact else None
         if span is None:
             reason = ("empty answer" if not text.strip() else
                       "no exact answer" if not exact else "exact answer not found in the answer's tokens")
-            dropped.append(dict(index=i, question=q, answer=text, exact_answer=exact or "", reason=reason))
+            dropped.append(dict(index=i, question=q, answer=text, exact_answer=exact, reason=reason))
             continue
         keep.append(i)
         answers.append(text)
         labels.append(int(hit is not None))
         exacts.append(exact)
         spans.append(span)
-        full.append(seq)
-
-    res = AnswerSet(
-        questions=[qs[i] for i in keep], golds=[gold_lists[i] for i in keep], answers=answers,
-        labels=np.array(labels, dtype=np.int64), exact=exacts, ids=full,
-        prompt_len=np.array([len(prompts[i]) for i in keep], dtype=np.int64),
+    return AnswerSet(
+        questions=[st["questions"][i] for i in keep], golds=[st["golds"][i] for i in keep], answers=answers,
+        labels=np.array(labels, dtype=np.int64), exact=exacts, ids=[st["prompts"][i] + gen[i] for i in keep],
+        prompt_len=np.array([len(st["prompts"][i]) for i in keep], dtype=np.int64),
         span=np.array(spans, dtype=np.int64).reshape(-1, 2), logprobs=[lps[i] for i in keep],
-        index=np.array(keep, dtype=np.int64), dropped=dropped, tokenizer=tok,
-    )
-    if required_positions is not None:
-        pos = normalize_positions(required_positions)
-        ok = np.ones(len(res), dtype=bool)
-        for j, p in enumerate(pos):
-            for r in range(len(res)):
-                if ok[r]:
-                    try:
-                        position_index([p], res.prompt_len[r:r + 1], res.seq_len[r:r + 1], res.span[r:r + 1])
-                    except ValueError:
-                        ok[r] = False
-                        dropped.append(dict(index=int(res.index[r]), question=res.questions[r],
-                                            answer=res.answers[r], exact_answer=res.exact[r],
-                                            reason=f"no token at position {pos[j]!r}"))
-        res = res.subset(ok)
-        res.dropped = dropped
-    n_total = len(qs)
-    res.meta = dict(model=lm.display_name, model_path=lm.name, n_total=n_total, n_kept=len(res),
-                    n_dropped=len(dropped), n_correct=int(res.labels.sum()), max_new_tokens=max_new_tokens,
-                    chat_template=chat,
+        index=np.array(keep, dtype=np.int64), dropped=dropped, tokenizer=tok)
+
+
+def _require_positions(res: AnswerSet, required: Sequence[str | int]) -> AnswerSet:
+    """Drop (and list in `dropped`) the rows that lack one of the `required` positions."""
+    pos = normalize_positions(required)
+    dropped = res.dropped
+    ok = np.ones(len(res), dtype=bool)
+    for p in pos:
+        for r in np.nonzero(ok)[0]:
+            try:
+                position_index([p], res.prompt_len[r:r + 1], res.seq_len[r:r + 1], res.span[r:r + 1])
+            except ValueError:
+                ok[r] = False
+                dropped.append(dict(index=int(res.index[r]), question=res.questions[r], answer=res.answers[r],
+                                    exact_answer=res.exact[r], reason=f"no token at position {p!r}"))
+    out = res.subset(ok)
+    out.dropped = dropped
+    return out
+
+
+def _reduce(run: Run) -> AnswerSet:
+    st, lm = run.inputs["state"], run.lm
+    n = len(st["questions"])
+    gen: list[list[int]] = [[] for _ in range(n)]
+    lps: list[np.ndarray] = [np.zeros(0) for _ in range(n)]
+    for item, (g, lp) in zip(run.items, run.results, strict=True):
+        for i, gi, li in zip(item.rows, g, lp, strict=True):
+            gen[i], lps[i] = gi, li
+    extractor = run.inputs["extractor"]
+    res = _label_rows(lm, st, gen, lps, extractor)
+    if run.inputs["required_positions"] is not None:
+        res = _require_positions(res, run.inputs["required_positions"])
+    dropped = res.dropped
+    res.meta = dict(model=lm.display_name, model_path=lm.name, n_total=n, n_kept=len(res), n_dropped=len(dropped),
+                    n_correct=int(res.labels.sum()), max_new_tokens=run.options["max_new_tokens"],
+                    chat_template=st["chat"],
                     extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
-                    prompts=texts if chat else None)
+                    prompts=st["texts"] if st["chat"] else None, executor=run.config.executor)
     if dropped:
         reasons: dict[str, int] = {}
         for d in dropped:
             reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
         res.meta["dropped_reasons"] = reasons
-        warnings.warn(f"hw.answer: {len(dropped)} of {n_total} rows kept out ({reasons}); see answers.dropped",
-                      stacklevel=2)
+        warnings.warn(f"hw.answer: {len(dropped)} of {n} rows kept out ({reasons}); see answers.dropped",
+                      stacklevel=4)
     return res
+
+
+ANSWER = Analysis(
+    name="answer",
+    options=(Option("max_new_tokens", 24, kind=int, doc="the longest answer, in tokens"),
+             Option("batch_size", 32, kind=int, doc="prompts per generate call")),
+    items=_items, per_item=generate_batch, reduce=_reduce)
+
+
+def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
+           max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
+           chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None,
+           config: Config | dict[str, Any] | None = None, **execution: Any) -> AnswerSet:
+    """Greedy answers, labels and exact-answer spans for `questions` (see the module docstring).
+
+    questions: prompts (str), or dicts with "question" and "gold" (e.g. `hw.demo_questions()`; then golds may be
+    omitted). golds: one per question, a str or a list of aliases. extractor(question, answer) -> exact answer for
+    wrong answers (a substring of the answer; None / "" = no answer); default: the answer's first line.
+    chat_template: None = use it when the tokenizer has one. required_positions: also drop (and count) rows that
+    lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
+    Execution: `hw.config(...)` or `config=` (executor="ray": batches generated on model replicas).
+    """
+    inputs: dict[str, Any] = dict(questions=questions, golds=golds, extractor=extractor, chat_template=chat_template,
+                  required_positions=required_positions, state={})
+    return run_stage(ANSWER, lm, inputs, {"max_new_tokens": max_new_tokens, "batch_size": batch_size},
+                     legacy_config(config, execution, "answer"))

@@ -1,5 +1,9 @@
 """`hw.collect`: activations [N, L, P, d] at named token positions, for probing (Orgad et al. 2024).
 
+A pipeline stage on the analysis contract (`heatwidget.analysis.run_stage`): the item is one chunk of rows
+(`RowChunk`), `collect_rows` the public per-item function (it runs on Ray workers too), and each chunk's result is
+written into the store as it arrives.
+
 One batched forward per chunk of rows (right padding, so every row keeps the positions and position ids it has
 alone, and causal attention never sees the pads); hooks gather each row's own positions inside the forward, so only
 [B, P, d] per layer leaves it; the forward stops after the last layer asked for (no unembedding). The result is a
@@ -22,21 +26,24 @@ import numpy as np
 import torch
 
 from .. import hooks
-from .._concurrency import locks_model
-from .._progress import progress
 from .._validate import positive_int
+from ..analysis import Analysis, Config, Option, Run, legacy_config, run_stage
 from .answers import AnswerSet
 from .positions import PAPER_POSITIONS, normalize_positions, position_label
 
-__all__ = ["Activations", "collect", "SITES", "parse_bytes"]
+__all__ = ["Activations", "collect", "collect_rows", "RowChunk", "COLLECT", "COLLECT_SITES", "SITES", "parse_bytes"]
 
-SITES: dict[str, str] = {
+# What `site` names in collect (and probe_auc): where in a layer the activations are read. (knockout_js's SITES
+# are its rows, a different thing.)
+COLLECT_SITES: dict[str, str] = {
     "resid": "decoder block output (the residual stream after layer l)",
     "mlp": "MLP output (its write to the residual stream)",
     "mlp_in": "input to the MLP's down-projection (the paper's README heatmap)",
     "attn": "output of the attention o-projection",
 }
+SITES = COLLECT_SITES  # the name this had before knockout_js's SITES made it ambiguous
 DEFAULT_BUDGET = 2 * 1024**3
+STORE_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -68,7 +75,8 @@ class Activations:
 
     @property
     def path(self) -> Path | None:
-        return Path(self.values.filename) if isinstance(self.values, np.memmap) else None
+        name = self.values.filename if isinstance(self.values, np.memmap) else None
+        return Path(name) if name is not None else None
 
     @property
     def position_labels(self) -> list[str]:
@@ -133,7 +141,7 @@ def _site_modules(lm: Any, layers: list[int], site: str) -> tuple[dict[int, torc
                                  f"layer {i} does not have (found: {sorted(an.parts[i])})")
             mods[i] = p.module
         return mods, ("input" if site == "mlp_in" else "output")
-    raise ValueError(f"unknown site {site!r}; use one of {list(SITES)}")
+    raise ValueError(f"unknown site {site!r}; use one of {list(COLLECT_SITES)}")
 
 
 def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | Path | None
@@ -162,94 +170,146 @@ def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | 
     return arr, tmpdir
 
 
-@torch.inference_mode()
-@locks_model
+@dataclass
+class RowChunk:
+    """One item of collect: rows of the AnswerSet run as one padded batch (small and picklable: ids, not text)."""
+
+    rows: np.ndarray  # indices into the AnswerSet
+    ids: list[list[int]]  # each row's full sequence
+    index: np.ndarray  # [b, P] the token read at each position
+    pad: int
+
+
+@dataclass
+class RowActivations:
+    """`collect_rows`' result: activations [b, L, P, d] (float32) of the chunk's rows."""
+
+    rows: np.ndarray
+    values: np.ndarray
+
+
+def collect_rows(lm: Any, item: RowChunk, *, site: str = "resid", layers: Any = None) -> RowActivations:
+    """Activations of one chunk of rows at `site` × `layers`, gathered at the chunk's positions inside one
+    right-padded forward (each row keeps its own positions and position ids; causal attention never sees the pads)
+    that stops after the last layer asked for."""
+    lay = lm.anatomy.resolve_layers(layers)
+    mods, what = _site_modules(lm, lay, site)
+    width = max(len(s) for s in item.ids)
+    ids = torch.full((len(item.ids), width), item.pad, dtype=torch.long)
+    mask = torch.zeros((len(item.ids), width), dtype=torch.long)
+    for r, s in enumerate(item.ids):
+        ids[r, :len(s)] = torch.tensor(s)
+        mask[r, :len(s)] = 1
+    index = torch.from_numpy(item.index)
+    modules = [mods[k] for k in lay]
+    with torch.inference_mode(), hooks.capture_at(modules, index, what=what) as got, \
+            hooks.halt_after(mods[max(lay)]):
+        lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+    block = torch.stack([got[j] for j in range(len(lay))], dim=1).float()  # [B, L, P, d]
+    return RowActivations(item.rows, block.cpu().numpy())
+
+
+def _items(lm: Any, answers: Any, positions: Any, store: _Store, *, site: str, layers: Any, batch_size: int,
+           dtype: Any) -> list[RowChunk]:
+    """Every check before the first forward; the rows in chunks of similar length (little padding)."""
+    lm.anatomy.require_single_stream("collect")
+    if not isinstance(answers, AnswerSet):
+        raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
+    if len(answers) == 0:
+        raise ValueError("answers is empty (every row was dropped?): nothing to collect")
+    positive_int(batch_size, "batch_size")
+    pos = normalize_positions(positions)
+    lay = lm.anatomy.resolve_layers(layers)
+    _site_modules(lm, lay, site)  # a site this family lacks fails here, naming the layer
+    tok_index = answers.positions(pos)  # [N, P], validated against every row's length
+    store.prepare(len(answers), len(lay), len(pos), np.dtype(dtype))
+    tok = lm.tokenizer
+    pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
+    order = np.argsort(-answers.seq_len, kind="stable")
+    chunks = [order[i:i + batch_size] for i in range(0, len(answers), batch_size)]
+    return [RowChunk(rows, [answers.ids[int(i)] for i in rows], tok_index[rows], pad) for rows in chunks]
+
+
+@dataclass
+class _Store:
+    """Where collect writes each chunk as it arrives: RAM up to `budget` bytes, else a .npy memmap."""
+
+    budget: int
+    path: str | Path | None
+    shape: tuple[int, ...] = ()
+    dtype: np.dtype = field(default_factory=lambda: np.dtype("float32"))
+    values: np.ndarray | None = None
+    tmpdir: str | None = None
+    n_bad: int = 0
+
+    def prepare(self, n: int, n_layers: int, n_positions: int, dtype: np.dtype) -> None:
+        self.shape, self.dtype, self.values, self.n_bad = (n, n_layers, n_positions), dtype, None, 0
+
+    def write(self, _i: int, res: RowActivations) -> None:
+        block = res.values
+        self.n_bad += int((~np.isfinite(block)).any(axis=(1, 2, 3)).sum())
+        if self.values is None:  # allocated once the first chunk shows the site's width d
+            self.values, self.tmpdir = _allocate((*self.shape, block.shape[-1]), self.dtype, self.budget, self.path)
+        self.values[res.rows] = block.astype(self.dtype, copy=False)
+
+
+def _reduce(run: Run) -> Activations:
+    store: _Store = run.inputs["store"]
+    answers: AnswerSet = run.inputs["answers"]
+    lm, site = run.lm, run.options["site"]
+    values = store.values
+    assert values is not None
+    if isinstance(values, np.memmap):
+        values.flush()
+    n = len(answers)
+    if store.n_bad:
+        warnings.warn(f"hw.collect: {store.n_bad} of {n} rows have NaN/inf activations (a float16 overflow?); "
+                      "probe_auc will refuse them — load the model in float32 or bfloat16", stacklevel=3)
+    pos = normalize_positions(run.inputs["positions"])
+    acts = Activations(values=values, labels=answers.labels.copy(), layers=lm.anatomy.resolve_layers(
+                           run.options["layers"]), positions=pos, site=site, token_index=answers.positions(pos),
+                       answers=answers, lm=lm,
+                       meta=dict(model=lm.display_name, model_path=lm.name, site=site,
+                                 site_description=COLLECT_SITES[site],
+                                 n_dropped_answers=answers.meta.get("n_dropped", len(answers.dropped)),
+                                 storage="memmap" if store.tmpdir or store.path is not None else "memory",
+                                 executor=run.config.executor))
+    if store.tmpdir is not None:
+        weakref.finalize(acts, shutil.rmtree, store.tmpdir, True)  # the temporary file lives as long as the object
+    return acts
+
+
+COLLECT = Analysis(
+    name="collect",
+    options=(Option("site", "resid", choices=tuple(COLLECT_SITES)),
+             Option("layers", None, kind="layers", nullable=True),
+             Option("batch_size", 16, kind=int, doc="rows per forward"),
+             Option("dtype", "float32", choices=STORE_DTYPES, doc="storage dtype (computation stays the model's)")),
+    items=_items, per_item=collect_rows, reduce=_reduce)
+
+
 def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_POSITIONS,
             layers: int | Sequence[int] | None = None, site: str = "resid", *, batch_size: int = 16,
             dtype: str | np.dtype = "float32", memory_budget: int | str = DEFAULT_BUDGET,
-            path: str | Path | None = None, executor: str | None = None, ray_address: str | None = None,
-            num_workers: int = 2) -> Activations:
+            path: str | Path | None = None, config: Config | dict[str, Any] | None = None,
+            **execution: Any) -> Activations:
     """Activations of `answers`' full sequences (prompt + answer) at `positions` × `layers` at `site`.
 
     site: "resid" (block output), "mlp" (MLP output), "mlp_in" (input to the down-projection), "attn" (output of
     the o-projection). dtype: storage dtype ("float32" or "float16"; computation stays in the model's dtype).
     Stored in RAM up to `memory_budget` bytes, else in a .npy memmap in a temporary directory (removed with the
     object) or at `path` (kept; reopen with np.load(path, mmap_mode="r")).
-    executor: None/"local" (this process) or "ray": chunks are sharded across `num_workers` Ray actors, each with
-    a model replica loaded like `lm` (see heatwidget.scale; `ray_address` picks the cluster); same values.
+    Execution (`hw.config(executor="ray", workers=4)` or `config=`): under Ray the chunks run on actors that each
+    hold a model replica loaded like `lm` (see heatwidget.scale); the values are the same. The older keywords
+    executor=, num_workers=, ray_address= still work.
     """
-    from ..scale import check_executor
-
-    use_ray = check_executor(executor)
-    lm.anatomy.require_single_stream("collect")
-    if not isinstance(answers, AnswerSet):
-        raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
-    if len(answers) == 0:
-        raise ValueError("answers is empty (every row was dropped?): nothing to collect")
-    if site not in SITES:
-        raise ValueError(f"unknown site {site!r}; use one of {list(SITES)}")
-    batch_size = positive_int(batch_size, "batch_size")
-    store_dtype = np.dtype(dtype)
-    if store_dtype not in (np.float32, np.float16):
+    if site not in COLLECT_SITES:
+        raise ValueError(f"unknown site {site!r}; use one of {list(COLLECT_SITES)}")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float16):
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
-    pos = normalize_positions(positions)
-    lay = lm.anatomy.resolve_layers(layers if not isinstance(layers, range) else list(layers))
-    tok_index = answers.positions(pos)  # [N, P], validated against every row's length
-    mods, what = _site_modules(lm, lay, site)
-    budget = parse_bytes(memory_budget)
-    n = len(answers)
-    values: np.ndarray | None = None  # allocated once the first chunk shows the site's width d
-    tmpdir: str | None = None
-    n_bad = 0
-
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer is not None and lm.tokenizer.pad_token_id is not None else 0
-    seq_len = answers.seq_len
-    order = np.argsort(-seq_len, kind="stable")  # similar lengths per chunk: little padding
-    chunks = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    # Halt after the last module the forward reaches among those captured (the highest layer).
-    last = mods[max(lay)]
-    keys = list(mods)
-
-    def local_blocks() -> Any:
-        for rows in progress(chunks, desc=f"collect {site}"):
-            yield rows, one_chunk(rows)
-
-    def one_chunk(rows: np.ndarray) -> torch.Tensor:
-        width = int(seq_len[rows].max())
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            s = answers.ids[int(i)]
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-        index = torch.from_numpy(tok_index[rows])
-        with hooks.capture_at(mods, index, what=what) as got, hooks.halt_after(last):
-            lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-        return torch.stack([got[k] for k in keys], dim=1).float()  # [B, L, P, d]
-
-    if use_ray:
-        from ..scale import collect_blocks
-
-        blocks = collect_blocks(lm, answers, chunks, pos, lay, site, batch_size, ray_address, num_workers)
-    else:
-        blocks = local_blocks()
-    for rows, block in blocks:
-        n_bad += int((~torch.isfinite(block)).any(dim=(1, 2, 3)).sum())
-        if values is None:
-            values, tmpdir = _allocate((n, len(lay), len(pos), block.shape[-1]), store_dtype, budget, path)
-        values[rows] = block.cpu().numpy().astype(store_dtype, copy=False)
-    assert values is not None
-    if isinstance(values, np.memmap):
-        values.flush()
-    if n_bad:
-        warnings.warn(f"hw.collect: {n_bad} of {n} rows have NaN/inf activations (a float16 overflow?); "
-                      "probe_auc will refuse them — load the model in float32 or bfloat16", stacklevel=2)
-
-    acts = Activations(values=values, labels=answers.labels.copy(), layers=lay, positions=pos, site=site,
-                       token_index=tok_index, answers=answers, lm=lm,
-                       meta=dict(model=lm.display_name, model_path=lm.name, site=site, site_description=SITES[site],
-                                 n_dropped_answers=answers.meta.get("n_dropped", len(answers.dropped)),
-                                 storage="memmap" if tmpdir or path is not None else "memory"))
-    if tmpdir is not None:
-        weakref.finalize(acts, shutil.rmtree, tmpdir, True)  # the temporary file lives as long as the object
-    return acts
+    store = _Store(parse_bytes(memory_budget), path)
+    layers = list(layers) if isinstance(layers, range) else layers
+    return run_stage(COLLECT, lm, {"answers": answers, "positions": positions, "store": store},
+                     {"site": site, "layers": layers, "batch_size": batch_size, "dtype": dt.name},
+                     legacy_config(config, execution, "collect"), sink=store.write)

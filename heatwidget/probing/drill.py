@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis import Run
 from ..matrix import Chart, Detail, HeatMatrix, Series
 from ._logreg import roc_auc, roc_curve
 from .positions import normalize_positions
@@ -68,54 +69,69 @@ def _rerun(acts: Any, meta: dict, layer_rows: list[int], position: str | int, si
     return run
 
 
-def probe_drill(acts: Any, y: np.ndarray) -> Callable[[HeatMatrix, int, int], Detail]:
-    """The drill function probe_auc attaches (acts None for plain arrays: no examples, no re-runs)."""
+def _roc(m: HeatMatrix, acts: Any, y: np.ndarray, r: int, c: int, det: Detail) -> tuple[float, np.ndarray]:
+    """The ROC chart (with the answer log-prob baseline when there are answers) and the scores histogram."""
+    meta = m.meta
+    test = np.asarray(meta["test_idx"])
+    scores = np.asarray(meta["test_scores"])[r, c].astype(np.float64)
+    yt = y[test]
+    auc = float(roc_auc(scores, yt)[0])
+    fpr, tpr, _ = roc_curve(scores, yt)
+    series = [Series(f"probe (AUC {auc:.3f})", fpr.tolist(), tpr.tolist())]
+    base = meta.get("baselines") or {}
+    if acts is not None and acts.answers is not None and "logprob_mean" in base:
+        lp = acts.answers.logprob_scores()["logprob_mean"][test]
+        bf, bt, _ = roc_curve(lp, yt)
+        series.append(Series(f"answer log-prob (AUC {base['logprob_mean']:.3f})", bf.tolist(), bt.tolist()))
+    series.append(Series("chance", [0.0, 1.0], [0.0, 1.0]))
+    det.charts.append(Chart("ROC on the test split (positive = correct)", "line", series,
+                            x_title="false positive rate", y_title="true positive rate"))
+    det.charts.append(_hist(scores, yt))
+    return auc, scores
 
-    def drill(m: HeatMatrix, r: int, c: int) -> Detail:
-        meta = m.meta
-        det = m.cell(r, c)
-        test = np.asarray(meta["test_idx"])
-        scores = np.asarray(meta["test_scores"])[r, c].astype(np.float64)
-        yt = y[test]
-        auc = float(roc_auc(scores, yt)[0])
-        fpr, tpr, _ = roc_curve(scores, yt)
-        series = [Series(f"probe (AUC {auc:.3f})", fpr.tolist(), tpr.tolist())]
-        base = meta.get("baselines") or {}
-        if acts is not None and acts.answers is not None and "logprob_mean" in base:
-            lp = acts.answers.logprob_scores()["logprob_mean"][test]
-            bf, bt, _ = roc_curve(lp, yt)
-            series.append(Series(f"answer log-prob (AUC {base['logprob_mean']:.3f})", bf.tolist(), bt.tolist()))
-        series.append(Series("chance", [0.0, 1.0], [0.0, 1.0]))
-        det.charts.append(Chart("ROC on the test split (positive = correct)", "line", series,
-                                x_title="false positive rate", y_title="true positive rate"))
-        det.charts.append(_hist(scores, yt))
-        n_it = int(np.asarray(meta["n_iter"])[r, c])
-        lines = [f"held-out ROC AUC {auc:.3f} on {len(test)} test examples ({int(yt.sum())} correct, "
-                 f"{int(len(yt) - yt.sum())} wrong); trained on {meta['n_train']}.",
-                 f"probe: L2 logistic regression, C={meta['C']}, {n_it} iterations of {meta['solver']['method']}"
-                 + ("" if bool(np.asarray(meta["converged"])[r, c]) else " (not converged)") + "."]
-        lines += [f"baseline {k}: AUC {v:.3f}" for k, v in base.items()]
-        det.texts["summary"] = "\n".join(lines)
-        det.meta.update(auc=auc, baselines=dict(base), n_iter=n_it, test_idx=test, scores=scores,
-                        coef=np.asarray(meta["coef"])[r, c], intercept=float(np.asarray(meta["intercept"])[r, c]))
 
-        if acts is not None and acts.answers is not None:
-            order = np.argsort(-scores, kind="stable")
-            k = min(TOP_K, len(order))
-            top = _examples(acts, test[order[:k]], scores[order[:k]], y, c)
-            low = _examples(acts, test[order[::-1][:k]], scores[order[::-1][:k]], y, c)
-            det.tables["scored most likely correct"] = top
-            det.tables["scored most likely wrong"] = low
-            for name, df in (("surest correct", top), ("surest wrong", low)):
-                if len(df):
-                    row = df.iloc[0]
-                    det.texts[f"example {name} (p={row.p_correct:.2f}, really {row.label})"] = row.text
-            if acts.lm is not None:
-                position = normalize_positions([acts.positions[c]])[0]
-                for site in ("resid", "mlp", "mlp_in", "attn"):
-                    if site != acts.site:
-                        det.reruns[f"site={site}: every layer at token {m.cols[c]}"] = _rerun(
-                            acts, meta, list(acts.layers), position, site)
+def _summary(m: HeatMatrix, y: np.ndarray, r: int, c: int, auc: float, scores: np.ndarray, det: Detail) -> None:
+    meta = m.meta
+    test = np.asarray(meta["test_idx"])
+    yt = y[test]
+    base = meta.get("baselines") or {}
+    n_it = int(np.asarray(meta["n_iter"])[r, c])
+    lines = [f"held-out ROC AUC {auc:.3f} on {len(test)} test examples ({int(yt.sum())} correct, "
+             f"{int(len(yt) - yt.sum())} wrong); trained on {meta['n_train']}.",
+             f"probe: L2 logistic regression, C={meta['C']}, {n_it} iterations of {meta['solver']['method']}"
+             + ("" if bool(np.asarray(meta["converged"])[r, c]) else " (not converged)") + "."]
+    lines += [f"baseline {k}: AUC {v:.3f}" for k, v in base.items()]
+    det.texts["summary"] = "\n".join(lines)
+    det.meta.update(auc=auc, baselines=dict(base), n_iter=n_it, test_idx=test, scores=scores,
+                    coef=np.asarray(meta["coef"])[r, c], intercept=float(np.asarray(meta["intercept"])[r, c]))
+
+
+def _surest_examples(acts: Any, test: np.ndarray, scores: np.ndarray, y: np.ndarray, c: int, det: Detail) -> None:
+    order = np.argsort(-scores, kind="stable")
+    k = min(TOP_K, len(order))
+    top = _examples(acts, test[order[:k]], scores[order[:k]], y, c)
+    low = _examples(acts, test[order[::-1][:k]], scores[order[::-1][:k]], y, c)
+    det.tables["scored most likely correct"] = top
+    det.tables["scored most likely wrong"] = low
+    for name, df in (("surest correct", top), ("surest wrong", low)):
+        if len(df):
+            row = df.iloc[0]
+            det.texts[f"example {name} (p={row.p_correct:.2f}, really {row.label})"] = row.text
+
+
+def probe_drill(run: Run, acts: Any, y: np.ndarray, m: HeatMatrix, r: int, c: int) -> Detail:
+    """What a click on cell (r, c) of a probe_auc matrix shows (acts None for plain arrays: no examples, no
+    re-runs). The re-runs cover the other sites probe_auc declares (its `site` option's choices)."""
+    det = m.cell(r, c)
+    auc, scores = _roc(m, acts, y, r, c, det)
+    _summary(m, y, r, c, auc, scores, det)
+    if acts is None or acts.answers is None:
         return det
-
-    return drill
+    _surest_examples(acts, np.asarray(m.meta["test_idx"]), scores, y, c, det)
+    if acts.lm is not None:
+        position = normalize_positions([acts.positions[c]])[0]
+        for site in run.analysis.option("site").choices or ():
+            if site != acts.site:
+                det.reruns[f"site={site}: every layer at token {m.cols[c]}"] = _rerun(
+                    acts, m.meta, list(acts.layers), position, site)
+    return det

@@ -28,7 +28,7 @@ NAMED_POSITIONS: tuple[str, ...] = (
     "last_q", "first_answer", "second_answer", "exact_answer_before_first", "exact_answer_first",
     "exact_answer_last", "exact_answer_after_last",
 )
-# The seed figures' columns, in their order: 7 named tokens then the last 8 tokens of the sequence.
+# The columns of the paper's probing heatmaps, in their order: 7 named tokens, then the last 8 tokens of the sequence.
 PAPER_POSITIONS: tuple[str | int, ...] = (*NAMED_POSITIONS, *range(-8, 0))
 
 # The paper's code spells them with a "_token" suffix (last_q_token, exact_answer_first_token, ...).
