@@ -22,7 +22,6 @@ from .._lm import LM
 from .._offload import live_param
 from .._progress import check_cancelled, progress
 from .._validate import finite_number, optional_budget, positive_int, text_list
-from ..anatomy import AnatomyError
 from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as C
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
@@ -226,9 +225,7 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     top_k = positive_int(top_k, "top_k")
     optional_budget(memory_budget_mb, "memory_budget_mb")
     sel = lm.anatomy.resolve_layers(None if layers is None else layers)
-    if not lm.anatomy.attention_layers:
-        raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
-                           "has no softmax attention in any layer (an attention-free model): use ablation_kl")
+    lm.anatomy.require_attention("knockout_js's Attn. row")
     # Every bad input fails before any model time is spent, naming its index in the user's list.
     C.check_each(list(zip(plist, slist, strict=True)), single,
                  lambda ps: subject_positions(lm, ps[0], ps[1], lm.encode(ps[0])["input_ids"]))
