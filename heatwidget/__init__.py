@@ -15,10 +15,12 @@ from .anatomy import MODULES, Anatomy, AnatomyError
 from .divergence import ProjectOut, Steer, ablation_kl, knockout_js, logit_lens
 from .divergence.patching import patching
 from .explorer import Explorer, explore
-from .matrix import Chart, Detail, HeatMatrix, Series
+from .matrix import Chart, Detail, HeatMatrix, Series, register_explorer
 from .probing import PAPER_POSITIONS, Activations, AnswerSet, answer, collect, probe_auc
 from .weights import CheckpointError, WeightMismatchError, module_stats, weight_change
 from .widget import Heatmap
+
+register_explorer(explore)  # HeatMatrix.explore() without matrix.py importing widget code
 
 __version__ = "0.1.0"
 

@@ -17,6 +17,7 @@ checkpoints save `h.0...` for `transformer.h.0...`).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,6 +81,7 @@ class Checkpoint:
                 for k in self._keys_of(f):
                     self.weight_map.setdefault(k, f)
         self._headers: dict[str, tuple[tuple[int, ...], str]] = {}
+        self.stacks = expert_stacks(self.weight_map)
 
     def __repr__(self) -> str:
         n_files = len(set(self.weight_map.values()))
@@ -90,10 +92,11 @@ class Checkpoint:
         return (self.path / INDEX_NAME).exists()
 
     def keys(self) -> list[str]:
-        return list(self.weight_map)
+        """The stored keys, and the fused expert tensors the per-expert keys make up (see `expert_stacks`)."""
+        return [*self.weight_map, *self.stacks]
 
     def __contains__(self, key: str) -> bool:
-        return key in self.weight_map
+        return key in self.weight_map or key in self.stacks
 
     def _open(self, file: Path):
         try:
@@ -107,6 +110,10 @@ class Checkpoint:
 
     def info(self, key: str) -> tuple[tuple[int, ...], str]:
         """(shape, dtype name) of one tensor, from the file header only (no data read)."""
+        if key in self.stacks:  # [experts, rows of the parts together, in]
+            rows = self.stacks[key]
+            shapes = [self.info(k) for k in rows[0]]
+            return (len(rows), sum(sh[0][0] for sh in shapes), *shapes[0][0][1:]), shapes[0][1]
         if key not in self._headers:
             file = self._file(key)
             # One pass per shard: headers are small, and a check of every layer asks for most keys of a shard.
@@ -130,6 +137,8 @@ class Checkpoint:
     def get(self, key: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu"
             ) -> torch.Tensor:
         """Read one tensor (as `dtype`, on `device`); the shard is closed again before returning."""
+        if key in self.stacks:
+            return torch.stack([torch.cat([self.get(k, dtype, device) for k in ks]) for ks in self.stacks[key]])
         file = self._file(key)
         with self._open(file) as f:
             try:
@@ -143,6 +152,36 @@ class Checkpoint:
         if torch.device(device) != t.device:
             t = t.to(device)
         return t
+
+
+# transformers 5 keeps routed experts fused ([experts, out, in]) in the model but saves many families in their
+# original layout, one expert at a time: <moe>.experts.<e>.<proj>.weight. Fused name -> the per-expert parts it
+# stacks, gate rows before up rows (the fused gate_up_proj's order).
+_EXPERT_KEY = re.compile(r"^(?P<base>.+\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)\.weight$")
+_FUSED = {"gate_up_proj": (("gate_proj", "up_proj"), ("w1", "w3")), "gate_proj": (("gate_proj",), ("w1",)),
+          "up_proj": (("up_proj",), ("w3",)), "down_proj": (("down_proj",), ("w2",))}
+
+
+def expert_stacks(keys: Iterable[str]) -> dict[str, list[list[str]]]:
+    """Fused expert tensors a checkpoint saved one expert at a time: "<moe>.experts.gate_up_proj" (and the
+    anatomy's "<moe>.experts.*.<proj>.weight" of a model that lists its experts) -> per expert (0..E-1) the stored
+    keys whose rows it stacks. Only complete sets (every expert has every part) count."""
+    found: dict[str, dict[int, set[str]]] = {}
+    for k in keys:
+        m = _EXPERT_KEY.match(k)
+        if m:
+            found.setdefault(m["base"], {}).setdefault(int(m["e"]), set()).add(m["proj"])
+    stacks: dict[str, list[list[str]]] = {}
+    for base, experts in found.items():
+        if sorted(experts) != list(range(len(experts))):
+            continue
+        for fused, spellings in _FUSED.items():
+            names = next((ns for ns in spellings if all(set(ns) <= experts[e] for e in experts)), None)
+            if names is not None:
+                stacks[f"{base}.{fused}"] = [[f"{base}.{e}.{n}.weight" for n in names] for e in sorted(experts)]
+        for proj in set.intersection(*experts.values()):  # a list of expert MLPs (transformers 4.x): "experts.*"
+            stacks[f"{base}.*.{proj}.weight"] = [[f"{base}.{e}.{proj}.weight"] for e in sorted(experts)]
+    return stacks
 
 
 def read_config(path: str | Path) -> Any:
@@ -205,8 +244,28 @@ def map_part_keys(anatomy: Anatomy, names: Iterable[str], keys: Iterable[str]) -
     prefix = votes.most_common(1)[0][0] if votes else tail_start
     out: dict[str, str] = {}
     for n in names:
-        for cand in (prefix + tails[n], n):
+        for cand in (prefix + tails[n], n, *(prefix + t for t in _moe_renamed(tails[n]))):
             if cand in keyset:
                 out[n] = cand
                 break
     return out
+
+
+# What the MoE block is called: transformers 5 renamed some (Mixtral's block_sparse_moe is now mlp), and their
+# checkpoints keep the original name.
+_MOE_BLOCKS = ("mlp", "block_sparse_moe", "feed_forward", "moe")
+
+
+def _moe_renamed(tail: str) -> list[str]:
+    """`tail` with its MoE block renamed to each other usual name ("layers.0.mlp.experts.down_proj" ->
+    "layers.0.block_sparse_moe.experts.down_proj", ...); [] for a name outside an experts block."""
+    parts = tail.split(".")
+    if "experts" not in parts:
+        return []
+    i = parts.index("experts") - 1
+    # GraniteMoE saves its fused experts under JetMoE's names: input_linear (gate | up rows), output_linear
+    stored = {"gate_up_proj": "input_linear.weight", "down_proj": "output_linear.weight"}.get(parts[-1])
+    jet = [".".join([*parts[:i + 1], stored])] if stored and parts[-2] == "experts" else []
+    if i < 0 or parts[i] not in _MOE_BLOCKS:
+        return jet
+    return [".".join([*parts[:i], alt, *parts[i + 1:]]) for alt in _MOE_BLOCKS if alt != parts[i]] + jet

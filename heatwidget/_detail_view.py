@@ -10,6 +10,7 @@ page sets when no kernel answers, so a saved report shows them disabled with a t
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -233,8 +234,8 @@ def detail_view(
     links: list[W.Widget] = []
     out: list[W.Widget] = [W.HTML(title_html(detail))]
     if detail.reruns:
-        buttons = [_kernel_button(label, label, "repeat", lambda label=label, fn=fn: run_rerun(label, fn), offline,
-                                  links) for label, fn in detail.reruns.items()]
+        buttons = [_kernel_button(label, label, "repeat", functools.partial(run_rerun, label, fn), offline, links)
+                   for label, fn in detail.reruns.items()]
         out.append(W.HBox(buttons, layout=W.Layout(flex_flow="row wrap")))
     # Charts and tables side by side, wrapping to the next line when the output area is narrow.
     panels: list[W.Widget] = [chart_figure(c) for c in detail.charts]
@@ -244,7 +245,7 @@ def detail_view(
         out.append(W.HBox(panels, layout=W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%")))
     for name, child in detail.children.items():
         b = _kernel_button(f"open {name}", f"open {name} as the main view", "expand",
-                           lambda name=name, child=child: open_matrix(name, child), offline, links)
+                           functools.partial(open_matrix, name, child), offline, links)
         out.append(W.VBox([b, Heatmap(child, layout=W.Layout(height="260px"), static_image=False)]))
     if detail.texts:
         out.append(texts_html(detail.texts))

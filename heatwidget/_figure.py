@@ -292,7 +292,7 @@ def pool(values: np.ndarray, fr: int, fc: int, how: str = "mean") -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks are expected: they stay NaN
         out = np.nanmax(blocks, axis=(1, 3)) if how == "max" else np.nanmean(blocks, axis=(1, 3), dtype=np.float64)
-    return out.astype(np.float32)
+    return np.asarray(out, dtype=np.float32)
 
 
 # ---- PNG ------------------------------------------------------------------------------------------------------
@@ -362,6 +362,198 @@ def _text_w(s: str, size: float) -> float:
     return len(s) * size * _CHAR_W
 
 
+# The layout rules are figure.ts's layoutFigure, step for step (tests/test_figure_layout.py and
+# js/test/figure_parity.test.ts check that both give the same labels, titles and positions); only the text
+# measurement differs: the kernel estimates widths (_text_w), the browser measures them.
+_TICK, _AXIS, _TITLE, _NOTE = 11, 12, 14, 11  # font sizes (figure.ts FONT_SIZES)
+_PAD, _TICK_LEN, _BAR_W = 8, 4, 12
+_S45 = math.sqrt(0.5)
+
+
+def _sample_indices(n: int, most: int) -> list[int]:
+    """All of range(n), or `most` indices spread over it (figure.ts sampleIndices)."""
+    return list(range(n)) if n <= most else [k * n // most for k in range(most)]
+
+
+@dataclass
+class SvgLayout:
+    """Where everything goes in the static figure (CSS px) and which rows and columns are labelled."""
+
+    width: float
+    height: int
+    x0: float
+    y0: float
+    plot_w: float
+    plot_h: float
+    rows: int  # cells drawn (after pooling)
+    cols: int
+    row_labels: list[str]  # one per drawn row: the label of its first matrix row
+    col_labels: list[str]
+    row_ticks: list[int]
+    col_ticks: list[int]
+    rotated: bool
+    col_lab_h: float
+    notes_y: float
+    notes: list[str]
+    bar_h: float
+    bar_ticks: list[float]
+    bar_title: str
+    has_nan: bool
+
+
+def _col_label_layout(labels: list[str], plot_w: float) -> tuple[list[int], bool, float, float]:
+    """Column ticks, whether the labels are rotated 45°, the label band's height and the widest shown label."""
+    n = len(labels)
+    px_col = plot_w / n
+    max_col_w = max(_text_w(labels[i], _TICK) for i in _sample_indices(n, 400))
+    step_h = thin_step(px_col, max_col_w + 8)
+    step_r = thin_step(px_col, _TICK + 3)
+    rotated = step_h > step_r
+    ticks = list(range(0, n, step_r if rotated else step_h))
+    shown_w = max((_text_w(labels[i], _TICK) for i in ticks[:2000]), default=0.0)
+    height = min(_S45 * (shown_w + _TICK), 160) if rotated else _TICK + 2
+    return ticks, rotated, height, shown_w
+
+
+def svg_layout(row_labels: list[str], col_labels: list[str], *, title: str, row_title: str, col_title: str,
+               metric: str, norm: Norm, has_nan: bool, notes: list[str], width: float) -> SvgLayout:
+    """Lay out a figure of len(row_labels) × len(col_labels) cells (labels already one per drawn cell)."""
+    pr, pc = len(row_labels), len(col_labels)
+    width = max(160.0, width)
+    notes_y = _PAD + (_TITLE + 8 if title else 0)
+    top = notes_y + len(notes) * (_NOTE + 4) + 4
+    widest = max(_text_w(t, _TICK) for t in ["n/a", *(format_value(v) for v in colorbar_ticks(norm, 6))])
+    bar_title = colorbar_title(metric, norm)
+    right = 14 + _BAR_W + _TICK_LEN + 3 + widest + (_AXIS + 8 if bar_title else 0) + _PAD
+    row_title_w = _AXIS + 8 if row_title else 0
+
+    def left_for(rows_shown: list[int]) -> float:
+        label_w = min(width * 0.3, max((_text_w(row_labels[i], _TICK) for i in rows_shown), default=0.0))
+        return _PAD + row_title_w + label_w + _TICK_LEN + 3
+
+    left = left_for(_sample_indices(pr, 200))
+    plot_w = max(40.0, width - left - right)
+    col_ticks, rotated, col_lab_h, shown_col_w = _col_label_layout(col_labels, plot_w)
+    if rotated:  # a 45° label hangs down-left from its tick: keep the first one inside the figure
+        left = max(left, _PAD + _S45 * (min(shown_col_w, 160 / _S45) + _TICK) - plot_w / pc / 2)
+        plot_w = max(40.0, width - left - right)
+    bottom = _TICK_LEN + 4 + col_lab_h + (_AXIS + 10 if col_title else 0) + _PAD
+    plot_h = round(max(min(max(pr * 22, 60 if pr == 1 else 100), 240), min(plot_w * pr / pc, 520)))
+    row_ticks = list(range(0, pr, thin_step(plot_h / pr, _TICK + 3)))
+    settled = left_for(row_ticks)  # re-measured with the rows actually labelled
+    if rotated or abs(settled - left) > 0.5:
+        left = max(left, settled) if rotated else settled
+        plot_w = max(40.0, width - left - right)
+    bar_h = max(10.0, plot_h - (22 if has_nan else 0))
+    return SvgLayout(width=width, height=math.ceil(top + plot_h + bottom), x0=left, y0=top, plot_w=plot_w,
+                     plot_h=plot_h, rows=pr, cols=pc, row_labels=row_labels, col_labels=col_labels,
+                     row_ticks=row_ticks, col_ticks=col_ticks, rotated=rotated, col_lab_h=col_lab_h, notes_y=notes_y,
+                     notes=notes, bar_h=bar_h, bar_ticks=colorbar_ticks(norm, max(2, min(6, int(bar_h // 28)))),
+                     bar_title=bar_title, has_nan=has_nan)
+
+
+class _SvgWriter:
+    """Collects SVG elements; text is escaped (labels are user data)."""
+
+    FG, MUTED, BORDER = "#212121", "#757575", "#bdbdbd"
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.add = self.out.append
+
+    def text(self, x: float, y: float, s: str, size: int, anchor: str, base: str, angle: float = 0,
+             extra: str = "", color: str = FG) -> None:
+        rot = f' transform="rotate({angle:g} {x:.2f} {y:.2f})"' if angle else ""
+        self.add(f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" fill="{color}" text-anchor="{anchor}" '
+                 f'dominant-baseline="{base}"{extra}{rot}>{_esc(s)}</text>')
+
+    def line(self, x1: float, y1: float, x2: float, y2: float) -> None:
+        self.add(f'<line x1="{x1:.2f}" y1="{y1:.2f}" x2="{x2:.2f}" y2="{y2:.2f}" stroke="{self.MUTED}"/>')
+
+    def png(self, x: float, y: float, w: float, h: float, rgba: np.ndarray, style: str) -> None:
+        data = base64.b64encode(encode_png(rgba)).decode("ascii")
+        self.add(f'<image x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" preserveAspectRatio="none" '
+                 f'style="{style}" xlink:href="data:image/png;base64,{data}"/>')
+
+
+def _svg_head(w: _SvgWriter, L: SvgLayout, title: str) -> None:
+    w.add(f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{L.width:g}" '
+          f'height="{L.height}" viewBox="0 0 {L.width:g} {L.height}" font-family="{_esc(_FONT)}">')
+    w.add('<defs><pattern id="hw-hatch" patternUnits="userSpaceOnUse" width="6" height="6">'
+          '<rect width="6" height="6" fill="#eeeeee"/><path d="M-1,1 l2,-2 M0,6 l6,-6 M5,7 l2,-2" '
+          'stroke="#9e9e9e" stroke-width="1"/></pattern></defs>')
+    w.add(f'<rect width="{L.width:g}" height="{L.height}" fill="#ffffff"/>')
+    if title:
+        w.text(L.x0 + L.plot_w / 2, _PAD, axis_label(title, 120), _TITLE, "middle", "hanging",
+               extra=' font-weight="bold"')
+    for k, n in enumerate(L.notes):
+        w.text(L.x0, L.notes_y + k * (_NOTE + 4), n, _NOTE, "start", "hanging", extra=' font-style="italic"',
+               color=w.MUTED)
+
+
+def _svg_cells_and_axes(w: _SvgWriter, L: SvgLayout, rgba: np.ndarray, row_title: str, col_title: str) -> None:
+    x0, y0, pw, ph = L.x0, L.y0, L.plot_w, L.plot_h
+    if L.has_nan:
+        w.add(f'<rect x="{x0:.2f}" y="{y0:.2f}" width="{pw:.2f}" height="{ph:.2f}" fill="url(#hw-hatch)"/>')
+    w.png(x0, y0, pw, ph, rgba, "image-rendering:pixelated;image-rendering:crisp-edges")
+    w.add(f'<rect x="{x0 + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{pw - 1:.2f}" height="{ph - 1:.2f}" '
+          f'fill="none" stroke="{w.BORDER}"/>')
+    for i in L.row_ticks:
+        y = y0 + (i + 0.5) * ph / L.rows
+        w.line(x0 - _TICK_LEN, y, x0, y)
+        w.text(x0 - _TICK_LEN - 3, y, L.row_labels[i], _TICK, "end", "central")
+    if row_title:
+        w.text(_PAD + _AXIS / 2, y0 + ph / 2, axis_label(row_title, 60), _AXIS, "middle", "central", -90)
+    yb = y0 + ph
+    for i in L.col_ticks:
+        x = x0 + (i + 0.5) * pw / L.cols
+        w.line(x, yb, x, yb + _TICK_LEN)
+        if L.rotated:
+            w.text(x, yb + _TICK_LEN + 4, L.col_labels[i], _TICK, "end", "central", -45)
+        else:
+            w.text(x, yb + _TICK_LEN + 3, L.col_labels[i], _TICK, "middle", "hanging")
+    if col_title:
+        w.text(x0 + pw / 2, yb + _TICK_LEN + 4 + L.col_lab_h + 6, axis_label(col_title, 80), _AXIS, "middle",
+               "hanging")
+
+
+def _svg_colorbar(w: _SvgWriter, L: SvgLayout, norm: Norm, colormap: str) -> None:
+    bx, y0, bar_h = L.x0 + L.plot_w + 14, L.y0, L.bar_h
+    w.png(bx, y0, _BAR_W, bar_h, np.ascontiguousarray(build_lut(colormap)[::-1].reshape(256, 1, 4)),
+          "image-rendering:pixelated")
+    w.add(f'<rect x="{bx + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{_BAR_W - 1}" height="{bar_h - 1:.2f}" fill="none" '
+          f'stroke="{w.BORDER}"/>')
+    for v in L.bar_ticks:
+        y = y0 + (1 - float(to_unit(np.array([v]), norm)[0])) * bar_h
+        w.line(bx + _BAR_W, y, bx + _BAR_W + _TICK_LEN, y)
+        w.text(bx + _BAR_W + _TICK_LEN + 3, y, format_value(v), _TICK, "start", "central")
+    if L.has_nan:
+        sy = y0 + L.plot_h - 12
+        w.add(f'<rect x="{bx:.2f}" y="{sy:.2f}" width="12" height="12" fill="url(#hw-hatch)" stroke="{w.BORDER}"/>')
+        w.text(bx + _BAR_W + _TICK_LEN + 3, sy + 6, "n/a", _TICK, "start", "central")
+    if L.bar_title:
+        w.text(L.width - _PAD - _AXIS / 2, y0 + bar_h / 2, axis_label(L.bar_title, 52), _AXIS, "middle", "central",
+               -90)
+
+
+def shown_matrix(values: np.ndarray, norm: Norm, notes: Sequence[str], max_side: int
+                 ) -> tuple[np.ndarray, int, int, list[str]]:
+    """What the static figure draws: the matrix, mean-pooled above max_side per side, and its notes."""
+    out = list(notes)
+    if norm.warning and norm.warning != "no finite values":
+        out.append(norm.warning)
+    fr, fc = pool_factors(values.shape[0], values.shape[1], max_side * max_side, max_side)
+    if fr == 1 and fc == 1:
+        return values, fr, fc, out
+    out.append(f"static image: mean of {fr}×{fc} cells")
+    return pool(values, fr, fc, "mean"), fr, fc, out
+
+
+def block_labels(labels: Sequence[str], n: int, step: int, max_chars: int) -> list[str]:
+    """Axis text of drawn cell i: the label of matrix index i·step (its index when there is no label)."""
+    return [axis_label(labels[i * step] if i * step < len(labels) else str(i * step), max_chars) for i in range(n)]
+
+
 def figure_svg(
     values: np.ndarray,
     rows: Sequence[str],
@@ -387,125 +579,16 @@ def figure_svg(
     """
     values = np.asarray(values, dtype=np.float32)
     norm = color_norm(values, colormap, vmin, vmax, log)
-    n_rows, n_cols = values.shape
-    notes = list(notes)
-    if norm.warning and norm.warning != "no finite values":
-        notes.append(norm.warning)
-    fr, fc = pool_factors(n_rows, n_cols, max_side * max_side, max_side)
-    shown = values
-    if fr > 1 or fc > 1:
-        shown = pool(values, fr, fc, "mean")
-        notes.append(f"static image: mean of {fr}×{fc} cells")
-    pr, pc = shown.shape
-    has_nan = bool(np.isnan(values).any())
-
-    tick, axis, ttl, note_sz = 11, 12, 14, 11
-    pad = 8
-    top = pad + (ttl + 8 if title else 0)
-    notes_y = top
-    top += len(notes) * (note_sz + 4) + 4
-    widest = max(_text_w(t, tick) for t in [*(format_value(v) for v in colorbar_ticks(norm, 6)), "n/a"])
-    bar_title = colorbar_title(metric, norm)
-    right = 14 + 12 + 4 + 3 + widest + (axis + 8 if bar_title else 0) + pad
-
-    def row_lab(i: int) -> str:
-        return axis_label(rows[i * fr] if i * fr < len(rows) else str(i * fr), 24)
-
-    def col_lab(i: int) -> str:
-        return axis_label(cols[i * fc] if i * fc < len(cols) else str(i * fc), 20)
-
-    row_title_w = axis + 8 if row_title else 0
-    max_row_w = min(width * 0.3, max(_text_w(row_lab(i), tick) for i in range(0, pr, max(1, pr // 200))))
-    left = pad + row_title_w + max_row_w + 7
-    plot_w = max(40.0, width - left - right)
-    px_col = plot_w / pc
-    max_col_w = max(_text_w(col_lab(i), tick) for i in range(0, pc, max(1, pc // 400)))
-    step_h = thin_step(px_col, max_col_w + 8)
-    step_r = thin_step(px_col, tick + 3)
-    rotated = step_h > step_r
-    col_ticks = list(range(0, pc, step_r if rotated else step_h))
-    shown_col_w = max((_text_w(col_lab(i), tick) for i in col_ticks), default=0.0)
-    s45 = math.sqrt(0.5)
-    col_lab_h = min(s45 * (shown_col_w + tick), 160) if rotated else tick + 2
-    if rotated:
-        left = max(left, pad + s45 * (min(shown_col_w, 160 / s45) + tick) - px_col / 2)
-        plot_w = max(40.0, width - left - right)
-    bottom = 8 + col_lab_h + (axis + 10 if col_title else 0) + pad
-    square = plot_w * pr / pc
-    plot_h = round(max(min(max(pr * 22, 60 if pr == 1 else 100), 240), min(square, 520)))
-    row_ticks = list(range(0, pr, thin_step(plot_h / pr, tick + 3)))
-    height = math.ceil(top + plot_h + bottom)
-    x0, y0 = left, top
-
-    fg, muted, border = "#212121", "#757575", "#bdbdbd"
-    out: list[str] = []
-    add = out.append
-
-    def text(x: float, y: float, s: str, size: int, anchor: str, base: str, angle: float = 0, extra: str = "",
-             color: str = fg) -> None:
-        rot = f' transform="rotate({angle:g} {x:.2f} {y:.2f})"' if angle else ""
-        add(f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" fill="{color}" text-anchor="{anchor}" '
-            f'dominant-baseline="{base}"{extra}{rot}>{_esc(s)}</text>')
-
-    add(f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" font-family="{_esc(_FONT)}">')
-    add('<defs><pattern id="hw-hatch" patternUnits="userSpaceOnUse" width="6" height="6">'
-        '<rect width="6" height="6" fill="#eeeeee"/><path d="M-1,1 l2,-2 M0,6 l6,-6 M5,7 l2,-2" '
-        'stroke="#9e9e9e" stroke-width="1"/></pattern></defs>')
-    add(f'<rect width="{width}" height="{height}" fill="#ffffff"/>')
-    if title:
-        text(x0 + plot_w / 2, pad, axis_label(title, 120), ttl, "middle", "hanging", extra=' font-weight="bold"')
-    for k, n in enumerate(notes):
-        text(x0, notes_y + k * (note_sz + 4), n, note_sz, "start", "hanging", extra=' font-style="italic"',
-             color=muted)
-    if has_nan:
-        add(f'<rect x="{x0:.2f}" y="{y0:.2f}" width="{plot_w:.2f}" height="{plot_h:.2f}" fill="url(#hw-hatch)"/>')
-    cells = base64.b64encode(encode_png(to_rgba(shown, norm, colormap))).decode("ascii")
-    add(f'<image x="{x0:.2f}" y="{y0:.2f}" width="{plot_w:.2f}" height="{plot_h:.2f}" preserveAspectRatio="none" '
-        f'style="image-rendering:pixelated;image-rendering:crisp-edges" '
-        f'xlink:href="data:image/png;base64,{cells}"/>')
-    add(f'<rect x="{x0 + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{plot_w - 1:.2f}" height="{plot_h - 1:.2f}" '
-        f'fill="none" stroke="{border}"/>')
-    for i in row_ticks:
-        y = y0 + (i + 0.5) * plot_h / pr
-        add(f'<line x1="{x0 - 4:.2f}" y1="{y:.2f}" x2="{x0:.2f}" y2="{y:.2f}" stroke="{muted}"/>')
-        text(x0 - 7, y, row_lab(i), tick, "end", "central")
-    if row_title:
-        text(pad + axis / 2, y0 + plot_h / 2, axis_label(row_title, 60), axis, "middle", "central", -90)
-    yb = y0 + plot_h
-    for i in col_ticks:
-        x = x0 + (i + 0.5) * plot_w / pc
-        add(f'<line x1="{x:.2f}" y1="{yb:.2f}" x2="{x:.2f}" y2="{yb + 4:.2f}" stroke="{muted}"/>')
-        if rotated:
-            text(x, yb + 8, col_lab(i), tick, "end", "central", -45)
-        else:
-            text(x, yb + 7, col_lab(i), tick, "middle", "hanging")
-    if col_title:
-        text(x0 + plot_w / 2, yb + 8 + col_lab_h + 6, axis_label(col_title, 80), axis, "middle", "hanging")
-
-    bx = x0 + plot_w + 14
-    bar_h = max(10.0, plot_h - (22 if has_nan else 0))
-    ticks = colorbar_ticks(norm, max(2, min(6, int(bar_h // 28))))
-    tick_txt = [format_value(v) for v in ticks]
-    lut = build_lut(colormap)
-    bar = np.ascontiguousarray(lut[::-1].reshape(256, 1, 4))
-    bar_png = base64.b64encode(encode_png(bar)).decode("ascii")
-    add(f'<image x="{bx:.2f}" y="{y0:.2f}" width="12" height="{bar_h:.2f}" preserveAspectRatio="none" '
-        f'style="image-rendering:pixelated" xlink:href="data:image/png;base64,{bar_png}"/>')
-    add(f'<rect x="{bx + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="11" height="{bar_h - 1:.2f}" fill="none" '
-        f'stroke="{border}"/>')
-    for v, s in zip(ticks, tick_txt, strict=True):
-        y = y0 + (1 - float(to_unit(np.array([v]), norm)[0])) * bar_h
-        add(f'<line x1="{bx + 12:.2f}" y1="{y:.2f}" x2="{bx + 16:.2f}" y2="{y:.2f}" stroke="{muted}"/>')
-        text(bx + 19, y, s, tick, "start", "central")
-    if has_nan:
-        sy = y0 + plot_h - 12
-        add(f'<rect x="{bx:.2f}" y="{sy:.2f}" width="12" height="12" fill="url(#hw-hatch)" stroke="{border}"/>')
-        text(bx + 19, sy + 6, "n/a", tick, "start", "central")
-    if bar_title:
-        text(width - pad - axis / 2, y0 + bar_h / 2, axis_label(bar_title, 52), axis, "middle", "central", -90)
-    add("</svg>")
-    return "\n".join(out)
+    shown, fr, fc, all_notes = shown_matrix(values, norm, notes, max_side)
+    L = svg_layout(block_labels(rows, shown.shape[0], fr, 24), block_labels(cols, shown.shape[1], fc, 20),
+                   title=title, row_title=row_title, col_title=col_title, metric=metric, norm=norm,
+                   has_nan=bool(np.isnan(values).any()), notes=all_notes, width=width)
+    w = _SvgWriter()
+    _svg_head(w, L, title)
+    _svg_cells_and_axes(w, L, to_rgba(shown, norm, colormap), row_title, col_title)
+    _svg_colorbar(w, L, norm, colormap)
+    w.add("</svg>")
+    return "\n".join(w.out)
 
 
 def _main(argv: list[str]) -> int:

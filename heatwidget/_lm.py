@@ -53,6 +53,8 @@ class LM:
         if tokenizer is not None:
             _ensure_pad_token(tokenizer, notes)
         model.eval()
+        _give_generate(model)
+        _fresh_recurrent_state(model)
         nm = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         return cls(model=model, tokenizer=tokenizer, anatomy=find_anatomy(model), name=str(nm), notes=notes)
 
@@ -68,7 +70,9 @@ class LM:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.anatomy.embed.weight.dtype
+        w = self.anatomy.embed.weight
+        assert isinstance(w, torch.Tensor)  # an embedding's weight (on "meta" when offloaded)
+        return w.dtype
 
     @property
     def n_layers(self) -> int:
@@ -110,6 +114,41 @@ class LM:
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         return [self.tokenizer.decode([int(i)]) for i in ids]
+
+
+def _give_generate(model: Any) -> None:
+    """transformers 4.50+ models that define prepare_inputs_for_generation without inheriting GenerationMixin
+    (OpenLLaMA, deprecated) have no generate(); transformers' auto classes add the mixin only to remote code. Give
+    this instance a subclass that has it, as they do. Such a model's cache code predates transformers' Cache
+    objects (it fails on both a Cache and a tuple), so its generate runs without a cache: slower, same tokens."""
+    if hasattr(model, "generate") or not hasattr(model, "prepare_inputs_for_generation"):
+        return
+    from transformers import GenerationConfig, GenerationMixin
+
+    cls = type(model)
+    def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return GenerationMixin.generate(self, *args, **{**kwargs, "use_cache": False})
+
+    model.__class__ = type(cls.__name__, (cls, GenerationMixin), {"__module__": cls.__module__,
+                                                                  "generate": generate})
+    if getattr(model, "generation_config", None) is None:
+        model.generation_config = GenerationConfig.from_model_config(model.config)
+
+
+def _fresh_recurrent_state(model: Any) -> None:
+    """transformers 4.x RecurrentGemma keeps each recurrent block's last state on the module and reuses it in the
+    next forward, even one with another batch size (a shape error inside the model). Its values cannot matter
+    there: position 0 resets the recurrence. So a call whose rows all start at position 0 drops the stale state."""
+    for m in model.modules():
+        if not hasattr(getattr(m, "rg_lru", None), "recurrent_states"):
+            continue
+
+        def pre(mod: Any, args: tuple, kwargs: dict) -> None:
+            pos = kwargs.get("position_ids", args[1] if len(args) > 1 else None)
+            if isinstance(pos, torch.Tensor) and pos.ndim == 2 and bool((pos[:, 0] == 0).all()):
+                mod.rg_lru.recurrent_states = None
+
+        m.register_forward_pre_hook(pre, with_kwargs=True)
 
 
 def display_name(name_or_path: str | Path) -> str:
@@ -165,7 +204,8 @@ def _check_device(device: str | int | torch.device | None, what: str = "device")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise _DeviceError(f"{what}={shown} was asked for, but MPS is not available here; use device='cpu'")
     backend = getattr(torch, dev.type, None)  # torch.xpu, torch.npu, ... where this torch has the backend
-    available = hasattr(backend, "is_available") and backend.is_available()
+    is_available = getattr(backend, "is_available", None)
+    available = callable(is_available) and bool(is_available())
     if dev.type not in ("cpu", "cuda", "mps", "meta") and not available:
         raise _DeviceError(f"{what}={shown} was asked for, but this torch has no {dev.type} device; "
                            "use 'cpu' or 'cuda'")
@@ -330,7 +370,9 @@ def _load_model(src: str, name: str, where: str, kwargs: dict[str, Any]) -> tupl
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(src, output_loading_info=True, **kwargs)
+        # with output_loading_info, from_pretrained returns (model, info); its annotation says model only
+        loaded: Any = AutoModelForCausalLM.from_pretrained(src, output_loading_info=True, **kwargs)
+        return loaded
     except (OSError, pickle.UnpicklingError) as e:
         refusal = _refused_pickle(e)
         if refusal is not None:
@@ -416,6 +458,15 @@ def _weight_problems(model: Any, info: dict[str, Any], name: str, src: str) -> s
 
 # ---- hw.load ---------------------------------------------------------------------------------------------------
 
+def _load_tokenizer(src: str, name: str, trust_remote_code: bool, hub_kwargs: dict[str, Any]) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **hub_kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"loaded the model but not its tokenizer from {name!r}: {_short(e)}") from None
+
+
 def load(
     name_or_path: str | Path,
     device: str | torch.device | None = "cpu",
@@ -438,8 +489,6 @@ def load(
     encoder or encoder-decoder model, or an architecture transformers cannot build raises ModelLoadError with one
     clear sentence.
     """
-    from transformers import AutoTokenizer
-
     if device_map is not None:
         _check_device_map(device_map)
     dev = None if device_map is not None else _check_device(device)
@@ -464,10 +513,7 @@ def load(
         problems = _weight_problems(model, info, name, src)
         if problems and strict:
             raise ModelLoadError(f"{problems}: pass strict=False to load it anyway")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **hub_kwargs)
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"loaded the model but not its tokenizer from {name!r}: {_short(e)}") from None
+        tokenizer = _load_tokenizer(src, name, trust_remote_code, hub_kwargs)
     if device_map is None and dev is not None:
         model.to(dev)
     lm = LM.wrap(model, tokenizer, name=name)

@@ -106,6 +106,19 @@ class Anatomy:
     mlp_paths: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     multi_stream: str = ""  # why the blocks carry several residual streams (hyper-connections), else ""
+    shared_attention: str = ""  # which layers call one attention block shared between them (Zamba), else ""
+
+    def require_attention(self, what: str) -> None:
+        """AnatomyError naming the family when no layer has a softmax attention module of its own (`what`
+        blocks attention edges layer by layer)."""
+        if self.attention_layers:
+            return
+        if self.shared_attention:
+            raise AnatomyError(f"{what} blocks one layer's attention edges, and this {self.family} model has no "
+                               f"attention module of its own in any layer: {self.shared_attention}, so one layer's "
+                               "attention cannot be knocked out alone")
+        raise AnatomyError(f"{what} blocks attention edges, and this {self.family} model has no softmax attention "
+                           "in any layer (an attention-free model): use ablation_kl")
 
     def require_single_stream(self, what: str) -> None:
         """AnatomyError naming the family when the blocks pass several residual streams [B, T, n, d]."""
@@ -131,6 +144,9 @@ class Anatomy:
         if m is None:
             raise AnatomyError(f"{what} needs the attention module of layer {layer}, and this {self.family} model's "
                                f"layer {layer} has no softmax attention ({self._kinds('attention')})")
+        if isinstance(m, nn.ModuleList):
+            raise AnatomyError(f"{what} needs one attention module in layer {layer}, and this {self.family} model's "
+                               f"layer {layer} runs {len(m)} attention sub-layers ({self.attn_paths[layer]})")
         return m
 
     def mlp_module(self, layer: int, what: str) -> nn.Module:
@@ -235,14 +251,28 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if best is None:
         raise AnatomyError(
             f"could not find the decoder layers of this {type(model).__name__}: no ModuleList of identical blocks"
-            + (f" with {want} entries (config.num_hidden_layers)" if want else "")
+            + (f" with {want} entries (config.num_hidden_layers)" if want else "") + _loops_note(model)
         )
     return best
 
 
+def _loops_note(model: nn.Module) -> str:
+    """Why the layers are not one stack run once: config fields that loop stacks of blocks (HRM's H_cycles)."""
+    fields = getattr(getattr(model, "config", None), "__dict__", {})
+    loops = {k: v for k, v in sorted(fields.items()) if isinstance(v, int) and not isinstance(v, bool) and v > 1
+             and ("cycles" in k.lower() or "loops" in k.lower())}
+    if not loops:
+        return ""
+    shown = ", ".join(f"{k}={v}" for k, v in loops.items())
+    return (f"; this {_family(model)} model runs stacks of blocks in loops ({shown}), so there is no single layer "
+            "sequence to analyse per layer")
+
+
+# dotted names reach into wrappers: DBRX's norm_attn_norm, Zamba's shared transformer block of a hybrid layer
 _ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
-               "temporal_block")
-_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer")
+               "temporal_block", "norm_attn_norm.attn", "shared_transf.self_attn", "shared_transformer.self_attn")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer",
+              "shared_transf.feed_forward", "shared_transformer.feed_forward")
 # Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
 # lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
 _NOT_SOFTMAX = ("linear", "delta", "lightning", "rwkv", "mamba", "retention", "conv", "recurrent", "lstm")
@@ -262,7 +292,9 @@ def _child(block: nn.Module, names: tuple[str, ...], kind: str, prefix: str) -> 
     neither; Nemotron-H's `mixer` is attention in some layers and an MLP in others). `prefix`: the model's class
     prefix ("KimiLinear"), removed before reading the class name."""
     for n in names:
-        m = getattr(block, n, None)
+        m = _get(block, n)  # a dotted name reaches into a wrapper (DBRX: norm_attn_norm.attn)
+        if isinstance(m, nn.ModuleList) and len(m) and all(_is_kind(c, kind, prefix) for c in m):
+            return n, m  # several sub-layers of this kind in one block (LongCat-Flash runs attention twice)
         if isinstance(m, nn.Module) and _is_kind(m, kind, prefix):
             return n, m
     return None
@@ -273,14 +305,24 @@ def _is_kind(m: nn.Module, kind: str, prefix: str = "") -> bool:
     if "rwkv" in type(m).__name__.lower():  # RWKV's "attention" is its time-mixing recurrence
         return kind == "mlp" and "feedforward" in cls
     if kind == "attn":
-        return ("attention" in cls or "attn" in cls) and not any(w in cls for w in _NOT_SOFTMAX)
+        softmax = "attention" in cls or "attn" in cls or cls.endswith("mla")  # LongcatFlashMLA: latent attention
+        return softmax and not any(w in cls for w in _NOT_SOFTMAX)
     if isinstance(m, nn.Sequential):  # CTRL's ffn: Linear, ReLU, Linear
         return True
     return any(w in cls for w in ("mlp", "moe", "feedforward", "ffn", "expert")) and "mamba" not in cls
 
 
 def _has_weight(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.ndim == 2
+    w = getattr(m, "weight", None)
+    return isinstance(w, torch.Tensor) and w.ndim == 2
+
+
+def _weight(owner: nn.Module, attr: str) -> torch.Tensor:
+    """The weight of `owner`'s child `attr` (one the caller has seen exists)."""
+    w = getattr(getattr(owner, attr), "weight", None)
+    if not isinstance(w, torch.Tensor):
+        raise AnatomyError(f"internal: {type(owner).__name__}.{attr} has no weight tensor")
+    return w
 
 
 def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None, attn_path: str, mlp_path: str,
@@ -300,7 +342,7 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
             parts[name] = Part(name, f"{owner_path}.{attr}", m, **kw)
 
     if family == "gpt2":
-        d = attn.c_attn.weight.shape[1] // 3
+        d = int(_weight(attn, "c_attn").shape[1]) // 3
         for i, n in enumerate(("attn.q", "attn.k", "attn.v")):
             add(n, attn, attn_path, "c_attn", transposed=True, split=Split("rows", i * d, (i + 1) * d))
         add("attn.o", attn, attn_path, "c_proj", transposed=True)
@@ -315,15 +357,17 @@ def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None
         add("mlp.up", mlp, mlp_path, "dense_h_to_4h")
         add("mlp.down", mlp, mlp_path, "dense_4h_to_h")
         return parts
-    if hasattr(attn, "qkv_proj"):  # Phi-3: q | k | v stacked by output rows
+    qkv = next((n for n in ("qkv_proj", "Wqkv") if _has_weight(getattr(attn, n, nn.Identity()))), None)
+    if qkv is not None:  # Phi-3 qkv_proj, DBRX Wqkv: q | k | v stacked by output rows (k and v alike wide)
+        out = int(_weight(attn, qkv).shape[0])
         head_dim = getattr(attn, "head_dim", config.hidden_size // config.num_attention_heads)
         nq = config.num_attention_heads * head_dim
-        nkv = getattr(config, "num_key_value_heads", config.num_attention_heads) * head_dim
+        nkv = (out - nq) // 2
         bounds = {"attn.q": (0, nq), "attn.k": (nq, nq + nkv), "attn.v": (nq + nkv, nq + 2 * nkv)}
         for n, (a, b) in bounds.items():
-            add(n, attn, attn_path, "qkv_proj", split=Split("rows", a, b))
+            add(n, attn, attn_path, qkv, split=Split("rows", a, b))
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: gate first, then up (chunk(2) in the model's forward)
-        inter = mlp.gate_up_proj.weight.shape[0] // 2
+        inter = int(_weight(mlp, "gate_up_proj").shape[0]) // 2
         add("mlp.gate", mlp, mlp_path, "gate_up_proj", split=Split("rows", 0, inter))
         add("mlp.up", mlp, mlp_path, "gate_up_proj", split=Split("rows", inter, 2 * inter))
     for prefix, owner, owner_path in (("attn.", attn, attn_path), ("mlp.", mlp, mlp_path)):
@@ -351,6 +395,24 @@ def _generic_parts(owner: nn.Module, owner_path: str, prefix: str) -> dict[str, 
             parts["mlp.up"] = Part("mlp.up", f"{owner_path}.{lin[0][0]}", lin[0][1])
             parts["mlp.down"] = Part("mlp.down", f"{owner_path}.{lin[1][0]}", lin[1][1])
     return parts
+
+
+class TiedUnembedding(nn.Module):
+    """The unembedding of a model that has no output module and multiplies by its input embedding's matrix
+    (OpenLLaMA with shared_input_output_embedding): logits = h @ embed.weight.T."""
+
+    def __init__(self, embed: nn.Module) -> None:
+        super().__init__()
+        self.embed = embed
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = self.embed.weight
+        assert isinstance(w, torch.Tensor)
+        return w
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(h, self.weight.to(h.dtype))
 
 
 # ---- mixture of experts --------------------------------------------------------------------------------------
@@ -381,7 +443,7 @@ def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:
         for attr, names in (("input_linear", ("mlp.gate", "mlp.up")), ("output_linear", ("mlp.down",))):
             m = getattr(mlp, attr, None)
             w = getattr(m, "weight", None)
-            if isinstance(w, torch.Tensor) and w.ndim == 3:
+            if isinstance(m, nn.Module) and isinstance(w, torch.Tensor) and w.ndim == 3:
                 parts.update(_expert_parts(m, f"{mlp_path}.{attr}", "weight", names, w, transposed=False))
     if parts and router is not None:
         parts["mlp.router"] = router
@@ -391,8 +453,9 @@ def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:
 def _router(mlp: nn.Module, mlp_path: str) -> Part | None:
     for attr in ("router", "gate"):
         m, path = getattr(mlp, attr, None), f"{mlp_path}.{attr}"
-        if isinstance(getattr(m, "layer", None), nn.Module):  # JetMoE: router.layer holds the weight
-            m, path = m.layer, f"{path}.layer"
+        layer = getattr(m, "layer", None)
+        if isinstance(layer, nn.Module):  # JetMoE: router.layer holds the weight
+            m, path = layer, f"{path}.layer"
         if isinstance(m, nn.Module) and _has_weight(m):
             return Part("mlp.router", path, m)
     return None
@@ -427,13 +490,17 @@ def _expert_parts(owner: nn.Module, path: str, attr: str, names: tuple[str, ...]
 
 def _listed_experts(experts: nn.ModuleList, path: str) -> dict[str, Part]:
     parts: dict[str, Part] = {}
+    # LongCat-Flash appends zero-computation experts (nn.Identity): no matrices, so not in the stack
+    real = nn.ModuleList([e for e in experts if not isinstance(e, nn.Identity)])
+    if not len(real):
+        return parts
     for name, candidates in _LINEAR_NAMES.items():
         if not name.startswith("mlp."):
             continue
         for attr in candidates:
-            if all(_has_weight(getattr(e, attr, nn.Identity())) for e in experts):
-                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(experts, attr),  # type: ignore[arg-type]
-                                   experts=len(experts))
+            if all(_has_weight(getattr(e, attr, nn.Identity())) for e in real):
+                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(real, attr),  # type: ignore[arg-type]
+                                   experts=len(real))
                 break
     return parts
 
@@ -489,6 +556,17 @@ def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp
     return notes
 
 
+def _called(model: nn.Module, method: str) -> nn.Module | None:
+    """model.<method>() when the model has that method and it returns a module (get_output_embeddings ...)."""
+    fn = getattr(model, method, None)
+    out = fn() if callable(fn) else None
+    return out if isinstance(out, nn.Module) else None
+
+
+# Families whose decoder blocks take and return [seq, batch, d]: every hook would read the wrong axis.
+_SEQUENCE_FIRST = {"mega": "MEGA's moving-average gated attention layers, transformers 4.x"}
+
+
 def _multi_stream(block: nn.Module) -> str:
     """A note when the block mixes several parallel residual streams (hyper-connections, Gemma 3n's AltUp)."""
     for name, child in block.named_children():
@@ -498,14 +576,20 @@ def _multi_stream(block: nn.Module) -> str:
     return ""
 
 
-def find_anatomy(model: nn.Module) -> Anatomy:
-    """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
-    missing: list[str] = []
-    layers_path, layers = _find_layers(model)
-    family = _family(model)
-    config = getattr(model, "config", None)
+def _shared_note(shared: list[int], paths: list[str]) -> str:
+    return f"layers {shared} call one shared attention module ({paths[shared[0]]})" if shared else ""
 
-    attn_list, mlp_list, attn_paths, mlp_paths, parts = [], [], [], [], []
+
+_Blocks = tuple[list[nn.Module | None], list[nn.Module | None], list[str], list[str], list[dict[str, Part]]]
+
+
+def _find_blocks(model: nn.Module, layers: nn.ModuleList, layers_path: str, family: str, config: object) -> _Blocks:
+    """Per block: the softmax attention and MLP modules, their paths and the projections found in them."""
+    attn_list: list[nn.Module | None] = []
+    mlp_list: list[nn.Module | None] = []
+    attn_paths: list[str] = []
+    mlp_paths: list[str] = []
+    parts: list[dict[str, Part]] = []
     prefix = type(model).__name__.split("For")[0]  # "KimiLinearForCausalLM" -> "KimiLinear"
     for i, block in enumerate(layers):
         a = _child(block, _ATTN_NAMES, "attn", prefix)
@@ -519,11 +603,42 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         attn_paths.append(ap)
         mlp_paths.append(mp)
         parts.append(_layer_parts(model, attn_list[-1], mlp_list[-1], ap, mp, family, config))
+    return attn_list, mlp_list, attn_paths, mlp_paths, parts
 
-    unembed = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+
+def _unshare(modules: list[nn.Module | None], paths: list[str]) -> list[int]:
+    """Layers whose module is one object called by several layers (transformers 4.x Zamba's shared transformer
+    block): it is no layer's own module (a hook on it acts in every layer that calls it), so those entries become
+    None; their projections stay in the parts (the shared weights are each such layer's weights). transformers 5
+    builds one module per layer with tied weights instead, which is kept."""
+    seen: dict[int, list[int]] = {}
+    for i, m in enumerate(modules):
+        if m is not None:
+            seen.setdefault(id(m), []).append(i)
+    shared = sorted(i for layers in seen.values() if len(layers) > 1 for i in layers)
+    for i in shared:
+        modules[i] = None
+    return shared
+
+
+def find_anatomy(model: nn.Module) -> Anatomy:
+    """Find layers, attention/MLP projections, final norm and (un)embeddings; AnatomyError names what is missing."""
+    missing: list[str] = []
+    family = _family(model)
+    if family in _SEQUENCE_FIRST:
+        raise AnatomyError(f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
+                           f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})")
+    layers_path, layers = _find_layers(model)
+    config = getattr(model, "config", None)
+
+    attn_list, mlp_list, attn_paths, mlp_paths, parts = _find_blocks(model, layers, layers_path, family, config)
+    shared = _unshare(attn_list, attn_paths)
+    _unshare(mlp_list, mlp_paths)
+    embed, unembed = _called(model, "get_input_embeddings"), _called(model, "get_output_embeddings")
+    if unembed is None and embed is not None and getattr(config, "shared_input_output_embedding", False):
+        unembed = TiedUnembedding(embed)  # OpenLLaMA: the logits are computed with the embedding matrix itself
     if unembed is None:
         missing.append("unembedding (get_output_embeddings() returned None)")
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embed is None:
         missing.append("input embedding (get_input_embeddings() returned None)")
     final_norm = _final_norm(model, layers_path)
@@ -532,11 +647,11 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         notes.append("no final norm found: the logit lens applies the unembedding directly")
     notes += _layout_notes(family, attn_list, mlp_list, attn_paths, mlp_paths, parts)
     streams = _multi_stream(layers[0])
-    if missing:
+    if missing or embed is None or unembed is None:
         raise AnatomyError(
             f"heatwidget does not understand this {type(model).__name__} layout; not found: " + "; ".join(missing)
         )
     return Anatomy(family=family, layers=layers, layers_path=layers_path, attn=attn_list, mlp=mlp_list,
                    parts=parts, final_norm=final_norm, unembed=unembed, embed=embed,
                    attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes + ([streams] if streams else []),
-                   multi_stream=streams)
+                   multi_stream=streams, shared_attention=_shared_note(shared, attn_paths))

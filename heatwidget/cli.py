@@ -52,13 +52,12 @@ USAGE_ERROR = 2  # what argparse returns for a bad command line; bad files given
 
 def _user_error(e: BaseException, args: argparse.Namespace) -> str | None:
     """One line for an error the user can fix (a missing or wrong file, a failed cell), or None for a bug."""
+    # nbformat's errors for a file that is not JSON / not a valid notebook (both ship with nbformat, a dependency)
+    from jsonschema import ValidationError
+    from nbformat.reader import NotJSONError
+
     from .export import ExportError
 
-    try:  # nbformat's errors for a file that is not JSON / not a valid notebook
-        from jsonschema import ValidationError
-        from nbformat.reader import NotJSONError
-    except ImportError:  # pragma: no cover - both ship with nbformat, a dependency
-        NotJSONError = ValidationError = ExportError  # noqa: N806
     notebook = getattr(args, "notebook", None)
     if isinstance(e, NotJSONError):
         return f"{notebook or 'the notebook'} is not a Jupyter notebook: it is not JSON"

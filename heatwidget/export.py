@@ -19,6 +19,7 @@ or text, with a note in each output and a banner at the top of the page saying s
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import re
@@ -72,6 +73,10 @@ def _inline_js(source: str) -> str:
     return source.replace("<!--", "<\\!--")
 
 
+def _literal(text: str, _match: re.Match[str]) -> str:
+    return text
+
+
 def _inline_fonts(embed_source: str, folder: Path) -> str:
     """Point the html-manager's Font Awesome woff2 assets at data: URLs.
 
@@ -82,7 +87,8 @@ def _inline_fonts(embed_source: str, folder: Path) -> str:
     for font in sorted(folder.glob("*.woff2")):
         url = "data:font/woff2;base64," + base64.b64encode(font.read_bytes()).decode("ascii")
         pattern = r'[A-Za-z_$][\w$]*\.p\+"' + re.escape(font.name) + '"'
-        embed_source = re.sub(pattern, lambda _m, url=url: json.dumps(url), embed_source)
+        # A function as the replacement: re.sub then inserts the literal as it is (no backslash escapes).
+        embed_source = re.sub(pattern, functools.partial(_literal, json.dumps(url)), embed_source)
     return embed_source
 
 
@@ -304,6 +310,46 @@ def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
             raise ExportError(f"executing {notebook} failed:\n{e}") from e
 
 
+def _execute_with_state(nb: Any, notebook: Path, timeout: int, kernel_name: str, drill: str | int,
+                        budget_mb: float, offline: bool) -> None:
+    """Run `nb` in a kernel with a last cell that precomputes drill-downs and saves the widget state into it."""
+    import tempfile
+
+    import nbformat
+
+    with tempfile.TemporaryDirectory(prefix="hw-export-") as tmp:
+        state_path = Path(tmp) / "state.json"
+        reserved = _script_bytes() if offline else 0
+        nb.cells.append(nbformat.v4.new_code_cell(_FINAL_CELL.format(
+            cells=drill, budget_mb=budget_mb, reserved=reserved, path=str(state_path))))
+        _execute(nb, notebook, timeout, kernel_name)
+        report = _merge_kernel_state(nb, state_path)
+    for ex in report:
+        print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
+              f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
+              f"{ex['seconds']:.1f} s", file=sys.stderr)
+
+
+def _offline_resources(nb: Any, mathjax: bool | None, unsaved: int) -> dict[str, Any]:
+    """What the offline template inlines: require.js, the html-manager (with its fonts), the widget front ends."""
+    state = _widget_state(nb)
+    modules, missing = _modules_for(state)
+    if missing:
+        print(f"heatwidget export: no local front end for widget module(s) {', '.join(missing)} "
+              "(not in any nbextensions folder); the page will try the CDN for them", file=sys.stderr)
+    vendor = find_vendor_files()
+    embed = vendor["embed-amd.js"]
+    return {
+        "requirejs": _inline_js(vendor["require.js"].read_text(encoding="utf-8")),
+        "embed": _inline_js(_inline_fonts(embed.read_text(encoding="utf-8"), embed.parent)) if state else "",
+        "has_state": bool(state),
+        "modules": [{"name_attr": html.escape(m.name), "name_js": json.dumps(m.name), "source": _inline_js(m.source)}
+                    for m in modules],
+        "mathjax": _has_math(nb) if mathjax is None else mathjax,
+        "unsaved_views": unsaved,
+    }
+
+
 def export_notebook(
     notebook: Path | str,
     output: Path | str,
@@ -341,19 +387,7 @@ def export_notebook(
         raise ValueError(f"--drill-budget must be a positive number of MB, got {drill_budget_mb!r}")
     nb = nbformat.read(notebook, as_version=4)
     if execute:
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="hw-export-") as tmp:
-            state_path = Path(tmp) / "state.json"
-            reserved = _script_bytes() if offline else 0
-            nb.cells.append(nbformat.v4.new_code_cell(_FINAL_CELL.format(
-                cells=drill, budget_mb=float(drill_budget_mb), reserved=reserved, path=str(state_path))))
-            _execute(nb, notebook, timeout, kernel_name)
-            report = _merge_kernel_state(nb, state_path)
-        for ex in report:
-            print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
-                  f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
-                  f"{ex['seconds']:.1f} s", file=sys.stderr)
+        _execute_with_state(nb, notebook, timeout, kernel_name, drill, float(drill_budget_mb), offline)
     dropped = _prune_state(nb)
     if dropped:
         print(f"heatwidget export: left out {dropped} closed widget(s) no output shows", file=sys.stderr)
@@ -364,22 +398,7 @@ def export_notebook(
 
     resources: dict[str, Any] = {"metadata": {"name": notebook.stem, "path": str(notebook.parent)}}
     if offline:
-        state = _widget_state(nb)
-        modules, missing = _modules_for(state)
-        if missing:
-            print(f"heatwidget export: no local front end for widget module(s) {', '.join(missing)} "
-                  "(not in any nbextensions folder); the page will try the CDN for them", file=sys.stderr)
-        vendor = find_vendor_files()
-        resources["heatwidget"] = {
-            "requirejs": _inline_js(vendor["require.js"].read_text(encoding="utf-8")),
-            "embed": _inline_js(_inline_fonts(vendor["embed-amd.js"].read_text(encoding="utf-8"),
-                                              vendor["embed-amd.js"].parent)) if state else "",
-            "has_state": bool(state),
-            "modules": [{"name_attr": html.escape(m.name), "name_js": json.dumps(m.name),
-                         "source": _inline_js(m.source)} for m in modules],
-            "mathjax": _has_math(nb) if mathjax is None else mathjax,
-            "unsaved_views": unsaved,
-        }
+        resources["heatwidget"] = _offline_resources(nb, mathjax, unsaved)
         exporter = HTMLExporter(template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)],
                                 theme=theme, embed_images=True)
     else:

@@ -363,13 +363,26 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         h = _input_of(args, kwargs)
         b, t = h.shape[0], h.shape[1]
         mask, put = _mask_arg(mod, args, kwargs)
-        if mask is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
-            past = _cached_length(mod, kwargs)
-            mask = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
-        return put(_knocked_out(mask, mod, b, t, rows, queries, keys))
+
+        def knock(m: Any) -> torch.Tensor:
+            if m is None:  # sdpa's implicit causal mask: make it explicit (offset by any cached prefix)
+                past = _cached_length(mod, kwargs)
+                m = torch.ones(t, past + t, dtype=torch.bool, device=h.device).tril(diagonal=past)[None, None]
+            return _knocked_out(m, mod, b, t, rows, queries, keys)
+
+        if isinstance(mask, dict):  # masks by kind (ZAYA: {"causal": 4D mask or None, "conv": 2D padding mask})
+            edits = {k: knock(v) for k, v in mask.items()
+                     if k == "causal" or (isinstance(v, torch.Tensor) and v.ndim == 4)}
+            if not edits:
+                raise RuntimeError(f"attention knockout edits a 4D attention mask; {type(mod).__name__} receives a "
+                                   f"dict of masks {sorted(mask)} without one, which heatwidget cannot edit")
+            return put({**mask, **edits})
+        return put(knock(mask))
 
     owner = _Owner()
-    handles = [m.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True) for m in attn_modules]
+    # A ModuleList: the layer runs several attention sub-layers (LongCat-Flash), all knocked out alike.
+    mods = [s for m in attn_modules for s in (m if isinstance(m, nn.ModuleList) else [m])]
+    handles = [m.register_forward_pre_hook(owner.only_here(hook), with_kwargs=True) for m in mods]
     with _owning(owner, handles):
         yield
 
@@ -377,7 +390,7 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
 def _knocked_out(mask: Any, mod: nn.Module, b: int, t: int, rows: Rows, queries: Positions,
                  keys: Positions) -> torch.Tensor:
     """The 4D attention mask [B, 1, T, KV] with the (query, key) pairs of the selection blocked."""
-    if not isinstance(mask, torch.Tensor):  # e.g. a dict of masks per attention type (ZAYA)
+    if not isinstance(mask, torch.Tensor):
         raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
                            f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
     if mask.ndim != 4:

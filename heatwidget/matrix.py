@@ -22,6 +22,16 @@ __all__ = ["HeatMatrix", "HeatMatrixFileError", "Detail", "Chart", "Series", "MA
 # downsamples above its own, lower, limit). 50M float32 cells = 200 MB.
 MAX_CELLS = 50_000_000
 
+# `HeatMatrix.explore()` calls the explorer that `heatwidget/__init__.py` registers here (`register_explorer`), so
+# this module imports no widget code.
+_explorer: Callable[..., Any] | None = None
+
+
+def register_explorer(explore: Callable[..., Any]) -> None:
+    """Make `HeatMatrix.explore(**kwargs)` call `explore(matrix, **kwargs)`."""
+    global _explorer
+    _explorer = explore
+
 Drill = Callable[["HeatMatrix", int, int], "Detail"]
 
 
@@ -274,11 +284,11 @@ class HeatMatrix:
     def can_recompute(self) -> bool:
         return self._recompute is not None
 
-    def explore(self, **heatmap_kwargs: Any):
+    def explore(self, **heatmap_kwargs: Any) -> Any:
         """The interactive explorer for this matrix (same as `hw.explore(m)`)."""
-        from .explorer import explore
-
-        return explore(self, **heatmap_kwargs)
+        if _explorer is None:
+            raise RuntimeError("no explorer is registered: `import heatwidget` registers hw.explore")
+        return _explorer(self, **heatmap_kwargs)
 
     @property
     def has_drill(self) -> bool:
@@ -299,8 +309,9 @@ class HeatMatrix:
         header = dict(rows=self.rows, cols=self.cols, title=self.title, row_title=self.row_title,
                       col_title=self.col_title, metric=self.metric, meta=meta_json, format=1)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, values=self.values, header=np.array(json.dumps(header)),
-                 **{f"meta__{k}": v for k, v in arrays.items()})
+        named: dict[str, np.ndarray] = {"values": self.values, "header": np.array(json.dumps(header))}
+        named.update((f"meta__{k}", v) for k, v in arrays.items())
+        np.savez(path, **named)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle (bool)
         return path
 
     @classmethod

@@ -53,6 +53,18 @@ def _as_matrix(data: Any) -> HeatMatrix:
     return HeatMatrix(data)
 
 
+def value_stats(values: np.ndarray) -> dict[str, float | int | None]:
+    """min and max of the finite values, the smallest positive one, and the counts of finite and other cells.
+
+    JSON has no infinity: min, max and minPositive are None when there is no such value.
+    """
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    return {"min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None,
+            "minPositive": float(positive.min()) if positive.size else None, "finite": int(finite.size),
+            "nan": int(values.size - finite.size)}
+
+
 def _block_labels(labels: Sequence[str], step: int) -> list[str]:
     if step == 1:
         return list(labels)
@@ -154,6 +166,9 @@ class Heatmap(anywidget.AnyWidget):
     height = t.Int(0).tag(sync=True)
     # {} or {"rows", "cols" (full shape), "row_step", "col_step", "how"} when the matrix was pooled for display.
     downsample = t.Dict().tag(sync=True)
+    # Statistics of `values` for the view's colour range (scale.ts `stats`): computed here, where numpy makes it one
+    # cheap vectorised pass, so the browser's first paint skips a pass over every cell.
+    value_stats = t.Dict().tag(sync=True)
     # An explorer's precomputed drill-downs (explorer.py): `detail_index` is jslink-ed to the Stack of detail views
     # (-1: a plain heatmap, not managed); `detail_cells` are the flat indices (row * cols + col, int32 bytes) of the
     # cells that have a view, in stack order; `offline` is set by the page itself when no kernel answers.
@@ -270,6 +285,7 @@ class Heatmap(anywidget.AnyWidget):
                 self.colormap = self._default_colormap(m)
             self.values = np.ascontiguousarray(values, dtype="<f4").tobytes()
             self.shape = [int(values.shape[0]), int(values.shape[1])]
+            self.value_stats = value_stats(values)
             self.row_labels = _block_labels(m.rows, fr)
             self.col_labels = _block_labels(m.cols, fc)
             self.title = m.title

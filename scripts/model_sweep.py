@@ -72,6 +72,7 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "zamba": dict(num_hidden_layers=4, attn_layer_offset=0),  # two hybrid layers share one block (tied)
     "zamba2": dict(num_hidden_layers=4, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"]),
     "gemma3n_text": dict(num_kv_shared_layers=0),
+    "mega": dict(is_decoder=True, bidirectional=False),  # transformers 4.x: MEGA as its causal LM
     # hybrids: keep a softmax-attention layer among the 3 (the defaults put one every 4th-8th layer)
     "bamba": dict(attn_layer_indices=[1]),
     "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba"]),
@@ -89,11 +90,24 @@ OVERRIDES: dict[str, dict[str, object]] = {
 
 # Failures inside transformers itself that heatwidget cannot route around, by (model type, major version).
 UPSTREAM: dict[tuple[str, str], str] = {
-    ("recurrent_gemma", "4"): "transformers 4.x RecurrentGemma keeps its recurrent state between forwards, so a "
-                              "forward after one with another batch size fails inside the model",
-    # not upstream: a heatwidget gap, listed so that it stays visible
-    ("mega", "4"): "heatwidget gap: MEGA (removed in transformers 5) runs its blocks more than once per forward; "
-                   "ablation_kl says so, logit_lens does not detect it yet",
+}
+
+# What an architecture does not have, declared per family from the architecture itself (not read from heatwidget's
+# anatomy, which could be wrong): an analysis that needs the part is "n/a" for the family when heatwidget refuses
+# it with its own clear error (NEEDS). Any other failure, or such a refusal for a family not listed here, is "no".
+LACKS: dict[str, tuple[str, ...]] = {
+    "mamba": ("attention", "projections"),  # one state-space mixer per block (in_proj/out_proj), no MLP
+    "mamba2": ("attention", "projections"),
+    "falcon_mamba": ("attention", "projections"),
+    "rwkv": ("attention",),  # time mixing (a linear recurrence) and channel mixing (its MLP)
+    "xlstm": ("attention",),  # mLSTM cells and a gated MLP
+}
+
+# analysis -> (the part it needs, the exception types heatwidget refuses with, the phrase naming the missing part)
+NEEDS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "knockout_js": ("attention", ("AnatomyError",), "has no softmax attention in any layer"),
+    "weight_change": ("projections", ("ValueError",), "no attention or MLP projections found"),
+    "module_stats": ("projections", ("ValueError",), "no attention or MLP projections found"),
 }
 
 PROMPT = "the capital of Velmora is"
@@ -110,13 +124,34 @@ ANALYSES: tuple[str, ...] = ("load", "ablation_kl skip", "ablation_kl mean", "kn
 @dataclass
 class Result:
     family: str
-    status: dict[str, str] = field(default_factory=dict)  # analysis -> "ok" or the error's first line
+    status: dict[str, str] = field(default_factory=dict)  # analysis -> "ok", "n/a: <error>" or the error
     seconds: float = 0.0
     tracebacks: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_ok(self) -> bool:
+        """All nine analyses ran."""
         return all(self.status.get(a) == "ok" for a in ANALYSES)
+
+    @property
+    def all_it_has(self) -> bool:
+        """Every analysis the architecture has parts for ran; the others were refused with the clear error."""
+        return all(self.status.get(a) == "ok" or is_na(self.status.get(a)) for a in ANALYSES)
+
+
+def is_na(status: str | None) -> bool:
+    return status is not None and status.startswith("n/a: ")
+
+
+def not_applicable(family: str, analysis: str, status: str) -> bool:
+    """Whether a failed analysis is the specified refusal: the family lacks the part the analysis needs (LACKS) and
+    heatwidget raised its own error type, naming the family and the missing part."""
+    if analysis not in NEEDS or status == "ok":
+        return False
+    part, types, phrase = NEEDS[analysis]
+    kind, _, message = status.partition(": ")
+    return (part in LACKS.get(family, ()) and kind in types and phrase in message
+            and re.search(rf"\b{re.escape(family)}\b", message) is not None)
 
 
 # ---- which model types are decoder-only text models ----------------------------------------------------------
@@ -184,9 +219,20 @@ def build_tiny(model_type: str, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     _no_special_predictions(model)
-    model.save_pretrained(path)
+    _save(model, path)
     tiny_tokenizer(size=int(TINY["vocab_size"])).save_pretrained(path)
     return path
+
+
+def _save(model, path: Path) -> None:
+    """save_pretrained; transformers 4.x Zamba2 shares its attention block between layers without declaring the
+    tie, which safetensors refuses: such a model is saved as a torch pickle (what transformers suggests)."""
+    try:
+        model.save_pretrained(path)
+    except RuntimeError as e:
+        if "shared tensors" not in str(e):
+            raise
+        model.save_pretrained(path, safe_serialization=False)
 
 
 def _no_special_predictions(model) -> None:
@@ -211,7 +257,7 @@ def perturbed_copy(src: Path, dst: Path, seed: int = 1) -> Path:
         for p in model.parameters():
             if p.ndim >= 2:
                 p.add_(0.01 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    model.save_pretrained(dst)
+    _save(model, dst)
     tiny_tokenizer(size=int(TINY["vocab_size"])).save_pretrained(dst)
     return dst
 
@@ -293,7 +339,8 @@ def run_family(model_type: str, workdir: Path) -> Result:
                 _attempt(res, name, lambda m=m: _drill(m), drill=True)
     res.seconds = time.perf_counter() - t0
     for k, v in res.status.items():  # the table must not depend on where the temporary directory was
-        res.status[k] = v.replace(f"{workdir}/", "").replace(str(workdir), "")
+        v = v.replace(f"{workdir}/", "").replace(str(workdir), "")
+        res.status[k] = f"n/a: {v}" if not_applicable(model_type, k, v) else v
     return res
 
 
@@ -346,17 +393,23 @@ def sweep(families: list[str] | None = None, verbose: bool = False) -> tuple[lis
 def _cell(s: str | None) -> str:
     if s is None:
         return "—"
-    return "ok" if s == "ok" else "no"
+    return "ok" if s == "ok" else "n/a" if is_na(s) else "no"
+
+
+def counts(results: list[Result]) -> tuple[int, int, int]:
+    """(families running every analysis their architecture has, buildable families, families running all nine)."""
+    runs = [r for r in results if "build" not in r.status]
+    return sum(r.all_it_has for r in runs), len(runs), sum(r.all_ok for r in runs)
 
 
 def render(results: list[Result], excluded: dict[str, str], version: str) -> str:
     """docs/models.md's section for one transformers version."""
     runs = [r for r in results if "build" not in r.status]
-    full = [r for r in runs if r.all_ok]
+    has, n, nine = counts(results)
     lines = [f"## transformers {version}", "",
-             f"{len(full)} of {len(runs)} buildable decoder families run every analysis "
-             f"({100 * len(full) / max(1, len(runs)):.0f} %); {len(results) - len(runs)} decoder types could not be "
-             f"built tiny; {len(excluded)} model types are not decoder-only text models.", "",
+             f"{has} of {n} buildable decoder families run every analysis their architecture has "
+             f"({100 * has / max(1, n):.0f} %); {nine} run all nine. {len(results) - len(runs)} decoder types could "
+             f"not be built tiny; {len(excluded)} model types are not decoder-only text models.", "",
              "| family | " + " | ".join(ANALYSES) + " |", "|" + "---|" * (len(ANALYSES) + 1)]
     for r in runs:
         lines.append(f"| {r.family} | " + " | ".join(_cell(r.status.get(a)) for a in ANALYSES) + " |")
@@ -364,10 +417,15 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
     for r in runs:
         for a in ANALYSES:
             s = r.status.get(a)
-            if s is not None and s != "ok":
+            if s is not None and s != "ok" and not is_na(s):
                 lines.append(f"- **{r.family}** {a}: {_md(s)}")
+    if lines[-1] == "":
+        lines.append("- none")
     lines += [f"- **{t}** (known): {why}" for (t, major), why in UPSTREAM.items()
-              if version.split(".")[0] == major and any(r.family == t and not r.all_ok for r in runs)]
+              if version.split(".")[0] == major and any(r.family == t and not r.all_it_has for r in runs)]
+    lines += ["", "Not applicable (the architecture lacks the part; heatwidget refuses with this error):", ""]
+    lines += [f"- **{r.family}** {a}: {_md(s.removeprefix('n/a: '))}" for r in runs for a in ANALYSES
+              if is_na(s := r.status.get(a))] or ["- none"]
     lines += ["", "Decoder types that could not be built tiny:", ""]
     lines += [f"- **{r.family}**: {_md(r.status['build'])}" for r in results if "build" in r.status] or ["- none"]
     lines += ["", "Not decoder-only text models (excluded):", ""]
@@ -385,8 +443,12 @@ HEADER = """# Model families
 Generated by `python scripts/model_sweep.py --write docs/models.md`; `tests/test_families.py` checks the section of
 the installed transformers version is current. Every decoder-only text model type in transformers'
 `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` is built tiny (hidden 64, 3 layers, 64-token vocabulary, random seeded weights),
-saved, loaded with `hw.load` and run through every analysis; "ok" means the analysis and one drill of its matrix
-ran. A family that cannot run an analysis raises one error naming the family and the missing part.
+saved, loaded with `hw.load` and run through every analysis. "ok": the analysis and one drill of its matrix ran.
+"n/a": the architecture lacks the part the analysis needs (attention-free models: no softmax attention, and for
+pure state-space models no attention or MLP projections; declared per family in the sweep's `LACKS`), and
+heatwidget refused with its own error naming the family and the missing part (the sweep checks the error type and
+the message). "no": anything else, listed with its error. A family that cannot run an analysis raises one error
+naming the family and what is missing.
 
 - Mixture-of-experts layers: `mlp.up`/`mlp.down`/`mlp.gate` cells are over all experts (Frobenius norm of the
   stacked `[experts, out, in]` tensor), the drill shows each expert; the router is `mlp.router`.
@@ -395,10 +457,26 @@ ran. A family that cannot run an analysis raises one error naming the family and
   refuse with an `AnatomyError`/`ValueError` naming the family. Hybrids knock out attention in the layers that have
   softmax attention.
 - `weight_change` runs here live model vs live model. From a directory it streams the stored tensors by name;
-  transformers 5 saves several families in their original checkpoint layout (MoE experts one by one, renamed
-  keys), which the directory reader does not map yet: it then raises a `WeightMismatchError` naming the tensor.
+  MoE checkpoints that transformers 5 saves one expert at a time (and GraniteMoE's input/output_linear) are read
+  as the model's fused expert tensors. Other renamed keys (e.g. EXAONE's attention, tied Zamba blocks saved once)
+  are not mapped: the directory reader raises a `WeightMismatchError` naming the tensor.
+  `module_stats(stat="grad")` refuses routed experts by name (its gradient hooks read one linear map).
 - The tiny models' vocabulary is a word-level tokenizer built locally; transformers 5 re-types it for some model
   types (e.g. Qwen2), so the sweep sets the word-level tokenizer on the loaded model where that happened.
+
+What stays "no", and why it is refused rather than fixed:
+
+- Several residual streams (DeepSeek-V4, HY-V4 and Qwen4-Exp hyper-connections, Gemma 3n AltUp): the blocks pass
+  `n` mixed copies of the residual stream and the model collapses them only before the final norm. Skipping a
+  block, a logit lens or a probe on "the" residual stream of a layer needs a choice of stream (or of collapse) that
+  the analyses do not define yet; an anatomy-level shim would return numbers for a stream nobody reads. The
+  analyses that need one stream refuse, naming the family and the stream-mixing module.
+- Looped layers (Dory's recurrent section, HRM's H/L cycles): blocks run several times per token, so "layer l"
+  is not one computation; the engine detects it and refuses per-layer interventions (HRM's stacks are not one
+  layer sequence, so it does not load).
+- transformers 4.x Zamba/Zamba2 call one attention module object from every hybrid layer: a hook there acts in
+  all of them, so knockout refuses it (transformers 5 builds one module per layer with tied weights: it runs).
+- transformers 4.x MEGA passes hidden states sequence-first ([seq, batch, d]); it is refused at load.
 """
 
 

@@ -23,7 +23,6 @@ from .._lm import LM
 from .._offload import live_param
 from .._validate import finite_number, optional_budget, positive_int, text_list
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, legacy_config, run_analysis
-from ..anatomy import AnatomyError
 from ..matrix import Detail, HeatMatrix, suggests_log_scale
 from . import _common as common
 from ._engine import Clean, Edit, RowSpec, block_evaluations, forward_clean, run_rows
@@ -232,9 +231,7 @@ def _items(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str], 
     if len(slist) != len(plist):
         raise ValueError(f"{len(plist)} prompts but {len(slist)} subjects: give one subject per prompt")
     common.selected_layers(lm, options.get("layers"))
-    if not lm.anatomy.attention_layers:
-        raise AnatomyError(f"knockout_js's Attn. row blocks attention edges, and this {lm.anatomy.family} model "
-                           "has no softmax attention in any layer (an attention-free model): use ablation_kl")
+    lm.anatomy.require_attention("knockout_js's Attn. row")
     pairs = list(zip(plist, slist, strict=True))
     common.check_each(pairs, single, lambda ps: subject_positions(lm, ps[0], ps[1], lm.encode(ps[0])["input_ids"]))
     sigma = float(live_param(lm.anatomy.embed).detach().float().std())  # live_param: offloaded embeddings too

@@ -92,6 +92,11 @@ def _items(lm: Any, texts: str | Sequence[str] | None = None, *, stat: str, batc
         positive_int(batch_size, "batch_size")
     src = source(as_lm(lm) if grad else lm, "model")
     require_parts(src)
+    moe = next((p for _, _, p in src.anatomy.iter_parts() if p.experts), None)
+    if grad and moe is not None:  # the gradient hooks read one linear map's input and output; experts are routed
+        raise ValueError(f"module_stats(stat={stat!r}) needs linear projections, and this {src.anatomy.family} "
+                         f"model's {moe.name} ({moe.param_name}) stacks {moe.experts} routed experts: gradient "
+                         "statistics of mixture-of-experts layers are not computed; use stat='norm' or 'rms'")
     for layer, name, part in src.anatomy.iter_parts():
         check_present(src, part, layer, name)
     model = _Model(src, text_list, batch_size)

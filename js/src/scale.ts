@@ -50,6 +50,20 @@ export function stats(values: ArrayLike<number>): Stats {
   return { min, max, minPositive, finite: n - nan, nan };
 }
 
+/**
+ * The kernel's statistics of the values it sent (widget.py `value_stats`), as `stats` would compute them, or null
+ * when they are missing, malformed or not about `n` cells (then the caller computes them: one pass over the cells).
+ */
+export function kernelStats(raw: unknown, n: number): Stats | null {
+  if (typeof raw !== "object" || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  const num = (v: unknown, none: number) => (v === null ? none : typeof v === "number" && !Number.isNaN(v) ? v : NaN);
+  const s: Stats = { min: num(r.min, Infinity), max: num(r.max, -Infinity), minPositive: num(r.minPositive, Infinity),
+    finite: num(r.finite, NaN), nan: num(r.nan, NaN) };
+  const ok = Object.values(s).every((v) => !Number.isNaN(v)) && s.finite + s.nan === n && s.finite >= 0 && s.nan >= 0;
+  return ok && (s.finite === 0 || s.min <= s.max) ? s : null;
+}
+
 const given = (x: number | null | undefined): x is number => typeof x === "number" && Number.isFinite(x);
 
 export function computeNorm(s: Stats, opts: NormOptions): Norm {

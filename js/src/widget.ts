@@ -12,7 +12,7 @@ import { type Cell, cellRect, hitTest, moveCursor } from "./layout";
 import { Memo } from "./memo";
 import { OverlayLayer, type OverlayState } from "./overlay";
 import { CellPixels, poolFactors, poolMatrix } from "./raster";
-import { type Norm, formatValue, stats } from "./scale";
+import { type Norm, formatValue, kernelStats, stats } from "./scale";
 import { toSvg } from "./svg";
 import { type TextMeasurer, documentMeasurer } from "./text";
 
@@ -43,6 +43,7 @@ export interface HeatmapState {
   progress: number | null;
   height: number;
   downsample: Downsample;
+  value_stats: unknown;
   detail_cells: unknown;
   detail_index: number;
   offline: boolean;
@@ -52,9 +53,9 @@ export interface HeatmapState {
 const TRAITS: (keyof HeatmapState)[] = [
   "values", "shape", "row_labels", "col_labels", "title", "row_title", "col_title", "metric", "colormap",
   "vmin", "vmax", "log", "selected_row", "selected_col", "status", "progress", "height", "downsample",
-  "notes",
+  "notes", "value_stats",
 ];
-const DATA_TRAITS = new Set<string>(["values", "shape", "downsample"]);
+const DATA_TRAITS = new Set<string>(["values", "shape", "downsample", "value_stats"]);
 const OVERLAY_TRAITS = new Set<string>(["selected_row", "selected_col"]);
 const STATUS_TRAITS = new Set<string>(["status", "progress"]);
 
@@ -152,6 +153,61 @@ interface Prepared {
   stats: ReturnType<typeof stats>;
 }
 
+interface Dom {
+  root: HTMLDivElement;
+  stage: HTMLDivElement;
+  base: HTMLCanvasElement;
+  overlay: HTMLCanvasElement;
+  tooltip: HTMLDivElement;
+  live: HTMLDivElement;
+  statusBar: HTMLDivElement;
+  statusText: HTMLSpanElement;
+  progressBar: HTMLProgressElement;
+  errorBox: HTMLDivElement;
+  savePng: HTMLButtonElement;
+  saveSvg: HTMLButtonElement;
+}
+
+/** The view's elements inside `el`: toolbar, status line, error box, the two canvases, tooltip, live region. */
+function buildDom(doc: Document, el: HTMLElement): Dom {
+  const mk = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent: HTMLElement) => {
+    const e = doc.createElement(tag);
+    if (cls) e.className = cls;
+    parent.appendChild(e);
+    return e;
+  };
+  const root = mk("div", "heatwidget", el);
+  root.tabIndex = 0;
+  // "application": screen readers pass arrow keys through to us; the live region below reads the cell.
+  root.setAttribute("role", "application");
+  root.setAttribute("aria-roledescription", "heatmap");
+  root.setAttribute("aria-label", "heatmap: arrow keys move, Enter selects, Escape clears");
+  // Lumino (JupyterLab) must not treat arrows/Enter typed here as notebook shortcuts.
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  const toolbar = mk("div", "hw-toolbar", root);
+  const button = (cls: string, text: string, title: string) => {
+    const b = mk("button", cls, toolbar);
+    b.type = "button";
+    b.textContent = text;
+    b.title = title;
+    return b;
+  };
+  const savePng = button("hw-save-png", "PNG", "Save PNG");
+  const saveSvg = button("hw-save-svg", "SVG", "Save SVG");
+  const statusBar = mk("div", "hw-status", root);
+  const statusText = mk("span", "hw-status-text", statusBar);
+  const progressBar = mk("progress", "", statusBar);
+  progressBar.max = 1;
+  const errorBox = mk("div", "hw-error", root);
+  const stage = mk("div", "hw-stage", root);
+  const base = mk("canvas", "hw-base", stage);
+  const overlay = mk("canvas", "hw-overlay", stage);
+  const tooltip = mk("div", "hw-tooltip", root);
+  const live = mk("div", "hw-sr", root);
+  live.setAttribute("aria-live", "polite");
+  return { root, stage, base, overlay, tooltip, live, statusBar, statusText, progressBar, errorBox, savePng, saveSvg };
+}
+
 class HeatmapView {
   readonly root: HTMLDivElement;
   private readonly stage: HTMLDivElement;
@@ -194,44 +250,12 @@ class HeatmapView {
     this.t0 = performance.now();
     const doc = el.ownerDocument;
     ensureStyle(doc);
-    const mk = <K extends keyof HTMLElementTagNameMap>(tag: K, cls: string, parent: HTMLElement) => {
-      const e = doc.createElement(tag);
-      if (cls) e.className = cls;
-      parent.appendChild(e);
-      return e;
-    };
-    this.root = mk("div", "heatwidget", el);
-    this.root.tabIndex = 0;
-    // "application": screen readers pass arrow keys through to us; the live region below reads the cell.
-    this.root.setAttribute("role", "application");
-    this.root.setAttribute("aria-roledescription", "heatmap");
-    this.root.setAttribute("aria-label", "heatmap: arrow keys move, Enter selects, Escape clears");
-    // Lumino (JupyterLab) must not treat arrows/Enter typed here as notebook shortcuts.
-    this.root.setAttribute("data-lm-suppress-shortcuts", "true");
-
-    const toolbar = mk("div", "hw-toolbar", this.root);
-    const png = mk("button", "hw-save-png", toolbar);
-    png.type = "button";
-    png.textContent = "PNG";
-    png.title = "Save PNG";
-    const svg = mk("button", "hw-save-svg", toolbar);
-    svg.type = "button";
-    svg.textContent = "SVG";
-    svg.title = "Save SVG";
-    this.listen(png, "click", () => this.savePng());
-    this.listen(svg, "click", () => this.saveSvg());
-
-    this.statusBar = mk("div", "hw-status", this.root);
-    this.statusText = mk("span", "hw-status-text", this.statusBar);
-    this.progressBar = mk("progress", "", this.statusBar);
-    this.progressBar.max = 1;
-    this.errorBox = mk("div", "hw-error", this.root);
-    this.stage = mk("div", "hw-stage", this.root);
-    this.base = mk("canvas", "hw-base", this.stage);
-    this.overlay = mk("canvas", "hw-overlay", this.stage);
-    this.tooltip = mk("div", "hw-tooltip", this.root);
-    this.live = mk("div", "hw-sr", this.root);
-    this.live.setAttribute("aria-live", "polite");
+    const dom = buildDom(doc, el);
+    ({ root: this.root, stage: this.stage, base: this.base, overlay: this.overlay, tooltip: this.tooltip } = dom);
+    ({ live: this.live, statusBar: this.statusBar, statusText: this.statusText } = dom);
+    ({ progressBar: this.progressBar, errorBox: this.errorBox } = dom);
+    this.listen(dom.savePng, "click", () => this.savePng());
+    this.listen(dom.saveSvg, "click", () => this.saveSvg());
     this.overlayLayer = new OverlayLayer(this.overlay);
     this.cellsCanvas = doc.createElement("canvas");
     this.barCanvas = doc.createElement("canvas");
@@ -240,13 +264,24 @@ class HeatmapView {
     // One forced style + layout for both reads: the width first, then the computed --jp-* colours.
     this.width = this.root.clientWidth;
     this.theme = readTheme(this.root);
+    this.watchModel();
+    this.watchPointerAndKeys();
+    this.watchSizeAndTheme(doc);
+    // Paint now when the element already has a width (saved-state HTML, re-render); otherwise the first
+    // ResizeObserver callback will.
+    if (this.width > 0) this.paint();
+    else this.schedule();
+  }
 
+  private watchModel(): void {
     for (const name of TRAITS) {
       const cb = () => this.onTrait(name);
-      model.on(`change:${name}`, cb);
-      this.cleanups.push(() => model.off(`change:${name}`, cb));
+      this.model.on(`change:${name}`, cb);
+      this.cleanups.push(() => this.model.off(`change:${name}`, cb));
     }
+  }
 
+  private watchPointerAndKeys(): void {
     this.listen(this.overlay, "pointermove", (e) => this.onPointer(e as PointerEvent));
     this.listen(this.overlay, "pointerleave", () => {
       this.hover = null;
@@ -260,11 +295,12 @@ class HeatmapView {
       if (!this.hover) this.hideTooltip();
       this.drawOverlay();
     });
+  }
 
+  private watchSizeAndTheme(doc: Document): void {
     const ro = new ResizeObserver(() => this.onResize());
     ro.observe(this.root);
     this.cleanups.push(() => ro.disconnect());
-
     // Theme switches in Lab flip attributes on <body>; re-read the --jp-* colours then.
     const mo = new MutationObserver(() => this.onTheme());
     if (doc.body) mo.observe(doc.body, { attributes: true, attributeFilter: ["data-jp-theme-light", "data-jp-theme-name", "class", "style"] });
@@ -276,11 +312,6 @@ class HeatmapView {
       mq.addEventListener?.("change", cb);
       this.cleanups.push(() => mq.removeEventListener?.("change", cb));
     }
-
-    // Paint now when the element already has a width (saved-state HTML, re-render); otherwise the first
-    // ResizeObserver callback will.
-    if (this.width > 0) this.paint();
-    else this.schedule();
   }
 
   private listen(target: EventTarget, type: string, fn: (e: Event) => void): void {
@@ -367,7 +398,9 @@ class HeatmapView {
       rows = p.rows;
       cols = p.cols;
     }
-    const s = stats(values);
+    // The kernel's statistics when they describe exactly these cells (not after pooling here).
+    const fromKernel = fr === 1 && fc === 1 ? kernelStats(this.model.get("value_stats"), values.length) : null;
+    const s = fromKernel ?? stats(values);
     this.prepared = { shape, values, rows, cols, fr, fc, hasNaN: s.nan > 0, stats: s };
   }
 

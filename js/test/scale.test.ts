@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  colorbarTicks, computeNorm, formatValue, fromUnit, logTicks, lutIndex, niceTicks, stats, thinStep,
+  colorbarTicks, computeNorm, formatValue, fromUnit, kernelStats, logTicks, lutIndex, niceTicks, stats, thinStep,
   tickIndices, toUnit,
 } from "../src/scale";
 
@@ -101,5 +101,29 @@ describe("ticks and numbers", () => {
       expect(idx.length).toBeLessThanOrEqual(Math.floor(500 / 14) + 1);
       if (idx.length > 1) expect((idx[1] - idx[0]) * px).toBeGreaterThanOrEqual(14);
     }
+  });
+});
+
+describe("kernelStats", () => {
+  const cases: number[][] = [[0, 1, 2], [-3, NaN, 2, Infinity], [NaN, NaN], [-1, -2], [5, 5]];
+  // What widget.py's value_stats sends for these values (JSON: null for a missing min, max or minPositive).
+  const fromKernel = (v: number[]) => {
+    const finite = v.filter((x) => Number.isFinite(x));
+    const pos = finite.filter((x) => x > 0);
+    return { min: finite.length ? Math.min(...finite) : null, max: finite.length ? Math.max(...finite) : null,
+      minPositive: pos.length ? Math.min(...pos) : null, finite: finite.length, nan: v.length - finite.length };
+  };
+
+  it("equals the statistics computed in the browser", () => {
+    for (const v of cases) expect(kernelStats(fromKernel(v), v.length)).toEqual(stats(new Float32Array(v)));
+  });
+
+  it("is null when missing, malformed or about another number of cells", () => {
+    const good = fromKernel([0, 1, 2]);
+    expect(kernelStats(undefined, 3)).toBeNull();
+    expect(kernelStats({}, 3)).toBeNull();
+    expect(kernelStats(good, 4)).toBeNull();
+    expect(kernelStats({ ...good, max: "2" }, 3)).toBeNull();
+    expect(kernelStats({ ...good, min: 5 }, 3)).toBeNull();
   });
 });

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import xml.dom.minidom
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ import pytest
 
 from heatwidget import _figure
 from heatwidget.matrix import HeatMatrix
-from heatwidget.widget import Heatmap
+from heatwidget.widget import _BUNDLE as BUNDLE
+from heatwidget.widget import Heatmap, value_stats
 
 pytestmark = pytest.mark.browser
 
@@ -339,4 +341,92 @@ def test_colour_map_switch_recolours_without_relayout_and_hover_repaints_nothing
     tooltip(page, 0).wait_for(state="visible")
     page.mouse.move(*page_xy(page, 0, *cell_center(info, m.shape, 0, 0)))
     assert r.get_attribute("data-paints") == paints
+    assert page.errors == []
+
+
+LAZY_COMPILES_JS = """
+async ([esm, state]) => {
+  // Load the module first (untimed, as Jupyter does once per page), then count V8's lazy compilations during
+  // render(): the caller traces only that call.
+  const url = URL.createObjectURL(new Blob([esm], { type: "text/javascript" }));
+  window.__widget = (await import(url)).default;
+  window.__state = state;
+}
+"""
+
+
+RENDER_JS = """
+() => {
+  const el = document.createElement("div");
+  document.getElementById("host").appendChild(el);
+  const s = { ...window.__state, values: new DataView(new Float32Array(window.__state.values).buffer) };
+  window.__widget.render({ model: new window.hw.FakeModel(s), el });
+}
+"""
+
+
+def _lazy_compiles_during_render(browser: Any, esm: str, state: dict) -> int:
+    from conftest import ORIGIN
+
+    harness = (Path(__file__).parent / "harness.html").read_text(encoding="utf-8")
+    ctx = browser.new_context(viewport={"width": 800, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.route(f"{ORIGIN}/**", lambda r: r.fulfill(status=200, content_type="text/html", body=harness))
+        page.goto(f"{ORIGIN}/harness.html")
+        page.wait_for_function("window.hwReady === true")
+        page.evaluate(LAZY_COMPILES_JS, [esm, state])
+        cdp = ctx.new_cdp_session(page)
+        events: list[dict] = []
+        done: list[bool] = []
+        cdp.on("Tracing.dataCollected", lambda e: events.extend(e["value"]))
+        cdp.on("Tracing.tracingComplete", lambda e: done.append(True))
+        categories = ["v8", "disabled-by-default-v8.compile"]
+        cdp.send("Tracing.start", {"traceConfig": {"includedCategories": categories}, "transferMode": "ReportEvents"})
+        page.evaluate(RENDER_JS)
+        cdp.send("Tracing.end")
+        while not done:
+            page.wait_for_timeout(20)
+        return sum(1 for e in events if e.get("name") == "V8.ParseFunction")
+    finally:
+        ctx.close()
+
+
+def test_bundle_is_compiled_when_loaded_not_during_the_first_paint(browser: Any) -> None:
+    # The bundle's first line asks V8 to compile every function while the module loads (explicit compile hints):
+    # profiling showed 4-5 ms of lazy parsing and bytecode compilation inside the first render() without it.
+    esm = BUNDLE.read_text(encoding="utf-8")
+    assert esm.startswith("//# allFunctionsCalledOnLoad\n"), esm[:80]
+    w = Heatmap(np.random.default_rng(0).random((40, 30), dtype=np.float32), colormap="viridis")
+    state = {k: v for k, v in w.get_state().items() if k != "_esm"}
+    state["values"] = np.frombuffer(w.values, dtype="<f4").tolist()
+    hinted = _lazy_compiles_during_render(browser, esm, state)
+    lazy = _lazy_compiles_during_render(browser, esm.split("\n", 1)[1], state)
+    print(json.dumps({"lazy_compiles_hinted": hinted, "without_hint": lazy}))
+    assert hinted * 2 < lazy, (hinted, lazy)
+
+
+def test_colour_range_comes_from_the_kernels_statistics_when_they_fit(page: Any) -> None:
+    # widget.py sends the statistics of the values it sends (one numpy pass), so the first paint skips a pass over
+    # every cell; the view takes them only when they describe the cells it draws.
+    values = np.array([[0.0, 1.0], [0.5, np.nan], [np.nan, -2.0]], dtype=np.float32)
+    w = Heatmap(values, colormap="viridis")
+    assert w.value_stats == {"min": -2.0, "max": 1.0, "minPositive": 0.5, "finite": 4, "nan": 2}
+    assert value_stats(np.array([np.nan, np.inf, -1.0], dtype=np.float32)) == {
+        "min": -1.0, "max": -1.0, "minPositive": None, "finite": 1, "nan": 2}
+    assert value_stats(np.full((2, 2), np.nan, dtype=np.float32)) == {
+        "min": None, "max": None, "minPositive": None, "finite": 0, "nan": 4}
+    lut = _figure.build_lut("viridis").tolist()
+    two = Heatmap(np.array([[0.0, 1.0], [0.5, 1.0]], dtype=np.float32), colormap="viridis")
+    state = wire_state(two)
+    info = page.evaluate("([s]) => window.hw.mount(s)", [state])
+    # Statistics that claim a maximum of 100 (so 1.0 sits near the bottom of the map) are used ...
+    claimed = {**state, "value_stats": {**two.value_stats, "max": 100.0}}
+    page.evaluate("([s]) => window.hw.mount(s)", [claimed])
+    # ... and ones about another number of cells are not.
+    page.evaluate("([s]) => window.hw.mount(s)", [{**claimed, "value_stats": {**claimed["value_stats"], "nan": 1}}])
+    info["plot"] = plot_rect(page, 0)
+    x, y = cell_center(info, (2, 2), 0, 1)
+    pixels = [page.evaluate("([i, x, y]) => window.hw.pixel(i, x, y)", [i, x, y]) for i in range(3)]
+    assert pixels == [lut[255], lut[2], lut[255]]
     assert page.errors == []
