@@ -50,15 +50,19 @@ def main() -> None:
         kept = [click(ex, r, c) for r, c in cells]
         results[name] = (fresh, cached, recent, kept)
         ex.close()
-    print(f"{'analysis':<14} {'fresh median':>13} {'fresh max':>10} {'cached median':>14} {'cached max':>11} "
-          f"{'kept median':>12} {'precomputed median':>19}  (ms)")
+    print(
+        f"{'analysis':<14} {'fresh median':>13} {'fresh max':>10} {'cached median':>14} {'cached max':>11} "
+        f"{'kept median':>12} {'precomputed median':>19}  (ms)"
+    )
     ok = True
     for name, (fresh, cached, recent, kept) in results.items():
         fm, fx = statistics.median(fresh) * 1e3, max(fresh) * 1e3
         cm, cx = statistics.median(cached) * 1e3, max(cached) * 1e3
         ok &= fx < 2000 and cx < 300
-        print(f"{name:<14} {fm:13.0f} {fx:10.0f} {cm:14.1f} {cx:11.1f} {statistics.median(recent) * 1e3:12.1f} "
-              f"{statistics.median(kept) * 1e3:19.1f}")
+        print(
+            f"{name:<14} {fm:13.0f} {fx:10.0f} {cm:14.1f} {cx:11.1f} {statistics.median(recent) * 1e3:12.1f} "
+            f"{statistics.median(kept) * 1e3:19.1f}"
+        )
     print(f"targets (fresh < 2000 ms, cached < 300 ms): {'met' if ok else 'NOT met'}")
 
 

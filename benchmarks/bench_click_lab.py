@@ -35,8 +35,14 @@ from test_lab import RUN_ALL_JS, RUN_ALL_TIMEOUT_MS, tour_opening  # noqa: E402
 from heatwidget.explorer import VIEW_CACHE_SIZE  # noqa: E402
 
 CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 TARGETS_MS = {"fresh": 1000.0, "cached": 100.0, "rebuilt": 100.0}
 KINDS = tuple(TARGETS_MS)
 
@@ -64,8 +70,9 @@ def measure(page: Any, n_cells: int, rounds: int) -> dict[str, list[float]]:
     root = explorer_root(page)
     rows, cols = shape(root)
     cells = [(r, c) for r in range(rows) for c in range(cols)][:n_cells]
-    out: dict[str, list[float]] = {f"{k}{part}": [] for k in KINDS
-                                   for part in ("", "_first_comm_open", "_last_comm", "_widgets")}
+    out: dict[str, list[float]] = {
+        f"{k}{part}": [] for k in KINDS for part in ("", "_first_comm_open", "_last_comm", "_widgets")
+    }
 
     def click(kind: str, r: int, c: int) -> None:
         t = time_click(page, root, r, c)
@@ -76,8 +83,9 @@ def measure(page: Any, n_cells: int, rounds: int) -> dict[str, list[float]]:
 
     for r, c in cells:
         click("fresh", r, c)
-        print(f"  fresh  ({r}, {c}): {out['fresh'][-1]:7.1f} ms (widgets in {out['fresh_widgets'][-1]:.1f})",
-              flush=True)
+        print(
+            f"  fresh  ({r}, {c}): {out['fresh'][-1]:7.1f} ms (widgets in {out['fresh_widgets'][-1]:.1f})", flush=True
+        )
     # Every click goes to a different cell than the one shown. The last four cells' views are kept (cached); the
     # first ones were shown more than VIEW_CACHE_SIZE clicks ago (rebuilt, clicked last: each rebuild evicts a
     # kept view).
@@ -85,7 +93,7 @@ def measure(page: Any, n_cells: int, rounds: int) -> dict[str, list[float]]:
     for k in range(rounds):
         for r, c in recent:
             click("cached", r, c)
-        print(f"  cached round {k + 1}: median {statistics.median(out['cached'][-len(recent):]):.1f} ms", flush=True)
+        print(f"  cached round {k + 1}: median {statistics.median(out['cached'][-len(recent) :]):.1f} ms", flush=True)
     for r, c in older:
         click("rebuilt", r, c)
     if older:
@@ -95,8 +103,12 @@ def measure(page: Any, n_cells: int, rounds: int) -> dict[str, list[float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cells", type=int, default=12,
-                    help=f"distinct cells clicked (each once fresh); more than {VIEW_CACHE_SIZE} for 'rebuilt'")
+    ap.add_argument(
+        "--cells",
+        type=int,
+        default=12,
+        help=f"distinct cells clicked (each once fresh); more than {VIEW_CACHE_SIZE} for 'rebuilt'",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of cached clicks over the last four cells")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in the kernel")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -115,19 +127,24 @@ def main(argv: list[str] | None = None) -> int:
             lab.close()
             browser.close()
     print(f"\nsummary: click -> detail pixels in JupyterLab, demo model ({os.cpu_count()} CPUs)")
-    print(f"{'drill':<8} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'n':>4} {'target ms':>10}  met"
-          "   medians (ms) from the click to: first new widget from the kernel, last widget message, new detail"
-          " views in the page")
+    print(
+        f"{'drill':<8} {'median ms':>10} {'min ms':>8} {'max ms':>8} {'n':>4} {'target ms':>10}  met"
+        "   medians (ms) from the click to: first new widget from the kernel, last widget message, new detail"
+        " views in the page"
+    )
     for kind in KINDS:
         v = results[kind]
         if not v:
             continue
         med = statistics.median(v)
         target = f"<= {TARGETS_MS[kind]:g}"
-        parts = " / ".join(f"{statistics.median(results[kind + p]):.1f}"
-                           for p in ("_first_comm_open", "_last_comm", "_widgets"))
-        print(f"{kind:<8} {med:10.1f} {min(v):8.1f} {max(v):8.1f} {len(v):4d} {target:>10}"
-              f"  {'yes' if med <= TARGETS_MS[kind] else 'NO ':<3}   {parts}")
+        parts = " / ".join(
+            f"{statistics.median(results[kind + p]):.1f}" for p in ("_first_comm_open", "_last_comm", "_widgets")
+        )
+        print(
+            f"{kind:<8} {med:10.1f} {min(v):8.1f} {max(v):8.1f} {len(v):4d} {target:>10}"
+            f"  {'yes' if med <= TARGETS_MS[kind] else 'NO ':<3}   {parts}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -39,8 +39,9 @@ def build(tmp: Path) -> hw.LM:
     import transformers
     from tiny_models import tiny_tokenizer
 
-    cfg = transformers.GPT2Config(n_layer=N_LAYERS, n_embd=D, n_head=12, n_positions=1024, vocab_size=50257,
-                                  bos_token_id=1, eos_token_id=2)
+    cfg = transformers.GPT2Config(
+        n_layer=N_LAYERS, n_embd=D, n_head=12, n_positions=1024, vocab_size=50257, bos_token_id=1, eos_token_id=2
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(cfg)
     model.save_pretrained(tmp)
@@ -75,7 +76,7 @@ def naive(lm: hw.LM, ids: torch.Tensor, between=None, every: int = 3) -> tuple[n
         for layer in range(N_LAYERS):
             for t in range(GEN):
                 with hooks.skip(lm.anatomy.layers[layer]):
-                    lp = log_probs(lm.model(seq[:, :P + t]).logits[0, -1])
+                    lp = log_probs(lm.model(seq[:, : P + t]).logits[0, -1])
                 out[layer, t] = float(kl_div(clean[t], lp))
             if between is not None and (layer + 1) % every == 0:
                 spent += time.perf_counter() - t0
@@ -118,19 +119,25 @@ def main() -> None:
     ratio = t_naive / t_fast
     fe = t_fast / t_fwd
     err = float(np.nanmax(np.abs(ref - m.values)))
-    print(f"model            GPT-2-small shape, random weights: {L} layers, d={D}, vocab 50257, "
-          f"prompt {PROMPT} tokens, {GEN} generated, threads {args.threads}")
+    print(
+        f"model            GPT-2-small shape, random weights: {L} layers, d={D}, vocab 50257, "
+        f"prompt {PROMPT} tokens, {GEN} generated, threads {args.threads}"
+    )
     print(f"clean forward    {t_fwd * 1e3:8.1f} ms  ({PROMPT + GEN - 1} tokens; median of {len(fwd)})")
-    print(f"ablation_kl      {t_fast * 1e3:8.1f} ms  (median of {len(fast)}) engine {m.meta['engine']}, "
-          f"{m.meta['block_evaluations']} block evaluations ({m.meta['clean_forward_equivalents']:.2f} "
-          f"clean forwards of blocks)")
+    print(
+        f"ablation_kl      {t_fast * 1e3:8.1f} ms  (median of {len(fast)}) engine {m.meta['engine']}, "
+        f"{m.meta['block_evaluations']} block evaluations ({m.meta['clean_forward_equivalents']:.2f} "
+        f"clean forwards of blocks)"
+    )
     print(f"naive loop       {t_naive * 1e3:8.1f} ms  ({L * GEN} hooked forwards + {GEN} clean)")
     print(f"ratio            {ratio:8.1f} x   (target >= 10)")
     print(f"cost             {fe:8.2f} clean-forward equivalents (target < L/2 + 2 = {L / 2 + 2:g})")
     print(f"max |delta|      {err:.2e} nats between ablation_kl and the naive loop")
     ok = ratio >= 10 and fe < L / 2 + 2 and err <= 1e-4
-    print(f"SUMMARY ablation_kl {t_fast:.3f}s naive {t_naive:.3f}s ratio {ratio:.1f}x cost {fe:.2f} forwards "
-          f"max|d| {err:.1e} -> {'PASS' if ok else 'FAIL'}")
+    print(
+        f"SUMMARY ablation_kl {t_fast:.3f}s naive {t_naive:.3f}s ratio {ratio:.1f}x cost {fe:.2f} forwards "
+        f"max|d| {err:.1e} -> {'PASS' if ok else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def build(tmp: Path, n_layers: int) -> hw.LM:
     import transformers
     from tiny_models import tiny_tokenizer
 
-    cfg = transformers.GPT2Config(n_layer=n_layers, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257,
-                                  bos_token_id=1, eos_token_id=2)
+    cfg = transformers.GPT2Config(
+        n_layer=n_layers, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257, bos_token_id=1, eos_token_id=2
+    )
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(cfg).save_pretrained(tmp)
     tiny_tokenizer().save_pretrained(tmp)
@@ -107,16 +108,19 @@ def main() -> None:
                 run()
                 times.append(time.perf_counter() - t0)
 
-        ref, t_naive = naive(lm, prompt, args.site, args.window, keep_last=False,
-                             between=lambda: sample() if len(times) < 5 else None)
+        ref, t_naive = naive(
+            lm, prompt, args.site, args.window, keep_last=False, between=lambda: sample() if len(times) < 5 else None
+        )
         ref_last, t_last = naive(lm, prompt, args.site, args.window, keep_last=True)
         while len(times) < 5:
             sample()
         fast = float(np.median(times))
         delta = float(max(np.abs(m.values - ref).max(), np.abs(m.values - ref_last).max()))
         work = m.meta["work"]
-        print(f"model: GPT-2 shape, {lm.n_layers} layers, d=768, vocab 50257; prompt {n} tokens; site {args.site}; "
-              f"{args.threads} thread(s); engine {m.meta['engine']}")
+        print(
+            f"model: GPT-2 shape, {lm.n_layers} layers, d=768, vocab 50257; prompt {n} tokens; site {args.site}; "
+            f"{args.threads} thread(s); engine {m.meta['engine']}"
+        )
         print(f"hw.patching           {fast * 1e3:9.1f} ms (median of {len(times)})")
         print(f"naive loop            {t_naive * 1e3:9.1f} ms  ratio {t_naive / fast:5.1f}x")
         print(f"naive, last logits    {t_last * 1e3:9.1f} ms  ratio {t_last / fast:5.1f}x")
@@ -124,8 +128,10 @@ def main() -> None:
         print(f"token×block evaluations {ours} vs naive {theirs} ({theirs / max(1, ours):.1f}x fewer)")
         print(f"max |Δ| vs naive: {delta:.2e}")
         ok = t_naive / fast >= 5 and delta <= 1e-5
-        print(f"SUMMARY ratio {t_naive / fast:.1f}x (best-case naive {t_last / fast:.1f}x), |Δ| {delta:.1e}: "
-              f"{'meets' if ok else 'MISSES'} ≥5× and ≤1e-5")
+        print(
+            f"SUMMARY ratio {t_naive / fast:.1f}x (best-case naive {t_last / fast:.1f}x), |Δ| {delta:.1e}: "
+            f"{'meets' if ok else 'MISSES'} ≥5× and ≤1e-5"
+        )
 
 
 if __name__ == "__main__":

@@ -63,9 +63,15 @@ def demo_features(sites: list[str], n_questions: int | None) -> Iterator[tuple[n
         t = time.perf_counter()
         acts = hw.collect(lm, ans, site=site, batch_size=64)
         t_collect = time.perf_counter() - t
-        info = dict(source="demo model", site=site, n_questions=len(qs), n_kept=len(ans),
-                    n_correct=int(ans.labels.sum()), answer_seconds=round(t_answer, 2),
-                    collect_seconds=round(t_collect, 2))
+        info = dict(
+            source="demo model",
+            site=site,
+            n_questions=len(qs),
+            n_kept=len(ans),
+            n_correct=int(ans.labels.sum()),
+            answer_seconds=round(t_answer, 2),
+            collect_seconds=round(t_collect, 2),
+        )
         yield np.asarray(acts.values), acts.labels, info
 
 
@@ -83,8 +89,9 @@ def synthetic_features(n: int, L: int, P: int, d: int, seed: int = 0) -> tuple[n
     return X, y, dict(source="synthetic", n=n, layers=L, positions=P, d=d)
 
 
-def sklearn_loop(X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, dtype: type,
-                 **kw: Any) -> tuple[np.ndarray, float, int]:
+def sklearn_loop(
+    X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, dtype: type, **kw: Any
+) -> tuple[np.ndarray, float, int]:
     """One LogisticRegression(C=1, **kw) per cell: (AUCs, seconds, fits that stopped at max_iter)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -119,19 +126,33 @@ def run_benchmark(X: np.ndarray, y: np.ndarray, info: dict, args: argparse.Names
     ref, t_sklearn, at_max = sklearn_loop(X, y, tr, te, X.dtype.type)  # sklearn's defaults, features as they are
 
     diff = np.abs(m.values - ref)
-    out = dict(**info, shape=[n, L, P, d], cells=L * P, n_train=len(tr), n_test=len(te), device=args.device,
-               threads=threads, batched_seconds=round(t_batched, 3), sklearn_seconds=round(t_sklearn, 3),
-               speedup=round(t_sklearn / t_batched, 2), max_abs_dauc=float(diff.max()),
-               mean_abs_dauc=float(diff.mean()),
-               sklearn_cells_at_max_iter=at_max, iterations_max=m.meta["solver"]["n_iter_max"],
-               solver=m.meta["solver"]["method"], auc_range=[float(m.values.min()), float(m.values.max())])
+    out = dict(
+        **info,
+        shape=[n, L, P, d],
+        cells=L * P,
+        n_train=len(tr),
+        n_test=len(te),
+        device=args.device,
+        threads=threads,
+        batched_seconds=round(t_batched, 3),
+        sklearn_seconds=round(t_sklearn, 3),
+        speedup=round(t_sklearn / t_batched, 2),
+        max_abs_dauc=float(diff.max()),
+        mean_abs_dauc=float(diff.mean()),
+        sklearn_cells_at_max_iter=at_max,
+        iterations_max=m.meta["solver"]["n_iter_max"],
+        solver=m.meta["solver"]["method"],
+        auc_range=[float(m.values.min()), float(m.values.max())],
+    )
     if args.converged:
         # The same objective solved to convergence, two ways (the faster one is the fair yardstick): sklearn's
         # exact solver, and its default lbfgs given the iterations its ConvergenceWarning asks for.
         exact: dict[str, float] = {}
         conv = None
-        for name, kw in (("newton-cholesky", dict(solver="newton-cholesky", tol=1e-8, max_iter=1000)),
-                         ("lbfgs, max_iter=10000", dict(max_iter=10_000))):
+        for name, kw in (
+            ("newton-cholesky", dict(solver="newton-cholesky", tol=1e-8, max_iter=1000)),
+            ("lbfgs, max_iter=10000", dict(max_iter=10_000)),
+        ):
             aucs, exact[name], _ = sklearn_loop(X, y, tr, te, np.float64, **kw)
             if conv is None:
                 conv = aucs  # newton-cholesky's: the optimum itself
@@ -146,20 +167,27 @@ def run_benchmark(X: np.ndarray, y: np.ndarray, info: dict, args: argparse.Names
 
 def print_report(out: dict) -> None:
     n, L, P, d = out["shape"]
-    print(f"features: {out['source']}{' ' + out['site'] if 'site' in out else ''} {n}×{L}×{P}×{d} "
-          f"({out['cells']} cells, {out['n_train']} train / {out['n_test']} test), "
-          f"device {out['device']}, {out['threads']} thread(s)")
-    print(f"batched probe_auc : {out['batched_seconds']:8.2f} s   "
-          f"({out['solver']}, ≤{out['iterations_max']} iterations)")
-    print(f"sklearn loop      : {out['sklearn_seconds']:8.2f} s   ({out['sklearn_cells_at_max_iter']} of "
-          f"{out['cells']} fits stopped at max_iter=100)")
+    print(
+        f"features: {out['source']}{' ' + out['site'] if 'site' in out else ''} {n}×{L}×{P}×{d} "
+        f"({out['cells']} cells, {out['n_train']} train / {out['n_test']} test), "
+        f"device {out['device']}, {out['threads']} thread(s)"
+    )
+    print(
+        f"batched probe_auc : {out['batched_seconds']:8.2f} s   ({out['solver']}, ≤{out['iterations_max']} iterations)"
+    )
+    print(
+        f"sklearn loop      : {out['sklearn_seconds']:8.2f} s   ({out['sklearn_cells_at_max_iter']} of "
+        f"{out['cells']} fits stopped at max_iter=100)"
+    )
     print(f"speed-up          : {out['speedup']:8.2f}×")
     print(f"max |ΔAUC|        : {out['max_abs_dauc']:.4f}   (mean {out['mean_abs_dauc']:.5f})")
     if "speedup_vs_converged" in out:
         for name, sec in out["sklearn_converged_seconds"].items():
             print(f"sklearn to convergence ({name}): {sec:8.2f} s -> speed-up {sec / out['batched_seconds']:.2f}×")
-        print(f"max |ΔAUC| vs converged sklearn: {out['max_abs_dauc_vs_converged_sklearn']:.4f}; "
-              f"sklearn default vs converged: {out['max_abs_dauc_sklearn_default_vs_converged']:.4f}")
+        print(
+            f"max |ΔAUC| vs converged sklearn: {out['max_abs_dauc_vs_converged_sklearn']:.4f}; "
+            f"sklearn default vs converged: {out['max_abs_dauc_sklearn_default_vs_converged']:.4f}"
+        )
 
 
 def guard_failure(out: dict, min_speedup: float = GUARD_MIN_SPEEDUP, max_dauc: float = GUARD_MAX_DAUC) -> str | None:
@@ -167,18 +195,24 @@ def guard_failure(out: dict, min_speedup: float = GUARD_MIN_SPEEDUP, max_dauc: f
     ratio, dauc = out["speedup_vs_converged"], out["max_abs_dauc_vs_converged_sklearn"]
     misses = []
     if not ratio >= min_speedup:
-        misses.append(f"{ratio:.2f}× sklearn's faster converged configuration ({out['sklearn_converged_fastest']}), "
-                      f"target ≥ {min_speedup:g}×")
+        misses.append(
+            f"{ratio:.2f}× sklearn's faster converged configuration ({out['sklearn_converged_fastest']}), "
+            f"target ≥ {min_speedup:g}×"
+        )
     if not dauc <= max_dauc:
         misses.append(f"max |ΔAUC| {dauc:.4f} vs converged sklearn, target ≤ {max_dauc:g}")
     return f"{out.get('site', out['source'])}: " + "; ".join(misses) if misses else None
 
 
-def guard_verdict(reports: list[dict], min_speedup: float = GUARD_MIN_SPEEDUP,
-                  max_dauc: float = GUARD_MAX_DAUC) -> tuple[str, str | None]:
+def guard_verdict(
+    reports: list[dict], min_speedup: float = GUARD_MIN_SPEEDUP, max_dauc: float = GUARD_MAX_DAUC
+) -> tuple[str, str | None]:
     """(the ratios of every run on one line, the one-line reason the guard fails or None when it holds)."""
-    ratios = "; ".join(f"{r.get('site', r['source'])} {r['speedup_vs_converged']:.2f}× "
-                       f"(max |ΔAUC| {r['max_abs_dauc_vs_converged_sklearn']:.4f})" for r in reports)
+    ratios = "; ".join(
+        f"{r.get('site', r['source'])} {r['speedup_vs_converged']:.2f}× "
+        f"(max |ΔAUC| {r['max_abs_dauc_vs_converged_sklearn']:.4f})"
+        for r in reports
+    )
     misses = [m for m in (guard_failure(r, min_speedup, max_dauc) for r in reports) if m]
     summary = f"guard (≥ {min_speedup:g}× converged sklearn, max |ΔAUC| ≤ {max_dauc:g}): {ratios}"
     return summary, ("guard failed: " + " | ".join(misses)) if misses else None
@@ -186,18 +220,29 @@ def guard_verdict(reports: list[dict], min_speedup: float = GUARD_MIN_SPEEDUP,
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--site", nargs="+", default=None, choices=["resid", "mlp", "mlp_in", "attn"],
-                    help="demo-model site(s) (default: resid; with --guard: resid mlp_in)")
+    ap.add_argument(
+        "--site",
+        nargs="+",
+        default=None,
+        choices=["resid", "mlp", "mlp_in", "attn"],
+        help="demo-model site(s) (default: resid; with --guard: resid mlp_in)",
+    )
     ap.add_argument("--questions", type=int, default=None, help="use the first N demo questions (default: all)")
     ap.add_argument("--synthetic", type=int, nargs=4, metavar=("N", "L", "P", "D"), default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--solver", default="auto", choices=["auto", "lbfgs", "newton"])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--converged", action="store_true",
-                    help="also time sklearn run to convergence (newton-cholesky; lbfgs with max_iter=10000)")
-    ap.add_argument("--guard", action="store_true",
-                    help="regression guard (implies --converged): exit 1 when a site misses --min-speedup/--max-dauc")
+    ap.add_argument(
+        "--converged",
+        action="store_true",
+        help="also time sklearn run to convergence (newton-cholesky; lbfgs with max_iter=10000)",
+    )
+    ap.add_argument(
+        "--guard",
+        action="store_true",
+        help="regression guard (implies --converged): exit 1 when a site misses --min-speedup/--max-dauc",
+    )
     ap.add_argument("--min-speedup", type=float, default=GUARD_MIN_SPEEDUP)
     ap.add_argument("--max-dauc", type=float, default=GUARD_MAX_DAUC)
     ap.add_argument("--json", action="store_true", help="one JSON line per site on stdout (the guard's on stderr)")
@@ -215,8 +260,9 @@ def feature_sets(args: argparse.Namespace) -> Iterator[tuple[np.ndarray, np.ndar
         yield from demo_features(args.site, args.questions)
         return
     if args.guard and args.synthetic is None:
-        sys.exit(f"bench_probe: --guard measures the demo model's features, and its weights are missing from "
-                 f"{WEIGHTS_DIR}")
+        sys.exit(
+            f"bench_probe: --guard measures the demo model's features, and its weights are missing from {WEIGHTS_DIR}"
+        )
     yield synthetic_features(*(args.synthetic or (1200, 8, 15, 192)), seed=args.seed)
 
 

@@ -58,12 +58,16 @@ def run_heatwidget(lm, questions: list[dict], site: str, n_layers: int) -> tuple
 
 # ---- the reference: one question at a time -----------------------------------------------------------------------
 
+
 def _label_and_exact(text: str, aliases: list[str]) -> tuple[int, str]:
     """LLMsKnow's rule: correct iff an alias is a case-insensitive substring; exact = the earliest (then longest)
     matching alias, else the answer's first non-empty line."""
     low = text.lower()
-    hits = [(low.find(a.strip().lower()), -len(a.strip()), a.strip()) for a in aliases
-            if a.strip() and a.strip().lower() in low]
+    hits = [
+        (low.find(a.strip().lower()), -len(a.strip()), a.strip())
+        for a in aliases
+        if a.strip() and a.strip().lower() in low
+    ]
     if hits:
         return 1, min(hits)[2]
     return 0, next((line.strip() for line in text.splitlines() if line.strip()), "")
@@ -80,7 +84,7 @@ def _smallest_window(decode, ids: list[int], start: int, target: str) -> tuple[i
     while hi > start and t in decode(ids[start:hi]).lower():
         hi -= 1
     lo = start
-    while lo < hi and t in decode(ids[lo + 1:hi + 1]).lower():
+    while lo < hi and t in decode(ids[lo + 1 : hi + 1]).lower():
         lo += 1
     return lo, hi
 
@@ -88,8 +92,16 @@ def _smallest_window(decode, ids: list[int], start: int, target: str) -> tuple[i
 def _positions(prompt_len: int, n: int, span: tuple[int, int]) -> list[int] | None:
     """PAPER_POSITIONS as token indices, or None when the row lacks one (as hw.answer's required_positions)."""
     s0, s1 = span
-    idx = [prompt_len - 1, prompt_len, prompt_len + 1, s0 - 1, s0, s1, min(n - 1, s1 + 1),
-           *[n + k for k in range(-8, 0)]]
+    idx = [
+        prompt_len - 1,
+        prompt_len,
+        prompt_len + 1,
+        s0 - 1,
+        s0,
+        s1,
+        min(n - 1, s1 + 1),
+        *[n + k for k in range(-8, 0)],
+    ]
     return idx if all(0 <= i < n for i in idx) else None
 
 
@@ -111,11 +123,17 @@ def run_reference(lm, questions: list[dict], site: str, n_layers: int) -> tuple[
     for qi, q in enumerate(questions):
         prompt = tok(q["question"], return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                 num_beams=1, max_new_tokens=MAX_NEW_TOKENS, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=sorted(stops) or None)
-        gen = out[0, prompt.shape[1]:].tolist()
-        gen = gen[:next((k + 1 for k, x in enumerate(gen) if x in stops), len(gen))]  # up to the first EOS
+            out = model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=MAX_NEW_TOKENS,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=sorted(stops) or None,
+            )
+        gen = out[0, prompt.shape[1] :].tolist()
+        gen = gen[: next((k + 1 for k, x in enumerate(gen) if x in stops), len(gen))]  # up to the first EOS
         aliases = q["gold"] if isinstance(q["gold"], list) else [q["gold"]]
         label, exact = _label_and_exact(decode(gen), aliases)
         ids = prompt[0].tolist() + gen
@@ -127,8 +145,10 @@ def run_reference(lm, questions: list[dict], site: str, n_layers: int) -> tuple[
 
     t0 = time.perf_counter()
     layers = list(lm.anatomy.layers)
-    hooked = {"resid": {len(layers) - 1: layers[-1]},
-              "mlp_in": {i: lm.anatomy.parts[i]["mlp.down"].module for i in range(len(layers))}}[site]
+    hooked = {
+        "resid": {len(layers) - 1: layers[-1]},
+        "mlp_in": {i: lm.anatomy.parts[i]["mlp.down"].module for i in range(len(layers))},
+    }[site]
     feats = []
     traced: dict[int, torch.Tensor] = {}
 
@@ -200,18 +220,29 @@ def main() -> None:
     same_labels = same_rows and bool(np.array_equal(ans.labels, ref["labels"]))
     dauc = float(np.abs(m.values - converged).max()) if same_rows else float("nan")
     total_hw, total_ref = sum(t_hw.values()), sum(t_ref.values())
-    out = dict(n_questions=len(qs), n_kept=len(ans), n_correct=int(ans.labels.sum()), site=args.site,
-               shape=list(ref["X"].shape), threads=threads,
-               heatwidget_seconds={k: round(v, 3) for k, v in t_hw.items()},
-               reference_seconds={k: round(v, 3) for k, v in t_ref.items()},
-               ratio={k: round(t_ref[k] / t_hw[k], 2) for k in t_hw}, end_to_end_ratio=round(total_ref / total_hw, 2),
-               sklearn_converged_seconds=round(t_conv, 3), same_rows=same_rows, same_labels=same_labels,
-               max_abs_dauc_vs_converged_sklearn=dauc)
+    out = dict(
+        n_questions=len(qs),
+        n_kept=len(ans),
+        n_correct=int(ans.labels.sum()),
+        site=args.site,
+        shape=list(ref["X"].shape),
+        threads=threads,
+        heatwidget_seconds={k: round(v, 3) for k, v in t_hw.items()},
+        reference_seconds={k: round(v, 3) for k, v in t_ref.items()},
+        ratio={k: round(t_ref[k] / t_hw[k], 2) for k in t_hw},
+        end_to_end_ratio=round(total_ref / total_hw, 2),
+        sklearn_converged_seconds=round(t_conv, 3),
+        same_rows=same_rows,
+        same_labels=same_labels,
+        max_abs_dauc_vs_converged_sklearn=dauc,
+    )
     if args.json:
         print(json.dumps(out))
         return
-    print(f"demo model, {len(qs)} questions ({len(ans)} kept, {out['n_correct']} correct), site {args.site}, "
-          f"{len(hw.PAPER_POSITIONS)} positions, {threads} thread(s)")
+    print(
+        f"demo model, {len(qs)} questions ({len(ans)} kept, {out['n_correct']} correct), site {args.site}, "
+        f"{len(hw.PAPER_POSITIONS)} positions, {threads} thread(s)"
+    )
     print(f"{'stage':10s} {'heatwidget':>11s} {'reference':>11s} {'ratio':>7s}")
     for k in t_hw:
         print(f"{k:10s} {t_hw[k]:10.2f}s {t_ref[k]:10.2f}s {t_ref[k] / t_hw[k]:6.2f}×")

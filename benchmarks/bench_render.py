@@ -47,8 +47,14 @@ sys.path.insert(0, str(ROOT / "tests" / "browser"))
 from labserver import WIDGET_IMPORT, LabServer  # noqa: E402 - shared with the browser tests
 
 CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 SIZES = [(100, 100), (100, 10_000), (1000, 1000)]
 HARNESS = ROOT / "tests" / "browser" / "harness.html"
 
@@ -73,8 +79,10 @@ def _data(shape: tuple[int, int]) -> Any:
 # ---- 1. renderer in a static page -----------------------------------------------------------------------------
 def wire_state(data: Any, bundle: str | None, **traits: Any) -> dict[str, Any]:
     """The state `Heatmap` serialises (bytes as base64 for page.evaluate), optionally with another bundle."""
-    state = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
-             for k, v in _import_widget()(data, **traits).get_state().items()}
+    state = {
+        k: base64.b64encode(v).decode() if isinstance(v, bytes) else v
+        for k, v in _import_widget()(data, **traits).get_state().items()
+    }
     if bundle is not None:
         state["_esm"] = bundle
     return state
@@ -109,11 +117,17 @@ def bench_renderer(browser: Any, repeats: int, bundle: str | None = None) -> dic
             paints.append(info["paintMs"])
             ctx.close()
         key = f"{shape[0]}x{shape[1]}"
-        out[key] = {"first_paint_ms_median": statistics.median(times), "first_paint_ms_min": min(times),
-                    "draw_ms_median": statistics.median(paints), "n": repeats}
-        print(f"  renderer  {key:>10}: first paint {statistics.median(times):7.1f} ms median "
-              f"(min {min(times):.1f}, n={repeats}); of which drawing {statistics.median(paints):.1f} ms",
-              flush=True)
+        out[key] = {
+            "first_paint_ms_median": statistics.median(times),
+            "first_paint_ms_min": min(times),
+            "draw_ms_median": statistics.median(paints),
+            "n": repeats,
+        }
+        print(
+            f"  renderer  {key:>10}: first paint {statistics.median(times):7.1f} ms median "
+            f"(min {min(times):.1f}, n={repeats}); of which drawing {statistics.median(paints):.1f} ms",
+            flush=True,
+        )
     return out
 
 
@@ -178,9 +192,12 @@ def bench_interactions(browser: Any, n: int, bundle: str | None = None) -> dict[
     finally:
         ctx.close()
     out: dict[str, Any] = {
-        "hover_ms": r["hover"], "select_ms": r["select"],
-        "colormap_work_ms": r["cmap"]["work"], "colormap_screen_ms": r["cmap"]["screen"],
-        "log_work_ms": r["log"]["work"], "log_screen_ms": r["log"]["screen"],
+        "hover_ms": r["hover"],
+        "select_ms": r["select"],
+        "colormap_work_ms": r["cmap"]["work"],
+        "colormap_screen_ms": r["cmap"]["screen"],
+        "log_work_ms": r["log"]["work"],
+        "log_screen_ms": r["log"]["screen"],
         "colormap_switch_layouts": r["cmapLayouts"],
     }
     for k, v in list(out.items()):
@@ -293,15 +310,23 @@ def bench_lab(browser: Any, timeout_s: float, repeats: int) -> dict[str, dict[st
                         print(f"  jupyterlab {label:>10} {key:>10}: did not finish in {timeout_s:.0f} s", flush=True)
                     else:
                         out[label][key] = statistics.median(runs)
-                        print(f"  jupyterlab {label:>10} {key:>10}: first paint {statistics.median(runs):9.1f} ms "
-                              f"median (min {min(runs):.1f}, n={len(runs)})", flush=True)
+                        print(
+                            f"  jupyterlab {label:>10} {key:>10}: first paint {statistics.median(runs):9.1f} ms "
+                            f"median (min {min(runs):.1f}, n={len(runs)})",
+                            flush=True,
+                        )
         finally:
             lab.close()
     return out
 
 
-TARGETS_MS = {"first paint": 30.0, "hover redraw": 4.0, "selection redraw": 4.0, "colour-map switch": 16.0,
-              "log-scale switch": 16.0}
+TARGETS_MS = {
+    "first paint": 30.0,
+    "hover redraw": 4.0,
+    "selection redraw": 4.0,
+    "colour-map switch": 16.0,
+    "log-scale switch": 16.0,
+}
 
 
 def print_summary(results: dict[str, Any]) -> None:
@@ -310,8 +335,12 @@ def print_summary(results: dict[str, Any]) -> None:
     for key in results["sizes"]:
         rows.append(("first paint", key, results["renderer"][key], TARGETS_MS["first paint"]))
     inter = results.get("interactions") or {}
-    for label, k in (("hover redraw", "hover_ms"), ("selection redraw", "select_ms"),
-                     ("colour-map switch", "colormap_work_ms"), ("log-scale switch", "log_work_ms")):
+    for label, k in (
+        ("hover redraw", "hover_ms"),
+        ("selection redraw", "select_ms"),
+        ("colour-map switch", "colormap_work_ms"),
+        ("log-scale switch", "log_work_ms"),
+    ):
         if k in inter:
             rows.append((label, "1000x1000", inter[k], TARGETS_MS[label]))
     print(f"\nsummary ({results['bundle']}; Chromium {results['chromium']}; {os.cpu_count()} CPUs)")
@@ -321,13 +350,17 @@ def print_summary(results: dict[str, Any]) -> None:
             med, lo, n = v["first_paint_ms_median"], v["first_paint_ms_min"], v["n"]
         else:
             med, lo, n = statistics.median(v), min(v), len(v)
-        print(f"{label:<20} {key:>10} {med:10.2f} {lo:8.2f} {n:4d} {'<= ' + format(target, 'g'):>10}  "
-              f"{'yes' if med <= target else 'NO'}")
+        print(
+            f"{label:<20} {key:>10} {med:10.2f} {lo:8.2f} {n:4d} {'<= ' + format(target, 'g'):>10}  "
+            f"{'yes' if med <= target else 'NO'}"
+        )
     if "colormap_work_ms" in inter:
-        print(f"colour-map / log switch until the next frame is on screen (median): "
-              f"{statistics.median(inter['colormap_screen_ms']):.1f} / {statistics.median(inter['log_screen_ms']):.1f}"
-              f" ms; layouts recomputed by {len(inter['colormap_work_ms'])} colour-map switches: "
-              f"{inter['colormap_switch_layouts']}")
+        print(
+            f"colour-map / log switch until the next frame is on screen (median): "
+            f"{statistics.median(inter['colormap_screen_ms']):.1f} / {statistics.median(inter['log_screen_ms']):.1f}"
+            f" ms; layouts recomputed by {len(inter['colormap_work_ms'])} colour-map switches: "
+            f"{inter['colormap_switch_layouts']}"
+        )
     lab = results.get("jupyterlab", {})
     if lab:
 
@@ -344,8 +377,12 @@ def print_summary(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=15, help="renderer repeats per size (median reported)")
-    ap.add_argument("--interactions", type=int, default=40,
-                    help="hover moves, clicks and colour-map/log switches timed on 1M cells (0: skip)")
+    ap.add_argument(
+        "--interactions",
+        type=int,
+        default=40,
+        help="hover moves, clicks and colour-map/log switches timed on 1M cells (0: skip)",
+    )
     ap.add_argument("--bundle", type=Path, help="time this widget.js instead of heatwidget/static/widget.js")
     ap.add_argument("--lab-repeats", type=int, default=3, help="JupyterLab repeats per case (median reported)")
     ap.add_argument("--timeout", type=float, default=120, help="seconds to wait for one JupyterLab case")

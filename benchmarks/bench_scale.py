@@ -50,14 +50,18 @@ def main(n: int = 2000, workers: int = 2) -> None:
     print(f"  ray, {workers} workers, warm:              {t_warm:7.1f} s  {len(ans) / t_warm:7.1f} rows/s")
     print(f"  equal to local: {equal} (bit for bit; max |diff| {float(np.abs(a - b).max()):.3g})")
     per_worker = len(ans) / t_warm / workers
-    print(f"per-worker throughput (warm): {per_worker:.1f} rows/s. Scaling estimate, one replica per GPU node, "
-          "shards independent (only [n, L, P, d] activations travel back):")
+    print(
+        f"per-worker throughput (warm): {per_worker:.1f} rows/s. Scaling estimate, one replica per GPU node, "
+        "shards independent (only [n, L, P, d] activations travel back):"
+    )
     for k in (1, 4, 16, 64):
         print(f"  N={k:3d} nodes: ~{per_worker * k:9.0f} rows/s  (100k prompts in ~{1e5 / (per_worker * k):7.0f} s)")
-    print("note: this machine has 2 shared CPU cores: local runs 1 thread, Ray 2 single-thread workers, so at most "
-          "~2x is possible here (and a local run with 2 threads would close most of that gap). On GPUs the "
-          "per-worker figure is the GPU's; the estimate holds while the driver absorbs the results "
-          "(object store / network bandwidth, memmap writes). Cold runs add Ray worker start + one model load.")
+    print(
+        "note: this machine has 2 shared CPU cores: local runs 1 thread, Ray 2 single-thread workers, so at most "
+        "~2x is possible here (and a local run with 2 threads would close most of that gap). On GPUs the "
+        "per-worker figure is the GPU's; the estimate holds while the driver absorbs the results "
+        "(object store / network bandwidth, memmap writes). Cold runs add Ray worker start + one model load."
+    )
 
 
 if __name__ == "__main__":

@@ -67,8 +67,11 @@ class PeakRSS:
         sampled = max(self._max, self._proc.memory_info().rss)
         hwm = (_status_kb("VmHWM") or 0) * 1024 if self.kernel else 0
         peak = max(hwm, sampled)
-        return dict(baseline_mb=self.baseline / 2**20, peak_mb=(peak - self.baseline) / 2**20,
-                    method="VmHWM" if self.kernel else "psutil sampling")
+        return dict(
+            baseline_mb=self.baseline / 2**20,
+            peak_mb=(peak - self.baseline) / 2**20,
+            method="VmHWM" if self.kernel else "psutil sampling",
+        )
 
 
 def make_pair(root: Path, hidden: int, intermediate: int, layers: int, seed: int = 0) -> tuple[Path, Path, int]:
@@ -76,9 +79,15 @@ def make_pair(root: Path, hidden: int, intermediate: int, layers: int, seed: int
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
-                      num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 128),
-                      vocab_size=1024, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64),
+        num_key_value_heads=max(1, hidden // 128),
+        vocab_size=1024,
+        max_position_embeddings=256,
+    )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
     a, b = root / "a", root / "b"
@@ -115,14 +124,19 @@ def child(mode: str, a: str, b: str, out: str) -> None:
     seconds = time.perf_counter() - t0
     mem = meter.stop()
     np.save(out + ".npy", m.values)
-    Path(out).write_text(json.dumps(dict(mode=mode, seconds=seconds, largest_pair_mb=m.meta["largest_pair_bytes"]
-                                         / 2**20, **mem)))
+    Path(out).write_text(
+        json.dumps(dict(mode=mode, seconds=seconds, largest_pair_mb=m.meta["largest_pair_bytes"] / 2**20, **mem))
+    )
 
 
 def run_mode(mode: str, a: Path, b: Path, tmp: Path) -> dict:
     out = tmp / f"result_{mode}.json"
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_OFFLINE": "1",
+    }
     subprocess.run([sys.executable, __file__, "--child", mode, str(a), str(b), str(out)], check=True, env=env)
     res = json.loads(out.read_text())
     import numpy as np
@@ -161,8 +175,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(res, indent=1))
         return
-    print(f"two random Llama checkpoints of {res['checkpoint_mb']:.1f} MB each (float32; built and saved in "
-          f"{res['setup_seconds']:.1f} s); same matrix from both modes: {res['same_matrix']}")
+    print(
+        f"two random Llama checkpoints of {res['checkpoint_mb']:.1f} MB each (float32; built and saved in "
+        f"{res['setup_seconds']:.1f} s); same matrix from both modes: {res['same_matrix']}"
+    )
     print(f"{'mode':<8}{'time (s)':>10}{'peak RSS above baseline (MB)':>31}{'largest tensor pair (MB)':>27}")
     for mode in ("stream", "full"):
         r = res[mode]

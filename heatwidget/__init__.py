@@ -1,9 +1,9 @@
 """heatwidget: layer-by-token matrices of Hugging Face causal LMs, explored as an interactive heatmap widget.
 
-    import heatwidget as hw
-    lm = hw.demo_model()                      # or hw.load("Qwen/Qwen2.5-0.5B") / hw.load("/local/dir")
-    m = hw.ablation_kl(lm, "Q: What is the capital of Velmora? A:")
-    hw.explore(m)                             # click a cell: drill down, re-run for that layer or token
+import heatwidget as hw
+lm = hw.demo_model()                      # or hw.load("Qwen/Qwen2.5-0.5B") / hw.load("/local/dir")
+m = hw.ablation_kl(lm, "Q: What is the capital of Velmora? A:")
+hw.explore(m)                             # click a cell: drill down, re-run for that layer or token
 """
 
 from __future__ import annotations
@@ -25,12 +25,40 @@ register_explorer(explore)  # HeatMatrix.explore() without matrix.py importing w
 __version__ = "0.1.0"
 
 __all__ = [
-    "LM", "load", "ModelLoadError", "Anatomy", "AnatomyError", "MODULES", "HeatMatrix", "Detail", "Chart", "Series",
-    "hooks", "demo_model", "demo_questions", "Heatmap", "explore", "Explorer",
-    "ablation_kl", "knockout_js", "logit_lens", "Steer", "ProjectOut",
-    "weight_change", "module_stats", "WeightMismatchError", "CheckpointError",
-    "answer", "collect", "probe_auc", "PAPER_POSITIONS", "AnswerSet", "Activations",
-    "patching", "config", "Config",
+    "LM",
+    "load",
+    "ModelLoadError",
+    "Anatomy",
+    "AnatomyError",
+    "MODULES",
+    "HeatMatrix",
+    "Detail",
+    "Chart",
+    "Series",
+    "hooks",
+    "demo_model",
+    "demo_questions",
+    "Heatmap",
+    "explore",
+    "Explorer",
+    "ablation_kl",
+    "knockout_js",
+    "logit_lens",
+    "Steer",
+    "ProjectOut",
+    "weight_change",
+    "module_stats",
+    "WeightMismatchError",
+    "CheckpointError",
+    "answer",
+    "collect",
+    "probe_auc",
+    "PAPER_POSITIONS",
+    "AnswerSet",
+    "Activations",
+    "patching",
+    "config",
+    "Config",
 ]
 
 

@@ -51,8 +51,10 @@ def run_block(block: nn.Module, call: BlockCall, h: torch.Tensor) -> torch.Tenso
     A call recorded with a KV cache is refused: re-running it would append to (and corrupt) that cache.
     """
     if any(hasattr(v, "get_seq_length") for v in (*call.args, *call.kwargs.values())):
-        raise ValueError("this block call was recorded with a KV cache; record it from a forward with "
-                         "use_cache=False to re-run the block")
+        raise ValueError(
+            "this block call was recorded with a KV cache; record it from a forward with "
+            "use_cache=False to re-run the block"
+        )
     args = tuple(_for_batch(v, h) for v in call.args)
     kwargs = {k: _for_batch(v, h, k) for k, v in call.kwargs.items()}
     out = block(*args, hidden_states=h, **kwargs) if call.hidden_kw else block(h, *args, **kwargs)
@@ -82,6 +84,7 @@ def record_calls(modules: Sequence[nn.Module], *, keep_hidden: bool = True) -> I
     owner = _Owner()
     handles = []
     for i, mod in enumerate(modules):
+
         def pre(_mod, args, kwargs, _i=i):
             store[_i] = BlockCall.of(args, kwargs, keep_hidden)
 
@@ -138,8 +141,9 @@ def _restore_forward(mod: nn.Module, owner: _Owner) -> None:
             mod.forward = saved
 
 
-def trace_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.Module, *,
-                returns_tuple: bool = False) -> list[BlockCall]:
+def trace_calls(
+    modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.Module, *, returns_tuple: bool = False
+) -> list[BlockCall]:
     """The arguments the model passes to each block for some input, at almost no cost.
 
     While `run()` executes (a forward of the model), every block is replaced by the identity that records its
@@ -158,6 +162,7 @@ def trace_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.M
     patched: list[nn.Module] = []
     try:
         for i, mod in enumerate(modules):
+
             def fake(*args, _i=i, **kwargs):
                 call = BlockCall.of(args, kwargs)
                 store[_i] = call
@@ -182,9 +187,11 @@ def trace_calls(modules: Sequence[nn.Module], run: Callable[[], Any], stop: nn.M
 
 # ---- per-row gathering and early stopping (activation collection) ---------------------------------------------
 
+
 @contextlib.contextmanager
-def capture_at(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], index: torch.Tensor,
-               what: str = "output") -> Iterator[dict[Any, torch.Tensor]]:
+def capture_at(
+    modules: Mapping[Any, nn.Module] | Sequence[nn.Module], index: torch.Tensor, what: str = "output"
+) -> Iterator[dict[Any, torch.Tensor]]:
     """Record modules' output (or input) hidden states at per-row positions: store[key] = h[b, index[b, p]].
 
     index: LongTensor [B, P] (positions of each row of the batch; any order, repeats allowed). Only the gathered
@@ -201,8 +208,9 @@ def capture_at(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], index: to
 
     def gather(key: Any, h: torch.Tensor) -> None:
         if h.ndim != 3 or h.shape[0] != index.shape[0]:
-            raise ValueError(f"capture_at expects a [batch={index.shape[0]}, seq, d] hidden state, "
-                             f"got {tuple(h.shape)}")
+            raise ValueError(
+                f"capture_at expects a [batch={index.shape[0]}, seq, d] hidden state, got {tuple(h.shape)}"
+            )
         idx = index.to(h.device, torch.int64)
         if int(idx.max()) >= h.shape[1] or int(idx.min()) < 0:
             raise IndexError(f"position index out of range for a sequence of {h.shape[1]} tokens")
@@ -210,11 +218,18 @@ def capture_at(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], index: to
 
     for key, mod in items:
         if what == "output":
-            handles.append(mod.register_forward_hook(owner.only_here(
-                lambda _m, args, kwargs, out, _k=key: gather(_k, _hidden_of(out))), with_kwargs=True))
+            handles.append(
+                mod.register_forward_hook(
+                    owner.only_here(lambda _m, args, kwargs, out, _k=key: gather(_k, _hidden_of(out))), with_kwargs=True
+                )
+            )
         else:
-            handles.append(mod.register_forward_pre_hook(owner.only_here(
-                lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs))), with_kwargs=True))
+            handles.append(
+                mod.register_forward_pre_hook(
+                    owner.only_here(lambda _m, args, kwargs, _k=key: gather(_k, _input_of(args, kwargs))),
+                    with_kwargs=True,
+                )
+            )
     with _owning(owner, handles):
         yield store
 

@@ -48,32 +48,41 @@ class Checkpoint:
         if not self.path.exists():
             raise CheckpointError(f"no such checkpoint directory: {str(path)!r}")
         if not self.path.is_dir():
-            raise CheckpointError(f"{str(path)!r} is a file; give the directory that holds config.json and the "
-                                  f"*.safetensors weights")
+            raise CheckpointError(
+                f"{str(path)!r} is a file; give the directory that holds config.json and the *.safetensors weights"
+            )
         self.weight_map: dict[str, Path] = {}  # key -> shard file
         index = self.path / INDEX_NAME
         if index.exists():
             try:
                 wm = json.loads(index.read_text())["weight_map"]
             except (ValueError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{index} is not a valid safetensors index (no readable weight_map): "
-                                      f"{e}") from None
+                raise CheckpointError(
+                    f"{index} is not a valid safetensors index (no readable weight_map): {e}"
+                ) from None
             missing_shards = sorted({f for f in wm.values() if not (self.path / f).exists()})
             if missing_shards:
                 first = next(k for k, f in wm.items() if f == missing_shards[0])
-                raise CheckpointError(f"shard {missing_shards[0]!r} named in {index.name} (holding {first!r}, among "
-                                      f"others) is missing from {self.path}")
+                raise CheckpointError(
+                    f"shard {missing_shards[0]!r} named in {index.name} (holding {first!r}, among "
+                    f"others) is missing from {self.path}"
+                )
             self.weight_map = {k: self.path / f for k, f in wm.items()}
         else:
-            files = [self.path / SINGLE_NAME] if (self.path / SINGLE_NAME).exists() else sorted(
-                p for p in self.path.glob("*.safetensors") if not p.name.startswith("adapter_"))
+            files = (
+                [self.path / SINGLE_NAME]
+                if (self.path / SINGLE_NAME).exists()
+                else sorted(p for p in self.path.glob("*.safetensors") if not p.name.startswith("adapter_"))
+            )
             if not files:
                 found = sorted(p.name for p in self.path.iterdir())
                 if any(n.startswith("adapter_") for n in found):
                     hint = "it looks like a PEFT adapter: merge it into its base model and save that"
                 elif any(n.endswith((".bin", ".pt", ".pth")) for n in found):
-                    hint = ("it holds pickled torch weights, which cannot be streamed: load it with hw.load(dir) "
-                            "and pass the LM, or re-save it with save_pretrained (safetensors is the default)")
+                    hint = (
+                        "it holds pickled torch weights, which cannot be streamed: load it with hw.load(dir) "
+                        "and pass the LM, or re-save it with save_pretrained (safetensors is the default)"
+                    )
                 else:
                     hint = f"it holds {found[:8]}"
                 raise CheckpointError(f"no *.safetensors weights in {self.path}: {hint}")
@@ -134,8 +143,9 @@ class Checkpoint:
         except KeyError:
             raise KeyError(f"{key!r} is not in checkpoint {self.path}") from None
 
-    def get(self, key: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu"
-            ) -> torch.Tensor:
+    def get(
+        self, key: str, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu"
+    ) -> torch.Tensor:
         """Read one tensor (as `dtype`, on `device`); the shard is closed again before returning."""
         if key in self.stacks:
             return torch.stack([torch.cat([self.get(k, dtype, device) for k in ks]) for ks in self.stacks[key]])
@@ -158,8 +168,12 @@ class Checkpoint:
 # original layout, one expert at a time: <moe>.experts.<e>.<proj>.weight. Fused name -> the per-expert parts it
 # stacks, gate rows before up rows (the fused gate_up_proj's order).
 _EXPERT_KEY = re.compile(r"^(?P<base>.+\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)\.weight$")
-_FUSED = {"gate_up_proj": (("gate_proj", "up_proj"), ("w1", "w3")), "gate_proj": (("gate_proj",), ("w1",)),
-          "up_proj": (("up_proj",), ("w3",)), "down_proj": (("down_proj",), ("w2",))}
+_FUSED = {
+    "gate_up_proj": (("gate_proj", "up_proj"), ("w1", "w3")),
+    "gate_proj": (("gate_proj",), ("w1",)),
+    "up_proj": (("up_proj",), ("w3",)),
+    "down_proj": (("down_proj",), ("w2",)),
+}
 
 
 def expert_stacks(keys: Iterable[str]) -> dict[str, list[list[str]]]:
@@ -210,8 +224,9 @@ def checkpoint_anatomy(path: str | Path, config: Any = None) -> tuple[Anatomy, A
             return find_anatomy(model), cfg
         except (ValueError, KeyError, LookupError) as e:
             errors.append(str(e).splitlines()[0][:200])
-    raise CheckpointError(f"transformers cannot build the model of {str(path)!r} to find its layers: "
-                          + "; ".join(errors))
+    raise CheckpointError(
+        f"transformers cannot build the model of {str(path)!r} to find its layers: " + "; ".join(errors)
+    )
 
 
 def map_part_keys(anatomy: Anatomy, names: Iterable[str], keys: Iterable[str]) -> dict[str, str]:
@@ -229,7 +244,7 @@ def map_part_keys(anatomy: Anatomy, names: Iterable[str], keys: Iterable[str]) -
     votes: Counter[str] = Counter()
     tails: dict[str, str] = {}
     for n in names:
-        tail = n[len(tail_start):] if tail_start and n.startswith(tail_start) else n
+        tail = n[len(tail_start) :] if tail_start and n.startswith(tail_start) else n
         tails[n] = tail
         if n in keyset:
             votes[n[: len(n) - len(tail)]] += 1
@@ -265,7 +280,7 @@ def _moe_renamed(tail: str) -> list[str]:
     i = parts.index("experts") - 1
     # GraniteMoE saves its fused experts under JetMoE's names: input_linear (gate | up rows), output_linear
     stored = {"gate_up_proj": "input_linear.weight", "down_proj": "output_linear.weight"}.get(parts[-1])
-    jet = [".".join([*parts[:i + 1], stored])] if stored and parts[-2] == "experts" else []
+    jet = [".".join([*parts[: i + 1], stored])] if stored and parts[-2] == "experts" else []
     if i < 0 or parts[i] not in _MOE_BLOCKS:
         return jet
-    return [".".join([*parts[:i], alt, *parts[i + 1:]]) for alt in _MOE_BLOCKS if alt != parts[i]] + jet
+    return [".".join([*parts[:i], alt, *parts[i + 1 :]]) for alt in _MOE_BLOCKS if alt != parts[i]] + jet

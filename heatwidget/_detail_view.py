@@ -21,8 +21,19 @@ import numpy as np
 
 from .matrix import Chart, Detail, HeatMatrix
 
-__all__ = ["detail_view", "detail_widgets", "chart_figure", "escaped_pre", "close_tree", "visible_whitespace",
-           "table_html", "texts_html", "fmt3", "NEEDS_KERNEL", "DETAIL_CSS"]
+__all__ = [
+    "detail_view",
+    "detail_widgets",
+    "chart_figure",
+    "escaped_pre",
+    "close_tree",
+    "visible_whitespace",
+    "table_html",
+    "texts_html",
+    "fmt3",
+    "NEEDS_KERNEL",
+    "DETAIL_CSS",
+]
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
 NEEDS_KERNEL = "needs the notebook's kernel: disabled in a saved report (re-run the notebook to use it)"
@@ -93,8 +104,10 @@ def _floats(ys: Sequence[Any]) -> np.ndarray:
 
 
 def _legend(names: Sequence[str]) -> str:
-    items = "".join(f"<span class='hw-swatch' style='background:{COLORS[i % len(COLORS)]}'></span>{html.escape(n)}"
-                    for i, n in enumerate(names))
+    items = "".join(
+        f"<span class='hw-swatch' style='background:{COLORS[i % len(COLORS)]}'></span>{html.escape(n)}"
+        for i, n in enumerate(names)
+    )
     return f"<div class='hw-legend'>{items}</div>"
 
 
@@ -121,11 +134,21 @@ def _bar_marks(chart: Chart) -> tuple[list, list]:
         top = 1.0
     ysc = bq.LinearScale(min=bottom * 1.05, max=top * 1.05)
     # Category labels are user data (token strings): bqplot draws them as SVG text, never as HTML.
-    marks = [bq.Bars(x=cats, y=np.asarray(ys, dtype=np.float64), scales={"x": xs, "y": ysc}, type="grouped",
-                     labels=[s.name for s in chart.series], colors=COLORS[: len(chart.series)],
-                     tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".3g"]))]
-    axes = [bq.Axis(scale=xs, label=chart.x_title, tick_rotate=-35 if len(cats) > 6 else 0),
-            bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".2g")]
+    marks = [
+        bq.Bars(
+            x=cats,
+            y=np.asarray(ys, dtype=np.float64),
+            scales={"x": xs, "y": ysc},
+            type="grouped",
+            labels=[s.name for s in chart.series],
+            colors=COLORS[: len(chart.series)],
+            tooltip=bq.Tooltip(fields=["x", "y"], formats=["", ".3g"]),
+        )
+    ]
+    axes = [
+        bq.Axis(scale=xs, label=chart.x_title, tick_rotate=-35 if len(cats) > 6 else 0),
+        bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".2g"),
+    ]
     return marks, axes
 
 
@@ -143,8 +166,17 @@ def _xy_marks(chart: Chart) -> tuple[list, list]:
                 x = (edges[:-1] + edges[1:]) / 2
             else:
                 x = _floats(s.x)
-            marks.append(bq.Bars(x=x, y=np.asarray(y, dtype=np.float64), scales={"x": xs, "y": ysc}, colors=color,
-                                 opacities=[0.55], labels=[s.name], padding=0.05))
+            marks.append(
+                bq.Bars(
+                    x=x,
+                    y=np.asarray(y, dtype=np.float64),
+                    scales={"x": xs, "y": ysc},
+                    colors=color,
+                    opacities=[0.55],
+                    labels=[s.name],
+                    padding=0.05,
+                )
+            )
         else:
             x, y = _floats(s.x), _floats(s.y)
             ok = np.isfinite(x) & np.isfinite(y)
@@ -153,8 +185,10 @@ def _xy_marks(chart: Chart) -> tuple[list, list]:
             if mark is bq.Scatter:
                 kw["default_size"] = 24
             marks.append(mark(x=x[ok], y=y[ok], scales={"x": xs, "y": ysc}, **kw))
-    axes = [bq.Axis(scale=xs, label=chart.x_title, tick_format=".3g"),
-            bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".3g")]
+    axes = [
+        bq.Axis(scale=xs, label=chart.x_title, tick_format=".3g"),
+        bq.Axis(scale=ysc, side="left", label=chart.y_title, tick_format=".3g"),
+    ]
     return marks, axes
 
 
@@ -167,11 +201,15 @@ def chart_figure(chart: Chart, height: str = "240px") -> W.Widget:
     import bqplot as bq
 
     marks, axes = _bar_marks(chart) if chart.kind == "bar" else _xy_marks(chart)
-    fig = bq.Figure(marks=marks, axes=axes, title=chart.title,
-                    fig_margin=dict(top=36, bottom=52, left=56, right=12),
-                    # A fixed width: bqplot sizes itself from its container, and a grid/flex track that is
-                    # only resolved later (exported HTML) leaves it at its ~280 px minimum with a clipped title.
-                    layout=W.Layout(width="460px", height=height, flex="0 0 auto"))
+    fig = bq.Figure(
+        marks=marks,
+        axes=axes,
+        title=chart.title,
+        fig_margin=dict(top=36, bottom=52, left=56, right=12),
+        # A fixed width: bqplot sizes itself from its container, and a grid/flex track that is
+        # only resolved later (exported HTML) leaves it at its ~280 px minimum with a clipped title.
+        layout=W.Layout(width="460px", height=height, flex="0 0 auto"),
+    )
     if len(chart.series) < 2:
         return fig
     return W.VBox([W.HTML(_legend([s.name for s in chart.series])), fig], layout=W.Layout(flex="0 0 auto"))
@@ -194,15 +232,22 @@ def table_html(name: str, df: Any, max_rows: int = 20) -> str:
             else:
                 cells.append(f"<td class='hw-num'>{html.escape(fmt3(v))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    more = (f"<div class='hw-table-name'>… {len(df) - max_rows} more rows</div>" if len(df) > max_rows else "")
+    more = f"<div class='hw-table-name'>… {len(df) - max_rows} more rows</div>" if len(df) > max_rows else ""
     header = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     return f"{head}<table class='hw-table'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
 
 
-def _kernel_button(description: str, tooltip: str, icon: str, on_click: Callable[[], None],
-                   offline: tuple[W.Widget, str] | None, links: list[W.Widget]) -> W.Button:
-    b = W.Button(description=description[:60], tooltip=f"{tooltip} ({NEEDS_KERNEL})", icon=icon,
-                 layout=W.Layout(width="auto"))
+def _kernel_button(
+    description: str,
+    tooltip: str,
+    icon: str,
+    on_click: Callable[[], None],
+    offline: tuple[W.Widget, str] | None,
+    links: list[W.Widget],
+) -> W.Button:
+    b = W.Button(
+        description=description[:60], tooltip=f"{tooltip} ({NEEDS_KERNEL})", icon=icon, layout=W.Layout(width="auto")
+    )
     b.on_click(lambda _b: on_click())
     if offline is not None:
         links.append(W.jsdlink(offline, (b, "disabled")))
@@ -217,8 +262,10 @@ def title_html(detail: Detail) -> str:
         text = html.escape(title)  # the analysis' own title already names the cell
     else:
         text = html.escape(cell) + (f" — {html.escape(title)}" if title else "")
-    return (f"<div class='hw-detail-title'>{text} "
-            f"<span class='hw-value'>value = {html.escape(fmt3(detail.value))}</span></div>")
+    return (
+        f"<div class='hw-detail-title'>{text} "
+        f"<span class='hw-value'>value = {html.escape(fmt3(detail.value))}</span></div>"
+    )
 
 
 def detail_view(
@@ -234,18 +281,28 @@ def detail_view(
     links: list[W.Widget] = []
     out: list[W.Widget] = [W.HTML(title_html(detail))]
     if detail.reruns:
-        buttons = [_kernel_button(label, label, "repeat", functools.partial(run_rerun, label, fn), offline, links)
-                   for label, fn in detail.reruns.items()]
+        buttons = [
+            _kernel_button(label, label, "repeat", functools.partial(run_rerun, label, fn), offline, links)
+            for label, fn in detail.reruns.items()
+        ]
         out.append(W.HBox(buttons, layout=W.Layout(flex_flow="row wrap")))
     # Charts and tables side by side, wrapping to the next line when the output area is narrow.
     panels: list[W.Widget] = [chart_figure(c) for c in detail.charts]
-    panels += [W.HTML(table_html(name, df), layout=W.Layout(margin="0 12px 8px 0", flex="0 1 auto"))
-               for name, df in detail.tables.items()]
+    panels += [
+        W.HTML(table_html(name, df), layout=W.Layout(margin="0 12px 8px 0", flex="0 1 auto"))
+        for name, df in detail.tables.items()
+    ]
     if panels:
         out.append(W.HBox(panels, layout=W.Layout(flex_flow="row wrap", align_items="flex-start", width="100%")))
     for name, child in detail.children.items():
-        b = _kernel_button(f"open {name}", f"open {name} as the main view", "expand",
-                           functools.partial(open_matrix, name, child), offline, links)
+        b = _kernel_button(
+            f"open {name}",
+            f"open {name} as the main view",
+            "expand",
+            functools.partial(open_matrix, name, child),
+            offline,
+            links,
+        )
         out.append(W.VBox([b, Heatmap(child, layout=W.Layout(height="260px"), static_image=False)]))
     if detail.texts:
         out.append(texts_html(detail.texts))

@@ -115,8 +115,9 @@ class Norm:
     warning: str = ""
 
 
-def color_norm(values: np.ndarray, colormap: str, vmin: float | None = None, vmax: float | None = None,
-               log: bool = False) -> Norm:
+def color_norm(
+    values: np.ndarray, colormap: str, vmin: float | None = None, vmax: float | None = None, log: bool = False
+) -> Norm:
     """The colour range the widget will use (same rules as scale.ts:computeNorm)."""
     finite = values[np.isfinite(values)]
     if finite.size == 0:
@@ -156,7 +157,8 @@ def to_unit(values: np.ndarray, norm: Norm) -> np.ndarray:
     elif norm.mode == "log":
         with np.errstate(divide="ignore", invalid="ignore"):
             t = (np.log10(np.where(v > 0, v, norm.lo)) - math.log10(norm.lo)) / (
-                math.log10(norm.hi) - math.log10(norm.lo))
+                math.log10(norm.hi) - math.log10(norm.lo)
+            )
         t = np.where(v > 0, t, 0.0)
     elif norm.mode == "diverging":
         t = np.where(v < 0, 0.5 * (v - norm.lo) / -norm.lo, 0.5 + 0.5 * v / norm.hi)
@@ -308,9 +310,13 @@ def encode_png(rgba: np.ndarray) -> bytes:
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
-            # Level 1: this runs before the widget displays; higher levels cost 5× the time for a few % in size.
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+        # Level 1: this runs before the widget displays; higher levels cost 5× the time for a few % in size.
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def decode_png_rgba(data: bytes) -> np.ndarray:
@@ -320,8 +326,8 @@ def decode_png_rgba(data: bytes) -> np.ndarray:
     pos, idat = 8, b""
     w = h = 0
     while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        tag, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
         if tag == b"IHDR":
             w, h = struct.unpack(">II", body[:8])
         elif tag == b"IDAT":
@@ -415,21 +421,36 @@ def _col_label_layout(labels: list[str], plot_w: float) -> tuple[list[int], bool
     return ticks, rotated, height, shown_w
 
 
-def svg_layout(row_labels: list[str], col_labels: list[str], *, title: str, row_title: str, col_title: str,
-               metric: str, norm: Norm, has_nan: bool, notes: list[str], width: float) -> SvgLayout:
+def _colorbar_margin(norm: Norm, metric: str) -> tuple[float, str]:
+    """The right margin the colour bar, its tick labels and its title take, and that title."""
+    widest = max(_text_w(t, _TICK) for t in ["n/a", *(format_value(v) for v in colorbar_ticks(norm, 6))])
+    bar_title = colorbar_title(metric, norm)
+    return 14 + _BAR_W + _TICK_LEN + 3 + widest + (_AXIS + 8 if bar_title else 0) + _PAD, bar_title
+
+
+def svg_layout(
+    row_labels: list[str],
+    col_labels: list[str],
+    *,
+    title: str,
+    row_title: str,
+    col_title: str,
+    metric: str,
+    norm: Norm,
+    has_nan: bool,
+    notes: list[str],
+    width: float,
+) -> SvgLayout:
     """Lay out a figure of len(row_labels) × len(col_labels) cells (labels already one per drawn cell)."""
     pr, pc = len(row_labels), len(col_labels)
     width = max(160.0, width)
     notes_y = _PAD + (_TITLE + 8 if title else 0)
     top = notes_y + len(notes) * (_NOTE + 4) + 4
-    widest = max(_text_w(t, _TICK) for t in ["n/a", *(format_value(v) for v in colorbar_ticks(norm, 6))])
-    bar_title = colorbar_title(metric, norm)
-    right = 14 + _BAR_W + _TICK_LEN + 3 + widest + (_AXIS + 8 if bar_title else 0) + _PAD
-    row_title_w = _AXIS + 8 if row_title else 0
+    right, bar_title = _colorbar_margin(norm, metric)
 
     def left_for(rows_shown: list[int]) -> float:
         label_w = min(width * 0.3, max((_text_w(row_labels[i], _TICK) for i in rows_shown), default=0.0))
-        return _PAD + row_title_w + label_w + _TICK_LEN + 3
+        return _PAD + (_AXIS + 8 if row_title else 0) + label_w + _TICK_LEN + 3
 
     left = left_for(_sample_indices(pr, 200))
     plot_w = max(40.0, width - left - right)
@@ -437,7 +458,6 @@ def svg_layout(row_labels: list[str], col_labels: list[str], *, title: str, row_
     if rotated:  # a 45° label hangs down-left from its tick: keep the first one inside the figure
         left = max(left, _PAD + _S45 * (min(shown_col_w, 160 / _S45) + _TICK) - plot_w / pc / 2)
         plot_w = max(40.0, width - left - right)
-    bottom = _TICK_LEN + 4 + col_lab_h + (_AXIS + 10 if col_title else 0) + _PAD
     plot_h = round(max(min(max(pr * 22, 60 if pr == 1 else 100), 240), min(plot_w * pr / pc, 520)))
     row_ticks = list(range(0, pr, thin_step(plot_h / pr, _TICK + 3)))
     settled = left_for(row_ticks)  # re-measured with the rows actually labelled
@@ -445,11 +465,28 @@ def svg_layout(row_labels: list[str], col_labels: list[str], *, title: str, row_
         left = max(left, settled) if rotated else settled
         plot_w = max(40.0, width - left - right)
     bar_h = max(10.0, plot_h - (22 if has_nan else 0))
-    return SvgLayout(width=width, height=math.ceil(top + plot_h + bottom), x0=left, y0=top, plot_w=plot_w,
-                     plot_h=plot_h, rows=pr, cols=pc, row_labels=row_labels, col_labels=col_labels,
-                     row_ticks=row_ticks, col_ticks=col_ticks, rotated=rotated, col_lab_h=col_lab_h, notes_y=notes_y,
-                     notes=notes, bar_h=bar_h, bar_ticks=colorbar_ticks(norm, max(2, min(6, int(bar_h // 28)))),
-                     bar_title=bar_title, has_nan=has_nan)
+    return SvgLayout(
+        width=width,
+        height=math.ceil(top + plot_h + _TICK_LEN + 4 + col_lab_h + (_AXIS + 10 if col_title else 0) + _PAD),
+        x0=left,
+        y0=top,
+        plot_w=plot_w,
+        plot_h=plot_h,
+        rows=pr,
+        cols=pc,
+        row_labels=row_labels,
+        col_labels=col_labels,
+        row_ticks=row_ticks,
+        col_ticks=col_ticks,
+        rotated=rotated,
+        col_lab_h=col_lab_h,
+        notes_y=notes_y,
+        notes=notes,
+        bar_h=bar_h,
+        bar_ticks=colorbar_ticks(norm, max(2, min(6, int(bar_h // 28)))),
+        bar_title=bar_title,
+        has_nan=has_nan,
+    )
 
 
 class _SvgWriter:
@@ -461,34 +498,54 @@ class _SvgWriter:
         self.out: list[str] = []
         self.add = self.out.append
 
-    def text(self, x: float, y: float, s: str, size: int, anchor: str, base: str, angle: float = 0,
-             extra: str = "", color: str = FG) -> None:
+    def text(
+        self,
+        x: float,
+        y: float,
+        s: str,
+        size: int,
+        anchor: str,
+        base: str,
+        angle: float = 0,
+        extra: str = "",
+        color: str = FG,
+    ) -> None:
         rot = f' transform="rotate({angle:g} {x:.2f} {y:.2f})"' if angle else ""
-        self.add(f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" fill="{color}" text-anchor="{anchor}" '
-                 f'dominant-baseline="{base}"{extra}{rot}>{_esc(s)}</text>')
+        self.add(
+            f'<text x="{x:.2f}" y="{y:.2f}" font-size="{size}" fill="{color}" text-anchor="{anchor}" '
+            f'dominant-baseline="{base}"{extra}{rot}>{_esc(s)}</text>'
+        )
 
     def line(self, x1: float, y1: float, x2: float, y2: float) -> None:
         self.add(f'<line x1="{x1:.2f}" y1="{y1:.2f}" x2="{x2:.2f}" y2="{y2:.2f}" stroke="{self.MUTED}"/>')
 
     def png(self, x: float, y: float, w: float, h: float, rgba: np.ndarray, style: str) -> None:
         data = base64.b64encode(encode_png(rgba)).decode("ascii")
-        self.add(f'<image x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" preserveAspectRatio="none" '
-                 f'style="{style}" xlink:href="data:image/png;base64,{data}"/>')
+        self.add(
+            f'<image x="{x:.2f}" y="{y:.2f}" width="{w:.2f}" height="{h:.2f}" preserveAspectRatio="none" '
+            f'style="{style}" xlink:href="data:image/png;base64,{data}"/>'
+        )
 
 
 def _svg_head(w: _SvgWriter, L: SvgLayout, title: str) -> None:
-    w.add(f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{L.width:g}" '
-          f'height="{L.height}" viewBox="0 0 {L.width:g} {L.height}" font-family="{_esc(_FONT)}">')
-    w.add('<defs><pattern id="hw-hatch" patternUnits="userSpaceOnUse" width="6" height="6">'
-          '<rect width="6" height="6" fill="#eeeeee"/><path d="M-1,1 l2,-2 M0,6 l6,-6 M5,7 l2,-2" '
-          'stroke="#9e9e9e" stroke-width="1"/></pattern></defs>')
+    w.add(
+        f'<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink" width="{L.width:g}" '
+        f'height="{L.height}" viewBox="0 0 {L.width:g} {L.height}" font-family="{_esc(_FONT)}">'
+    )
+    w.add(
+        '<defs><pattern id="hw-hatch" patternUnits="userSpaceOnUse" width="6" height="6">'
+        '<rect width="6" height="6" fill="#eeeeee"/><path d="M-1,1 l2,-2 M0,6 l6,-6 M5,7 l2,-2" '
+        'stroke="#9e9e9e" stroke-width="1"/></pattern></defs>'
+    )
     w.add(f'<rect width="{L.width:g}" height="{L.height}" fill="#ffffff"/>')
     if title:
-        w.text(L.x0 + L.plot_w / 2, _PAD, axis_label(title, 120), _TITLE, "middle", "hanging",
-               extra=' font-weight="bold"')
+        w.text(
+            L.x0 + L.plot_w / 2, _PAD, axis_label(title, 120), _TITLE, "middle", "hanging", extra=' font-weight="bold"'
+        )
     for k, n in enumerate(L.notes):
-        w.text(L.x0, L.notes_y + k * (_NOTE + 4), n, _NOTE, "start", "hanging", extra=' font-style="italic"',
-               color=w.MUTED)
+        w.text(
+            L.x0, L.notes_y + k * (_NOTE + 4), n, _NOTE, "start", "hanging", extra=' font-style="italic"', color=w.MUTED
+        )
 
 
 def _svg_cells_and_axes(w: _SvgWriter, L: SvgLayout, rgba: np.ndarray, row_title: str, col_title: str) -> None:
@@ -496,8 +553,10 @@ def _svg_cells_and_axes(w: _SvgWriter, L: SvgLayout, rgba: np.ndarray, row_title
     if L.has_nan:
         w.add(f'<rect x="{x0:.2f}" y="{y0:.2f}" width="{pw:.2f}" height="{ph:.2f}" fill="url(#hw-hatch)"/>')
     w.png(x0, y0, pw, ph, rgba, "image-rendering:pixelated;image-rendering:crisp-edges")
-    w.add(f'<rect x="{x0 + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{pw - 1:.2f}" height="{ph - 1:.2f}" '
-          f'fill="none" stroke="{w.BORDER}"/>')
+    w.add(
+        f'<rect x="{x0 + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{pw - 1:.2f}" height="{ph - 1:.2f}" '
+        f'fill="none" stroke="{w.BORDER}"/>'
+    )
     for i in L.row_ticks:
         y = y0 + (i + 0.5) * ph / L.rows
         w.line(x0 - _TICK_LEN, y, x0, y)
@@ -513,16 +572,23 @@ def _svg_cells_and_axes(w: _SvgWriter, L: SvgLayout, rgba: np.ndarray, row_title
         else:
             w.text(x, yb + _TICK_LEN + 3, L.col_labels[i], _TICK, "middle", "hanging")
     if col_title:
-        w.text(x0 + pw / 2, yb + _TICK_LEN + 4 + L.col_lab_h + 6, axis_label(col_title, 80), _AXIS, "middle",
-               "hanging")
+        w.text(x0 + pw / 2, yb + _TICK_LEN + 4 + L.col_lab_h + 6, axis_label(col_title, 80), _AXIS, "middle", "hanging")
 
 
 def _svg_colorbar(w: _SvgWriter, L: SvgLayout, norm: Norm, colormap: str) -> None:
     bx, y0, bar_h = L.x0 + L.plot_w + 14, L.y0, L.bar_h
-    w.png(bx, y0, _BAR_W, bar_h, np.ascontiguousarray(build_lut(colormap)[::-1].reshape(256, 1, 4)),
-          "image-rendering:pixelated")
-    w.add(f'<rect x="{bx + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{_BAR_W - 1}" height="{bar_h - 1:.2f}" fill="none" '
-          f'stroke="{w.BORDER}"/>')
+    w.png(
+        bx,
+        y0,
+        _BAR_W,
+        bar_h,
+        np.ascontiguousarray(build_lut(colormap)[::-1].reshape(256, 1, 4)),
+        "image-rendering:pixelated",
+    )
+    w.add(
+        f'<rect x="{bx + 0.5:.2f}" y="{y0 + 0.5:.2f}" width="{_BAR_W - 1}" height="{bar_h - 1:.2f}" fill="none" '
+        f'stroke="{w.BORDER}"/>'
+    )
     for v in L.bar_ticks:
         y = y0 + (1 - float(to_unit(np.array([v]), norm)[0])) * bar_h
         w.line(bx + _BAR_W, y, bx + _BAR_W + _TICK_LEN, y)
@@ -532,12 +598,12 @@ def _svg_colorbar(w: _SvgWriter, L: SvgLayout, norm: Norm, colormap: str) -> Non
         w.add(f'<rect x="{bx:.2f}" y="{sy:.2f}" width="12" height="12" fill="url(#hw-hatch)" stroke="{w.BORDER}"/>')
         w.text(bx + _BAR_W + _TICK_LEN + 3, sy + 6, "n/a", _TICK, "start", "central")
     if L.bar_title:
-        w.text(L.width - _PAD - _AXIS / 2, y0 + bar_h / 2, axis_label(L.bar_title, 52), _AXIS, "middle", "central",
-               -90)
+        w.text(L.width - _PAD - _AXIS / 2, y0 + bar_h / 2, axis_label(L.bar_title, 52), _AXIS, "middle", "central", -90)
 
 
-def shown_matrix(values: np.ndarray, norm: Norm, notes: Sequence[str], max_side: int
-                 ) -> tuple[np.ndarray, int, int, list[str]]:
+def shown_matrix(
+    values: np.ndarray, norm: Norm, notes: Sequence[str], max_side: int
+) -> tuple[np.ndarray, int, int, list[str]]:
     """What the static figure draws: the matrix, mean-pooled above max_side per side, and its notes."""
     out = list(notes)
     if norm.warning and norm.warning != "no finite values":
@@ -580,9 +646,18 @@ def figure_svg(
     values = np.asarray(values, dtype=np.float32)
     norm = color_norm(values, colormap, vmin, vmax, log)
     shown, fr, fc, all_notes = shown_matrix(values, norm, notes, max_side)
-    L = svg_layout(block_labels(rows, shown.shape[0], fr, 24), block_labels(cols, shown.shape[1], fc, 20),
-                   title=title, row_title=row_title, col_title=col_title, metric=metric, norm=norm,
-                   has_nan=bool(np.isnan(values).any()), notes=all_notes, width=width)
+    L = svg_layout(
+        block_labels(rows, shown.shape[0], fr, 24),
+        block_labels(cols, shown.shape[1], fc, 20),
+        title=title,
+        row_title=row_title,
+        col_title=col_title,
+        metric=metric,
+        norm=norm,
+        has_nan=bool(np.isnan(values).any()),
+        notes=all_notes,
+        width=width,
+    )
     w = _SvgWriter()
     _svg_head(w, L, title)
     _svg_cells_and_axes(w, L, to_rgba(shown, norm, colormap), row_title, col_title)

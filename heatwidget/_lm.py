@@ -26,9 +26,14 @@ class ModelLoadError(OSError):
 
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 
@@ -126,11 +131,11 @@ def _give_generate(model: Any) -> None:
     from transformers import GenerationConfig, GenerationMixin
 
     cls = type(model)
+
     def generate(self: Any, *args: Any, **kwargs: Any) -> Any:
         return GenerationMixin.generate(self, *args, **{**kwargs, "use_cache": False})
 
-    model.__class__ = type(cls.__name__, (cls, GenerationMixin), {"__module__": cls.__module__,
-                                                                  "generate": generate})
+    model.__class__ = type(cls.__name__, (cls, GenerationMixin), {"__module__": cls.__module__, "generate": generate})
     if getattr(model, "generation_config", None) is None:
         model.generation_config = GenerationConfig.from_model_config(model.config)
 
@@ -194,11 +199,14 @@ def _check_device(device: str | int | torch.device | None, what: str = "device")
     try:
         dev = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
     except (RuntimeError, TypeError, ValueError):
-        raise _DeviceError(f"{what}={shown} is not a device torch knows: use 'cpu', 'cuda', 'cuda:N' or "
-                           "'mps'") from None
+        raise _DeviceError(
+            f"{what}={shown} is not a device torch knows: use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise _DeviceError(f"{what}={shown} was asked for, but this torch sees no CUDA GPU "
-                           f"(torch.cuda.is_available() is False, torch {torch.__version__}); use device='cpu'")
+        raise _DeviceError(
+            f"{what}={shown} was asked for, but this torch sees no CUDA GPU "
+            f"(torch.cuda.is_available() is False, torch {torch.__version__}); use device='cpu'"
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise _DeviceError(f"{what}={shown} does not exist: torch sees {torch.cuda.device_count()} GPU(s)")
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
@@ -207,8 +215,9 @@ def _check_device(device: str | int | torch.device | None, what: str = "device")
     is_available = getattr(backend, "is_available", None)
     available = callable(is_available) and bool(is_available())
     if dev.type not in ("cpu", "cuda", "mps", "meta") and not available:
-        raise _DeviceError(f"{what}={shown} was asked for, but this torch has no {dev.type} device; "
-                           "use 'cpu' or 'cuda'")
+        raise _DeviceError(
+            f"{what}={shown} was asked for, but this torch has no {dev.type} device; use 'cpu' or 'cuda'"
+        )
     return dev
 
 
@@ -220,8 +229,10 @@ def _check_device_map(device_map: Any) -> None:
         _check_device(device_map, "device_map")
         return
     if not isinstance(device_map, dict):
-        raise _DeviceError(f"device_map must be one of {list(_DEVICE_MAP_STRATEGIES)}, a device or a dict of "
-                           f"module name -> device, not a {type(device_map).__name__}")
+        raise _DeviceError(
+            f"device_map must be one of {list(_DEVICE_MAP_STRATEGIES)}, a device or a dict of "
+            f"module name -> device, not a {type(device_map).__name__}"
+        )
     for module, where in device_map.items():
         if where != "disk":
             _check_device(where, f"device_map[{module!r}]")
@@ -290,10 +301,13 @@ def _quiet_transformers() -> Iterator[None]:
 
 # ---- what the checkpoint is --------------------------------------------------------------------------------------
 
+
 def _remote_code_error(name: str) -> ModelLoadError:
-    return ModelLoadError(f"{name!r} needs modelling code shipped with the checkpoint (its config.json's auto_map), "
-                          "which heatwidget does not run on its own: passing trust_remote_code=True is your call, "
-                          "after reading that code")
+    return ModelLoadError(
+        f"{name!r} needs modelling code shipped with the checkpoint (its config.json's auto_map), "
+        "which heatwidget does not run on its own: passing trust_remote_code=True is your call, "
+        "after reading that code"
+    )
 
 
 # from_pretrained arguments that choose which files are read (the config must come from the same place)
@@ -314,9 +328,11 @@ def _load_config(src: str, name: str, where: str, hub_kwargs: dict[str, Any], tr
             raise _remote_code_error(name) from None
         found = re.search(r"model type `([^`]*)`", str(e))
         if found:
-            raise ModelLoadError(f"transformers {transformers.__version__} does not know model_type "
-                                 f"{found.group(1)!r} (the config of {name!r}): a newer transformers may "
-                                 "(pip install -U transformers)") from None
+            raise ModelLoadError(
+                f"transformers {transformers.__version__} does not know model_type "
+                f"{found.group(1)!r} (the config of {name!r}): a newer transformers may "
+                "(pip install -U transformers)"
+            ) from None
         raise ModelLoadError(f"transformers cannot read the config of {name!r}: {_short(e)}") from None
 
 
@@ -362,7 +378,8 @@ def _pickle_error(name: str, src: str, refusal: BaseException) -> ModelLoadError
         f"{name!r} stores its weights as a pickle ({', '.join(files[:3]) or 'pytorch_model.bin'}) that torch's "
         f"weights-only loader refuses{why}; heatwidget never unpickles code: if you trust the file, convert it "
         "once to safetensors (sd = torch.load(path, weights_only=False); safetensors.torch.save_file(sd, "
-        "'model.safetensors', metadata={'format': 'pt'}) in the model directory, then remove the .bin)")
+        "'model.safetensors', metadata={'format': 'pt'}) in the model directory, then remove the .bin)"
+    )
 
 
 def _load_model(src: str, name: str, where: str, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -389,6 +406,7 @@ def _load_model(src: str, name: str, where: str, kwargs: dict[str, Any]) -> tupl
 
 
 # ---- did every weight load? --------------------------------------------------------------------------------------
+
 
 def _listing(keys: Sequence[str], n: int = 3) -> str:
     shown = ", ".join(keys[:n])
@@ -438,8 +456,10 @@ def _weight_problems(model: Any, info: dict[str, Any], name: str, src: str) -> s
     absent = _absent_layers(model, set(missing)) if missing else None
     if absent:
         path, idx, n = absent
-        parts.append(f"{len(idx)} of its {n} layers have no weights in the checkpoint ({path}."
-                     f"{{{', '.join(map(str, idx[:8]))}{', …' if len(idx) > 8 else ''}}})")
+        parts.append(
+            f"{len(idx)} of its {n} layers have no weights in the checkpoint ({path}."
+            f"{{{', '.join(map(str, idx[:8]))}{', …' if len(idx) > 8 else ''}}})"
+        )
         missing = [k for k in missing if not any(k.startswith(f"{path}.{i}.") for i in idx)]
     if missing:
         parts.append(f"{len(missing)} tensor(s) the model needs are missing ({_listing(missing)})")
@@ -452,11 +472,14 @@ def _weight_problems(model: Any, info: dict[str, Any], name: str, src: str) -> s
         parts.append(_short(RuntimeError(msg)))
     if not parts:
         return None
-    return (f"checkpoint {name!r} does not match the model its config describes: {'; '.join(parts)}; the model "
-            "parts concerned would run with random weights")
+    return (
+        f"checkpoint {name!r} does not match the model its config describes: {'; '.join(parts)}; the model "
+        "parts concerned would run with random weights"
+    )
 
 
 # ---- hw.load ---------------------------------------------------------------------------------------------------
+
 
 def _load_tokenizer(src: str, name: str, trust_remote_code: bool, hub_kwargs: dict[str, Any]) -> Any:
     from transformers import AutoTokenizer
@@ -465,6 +488,19 @@ def _load_tokenizer(src: str, name: str, trust_remote_code: bool, hub_kwargs: di
         return AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **hub_kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"loaded the model but not its tokenizer from {name!r}: {_short(e)}") from None
+
+
+def _model_kwargs(
+    dtype: Any, trust_remote_code: bool, hub_kwargs: dict, model_kwargs: dict, device_map: Any, attn: str | None
+) -> dict[str, Any]:
+    """`from_pretrained`'s keyword arguments: ours, then the user's extra ones, then the optional placement ones."""
+    # mismatched shapes are reported with the other weight problems, not raised mid-load
+    kwargs: dict[str, Any] = dict(
+        dtype=dtype, trust_remote_code=trust_remote_code, **hub_kwargs, ignore_mismatched_sizes=True
+    )
+    kwargs.update(model_kwargs)
+    kwargs.update({k: v for k, v in (("device_map", device_map), ("attn_implementation", attn)) if v is not None})
+    return kwargs
 
 
 def load(
@@ -497,12 +533,7 @@ def load(
     name = str(name_or_path)
     where = "the local directory" if is_local else "the Hugging Face Hub (is there network access?)"
     hub_kwargs: dict[str, Any] = {} if local_files_only is None else {"local_files_only": local_files_only}
-    kwargs: dict[str, Any] = dict(dtype=torch_dtype, trust_remote_code=trust_remote_code, **hub_kwargs,
-                                  # mismatched shapes are reported below with the rest, not raised mid-load
-                                  ignore_mismatched_sizes=True)
-    kwargs.update(model_kwargs)
-    kwargs.update({k: v for k, v in (("device_map", device_map), ("attn_implementation", attn_implementation))
-                   if v is not None})
+    kwargs = _model_kwargs(torch_dtype, trust_remote_code, hub_kwargs, model_kwargs, device_map, attn_implementation)
     # the config the model will be built from: same revision, token, cache and subfolder
     config_from = {**hub_kwargs, **{k: model_kwargs[k] for k in _HUB_KWARGS if k in model_kwargs}}
 
@@ -520,8 +551,15 @@ def load(
     if problems:
         warnings.warn(problems, stacklevel=2)
         lm.notes.append(problems)
-    lm.load_kwargs = dict(device=device, dtype=dtype, device_map=device_map, attn_implementation=attn_implementation,
-                          trust_remote_code=trust_remote_code, local_files_only=local_files_only, strict=strict,
-                          **model_kwargs)
+    lm.load_kwargs = dict(
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        local_files_only=local_files_only,
+        strict=strict,
+        **model_kwargs,
+    )
     lm.notes.append(f"loaded in {time.perf_counter() - t0:.2f} s")
     return lm

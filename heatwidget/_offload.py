@@ -45,6 +45,8 @@ def live_param(module: torch.nn.Module, name: str = "weight") -> torch.Tensor:
         wm = getattr(h, "weights_map", None)
         if wm is not None and name in wm:
             return wm[name]
-    raise RuntimeError(f"the {name} of {type(module).__name__} is on the 'meta' device and no accelerate offload "
-                       "map holds its values: was the model loaded with a device_map that offloads it "
-                       "(hw.load(..., device_map=..., offload_folder=...))?")
+    raise RuntimeError(
+        f"the {name} of {type(module).__name__} is on the 'meta' device and no accelerate offload "
+        "map holds its values: was the model loaded with a device_map that offloads it "
+        "(hw.load(..., device_map=..., offload_folder=...))?"
+    )

@@ -68,8 +68,7 @@ def check_cancelled() -> None:
         raise Cancelled("superseded by a newer request")
 
 
-def progress(items: Iterable[T], total: int | None = None, desc: str = "", disable: bool | None = None
-             ) -> Iterator[T]:
+def progress(items: Iterable[T], total: int | None = None, desc: str = "", disable: bool | None = None) -> Iterator[T]:
     """Iterate with a progress bar (tqdm in cells; the widget's bar under the explorer) and cancellation points."""
     task = _current.get()
     if total is None and hasattr(items, "__len__"):

@@ -40,8 +40,10 @@ def token_ids(ids: Any, vocab_size: int, what: str = "prompt") -> list[int]:
     if hasattr(ids, "detach"):  # a torch tensor, without importing torch here
         ids = ids.detach().cpu().numpy()
     if isinstance(ids, (list, tuple)) and any(isinstance(t, str) for t in ids):
-        raise TypeError(f"{what} is a list of str where token ids (ints) were expected: pass one prompt as a str, "
-                        "or token ids from the tokenizer")
+        raise TypeError(
+            f"{what} is a list of str where token ids (ints) were expected: pass one prompt as a str, "
+            "or token ids from the tokenizer"
+        )
     arr = np.asarray(ids, dtype=object) if isinstance(ids, (list, tuple)) else np.asarray(ids)
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
@@ -90,4 +92,3 @@ def finite_number(x: Any, name: str, *, minimum: float | None = None, positive: 
 def optional_budget(x: Any, name: str) -> float | None:
     """None (the default budget) or a positive finite number of megabytes."""
     return None if x is None else finite_number(x, name, positive=True)
-

@@ -37,13 +37,27 @@ from ._concurrency import model_lock
 from ._progress import check_cancelled, progress
 from .matrix import Detail, HeatMatrix
 
-__all__ = ["Option", "Analysis", "Table", "Run", "Config", "config", "current_config", "run_analysis",
-           "run_stage", "legacy_config", "provenance", "EXECUTORS", "declared"]
+__all__ = [
+    "Option",
+    "Analysis",
+    "Table",
+    "Run",
+    "Config",
+    "config",
+    "current_config",
+    "run_analysis",
+    "run_stage",
+    "legacy_config",
+    "provenance",
+    "EXECUTORS",
+    "declared",
+]
 
 EXECUTORS = ("local", "ray")
 
 
 # ---- options -------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Option:
@@ -99,8 +113,12 @@ class Option:
 
     def spec(self) -> dict[str, Any]:
         """What a user interface needs to offer this option (JSON-friendly; stored in meta["option_specs"])."""
-        out: dict[str, Any] = {"kind": "choice" if self.choices is not None else self.type_name,
-                               "default": self.default, "nullable": self.nullable, "doc": self.doc}
+        out: dict[str, Any] = {
+            "kind": "choice" if self.choices is not None else self.type_name,
+            "default": self.default,
+            "nullable": self.nullable,
+            "doc": self.doc,
+        }
         if self.choices is not None:
             out["choices"] = list(self.choices)
         if self.open:
@@ -129,6 +147,7 @@ def _check_layers(name: str, value: Any) -> list[int]:
 
 # ---- execution settings ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Config:
     """How analyses run (never what they compute): executor "local" or "ray", Ray `workers` (model replicas),
@@ -151,7 +170,8 @@ class Config:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
         if self.memory_budget_mb is not None and not (
-                isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0):
+            isinstance(self.memory_budget_mb, (int, float)) and self.memory_budget_mb > 0
+        ):
             raise ValueError(f"memory_budget_mb must be None or a positive number, got {self.memory_budget_mb!r}")
 
 
@@ -170,8 +190,9 @@ class config:  # noqa: N801 - used as `with hw.config(executor="ray", workers=4)
     def __init__(self, **settings: Any) -> None:
         unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
         if unknown:
-            raise TypeError(f"unknown execution setting(s) {unknown}; known: "
-                            f"{[f.name for f in dataclasses.fields(Config)]}")
+            raise TypeError(
+                f"unknown execution setting(s) {unknown}; known: {[f.name for f in dataclasses.fields(Config)]}"
+            )
         self.settings = settings
         self._token: contextvars.Token | None = None
 
@@ -209,12 +230,18 @@ def resolve_config(override: Config | Mapping[str, Any] | None) -> Config:
 
 
 # The execution keywords analyses took before hw.config, and the Config field each one sets.
-_LEGACY_KEYWORDS = {"executor": "executor", "num_workers": "workers", "ray_address": "ray_address",
-                    "progress_bar": "progress", "memory_budget_mb": "memory_budget_mb"}
+_LEGACY_KEYWORDS = {
+    "executor": "executor",
+    "num_workers": "workers",
+    "ray_address": "ray_address",
+    "progress_bar": "progress",
+    "memory_budget_mb": "memory_budget_mb",
+}
 
 
-def legacy_config(config: Config | Mapping[str, Any] | None, old: Mapping[str, Any], where: str
-                  ) -> Config | Mapping[str, Any] | None:
+def legacy_config(
+    config: Config | Mapping[str, Any] | None, old: Mapping[str, Any], where: str
+) -> Config | Mapping[str, Any] | None:
     """`config` with the older execution keywords (`executor=`, `num_workers=`, `ray_address=`, `progress_bar=`,
     `memory_budget_mb=`) applied on top, so calls written before hw.config keep working; any other keyword is a
     TypeError naming `where`. executor=None meant "local"."""
@@ -229,6 +256,7 @@ def legacy_config(config: Config | Mapping[str, Any] | None, old: Mapping[str, A
 
 
 # ---- the declaration -------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Table:
@@ -308,6 +336,7 @@ def declared() -> dict[str, Analysis]:
 
 # ---- the driver ------------------------------------------------------------------------------------------------
 
+
 def provenance(lm: Any) -> dict[str, Any]:
     """Model and library versions, for meta (library versions only when no model is attached: probe_auc on
     plain arrays, weight_change of checkpoint directories)."""
@@ -316,13 +345,24 @@ def provenance(lm: Any) -> dict[str, Any]:
 
     from . import __version__
 
-    versions = {"heatwidget": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-                "python": platform.python_version()}
+    versions = {
+        "heatwidget": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
     if getattr(lm, "anatomy", None) is None:
         return {"versions": versions}
     # the model by its name for people (never a machine path); the path it was loaded from in model_path
-    return {"model": lm.display_name, "model_path": lm.name, "family": lm.anatomy.family, "n_layers": lm.n_layers,
-            "dtype": str(lm.dtype), "device": str(lm.device), "versions": versions}
+    return {
+        "model": lm.display_name,
+        "model_path": lm.name,
+        "family": lm.anatomy.family,
+        "n_layers": lm.n_layers,
+        "dtype": str(lm.dtype),
+        "device": str(lm.device),
+        "versions": versions,
+    }
 
 
 def _lock(lm: Any) -> Any:
@@ -333,8 +373,9 @@ def _lock(lm: Any) -> Any:
         return contextlib.nullcontext()
 
 
-def apply_per_item(lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any],
-                   settings: Config | None = None) -> list[Any]:
+def apply_per_item(
+    lm: Any, per_item: Callable[..., Any], items: list[Any], options: dict[str, Any], settings: Config | None = None
+) -> list[Any]:
     """`per_item` over a shard of items (what each Ray worker runs, on its model replica, under the driver's
     execution settings)."""
     import torch
@@ -350,8 +391,9 @@ def _keep(_i: int, result: Any) -> Any:
     return result
 
 
-def _run_local(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config,
-               sink: Sink = _keep) -> list[Any]:
+def _run_local(
+    analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config, sink: Sink = _keep
+) -> list[Any]:
     quiet = cfg.progress is False or (cfg.progress is None and len(items) <= 2)
     out = []
     for i, item in enumerate(progress(items, desc=analysis.name, disable=quiet)):
@@ -361,8 +403,9 @@ def _run_local(analysis: Analysis, lm: Any, items: list[Any], options: dict[str,
     return out
 
 
-def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config,
-             sink: Sink = _keep) -> list[Any]:
+def _run_ray(
+    analysis: Analysis, lm: Any, items: list[Any], options: dict[str, Any], cfg: Config, sink: Sink = _keep
+) -> list[Any]:
     from .scale import chunked, map_shards, require_ray
 
     require_ray()
@@ -370,9 +413,15 @@ def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, A
     starts = np.cumsum([0] + [len(g) for g in groups]).tolist()  # item index of each shard's first item
     shards = [(analysis.per_item, g) for g in groups]
     out: list[list[Any] | None] = [None] * len(groups)
-    it = map_shards(lm, apply_per_item, shards, common={"options": options, "settings": cfg},
-                    ray_address=cfg.ray_address,
-                    num_workers=cfg.workers, threads_per_worker=cfg.threads_per_worker)
+    it = map_shards(
+        lm,
+        apply_per_item,
+        shards,
+        common={"options": options, "settings": cfg},
+        ray_address=cfg.ray_address,
+        num_workers=cfg.workers,
+        threads_per_worker=cfg.threads_per_worker,
+    )
     for i, res in progress(it, total=len(groups), desc=f"{analysis.name} (ray)", disable=cfg.progress is False):
         out[i] = [sink(starts[i] + j, r) for j, r in enumerate(res)]
     if any(r is None for r in out):
@@ -380,8 +429,15 @@ def _run_ray(analysis: Analysis, lm: Any, items: list[Any], options: dict[str, A
     return [r for rs in out for r in rs]  # type: ignore[union-attr]
 
 
-def _execute(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
-             config: Config | Mapping[str, Any] | None, results: list[Any] | None, sink: Sink = _keep) -> Run:
+def _execute(
+    analysis: Analysis,
+    lm: Any,
+    inputs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    config: Config | Mapping[str, Any] | None,
+    results: list[Any] | None,
+    sink: Sink = _keep,
+) -> Run:
     """Validate, make the items and run `per_item` over them (unless `results` are reused)."""
     cfg = resolve_config(config)
     opts = analysis.check_options(options)
@@ -398,9 +454,15 @@ def _execute(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Ma
     return Run(analysis, lm, inputs, opts, items, results, cfg)
 
 
-def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
-                 config: Config | Mapping[str, Any] | None = None, *, _results: list[Any] | None = None
-                 ) -> HeatMatrix:
+def run_analysis(
+    analysis: Analysis,
+    lm: Any,
+    inputs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    config: Config | Mapping[str, Any] | None = None,
+    *,
+    _results: list[Any] | None = None,
+) -> HeatMatrix:
     """Validate, run `per_item` over the items (locally or on Ray), reduce, and build the HeatMatrix."""
     t0 = time.perf_counter()
     run = _execute(analysis, lm, inputs, options, config, _results)
@@ -409,8 +471,15 @@ def run_analysis(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options
     return _matrix(run, table, time.perf_counter() - t0)
 
 
-def run_stage(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: Mapping[str, Any],
-              config: Config | Mapping[str, Any] | None = None, *, sink: Sink = _keep) -> Any:
+def run_stage(
+    analysis: Analysis,
+    lm: Any,
+    inputs: Mapping[str, Any],
+    options: Mapping[str, Any],
+    config: Config | Mapping[str, Any] | None = None,
+    *,
+    sink: Sink = _keep,
+) -> Any:
     """A pipeline stage (hw.answer, hw.collect): the same validation, per-item loop, progress, cancellation and
     executor as `run_analysis`, but `reduce(run)` returns the stage's own result (data for the next stage), not
     a matrix. `sink(index, result)` receives each item's result as it arrives (in any order under Ray) and
@@ -422,17 +491,33 @@ def run_stage(analysis: Analysis, lm: Any, inputs: Mapping[str, Any], options: M
 
 def _matrix(run: Run, table: Table, seconds: float) -> HeatMatrix:
     a = run.analysis
-    meta = {**provenance(run.lm), "analysis": a.name, "options": dict(run.options),
-            "option_specs": {o.name: o.spec() for o in a.options}, "executor": run.config.executor,
-            **table.meta, "seconds": seconds}
+    meta = {
+        **provenance(run.lm),
+        "analysis": a.name,
+        "options": dict(run.options),
+        "option_specs": {o.name: o.spec() for o in a.options},
+        "executor": run.config.executor,
+        **table.meta,
+        "seconds": seconds,
+    }
     drill = None
     if a.drill is not None:
+
         def drill(m: HeatMatrix, r: int, c: int) -> Detail:
             with _lock(run.lm), _active(run.config):
                 return a.drill(run, m, r, c)  # type: ignore[misc]
 
-    m = HeatMatrix(table.values, table.rows, table.cols, title=table.title, row_title=table.row_title,
-                   col_title=table.col_title, metric=table.metric, meta=meta, drill=drill)
+    m = HeatMatrix(
+        table.values,
+        table.rows,
+        table.cols,
+        title=table.title,
+        row_title=table.row_title,
+        col_title=table.col_title,
+        metric=table.metric,
+        meta=meta,
+        drill=drill,
+    )
     return m.with_recompute(lambda **changes: _recompute(run, changes))
 
 
@@ -447,7 +532,8 @@ def _recompute(run: Run, changes: dict[str, Any]) -> HeatMatrix:
     inputs = {**run.inputs, **{k: v for k, v in changes.items() if k in run.inputs}}
     options = a.check_options({**run.options, **{k: v for k, v in changes.items() if k not in run.inputs}})
     same_items = all(_same(inputs[k], run.inputs[k]) for k in inputs) and all(
-        _same(options[k], run.options[k]) for k in a.item_options(options))
+        _same(options[k], run.options[k]) for k in a.item_options(options)
+    )
     return run_analysis(a, run.lm, inputs, options, run.config, _results=run.results if same_items else None)
 
 

@@ -114,17 +114,23 @@ class Anatomy:
         if self.attention_layers:
             return
         if self.shared_attention:
-            raise AnatomyError(f"{what} blocks one layer's attention edges, and this {self.family} model has no "
-                               f"attention module of its own in any layer: {self.shared_attention}, so one layer's "
-                               "attention cannot be knocked out alone")
-        raise AnatomyError(f"{what} blocks attention edges, and this {self.family} model has no softmax attention "
-                           "in any layer (an attention-free model): use ablation_kl")
+            raise AnatomyError(
+                f"{what} blocks one layer's attention edges, and this {self.family} model has no "
+                f"attention module of its own in any layer: {self.shared_attention}, so one layer's "
+                "attention cannot be knocked out alone"
+            )
+        raise AnatomyError(
+            f"{what} blocks attention edges, and this {self.family} model has no softmax attention "
+            "in any layer (an attention-free model): use ablation_kl"
+        )
 
     def require_single_stream(self, what: str) -> None:
         """AnatomyError naming the family when the blocks pass several residual streams [B, T, n, d]."""
         if self.multi_stream:
-            raise AnatomyError(f"{what} reads and edits one residual stream [batch, seq, d], and this {self.family} "
-                               f"model carries several: {self.multi_stream}")
+            raise AnatomyError(
+                f"{what} reads and edits one residual stream [batch, seq, d], and this {self.family} "
+                f"model carries several: {self.multi_stream}"
+            )
 
     @property
     def n_layers(self) -> int:
@@ -142,19 +148,25 @@ class Anatomy:
         says which analysis needs it)."""
         m = self.attn[self.layer_index(layer)]
         if m is None:
-            raise AnatomyError(f"{what} needs the attention module of layer {layer}, and this {self.family} model's "
-                               f"layer {layer} has no softmax attention ({self._kinds('attention')})")
+            raise AnatomyError(
+                f"{what} needs the attention module of layer {layer}, and this {self.family} model's "
+                f"layer {layer} has no softmax attention ({self._kinds('attention')})"
+            )
         if isinstance(m, nn.ModuleList):
-            raise AnatomyError(f"{what} needs one attention module in layer {layer}, and this {self.family} model's "
-                               f"layer {layer} runs {len(m)} attention sub-layers ({self.attn_paths[layer]})")
+            raise AnatomyError(
+                f"{what} needs one attention module in layer {layer}, and this {self.family} model's "
+                f"layer {layer} runs {len(m)} attention sub-layers ({self.attn_paths[layer]})"
+            )
         return m
 
     def mlp_module(self, layer: int, what: str) -> nn.Module:
         """Layer `layer`'s MLP module; AnatomyError naming the family when the layer has none."""
         m = self.mlp[self.layer_index(layer)]
         if m is None:
-            raise AnatomyError(f"{what} needs the MLP module of layer {layer}, and this {self.family} model's "
-                               f"layer {layer} has none ({self._kinds('MLP')})")
+            raise AnatomyError(
+                f"{what} needs the MLP module of layer {layer}, and this {self.family} model's "
+                f"layer {layer} has none ({self._kinds('MLP')})"
+            )
         return m
 
     @property
@@ -211,11 +223,14 @@ class Anatomy:
             extra += f"; softmax attention in layers {self.attention_layers}"
         if self.n_experts:
             extra += f"; {self.n_experts} experts per MoE layer"
-        return (f"{self.family}: {self.n_layers} layers at {self.layers_path}; modules {found}; "
-                f"final norm {'yes' if self.final_norm is not None else 'no'}{extra}")
+        return (
+            f"{self.family}: {self.n_layers} layers at {self.layers_path}; modules {found}; "
+            f"final norm {'yes' if self.final_norm is not None else 'no'}{extra}"
+        )
 
 
 # ---- finding the parts ---------------------------------------------------------------------------------------
+
 
 def _get(root: nn.Module, path: str) -> nn.Module | None:
     mod: nn.Module | None = root
@@ -235,8 +250,16 @@ def _path_of(model: nn.Module, target: nn.Module) -> str:
 
 def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The decoder blocks: the longest ModuleList of identical block classes (length = num_hidden_layers if known)."""
-    for path in ("model.layers", "transformer.h", "gpt_neox.layers", "model.decoder.layers", "transformer.layers",
-                 "transformer.blocks", "model.language_model.layers", "language_model.model.layers"):
+    for path in (
+        "model.layers",
+        "transformer.h",
+        "gpt_neox.layers",
+        "model.decoder.layers",
+        "transformer.layers",
+        "transformer.blocks",
+        "model.language_model.layers",
+        "language_model.model.layers",
+    ):
         mod = _get(model, path)
         if isinstance(mod, nn.ModuleList) and len(mod) > 0:
             return path, mod
@@ -251,7 +274,8 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     if best is None:
         raise AnatomyError(
             f"could not find the decoder layers of this {type(model).__name__}: no ModuleList of identical blocks"
-            + (f" with {want} entries (config.num_hidden_layers)" if want else "") + _loops_note(model)
+            + (f" with {want} entries (config.num_hidden_layers)" if want else "")
+            + _loops_note(model)
         )
     return best
 
@@ -259,20 +283,45 @@ def _find_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
 def _loops_note(model: nn.Module) -> str:
     """Why the layers are not one stack run once: config fields that loop stacks of blocks (HRM's H_cycles)."""
     fields = getattr(getattr(model, "config", None), "__dict__", {})
-    loops = {k: v for k, v in sorted(fields.items()) if isinstance(v, int) and not isinstance(v, bool) and v > 1
-             and ("cycles" in k.lower() or "loops" in k.lower())}
+    loops = {
+        k: v
+        for k, v in sorted(fields.items())
+        if isinstance(v, int) and not isinstance(v, bool) and v > 1 and ("cycles" in k.lower() or "loops" in k.lower())
+    }
     if not loops:
         return ""
     shown = ", ".join(f"{k}={v}" for k, v in loops.items())
-    return (f"; this {_family(model)} model runs stacks of blocks in loops ({shown}), so there is no single layer "
-            "sequence to analyse per layer")
+    return (
+        f"; this {_family(model)} model runs stacks of blocks in loops ({shown}), so there is no single layer "
+        "sequence to analyse per layer"
+    )
 
 
 # dotted names reach into wrappers: DBRX's norm_attn_norm, Zamba's shared transformer block of a hybrid layer
-_ATTN_NAMES = ("self_attn", "attn", "attention", "self_attention", "multi_head_attention", "mixer",
-               "temporal_block", "norm_attn_norm.attn", "shared_transf.self_attn", "shared_transformer.self_attn")
-_MLP_NAMES = ("mlp", "feed_forward", "ffn", "ff", "mlp_block", "block_sparse_moe", "moe", "mixer",
-              "shared_transf.feed_forward", "shared_transformer.feed_forward")
+_ATTN_NAMES = (
+    "self_attn",
+    "attn",
+    "attention",
+    "self_attention",
+    "multi_head_attention",
+    "mixer",
+    "temporal_block",
+    "norm_attn_norm.attn",
+    "shared_transf.self_attn",
+    "shared_transformer.self_attn",
+)
+_MLP_NAMES = (
+    "mlp",
+    "feed_forward",
+    "ffn",
+    "ff",
+    "mlp_block",
+    "block_sparse_moe",
+    "moe",
+    "mixer",
+    "shared_transf.feed_forward",
+    "shared_transformer.feed_forward",
+)
 # Sequence mixers that are not softmax attention although some are called "...Attention" (linear / delta-rule /
 # lightning attention, RWKV's time mixing): attention knockout has no attention mask to edit in them.
 _NOT_SOFTMAX = ("linear", "delta", "lightning", "rwkv", "mamba", "retention", "conv", "recurrent", "lstm")
@@ -325,8 +374,9 @@ def _weight(owner: nn.Module, attr: str) -> torch.Tensor:
     return w
 
 
-def _layer_parts(model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None, attn_path: str, mlp_path: str,
-                 family: str, config) -> dict[str, Part]:
+def _layer_parts(
+    model: nn.Module, attn: nn.Module | None, mlp: nn.Module | None, attn_path: str, mlp_path: str, family: str, config
+) -> dict[str, Part]:
     parts: dict[str, Part] = {}
     if attn is None or mlp is None:  # a hybrid layer (Mamba/linear attention mixer, or no MLP): what is there
         if attn is not None:
@@ -417,6 +467,7 @@ class TiedUnembedding(nn.Module):
 
 # ---- mixture of experts --------------------------------------------------------------------------------------
 
+
 class ExpertStack:
     """A list of per-expert MLPs (transformers 4.x Mixtral/Qwen-MoE layout) seen as one stacked parameter
     [experts, out, in] (a copy), so an MoE projection reads alike in every layout."""
@@ -466,8 +517,12 @@ def _fused_experts(experts: nn.Module, path: str, family: str) -> dict[str, Part
     gate and up interleaved) and down_proj [E, H, I] (GPT-OSS [E, I, H])."""
     parts: dict[str, Part] = {}
     t = family == "gpt_oss"
-    for attr, names in (("gate_up_proj", ("mlp.gate", "mlp.up")), ("up_proj", ("mlp.up",)),
-                        ("gate_proj", ("mlp.gate",)), ("down_proj", ("mlp.down",))):
+    for attr, names in (
+        ("gate_up_proj", ("mlp.gate", "mlp.up")),
+        ("up_proj", ("mlp.up",)),
+        ("gate_proj", ("mlp.gate",)),
+        ("down_proj", ("mlp.down",)),
+    ):
         w = getattr(experts, attr, None)
         if isinstance(w, torch.Tensor) and w.ndim == 3:
             for n, p in _expert_parts(experts, f"{path}", attr, names, w, transposed=t).items():
@@ -475,17 +530,23 @@ def _fused_experts(experts: nn.Module, path: str, family: str) -> dict[str, Part
     return parts
 
 
-def _expert_parts(owner: nn.Module, path: str, attr: str, names: tuple[str, ...], w: torch.Tensor,
-                  transposed: bool) -> dict[str, Part]:
+def _expert_parts(
+    owner: nn.Module, path: str, attr: str, names: tuple[str, ...], w: torch.Tensor, transposed: bool
+) -> dict[str, Part]:
     n_exp = int(w.shape[0])
     if len(names) == 1:
         return {names[0]: Part(names[0], path, owner, transposed=transposed, param=attr, experts=n_exp)}
     out = int(w.shape[-1] if transposed else w.shape[-2])
     half = out // 2
-    splits = ([Split("heads", n_heads=half, n_parts=2, part=i) for i in range(2)] if transposed
-              else [Split("rows", 0, half), Split("rows", half, out)])  # GPT-OSS interleaves gate and up
-    return {n: Part(n, path, owner, transposed=transposed, split=sp, param=attr, experts=n_exp)
-            for n, sp in zip(names, splits, strict=True)}
+    splits = (
+        [Split("heads", n_heads=half, n_parts=2, part=i) for i in range(2)]
+        if transposed
+        else [Split("rows", 0, half), Split("rows", half, out)]
+    )  # GPT-OSS interleaves gate and up
+    return {
+        n: Part(n, path, owner, transposed=transposed, split=sp, param=attr, experts=n_exp)
+        for n, sp in zip(names, splits, strict=True)
+    }
 
 
 def _listed_experts(experts: nn.ModuleList, path: str) -> dict[str, Part]:
@@ -499,8 +560,12 @@ def _listed_experts(experts: nn.ModuleList, path: str) -> dict[str, Part]:
             continue
         for attr in candidates:
             if all(_has_weight(getattr(e, attr, nn.Identity())) for e in real):
-                parts[name] = Part(name, f"{path}.*.{attr}", ExpertStack(real, attr),  # type: ignore[arg-type]
-                                   experts=len(real))
+                parts[name] = Part(
+                    name,
+                    f"{path}.*.{attr}",
+                    ExpertStack(real, attr),  # type: ignore[arg-type]
+                    experts=len(real),
+                )
                 break
     return parts
 
@@ -511,8 +576,15 @@ def _family(model: nn.Module) -> str:
 
 
 def _final_norm(model: nn.Module, layers_path: str) -> nn.Module | None:
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.decoder.final_layer_norm",
-                 "transformer.norm_f", "model.final_layernorm", "model.language_model.norm"):
+    for path in (
+        "model.norm",
+        "transformer.ln_f",
+        "gpt_neox.final_layer_norm",
+        "model.decoder.final_layer_norm",
+        "transformer.norm_f",
+        "model.final_layernorm",
+        "model.language_model.norm",
+    ):
         m = _get(model, path)
         if m is not None:
             return m
@@ -530,15 +602,18 @@ def _final_norm(model: nn.Module, layers_path: str) -> nn.Module | None:
     return None
 
 
-def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp_paths: list[str],
-                  parts: list[dict[str, Part]]) -> list[str]:
+def _layout_notes(
+    family: str, attn: list, mlp: list, attn_paths: list[str], mlp_paths: list[str], parts: list[dict[str, Part]]
+) -> list[str]:
     """What the analyses will lack: layers without softmax attention or MLP, projections not found, MoE."""
     notes = []
     no_attn = [i for i, m in enumerate(attn) if m is None]
     no_mlp = [i for i, m in enumerate(mlp) if m is None]
     if no_attn:
-        notes.append(f"{family}: layers {no_attn} have no softmax attention (state-space / linear-attention "
-                     "mixers): attention knockout and site='attn' skip or refuse them")
+        notes.append(
+            f"{family}: layers {no_attn} have no softmax attention (state-space / linear-attention "
+            "mixers): attention knockout and site='attn' skip or refuse them"
+        )
     if no_mlp:
         notes.append(f"{family}: layers {no_mlp} have no MLP: zero_mlp and site='mlp' refuse them")
     # Projections are needed only by module-level analyses (weight_change): record, don't refuse to load.
@@ -551,8 +626,10 @@ def _layout_notes(family: str, attn: list, mlp: list, attn_paths: list[str], mlp
             notes.append(f"no {needed} projection found in {paths[i]}: module statistics show it as n/a")
     n_exp = max((p.experts for d in parts for p in d.values()), default=0)
     if n_exp:
-        notes.append(f"mixture of experts ({n_exp} experts): mlp.up/mlp.down/mlp.gate are the experts' "
-                     "matrices stacked [experts, out, in] (statistics over all experts); the router is mlp.router")
+        notes.append(
+            f"mixture of experts ({n_exp} experts): mlp.up/mlp.down/mlp.gate are the experts' "
+            "matrices stacked [experts, out, in] (statistics over all experts); the router is mlp.router"
+        )
     return notes
 
 
@@ -626,8 +703,10 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     missing: list[str] = []
     family = _family(model)
     if family in _SEQUENCE_FIRST:
-        raise AnatomyError(f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
-                           f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})")
+        raise AnatomyError(
+            f"heatwidget reads and edits hidden states as [batch, seq, d], and this {family} model's "
+            f"blocks pass them as [seq, batch, d] ({_SEQUENCE_FIRST[family]})"
+        )
     layers_path, layers = _find_layers(model)
     config = getattr(model, "config", None)
 
@@ -651,7 +730,19 @@ def find_anatomy(model: nn.Module) -> Anatomy:
         raise AnatomyError(
             f"heatwidget does not understand this {type(model).__name__} layout; not found: " + "; ".join(missing)
         )
-    return Anatomy(family=family, layers=layers, layers_path=layers_path, attn=attn_list, mlp=mlp_list,
-                   parts=parts, final_norm=final_norm, unembed=unembed, embed=embed,
-                   attn_paths=attn_paths, mlp_paths=mlp_paths, notes=notes + ([streams] if streams else []),
-                   multi_stream=streams, shared_attention=_shared_note(shared, attn_paths))
+    return Anatomy(
+        family=family,
+        layers=layers,
+        layers_path=layers_path,
+        attn=attn_list,
+        mlp=mlp_list,
+        parts=parts,
+        final_norm=final_norm,
+        unembed=unembed,
+        embed=embed,
+        attn_paths=attn_paths,
+        mlp_paths=mlp_paths,
+        notes=notes + ([streams] if streams else []),
+        multi_stream=streams,
+        shared_attention=_shared_note(shared, attn_paths),
+    )

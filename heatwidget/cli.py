@@ -21,8 +21,9 @@ def _tour() -> Path:
     for tour in TOURS:
         if tour.is_file():
             return tour
-    raise FileNotFoundError(f"the tour notebook is missing (looked in {', '.join(map(str, TOURS))}); "
-                            "reinstall heatwidget")
+    raise FileNotFoundError(
+        f"the tour notebook is missing (looked in {', '.join(map(str, TOURS))}); reinstall heatwidget"
+    )
 
 
 def _missing(what: str) -> str | None:
@@ -32,8 +33,10 @@ def _missing(what: str) -> str | None:
     missing = [name for name in DEMO_NEEDS[what] if importlib.util.find_spec(name) is None]
     if not missing:
         return None
-    return f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: " \
-           "pip install 'heatwidget[demo]'"
+    return (
+        f"needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+        "pip install 'heatwidget[demo]'"
+    )
 
 
 def _export(command: str, notebook: Path, output: Path, **options) -> int:
@@ -95,8 +98,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"heatwidget demo {problem}", file=sys.stderr)
         return 1
     if args.html:
-        return _export("demo", tour, Path(args.html), execute=True, timeout=args.timeout, drill=args.drill,
-                       drill_budget_mb=args.drill_budget)
+        return _export(
+            "demo",
+            tour,
+            Path(args.html),
+            execute=True,
+            timeout=args.timeout,
+            drill=args.drill,
+            drill_budget_mb=args.drill_budget,
+        )
     cmd = [sys.executable, "-m", "jupyter", "lab", str(tour), f"--port={args.port}"]
     if args.no_browser:
         cmd.append("--no-browser")
@@ -110,8 +120,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     if problem:
         print(f"heatwidget export {problem}", file=sys.stderr)
         return 1
-    return _export("export", Path(args.notebook), Path(args.output), execute=args.execute, timeout=args.timeout,
-                   offline=not args.cdn, theme=args.theme, drill=args.drill, drill_budget_mb=args.drill_budget)
+    return _export(
+        "export",
+        Path(args.notebook),
+        Path(args.output),
+        execute=args.execute,
+        timeout=args.timeout,
+        offline=not args.cdn,
+        theme=args.theme,
+        drill=args.drill,
+        drill_budget_mb=args.drill_budget,
+    )
 
 
 def _drill_options(p: argparse.ArgumentParser) -> None:
@@ -123,12 +142,22 @@ def _drill_options(p: argparse.ArgumentParser) -> None:
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
 
-    p.add_argument("--drill", type=drill, default="all", metavar="all|none|N",
-                   help="precompute the explorers' drill-downs so clicks in the page work without a kernel: every "
-                        "cell (default), none, or the N most extreme cells per explorer (with --execute)")
-    p.add_argument("--drill-budget", type=float, default=25.0, metavar="MB",
-                   help="size budget of the whole page; past it the most extreme cells keep their details and "
-                        "each explorer says how many cells have them (default 25)")
+    p.add_argument(
+        "--drill",
+        type=drill,
+        default="all",
+        metavar="all|none|N",
+        help="precompute the explorers' drill-downs so clicks in the page work without a kernel: every "
+        "cell (default), none, or the N most extreme cells per explorer (with --execute)",
+    )
+    p.add_argument(
+        "--drill-budget",
+        type=float,
+        default=25.0,
+        metavar="MB",
+        help="size budget of the whole page; past it the most extreme cells keep their details and "
+        "each explorer says how many cells have them (default 25)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,8 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--execute", action="store_true", help="run the notebook first (widget state is saved)")
     e.add_argument("--timeout", type=int, default=600)
     e.add_argument("--theme", choices=["light", "dark"], default="light", help="JupyterLab page theme")
-    e.add_argument("--cdn", action="store_true",
-                   help="load require.js and widget front ends from CDNs (nbconvert's default; needs internet)")
+    e.add_argument(
+        "--cdn",
+        action="store_true",
+        help="load require.js and widget front ends from CDNs (nbconvert's default; needs internet)",
+    )
     _drill_options(e)
     e.set_defaults(func=cmd_export)
     args = p.parse_args(argv)

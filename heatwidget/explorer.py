@@ -49,9 +49,17 @@ from ._detail_view import DETAIL_CSS, NEEDS_KERNEL, close_tree, detail_view, sub
 from ._progress import Cancelled, Task, running
 from .matrix import Detail, HeatMatrix
 
-__all__ = ["Explorer", "explore", "Precomputed", "NOT_PRECOMPUTED", "DEFAULT_BUDGET_MB", "state_bytes",
-           "option_choices", "spec_editors",
-           "OPTION_CHOICES"]  # noqa: F822 - served by the module's __getattr__, derived on each access
+__all__ = [
+    "Explorer",
+    "explore",
+    "Precomputed",
+    "NOT_PRECOMPUTED",
+    "DEFAULT_BUDGET_MB",
+    "state_bytes",
+    "option_choices",
+    "spec_editors",
+    "OPTION_CHOICES",  # noqa: F822 - served by the module's __getattr__, derived on each access
+]
 
 CACHE_SIZE = 128  # drill-downs and re-runs kept per explorer (least recently used dropped first)
 VIEW_CACHE_SIZE = 8  # built detail views of the last cells shown, kept for instant re-display (module docstring)
@@ -80,8 +88,10 @@ def option_choices() -> dict[str, list[Any] | None]:
     out: dict[str, list[Any] | None] = {}
     named = [(o.name, list(o.choices)) for a in declared().values() for o in a.options if o.choices is not None]
     # analyses that may not declare their options yet: their constants (empty once renamed; declared then)
-    undeclared = [("site", list(getattr(collect_module, "SITES", ()))),
-                  ("stat", list(getattr(weights, "CHANGE_STATS", ())))]
+    undeclared = [
+        ("site", list(getattr(collect_module, "SITES", ()))),
+        ("stat", list(getattr(weights, "CHANGE_STATS", ()))),
+    ]
     for name, choices in [*named, *undeclared]:
         seen = out.setdefault(name, [])
         assert seen is not None
@@ -103,14 +113,14 @@ def spec_editors(specs: dict[str, Any], options: dict[str, Any]) -> dict[str, W.
         value, kind = options.get(name), spec.get("kind")
         tip = str(spec.get("doc", ""))
         if kind == "choice" and isinstance(value, (str, int, float)) and value in spec.get("choices", []):
-            out[name] = W.Dropdown(options=spec["choices"], value=value, description=name, tooltip=tip,
-                                   layout=W.Layout(width="220px"))
+            out[name] = W.Dropdown(
+                options=spec["choices"], value=value, description=name, tooltip=tip, layout=W.Layout(width="220px")
+            )
         elif kind in ("int", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
             box, cast = (W.BoundedIntText, int) if kind == "int" else (W.BoundedFloatText, float)
             lo = cast(spec["min"]) if spec.get("min") is not None else cast(-(2**31))
             hi = cast(spec["max"]) if spec.get("max") is not None else cast(2**31 - 1)
-            out[name] = box(value=value, min=lo, max=hi, description=name, tooltip=tip,
-                            layout=W.Layout(width="200px"))
+            out[name] = box(value=value, min=lo, max=hi, description=name, tooltip=tip, layout=W.Layout(width="200px"))
         elif kind == "str" and isinstance(value, str):
             out[name] = W.Text(value=value, description=name, tooltip=tip, layout=W.Layout(width="360px"))
     return out
@@ -135,9 +145,12 @@ def _editors(specs: Any, options: dict[str, Any]) -> dict[str, W.ValueWidget]:
             editors[name] = W.Dropdown(options=allowed, value=value, description=name, layout=W.Layout(width="220px"))
     layers = options.get("layers")
     if isinstance(layers, list) and layers and all(isinstance(i, int) for i in layers):
-        editors["layers"] = W.Text(value=", ".join(map(str, layers)), description="layers",
-                                   tooltip="layer indices in display order, e.g. 0, 15, 18, 17",
-                                   layout=W.Layout(width="260px"))
+        editors["layers"] = W.Text(
+            value=", ".join(map(str, layers)),
+            description="layers",
+            tooltip="layer indices in display order, e.g. 0, 15, 18, 17",
+            layout=W.Layout(width="260px"),
+        )
     return editors
 
 
@@ -163,9 +176,11 @@ class Precomputed:
     failed: list[tuple[int, int]]
 
     def __repr__(self) -> str:
-        return (f"Precomputed({len(self.cells)} of {self.requested} requested cells ({self.total_cells} in the "
-                f"matrix), {self.state_bytes / 1e6:.2f} MB of widget state, budget {self.budget_bytes / 1e6:.1f} MB, "
-                f"{self.seconds:.1f} s)")
+        return (
+            f"Precomputed({len(self.cells)} of {self.requested} requested cells ({self.total_cells} in the "
+            f"matrix), {self.state_bytes / 1e6:.2f} MB of widget state, budget {self.budget_bytes / 1e6:.1f} MB, "
+            f"{self.seconds:.1f} s)"
+        )
 
 
 def state_bytes(root: W.Widget) -> int:
@@ -213,8 +228,9 @@ class Explorer(W.VBox):
 
         self.breadcrumb = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.message = W.HTML("")
-        self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0,
-                                        layout=W.Layout(width="200px", visibility="hidden"))
+        self.progress = W.FloatProgress(
+            value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px", visibility="hidden")
+        )
         self.cancel_button = W.Button(description="cancel", icon="stop", layout=W.Layout(width="auto", display="none"))
         self.cancel_button.on_click(lambda _b: self.cancel())
         self.controls = W.HBox(layout=W.Layout(flex_flow="row wrap", align_items="center"))
@@ -222,9 +238,17 @@ class Explorer(W.VBox):
         self._build_detail_area()
         self.heatmap.observe(self._on_select, names=["selected_row", "selected_col"])
         self.heatmap.on_msg(self._on_front_end_msg)
-        super().__init__([W.HTML(DETAIL_CSS), self.breadcrumb, self.controls, self.heatmap,
-                          W.HBox([self.progress, self.cancel_button, self.message]), self.precompute_note,
-                          self.details])
+        super().__init__(
+            [
+                W.HTML(DETAIL_CSS),
+                self.breadcrumb,
+                self.controls,
+                self.heatmap,
+                W.HBox([self.progress, self.cancel_button, self.message]),
+                self.precompute_note,
+                self.details,
+            ]
+        )
         # Stable hooks for user CSS and browser tests (the heatmap inside vs. child heatmaps in the detail area).
         self.add_class("heatwidget-explorer")
         self._show_matrix(matrix)
@@ -275,7 +299,7 @@ class Explorer(W.VBox):
     def back(self, depth: int) -> None:
         """Return to the view at breadcrumb position `depth` (0 = the original matrix)."""
         self.cancel()
-        del self.history[depth + 1:]
+        del self.history[depth + 1 :]
         kept = {id(m) for _label, m in self.history}
         for key in [k for k in self._views if k not in kept]:  # views of matrices no longer reachable
             close_tree(*(view for _d, view in self._views.pop(key)[1].values()))
@@ -300,8 +324,11 @@ class Explorer(W.VBox):
     def _build_breadcrumb(self) -> None:
         items: list[W.Widget] = []
         for i, (label, _m) in enumerate(self.history):
-            b = W.Button(description=label[:40], layout=W.Layout(width="auto"),
-                         button_style="info" if i == len(self.history) - 1 else "")
+            b = W.Button(
+                description=label[:40],
+                layout=W.Layout(width="auto"),
+                button_style="info" if i == len(self.history) - 1 else "",
+            )
             b.on_click(lambda _b, i=i: self.back(i))
             items.append(self._kernel_button(b, f"back to {label}"))
             if i < len(self.history) - 1:
@@ -313,8 +340,9 @@ class Explorer(W.VBox):
         from ._figure import colormap_names
 
         hm = self.heatmap
-        cmap = W.Dropdown(options=list(colormap_names()), value=hm.colormap, description="colours",
-                          layout=W.Layout(width="190px"))
+        cmap = W.Dropdown(
+            options=list(colormap_names()), value=hm.colormap, description="colours", layout=W.Layout(width="190px")
+        )
         log = W.Checkbox(value=bool(hm.log), description="log scale", indent=False, layout=W.Layout(width="100px"))
         # Kernel-side links (unlinked when the controls are rebuilt, so the heatmap keeps no stale observers).
         self._control_links += [W.link((cmap, "value"), (hm, "colormap")), W.link((log, "value"), (hm, "log"))]
@@ -361,16 +389,18 @@ class Explorer(W.VBox):
             # An n/a cell (e.g. a module this architecture lacks) has nothing behind it: say so, don't compute.
             return self._submit(("drill", row, col), lambda: m.cell(row, col), self._show_na, label)
         key = (id(m), ("drill", row, col))
-        return self._submit(("drill", row, col), lambda: m.drill(row, col),
-                            lambda detail: self._show_detail(detail, key), label)
+        return self._submit(
+            ("drill", row, col), lambda: m.drill(row, col), lambda detail: self._show_detail(detail, key), label
+        )
 
     def recompute(self, **options: Any) -> Future:
         """Re-run the current analysis with changed options; the result replaces the main view."""
         m = self.matrix
         label = ", ".join(f"{k}={v}" for k, v in options.items())
         key = tuple(sorted((k, repr(v)) for k, v in options.items()))  # repr: lists (layers) are unhashable
-        return self._submit(("recompute", key), lambda: m.recompute(**options),
-                            lambda res: self.push(label, res), label)
+        return self._submit(
+            ("recompute", key), lambda: m.recompute(**options), lambda res: self.push(label, res), label
+        )
 
     def rerun(self, label: str, fn: Callable[[], HeatMatrix]) -> Future:
         """Run a drill-down's re-run entry point; its matrix becomes the main view (breadcrumb back)."""
@@ -479,8 +509,10 @@ class Explorer(W.VBox):
             return
         self._set_busy(False)
         self.last_error = "".join(traceback.format_exception(err))
-        self.message.value = (f"<span style='color:var(--jp-error-color1,#c62828)'>{html.escape(label)}: "
-                              f"{html.escape(type(err).__name__)}: {html.escape(str(err))}</span>")
+        self.message.value = (
+            f"<span style='color:var(--jp-error-color1,#c62828)'>{html.escape(label)}: "
+            f"{html.escape(type(err).__name__)}: {html.escape(str(err))}</span>"
+        )
         self.heatmap.status = f"error: {err}"
 
     def _set_busy(self, busy: bool, text: str = "") -> None:
@@ -493,8 +525,9 @@ class Explorer(W.VBox):
             self.message.value = html.escape(text)
 
     def _view(self, detail: Detail) -> W.Widget:
-        return detail_view(detail, open_matrix=self.push, run_rerun=self._start_rerun,
-                           offline=(self.heatmap, "offline"))
+        return detail_view(
+            detail, open_matrix=self.push, run_rerun=self._start_rerun, offline=(self.heatmap, "offline")
+        )
 
     @property
     def live_view(self) -> W.Widget | None:
@@ -571,8 +604,13 @@ class Explorer(W.VBox):
         self.message.value = html.escape(f"{detail.title}: n/a — no value for this cell, nothing to drill into")
 
     # ---- precomputed drill-downs -------------------------------------------------------------------------
-    def precompute(self, cells: str | int | Sequence[tuple[int | str, int | str]] = "all",
-                   budget_mb: float = DEFAULT_BUDGET_MB, *, wait: bool = True) -> Precomputed | Future | None:
+    def precompute(
+        self,
+        cells: str | int | Sequence[tuple[int | str, int | str]] = "all",
+        budget_mb: float = DEFAULT_BUDGET_MB,
+        *,
+        wait: bool = True,
+    ) -> Precomputed | Future | None:
         """Compute the drill-downs of `cells` of the current matrix and keep a view of each in the page.
 
         cells: "all", a number n (the n most extreme cells: farthest from the median value first), or a list of
@@ -586,8 +624,12 @@ class Explorer(W.VBox):
         """
         m = self.matrix
         order = _cells_in_order(m, cells)
-        if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0 \
-                or not math.isfinite(budget_mb):
+        if (
+            isinstance(budget_mb, bool)
+            or not isinstance(budget_mb, (int, float))
+            or not budget_mb > 0
+            or not math.isfinite(budget_mb)
+        ):
             raise ValueError(f"budget_mb must be a positive number of megabytes, got {budget_mb!r}")
         budget = int(budget_mb * 1e6)
         rid = self._supersede()
@@ -602,8 +644,7 @@ class Explorer(W.VBox):
         def compute() -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
             return self._compute_details(m, order, task, at)
 
-        def install(result: tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None
-                    ) -> Precomputed | None:
+        def install(result: tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None) -> Precomputed | None:
             if result is None:
                 return None
             report = self._install_views(m, order, result[0], result[1], budget, t0)
@@ -618,8 +659,9 @@ class Explorer(W.VBox):
         self.last_future = fut
         return fut
 
-    def _compute_details(self, m: HeatMatrix, order: list[tuple[int, int]], task: Task, at: list[int]
-                         ) -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
+    def _compute_details(
+        self, m: HeatMatrix, order: list[tuple[int, int]], task: Task, at: list[int]
+    ) -> tuple[dict[tuple[int, int], Detail], list[tuple[int, int]]] | None:
         """The drill-downs of `order` through the cache (None when cancelled); a failing cell is listed, not fatal.
         `at[0]` follows the cell being computed, for the overall progress fraction."""
         details: dict[tuple[int, int], Detail] = {}
@@ -656,8 +698,15 @@ class Explorer(W.VBox):
             self._cache.popitem(last=False)
         return detail
 
-    def _install_views(self, m: HeatMatrix, order: list[tuple[int, int]], details: dict[tuple[int, int], Detail],
-                       failed: list[tuple[int, int]], budget: int, t0: float) -> Precomputed:
+    def _install_views(
+        self,
+        m: HeatMatrix,
+        order: list[tuple[int, int]],
+        details: dict[tuple[int, int], Detail],
+        failed: list[tuple[int, int]],
+        budget: int,
+        t0: float,
+    ) -> Precomputed:
         old = self._views.pop(id(m), (m, {}))[1]
         kept: dict[tuple[int, int], tuple[Detail, W.Widget]] = {}
         used = 0
@@ -675,8 +724,9 @@ class Explorer(W.VBox):
         if m is self.matrix:
             self._sync_views()
         close_tree(*(view for _d, view in old.values()))  # after the stack no longer shows them
-        self.last_precompute = Precomputed(list(kept), len(order), int(m.values.size), used, budget,
-                                           time.perf_counter() - t0, failed)
+        self.last_precompute = Precomputed(
+            list(kept), len(order), int(m.values.size), used, budget, time.perf_counter() - t0, failed
+        )
         return self.last_precompute
 
     def _current_views(self) -> dict[tuple[int, int], tuple[Detail, W.Widget]]:
@@ -699,13 +749,16 @@ class Explorer(W.VBox):
         if not cells:
             self.precompute_note.value = ""
         elif len(cells) == total:
-            self.precompute_note.value = (f"<div class='hw-detail-notice'>Details precomputed for all {total} cells: "
-                                          "a click shows them without a kernel.</div>")
+            self.precompute_note.value = (
+                f"<div class='hw-detail-notice'>Details precomputed for all {total} cells: "
+                "a click shows them without a kernel.</div>"
+            )
         else:
             self.precompute_note.value = (
                 f"<div class='hw-detail-notice hw-precompute-note'>Details precomputed for {len(cells)} of {total} "
                 "cells (the most extreme first); in a saved report the others say "
-                f"“{html.escape(NOT_PRECOMPUTED)}”.</div>")
+                f"“{html.escape(NOT_PRECOMPUTED)}”.</div>"
+            )
 
     def _show_precomputed(self, row: int, col: int, slot: int) -> Future:
         self._supersede()
@@ -760,14 +813,14 @@ def _cells_in_order(m: HeatMatrix, cells: Any) -> list[tuple[int, int]]:
             try:
                 cell = m.index(*item)
             except (KeyError, IndexError, ValueError, TypeError) as e:
-                raise ValueError(f"cells[{i}] = {tuple(item)!r} is not a cell of this {m.shape[0]}×{m.shape[1]} "
-                                 f"matrix: {e}") from None
+                raise ValueError(
+                    f"cells[{i}] = {tuple(item)!r} is not a cell of this {m.shape[0]}×{m.shape[1]} matrix: {e}"
+                ) from None
             if cell not in out:
                 out.append(cell)
         return out
     else:
-        raise TypeError(f"cells must be 'all', a number of cells or a list of (row, col), got "
-                        f"{type(cells).__name__}")
+        raise TypeError(f"cells must be 'all', a number of cells or a list of (row, col), got {type(cells).__name__}")
     v = m.values.astype(np.float64)
     finite = np.isfinite(v)
     centre = float(np.median(v[finite])) if finite.any() else 0.0
@@ -790,8 +843,9 @@ def forget_all_views() -> None:
         ex.forget_views()
 
 
-def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_MB,
-                   reserved_bytes: int = 0) -> list[dict[str, Any]]:
+def precompute_all(
+    cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_MB, reserved_bytes: int = 0
+) -> list[dict[str, Any]]:
     """Precompute every open explorer's drill-downs within one budget for the whole page (what `heatwidget export`
     runs in the notebook's kernel after the last cell).
 
@@ -814,14 +868,26 @@ def precompute_all(cells: str | int = "all", budget_mb: float = DEFAULT_BUDGET_M
             rep = got
         used = rep.state_bytes if rep else 0
         left -= used
-        out.append({"explorer": i, "title": ex.matrix.title, "cells": len(rep.cells) if rep else 0,
-                    "total": int(ex.matrix.values.size), "bytes": used,
-                    "seconds": round(rep.seconds, 2) if rep else 0.0})
+        out.append(
+            {
+                "explorer": i,
+                "title": ex.matrix.title,
+                "cells": len(rep.cells) if rep else 0,
+                "total": int(ex.matrix.values.size),
+                "bytes": used,
+                "seconds": round(rep.seconds, 2) if rep else 0.0,
+            }
+        )
     return out
 
 
-def explore(matrix: HeatMatrix, *, precompute: bool | int | str | list = False,
-            budget_mb: float = DEFAULT_BUDGET_MB, **heatmap_kwargs: Any) -> Explorer:
+def explore(
+    matrix: HeatMatrix,
+    *,
+    precompute: bool | int | str | list = False,
+    budget_mb: float = DEFAULT_BUDGET_MB,
+    **heatmap_kwargs: Any,
+) -> Explorer:
     """Heatmap + controls + linked drill-down for `matrix`; clicks re-run analysis in the kernel.
 
     precompute: True (= "all"), a number of cells or a list of (row, col): compute those drill-downs now and keep

@@ -170,8 +170,12 @@ def _prune_state(nb: Any) -> int:
     if not state:
         return 0
     refs = {mid: set(_MODEL_REF.findall(json.dumps(model.get("state", {})))) for mid, model in state.items()}
-    todo = [out["data"][VIEW_MIME]["model_id"] for cell in nb.cells for out in cell.get("outputs", [])
-            if isinstance((out.get("data") or {}).get(VIEW_MIME), dict)]
+    todo = [
+        out["data"][VIEW_MIME]["model_id"]
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if isinstance((out.get("data") or {}).get(VIEW_MIME), dict)
+    ]
     keep: set[str] = set()
     while todo:
         mid = todo.pop()
@@ -179,8 +183,11 @@ def _prune_state(nb: Any) -> int:
             continue
         keep.add(mid)
         todo.extend(refs[mid])
-    links = {mid for mid, model in state.items()
-             if model.get("model_name", model.get("state", {}).get("_model_name")) in _LINK_MODELS}
+    links = {
+        mid
+        for mid, model in state.items()
+        if model.get("model_name", model.get("state", {}).get("_model_name")) in _LINK_MODELS
+    }
     keep |= {mid for mid in links if refs[mid] and refs[mid] <= keep}
     dropped = [mid for mid in state if mid not in keep]
     for mid in dropped:
@@ -194,9 +201,11 @@ def _has_math(nb: Any) -> bool:
 
 def _unsaved_view_note(output_data: dict[str, Any]) -> str:
     """HTML for a widget output whose state was not saved: a note plus the best static fallback."""
-    note = ("<div class='heatwidget-unsaved-widget' style='font:13px sans-serif;color:#8a6100;margin:4px 0'>"
-            "Interactive widget not available: the notebook was saved without widget state; "
-            "showing the static image.</div>")
+    note = (
+        "<div class='heatwidget-unsaved-widget' style='font:13px sans-serif;color:#8a6100;margin:4px 0'>"
+        "Interactive widget not available: the notebook was saved without widget state; "
+        "showing the static image.</div>"
+    )
     svg = output_data.get("image/svg+xml")
     png = output_data.get("image/png")
     if svg:
@@ -229,8 +238,11 @@ def _mark_unsaved_views(nb: Any) -> int:
             extra = data.get("text/html")
             fallback = _unsaved_view_note(data)
             if extra:
-                fallback = fallback.split("</div>", 1)[0] + "</div>" + ("".join(extra) if isinstance(extra, list)
-                                                                          else str(extra))
+                fallback = (
+                    fallback.split("</div>", 1)[0]
+                    + "</div>"
+                    + ("".join(extra) if isinstance(extra, list) else str(extra))
+                )
             data["text/html"] = fallback
     return count
 
@@ -302,16 +314,23 @@ def _execute(nb: Any, notebook: Path, timeout: int, kernel_name: str) -> None:
             config.KernelManager.ip = os.path.join(sockets, "k")
         # store_widget_state: the client records every widget's state (comm messages, binary buffers included)
         # into the notebook metadata, which is what the exported page renders from.
-        client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, store_widget_state=True,
-                                resources={"metadata": {"path": str(notebook.parent.resolve())}}, config=config)
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name=kernel_name,
+            store_widget_state=True,
+            resources={"metadata": {"path": str(notebook.parent.resolve())}},
+            config=config,
+        )
         try:
             client.execute()
         except CellExecutionError as e:
             raise ExportError(f"executing {notebook} failed:\n{e}") from e
 
 
-def _execute_with_state(nb: Any, notebook: Path, timeout: int, kernel_name: str, drill: str | int,
-                        budget_mb: float, offline: bool) -> None:
+def _execute_with_state(
+    nb: Any, notebook: Path, timeout: int, kernel_name: str, drill: str | int, budget_mb: float, offline: bool
+) -> None:
     """Run `nb` in a kernel with a last cell that precomputes drill-downs and saves the widget state into it."""
     import tempfile
 
@@ -320,14 +339,20 @@ def _execute_with_state(nb: Any, notebook: Path, timeout: int, kernel_name: str,
     with tempfile.TemporaryDirectory(prefix="hw-export-") as tmp:
         state_path = Path(tmp) / "state.json"
         reserved = _script_bytes() if offline else 0
-        nb.cells.append(nbformat.v4.new_code_cell(_FINAL_CELL.format(
-            cells=drill, budget_mb=budget_mb, reserved=reserved, path=str(state_path))))
+        nb.cells.append(
+            nbformat.v4.new_code_cell(
+                _FINAL_CELL.format(cells=drill, budget_mb=budget_mb, reserved=reserved, path=str(state_path))
+            )
+        )
         _execute(nb, notebook, timeout, kernel_name)
         report = _merge_kernel_state(nb, state_path)
     for ex in report:
-        print(f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
-              f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
-              f"{ex['seconds']:.1f} s", file=sys.stderr)
+        print(
+            f"heatwidget export: explorer {ex['explorer'] + 1} ({ex['title'] or 'untitled'}): "
+            f"{ex['cells']} of {ex['total']} cells precomputed, {ex['bytes'] / 1e6:.2f} MB, "
+            f"{ex['seconds']:.1f} s",
+            file=sys.stderr,
+        )
 
 
 def _offline_resources(nb: Any, mathjax: bool | None, unsaved: int) -> dict[str, Any]:
@@ -335,19 +360,29 @@ def _offline_resources(nb: Any, mathjax: bool | None, unsaved: int) -> dict[str,
     state = _widget_state(nb)
     modules, missing = _modules_for(state)
     if missing:
-        print(f"heatwidget export: no local front end for widget module(s) {', '.join(missing)} "
-              "(not in any nbextensions folder); the page will try the CDN for them", file=sys.stderr)
+        print(
+            f"heatwidget export: no local front end for widget module(s) {', '.join(missing)} "
+            "(not in any nbextensions folder); the page will try the CDN for them",
+            file=sys.stderr,
+        )
     vendor = find_vendor_files()
     embed = vendor["embed-amd.js"]
     return {
         "requirejs": _inline_js(vendor["require.js"].read_text(encoding="utf-8")),
         "embed": _inline_js(_inline_fonts(embed.read_text(encoding="utf-8"), embed.parent)) if state else "",
         "has_state": bool(state),
-        "modules": [{"name_attr": html.escape(m.name), "name_js": json.dumps(m.name), "source": _inline_js(m.source)}
-                    for m in modules],
+        "modules": [
+            {"name_attr": html.escape(m.name), "name_js": json.dumps(m.name), "source": _inline_js(m.source)}
+            for m in modules
+        ],
         "mathjax": _has_math(nb) if mathjax is None else mathjax,
         "unsaved_views": unsaved,
     }
+
+
+def _check_budget(mb: Any) -> None:
+    if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not 0 < mb < float("inf"):
+        raise ValueError(f"--drill-budget must be a positive number of MB, got {mb!r}")
 
 
 def export_notebook(
@@ -382,9 +417,7 @@ def export_notebook(
     if not notebook.is_file():
         raise FileNotFoundError(f"no such notebook: {notebook}")
     drill = parse_drill(drill)
-    if isinstance(drill_budget_mb, bool) or not isinstance(drill_budget_mb, (int, float)) \
-            or not 0 < drill_budget_mb < float("inf"):
-        raise ValueError(f"--drill-budget must be a positive number of MB, got {drill_budget_mb!r}")
+    _check_budget(drill_budget_mb)
     nb = nbformat.read(notebook, as_version=4)
     if execute:
         _execute_with_state(nb, notebook, timeout, kernel_name, drill, float(drill_budget_mb), offline)
@@ -393,14 +426,18 @@ def export_notebook(
         print(f"heatwidget export: left out {dropped} closed widget(s) no output shows", file=sys.stderr)
     unsaved = _mark_unsaved_views(nb)
     if unsaved:
-        print(f"heatwidget export: {unsaved} widget output(s) in {notebook.name} have no saved widget state; "
-              "they are exported as static images (use --execute to save the state)", file=sys.stderr)
+        print(
+            f"heatwidget export: {unsaved} widget output(s) in {notebook.name} have no saved widget state; "
+            "they are exported as static images (use --execute to save the state)",
+            file=sys.stderr,
+        )
 
     resources: dict[str, Any] = {"metadata": {"name": notebook.stem, "path": str(notebook.parent)}}
     if offline:
         resources["heatwidget"] = _offline_resources(nb, mathjax, unsaved)
-        exporter = HTMLExporter(template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)],
-                                theme=theme, embed_images=True)
+        exporter = HTMLExporter(
+            template_name=TEMPLATE_NAME, extra_template_basedirs=[str(TEMPLATES)], theme=theme, embed_images=True
+        )
     else:
         exporter = HTMLExporter(template_name="lab", theme=theme, embed_images=True)
     body, _ = exporter.from_notebook_node(nb, resources=resources)

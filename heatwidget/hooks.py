@@ -33,15 +33,32 @@ import torch
 from torch import nn
 
 __all__ = [
-    "Selection", "selection_mask", "edit_output", "edit_input", "skip", "zero", "replace", "add", "project_out",
-    "capture", "capture_all", "block_attention", "stack",
+    "Selection",
+    "selection_mask",
+    "edit_output",
+    "edit_input",
+    "skip",
+    "zero",
+    "replace",
+    "add",
+    "project_out",
+    "capture",
+    "capture_all",
+    "block_attention",
+    "stack",
 ]
 
 # Engine internals that lived here before (recording and re-running block calls, per-row gathering, early
 # stopping) are in `heatwidget._block_calls`; the old names still resolve, for code written against them.
-_MOVED = {"BlockCall": "BlockCall", "run_block": "run_block", "record_calls": "record_calls",
-          "probe_calls": "trace_calls", "capture_at": "capture_at", "halt_after": "halt_after",
-          "ForwardHalted": "ForwardHalted"}
+_MOVED = {
+    "BlockCall": "BlockCall",
+    "run_block": "run_block",
+    "record_calls": "record_calls",
+    "probe_calls": "trace_calls",
+    "capture_at": "capture_at",
+    "halt_after": "halt_after",
+    "ForwardHalted": "ForwardHalted",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +67,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(_block_calls, _MOVED[name])
     raise AttributeError(f"module 'heatwidget.hooks' has no attribute {name!r}")
+
 
 Rows = int | Sequence[int] | slice | torch.Tensor | None
 Positions = int | Sequence[int] | slice | torch.Tensor | None
@@ -61,8 +79,9 @@ EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 # The owners (one per entered context manager) whose hooks act in the current context. A new thread starts with
 # an empty context, so another thread's forward passes never see them.
-_active: contextvars.ContextVar[frozenset[_Owner]] = contextvars.ContextVar("heatwidget_active_hooks",
-                                                                              default=frozenset())
+_active: contextvars.ContextVar[frozenset[_Owner]] = contextvars.ContextVar(
+    "heatwidget_active_hooks", default=frozenset()
+)
 
 
 class _Owner:
@@ -98,6 +117,7 @@ def _owning(owner: _Owner, handles: list) -> Iterator[None]:
 
 # ---- selections ------------------------------------------------------------------------------------------------
 
+
 def _index_mask(spec: Any, n: int, device: torch.device, what: str) -> torch.Tensor:
     """A bool vector [n] from None / int / ints / slice / bool tensor."""
     if spec is None:
@@ -110,8 +130,11 @@ def _index_mask(spec: Any, n: int, device: torch.device, what: str) -> torch.Ten
     if isinstance(spec, slice):
         m[spec] = True
         return m
-    idx = [int(spec)] if isinstance(spec, int) or (isinstance(spec, torch.Tensor) and spec.ndim == 0) else \
-        [int(i) for i in spec]
+    idx = (
+        [int(spec)]
+        if isinstance(spec, int) or (isinstance(spec, torch.Tensor) and spec.ndim == 0)
+        else [int(i) for i in spec]
+    )
     for i in idx:
         if not -n <= i < n:
             raise IndexError(f"{what} {i} is out of range for a sequence of {n}")
@@ -119,8 +142,9 @@ def _index_mask(spec: Any, n: int, device: torch.device, what: str) -> torch.Ten
     return m
 
 
-def selection_mask(shape: tuple[int, int], rows: Rows = None, positions: Positions = None,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
+def selection_mask(
+    shape: tuple[int, int], rows: Rows = None, positions: Positions = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The bool mask [B, T] of the cells a (rows, positions) selection picks."""
     b, t = shape
     device = torch.device(device)
@@ -134,6 +158,7 @@ def selection_mask(shape: tuple[int, int], rows: Rows = None, positions: Positio
 
 
 # ---- getting at a module's hidden state, whatever it returns -----------------------------------------------------
+
 
 def _hidden_of(out: Any) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
@@ -162,8 +187,9 @@ def _input_of(args: tuple, kwargs: dict) -> torch.Tensor:
     h = kwargs.get("hidden_states")
     if isinstance(h, torch.Tensor):
         return h
-    raise TypeError("cannot find the module's input hidden state (neither a first positional tensor nor "
-                    "a hidden_states= keyword)")
+    raise TypeError(
+        "cannot find the module's input hidden state (neither a first positional tensor nor a hidden_states= keyword)"
+    )
 
 
 def _with_input(args: tuple, kwargs: dict, h: torch.Tensor) -> tuple[tuple, dict]:
@@ -183,9 +209,11 @@ def _blend(old: torch.Tensor, new: torch.Tensor, rows: Rows, positions: Position
 
 # ---- edits -------------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
-def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: Positions = None,
-                needs_input: bool = False) -> Iterator[None]:
+def edit_output(
+    module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: Positions = None, needs_input: bool = False
+) -> Iterator[None]:
     """Replace the module's output hidden state h by fn(h, x) on the selection (x = its input if needs_input)."""
 
     def hook(_mod: nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
@@ -200,8 +228,9 @@ def edit_output(module: nn.Module, fn: EditFn, *, rows: Rows = None, positions: 
 
 
 @contextlib.contextmanager
-def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *, rows: Rows = None,
-               positions: Positions = None) -> Iterator[None]:
+def edit_input(
+    module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *, rows: Rows = None, positions: Positions = None
+) -> Iterator[None]:
     """Replace the module's input hidden state x by fn(x) on the selection, before the module runs."""
 
     def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
@@ -229,21 +258,23 @@ def zero(module: nn.Module, *, rows: Rows = None, positions: Positions = None) -
     return edit_output(module, lambda h, x: torch.zeros_like(h), rows=rows, positions=positions)
 
 
-def replace(module: nn.Module, value: torch.Tensor, *, rows: Rows = None,
-            positions: Positions = None) -> contextlib.AbstractContextManager:
+def replace(
+    module: nn.Module, value: torch.Tensor, *, rows: Rows = None, positions: Positions = None
+) -> contextlib.AbstractContextManager:
     """Set the module's output to `value` (broadcast to [B, T, d]) on the selection."""
     return edit_output(module, lambda h, x: value.to(h.device, h.dtype).expand_as(h), rows=rows, positions=positions)
 
 
-def add(module: nn.Module, vector: torch.Tensor, alpha: float = 1.0, *, rows: Rows = None,
-        positions: Positions = None) -> contextlib.AbstractContextManager:
+def add(
+    module: nn.Module, vector: torch.Tensor, alpha: float = 1.0, *, rows: Rows = None, positions: Positions = None
+) -> contextlib.AbstractContextManager:
     """Add alpha·vector to the module's output (steering); vector broadcasts to [B, T, d]."""
-    return edit_output(module, lambda h, x: h + alpha * vector.to(h.device, h.dtype), rows=rows,
-                       positions=positions)
+    return edit_output(module, lambda h, x: h + alpha * vector.to(h.device, h.dtype), rows=rows, positions=positions)
 
 
-def project_out(module: nn.Module, direction: torch.Tensor, *, rows: Rows = None,
-                positions: Positions = None) -> contextlib.AbstractContextManager:
+def project_out(
+    module: nn.Module, direction: torch.Tensor, *, rows: Rows = None, positions: Positions = None
+) -> contextlib.AbstractContextManager:
     """Remove the component of the module's output along `direction` (normalised here)."""
     if direction.ndim != 1 or not torch.isfinite(direction).all() or float(direction.norm()) == 0.0:
         raise ValueError("direction must be a finite, non-zero vector [d]")
@@ -257,9 +288,15 @@ def project_out(module: nn.Module, direction: torch.Tensor, *, rows: Rows = None
 
 # ---- reading ---------------------------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
-def capture(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: str = "output", *,
-            positions: Positions = None, detach: bool = True) -> Iterator[dict[Any, torch.Tensor]]:
+def capture(
+    modules: Mapping[Any, nn.Module] | Sequence[nn.Module],
+    what: str = "output",
+    *,
+    positions: Positions = None,
+    detach: bool = True,
+) -> Iterator[dict[Any, torch.Tensor]]:
     """Record modules' output (or input) hidden states into a dict keyed like `modules` (name or index).
 
     `positions` (ints/slice, not per-row masks) keeps only those positions, so long sequences cost little memory.
@@ -272,6 +309,7 @@ def capture(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: str = 
     owner = _Owner()
     handles = []
     for key, mod in items:
+
         def hook(_mod, args, kwargs, out=None, _key=key):
             h = _hidden_of(out) if what == "output" else _input_of(args, kwargs)
             if positions is not None:
@@ -305,12 +343,14 @@ def capture_all(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: st
     handles = []
     for key, mod in items:
         if what == "output":
+
             def hook(_mod, args, kwargs, out, _key=key):
                 store.tuple_output[_key] = isinstance(out, tuple)
                 store[_key].append(_hidden_of(out).detach())
 
             handles.append(mod.register_forward_hook(owner.only_here(hook), with_kwargs=True))
         else:
+
             def pre(_mod, args, kwargs, _key=key):
                 store[_key].append(_input_of(args, kwargs).detach())
 
@@ -321,6 +361,7 @@ def capture_all(modules: Mapping[Any, nn.Module] | Sequence[nn.Module], what: st
 
 # ---- attention knockout --------------------------------------------------------------------------------------------
 
+
 def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callable[[Any], tuple[tuple, dict]]]:
     """Find the attention_mask argument (keyword or positional) and a way to put a new one back."""
     if "attention_mask" in kwargs:
@@ -329,7 +370,7 @@ def _mask_arg(module: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, Callab
     if "attention_mask" in params:
         i = params.index("attention_mask")
         if i < len(args):
-            return args[i], lambda m: ((*args[:i], m, *args[i + 1:]), kwargs)
+            return args[i], lambda m: ((*args[:i], m, *args[i + 1 :]), kwargs)
     return None, lambda m: (args, {**kwargs, "attention_mask": m})
 
 
@@ -346,8 +387,9 @@ def _cached_length(module: nn.Module, kwargs: dict) -> int:
 
 
 @contextlib.contextmanager
-def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys: Positions, *,
-                    rows: Rows = None) -> Iterator[None]:
+def block_attention(
+    attn_modules: Sequence[nn.Module], queries: Positions, keys: Positions, *, rows: Rows = None
+) -> Iterator[None]:
     """Attention knockout: the query positions cannot attend to the key positions, all heads, in these modules.
 
     Edits the 4D attention mask the attention module receives (eager: additive float mask → dtype min; sdpa: bool
@@ -358,8 +400,10 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
     def hook(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         impl = getattr(getattr(mod, "config", None), "_attn_implementation", None)
         if impl is not None and impl not in ("eager", "sdpa"):
-            raise RuntimeError(f"attention knockout needs eager or sdpa attention, this model uses {impl!r}: "
-                               "load it with attn_implementation='eager'")
+            raise RuntimeError(
+                f"attention knockout needs eager or sdpa attention, this model uses {impl!r}: "
+                "load it with attn_implementation='eager'"
+            )
         h = _input_of(args, kwargs)
         b, t = h.shape[0], h.shape[1]
         mask, put = _mask_arg(mod, args, kwargs)
@@ -371,11 +415,14 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
             return _knocked_out(m, mod, b, t, rows, queries, keys)
 
         if isinstance(mask, dict):  # masks by kind (ZAYA: {"causal": 4D mask or None, "conv": 2D padding mask})
-            edits = {k: knock(v) for k, v in mask.items()
-                     if k == "causal" or (isinstance(v, torch.Tensor) and v.ndim == 4)}
+            edits = {
+                k: knock(v) for k, v in mask.items() if k == "causal" or (isinstance(v, torch.Tensor) and v.ndim == 4)
+            }
             if not edits:
-                raise RuntimeError(f"attention knockout edits a 4D attention mask; {type(mod).__name__} receives a "
-                                   f"dict of masks {sorted(mask)} without one, which heatwidget cannot edit")
+                raise RuntimeError(
+                    f"attention knockout edits a 4D attention mask; {type(mod).__name__} receives a "
+                    f"dict of masks {sorted(mask)} without one, which heatwidget cannot edit"
+                )
             return put({**mask, **edits})
         return put(knock(mask))
 
@@ -387,12 +434,15 @@ def block_attention(attn_modules: Sequence[nn.Module], queries: Positions, keys:
         yield
 
 
-def _knocked_out(mask: Any, mod: nn.Module, b: int, t: int, rows: Rows, queries: Positions,
-                 keys: Positions) -> torch.Tensor:
+def _knocked_out(
+    mask: Any, mod: nn.Module, b: int, t: int, rows: Rows, queries: Positions, keys: Positions
+) -> torch.Tensor:
     """The 4D attention mask [B, 1, T, KV] with the (query, key) pairs of the selection blocked."""
     if not isinstance(mask, torch.Tensor):
-        raise RuntimeError(f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
-                           f"its mask as a {type(mask).__name__}, which heatwidget cannot edit")
+        raise RuntimeError(
+            f"attention knockout edits a 4D attention mask tensor; {type(mod).__name__} receives "
+            f"its mask as a {type(mask).__name__}, which heatwidget cannot edit"
+        )
     if mask.ndim != 4:
         raise RuntimeError(f"expected a 4D attention mask, got shape {tuple(mask.shape)}")
     kv, dev = mask.shape[-1], mask.device

@@ -32,6 +32,7 @@ def register_explorer(explore: Callable[..., Any]) -> None:
     global _explorer
     _explorer = explore
 
+
 Drill = Callable[["HeatMatrix", int, int], "Detail"]
 
 
@@ -206,16 +207,21 @@ class HeatMatrix:
         """A DataFrame indexed by row labels, one column per col label (titles become axis names)."""
         import pandas as pd
 
-        df = pd.DataFrame(self.values, index=pd.Index(self.rows, name=self.row_title or None),
-                          columns=pd.Index(self.cols, name=self.col_title or None))
+        df = pd.DataFrame(
+            self.values,
+            index=pd.Index(self.rows, name=self.row_title or None),
+            columns=pd.Index(self.cols, name=self.col_title or None),
+        )
         df.attrs.update(title=self.title, metric=self.metric)
         return df
 
     def __repr__(self) -> str:
         finite = self.values[np.isfinite(self.values)]
         rng = f"{finite.min():.4g}…{finite.max():.4g}" if finite.size else "empty"
-        return (f"HeatMatrix({self.title!r}, {self.shape[0]}×{self.shape[1]} "
-                f"[{self.row_title or 'rows'} × {self.col_title or 'cols'}], {self.metric or 'value'} {rng})")
+        return (
+            f"HeatMatrix({self.title!r}, {self.shape[0]}×{self.shape[1]} "
+            f"[{self.row_title or 'rows'} × {self.col_title or 'cols'}], {self.metric or 'value'} {rng})"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, HeatMatrix):
@@ -239,8 +245,10 @@ class HeatMatrix:
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             i = int(key)
             if not -len(labels) <= i < len(labels):
-                raise IndexError(f"{what} {i} is out of range: this matrix has {len(labels)} {what}s "
-                                 f"(positions 0 … {len(labels) - 1}, or -{len(labels)} … -1 from the end)")
+                raise IndexError(
+                    f"{what} {i} is out of range: this matrix has {len(labels)} {what}s "
+                    f"(positions 0 … {len(labels) - 1}, or -{len(labels)} … -1 from the end)"
+                )
             return i % len(labels)
         if isinstance(key, str):
             if key in labels:
@@ -306,8 +314,16 @@ class HeatMatrix:
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
         arrays: dict[str, np.ndarray] = {}
         meta_json = _encode_meta(self.meta, arrays, "meta", set())
-        header = dict(rows=self.rows, cols=self.cols, title=self.title, row_title=self.row_title,
-                      col_title=self.col_title, metric=self.metric, meta=meta_json, format=1)
+        header = dict(
+            rows=self.rows,
+            cols=self.cols,
+            title=self.title,
+            row_title=self.row_title,
+            col_title=self.col_title,
+            metric=self.metric,
+            meta=meta_json,
+            format=1,
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         named: dict[str, np.ndarray] = {"values": self.values, "header": np.array(json.dumps(header))}
         named.update((f"meta__{k}", v) for k, v in arrays.items())
@@ -324,12 +340,19 @@ class HeatMatrix:
         path = Path(path)
         entries = _read_npz(path)
         header = _read_header(entries["header"], path)
-        arrays = {k[len("meta__"):]: v for k, v in entries.items() if k.startswith("meta__")}
+        arrays = {k[len("meta__") :]: v for k, v in entries.items() if k.startswith("meta__")}
         meta = _decode_meta(header["meta"], arrays, path)
         try:
-            return cls(entries["values"], header["rows"], header["cols"], title=header["title"],
-                       row_title=header["row_title"], col_title=header["col_title"], metric=header["metric"],
-                       meta=meta)
+            return cls(
+                entries["values"],
+                header["rows"],
+                header["cols"],
+                title=header["title"],
+                row_title=header["row_title"],
+                col_title=header["col_title"],
+                metric=header["metric"],
+                meta=meta,
+            )
         except (ValueError, TypeError) as e:
             raise HeatMatrixFileError(f"{str(path)!r} holds an invalid matrix: {_first_line(e)}") from None
 
@@ -349,40 +372,52 @@ def _first_line(e: BaseException) -> str:
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every entry of a HeatMatrix .npz, read without unpickling; any other file is a HeatMatrixFileError."""
     if not path.is_file():
-        raise FileNotFoundError(f"no HeatMatrix file at {str(path)!r}" + (" (it is a directory)" if path.is_dir()
-                                                                          else ""))
+        raise FileNotFoundError(
+            f"no HeatMatrix file at {str(path)!r}" + (" (it is a directory)" if path.is_dir() else "")
+        )
     with open(path, "rb") as f:
         magic = f.read(6)
     if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
         # np.load would try it as a pickle and say so; this is simply some other kind of file.
-        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
-                                  ".npz (zip) archive, and this file is not one")
+        raise HeatMatrixFileError(
+            f"{str(path)!r} is not a HeatMatrix file: HeatMatrix.save writes a numpy "
+            ".npz (zip) archive, and this file is not one"
+        )
     try:
         z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise HeatMatrixFileError(f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
-                                  f".npz archive; reading it failed: {_first_line(e)})") from None
+        raise HeatMatrixFileError(
+            f"{str(path)!r} is not a HeatMatrix file (HeatMatrix.save writes a numpy "
+            f".npz archive; reading it failed: {_first_line(e)})"
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise HeatMatrixFileError(f"{str(path)!r} holds a single numpy array, not the .npz archive "
-                                  "HeatMatrix.save writes")
+        raise HeatMatrixFileError(
+            f"{str(path)!r} holds a single numpy array, not the .npz archive HeatMatrix.save writes"
+        )
     with z:
         for key in ("header", "values"):
             if key not in z.files:
-                raise HeatMatrixFileError(f"{str(path)!r} is an .npz archive without the {key!r} entry "
-                                          "HeatMatrix.save writes: it was not saved by HeatMatrix.save")
+                raise HeatMatrixFileError(
+                    f"{str(path)!r} is an .npz archive without the {key!r} entry "
+                    "HeatMatrix.save writes: it was not saved by HeatMatrix.save"
+                )
         entries = {}
         for key in z.files:
             try:
                 entries[key] = z[key]
             except ValueError as e:  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
                 if "allow_pickle" not in str(e):
-                    raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable ({_first_line(e)})"
-                                              ) from None
-                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} holds Python objects, which only "
-                                          "unpickling could read, and HeatMatrix.load never unpickles") from None
+                    raise HeatMatrixFileError(
+                        f"{str(path)!r}: entry {key!r} is unreadable ({_first_line(e)})"
+                    ) from None
+                raise HeatMatrixFileError(
+                    f"{str(path)!r}: entry {key!r} holds Python objects, which only "
+                    "unpickling could read, and HeatMatrix.load never unpickles"
+                ) from None
             except (OSError, EOFError, zipfile.BadZipFile) as e:
-                raise HeatMatrixFileError(f"{str(path)!r}: entry {key!r} is unreadable (a truncated or damaged "
-                                          f"archive: {_first_line(e)})") from None
+                raise HeatMatrixFileError(
+                    f"{str(path)!r}: entry {key!r} is unreadable (a truncated or damaged archive: {_first_line(e)})"
+                ) from None
     return entries
 
 
@@ -392,12 +427,14 @@ def _read_header(raw: np.ndarray, path: Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict):
-        raise HeatMatrixFileError(f"{str(path)!r} has a 'header' entry that is not the JSON object "
-                                  "HeatMatrix.save writes")
+        raise HeatMatrixFileError(
+            f"{str(path)!r} has a 'header' entry that is not the JSON object HeatMatrix.save writes"
+        )
     missing = [k for k in _HEADER_KEYS if k not in header]
     if missing:
-        raise HeatMatrixFileError(f"{str(path)!r} has a header without {', '.join(map(repr, missing))}: it was "
-                                  "not saved by HeatMatrix.save")
+        raise HeatMatrixFileError(
+            f"{str(path)!r} has a header without {', '.join(map(repr, missing))}: it was not saved by HeatMatrix.save"
+        )
     return header
 
 
@@ -408,8 +445,10 @@ def _encode_meta(obj: Any, arrays: dict[str, np.ndarray], where: str, seen: set[
     current path, so a cycle is reported instead of recursing forever."""
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
-            raise TypeError(f"{where} is a numpy array of Python objects (dtype {obj.dtype}): HeatMatrix.save "
-                            "stores arrays without pickling; convert it to a numeric or str array, or a list")
+            raise TypeError(
+                f"{where} is a numpy array of Python objects (dtype {obj.dtype}): HeatMatrix.save "
+                "stores arrays without pickling; convert it to a numeric or str array, or a list"
+            )
         key = str(len(arrays))
         arrays[key] = obj
         return {"__array__": key}
@@ -417,8 +456,10 @@ def _encode_meta(obj: Any, arrays: dict[str, np.ndarray], where: str, seen: set[
         return _encode_meta(obj.detach().cpu().numpy(), arrays, where, seen)
     if isinstance(obj, (Mapping, list, tuple)):
         if id(obj) in seen:
-            raise ValueError(f"{where} refers back to a container that holds it (self-referential meta): "
-                             "HeatMatrix.save can only store trees of values")
+            raise ValueError(
+                f"{where} refers back to a container that holds it (self-referential meta): "
+                "HeatMatrix.save can only store trees of values"
+            )
         seen.add(id(obj))
         try:
             if isinstance(obj, Mapping):
@@ -440,8 +481,10 @@ def _decode_meta(obj: Any, arrays: dict[str, np.ndarray], path: Path) -> Any:
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
             if obj["__array__"] not in arrays:
-                raise HeatMatrixFileError(f"{str(path)!r} is missing the meta array {obj['__array__']!r} its "
-                                          "header refers to (a truncated or edited file)")
+                raise HeatMatrixFileError(
+                    f"{str(path)!r} is missing the meta array {obj['__array__']!r} its "
+                    "header refers to (a truncated or edited file)"
+                )
             return arrays[obj["__array__"]]
         if set(obj) == {"__tuple__"}:
             return tuple(_decode_meta(v, arrays, path) for v in obj["__tuple__"])

@@ -20,8 +20,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EXECUTORS", "ShardFailedError", "check_executor", "map_shards", "require_ray", "replica_spec",
-           "shutdown_workers"]
+__all__ = [
+    "EXECUTORS",
+    "ShardFailedError",
+    "check_executor",
+    "map_shards",
+    "require_ray",
+    "replica_spec",
+    "shutdown_workers",
+]
 
 EXECUTORS = (None, "local", "ray")
 INSTALL_HINT = 'pip install "heatwidget[ray]"'
@@ -43,8 +50,9 @@ def require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ImportError(f'executor="ray" needs Ray, which is not installed: {INSTALL_HINT} '
-                          '(or pip install "ray>=2.9")') from None
+        raise ImportError(
+            f'executor="ray" needs Ray, which is not installed: {INSTALL_HINT} (or pip install "ray>=2.9")'
+        ) from None
     return ray
 
 
@@ -71,9 +79,11 @@ def replica_spec(lm: Any) -> ReplicaSpec:
     """The load recipe of `lm`, or a clear error for models that were not loaded from a path or hub id."""
     kwargs = dict(getattr(lm, "load_kwargs", None) or {})
     if not kwargs or not getattr(lm, "name", ""):
-        raise ValueError("executor='ray' rebuilds the model on every worker from the path or hub id it was loaded "
-                         "from, but this LM was not made by hw.load (LM.wrap?): load it with hw.load(path_or_id, "
-                         "...) or save it with model.save_pretrained(dir) and hw.load(dir)")
+        raise ValueError(
+            "executor='ray' rebuilds the model on every worker from the path or hub id it was loaded "
+            "from, but this LM was not made by hw.load (LM.wrap?): load it with hw.load(path_or_id, "
+            "...) or save it with model.save_pretrained(dir) and hw.load(dir)"
+        )
     dev = str(kwargs.get("device") or "cpu")
     # One GPU per replica when the driver's model is on one GPU; a device_map'd model stays on the worker's GPUs
     # (give each actor a whole node then: see docs/scale.md).
@@ -110,9 +120,51 @@ def _take_actors(ray: Any, spec: ReplicaSpec, n_actors: int, threads: int) -> tu
     return key, actors
 
 
-def map_shards(lm: Any, fn: Callable[..., Any], shards: Sequence[tuple], *, common: dict[str, Any] | None = None,
-               ray_address: str | None = None, num_workers: int = 2, threads_per_worker: int = 1
-               ) -> Iterator[tuple[int, Any]]:
+def _schedule(
+    ray: Any, actors: list[Any], fn: Callable[..., Any], shards: Sequence[tuple], common_ref: Any
+) -> Iterator[tuple[int, Any]]:
+    """One shard in flight per actor; the next goes to whichever actor finishes first."""
+    from ray.exceptions import RayActorError, WorkerCrashedError
+
+    todo = list(range(len(shards)))[::-1]
+    pending: dict[Any, tuple[int, Any]] = {}  # ref -> (shard, actor)
+
+    def submit(actor: Any) -> None:
+        if todo:
+            i = todo.pop()
+            pending[actor.run.remote(fn, i, tuple(shards[i]), common_ref)] = (i, actor)
+
+    for a in actors:
+        submit(a)
+    done_n = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        i, actor = pending.pop(ready[0])
+        try:
+            shard, result = ray.get(ready[0])
+        except (RayActorError, WorkerCrashedError) as e:
+            raise ShardFailedError(
+                f"a Ray worker died computing shard {i + 1} of {len(shards)} (retried once "
+                f"on a restarted worker); the run is aborted and no partial result is "
+                f"returned: {type(e).__name__}"
+            ) from e
+        done_n += 1
+        yield shard, result
+        submit(actor)
+        if _test_hook is not None:
+            _test_hook(actors, done_n)
+
+
+def map_shards(
+    lm: Any,
+    fn: Callable[..., Any],
+    shards: Sequence[tuple],
+    *,
+    common: dict[str, Any] | None = None,
+    ray_address: str | None = None,
+    num_workers: int = 2,
+    threads_per_worker: int = 1,
+) -> Iterator[tuple[int, Any]]:
     """Run `fn(replica_lm, *shards[i], **common)` for every shard on `num_workers` Ray actors; yield (i, result)
     as each finishes (any order). Raises ShardFailedError if a shard's worker dies twice.
 
@@ -120,8 +172,6 @@ def map_shards(lm: Any, fn: Callable[..., Any], shards: Sequence[tuple], *, comm
     `fn` must be importable on the workers (a module-level function of heatwidget).
     """
     ray = require_ray()
-    from ray.exceptions import RayActorError, WorkerCrashedError
-
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 1:
         raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
     spec = replica_spec(lm)
@@ -135,31 +185,7 @@ def map_shards(lm: Any, fn: Callable[..., Any], shards: Sequence[tuple], *, comm
     ok = False
     common_ref = ray.put(common)  # stored once in the object store, not once per task
     try:
-        todo = list(range(len(shards)))[::-1]
-        pending: dict[Any, tuple[int, Any]] = {}  # ref -> (shard, actor): one shard in flight per actor
-
-        def submit(actor: Any) -> None:
-            if todo:
-                i = todo.pop()
-                pending[actor.run.remote(fn, i, tuple(shards[i]), common_ref)] = (i, actor)
-
-        for a in actors:
-            submit(a)
-        done_n = 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            i, actor = pending.pop(ready[0])
-            try:
-                shard, result = ray.get(ready[0])
-            except (RayActorError, WorkerCrashedError) as e:
-                raise ShardFailedError(f"a Ray worker died computing shard {i + 1} of {len(shards)} (retried once "
-                                       f"on a restarted worker); the run is aborted and no partial result is "
-                                       f"returned: {type(e).__name__}") from e
-            done_n += 1
-            yield shard, result
-            submit(actor)
-            if _test_hook is not None:
-                _test_hook(actors, done_n)
+        yield from _schedule(ray, actors, fn, shards, common_ref)
         ok = _test_hook is None
     finally:
         if ok:  # a clean run: keep the replicas for the next call

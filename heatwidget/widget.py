@@ -48,8 +48,13 @@ def _as_matrix(data: Any) -> HeatMatrix:
     if isinstance(data, HeatMatrix):
         return data
     if hasattr(data, "index") and hasattr(data, "columns") and hasattr(data, "to_numpy"):
-        return HeatMatrix(data.to_numpy(dtype=np.float32), list(data.index), list(data.columns),
-                          row_title=str(data.index.name or ""), col_title=str(data.columns.name or ""))
+        return HeatMatrix(
+            data.to_numpy(dtype=np.float32),
+            list(data.index),
+            list(data.columns),
+            row_title=str(data.index.name or ""),
+            col_title=str(data.columns.name or ""),
+        )
     return HeatMatrix(data)
 
 
@@ -60,9 +65,13 @@ def value_stats(values: np.ndarray) -> dict[str, float | int | None]:
     """
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]
-    return {"min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None,
-            "minPositive": float(positive.min()) if positive.size else None, "finite": int(finite.size),
-            "nan": int(values.size - finite.size)}
+    return {
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "minPositive": float(positive.min()) if positive.size else None,
+        "finite": int(finite.size),
+        "nan": int(values.size - finite.size),
+    }
 
 
 def _block_labels(labels: Sequence[str], step: int) -> list[str]:
@@ -103,7 +112,7 @@ def _matrix_notes(m: HeatMatrix) -> list[str]:
     """The analysis's own notes (meta["notes"]: a str or a list of str), a few lines at most."""
     raw = m.meta.get("notes")
     notes = [raw] if isinstance(raw, str) else [str(n) for n in raw] if isinstance(raw, (list, tuple)) else []
-    out = [n if len(n) <= MAX_NOTE_CHARS else n[:MAX_NOTE_CHARS - 1] + "…" for n in notes[:MAX_NOTES]]
+    out = [n if len(n) <= MAX_NOTE_CHARS else n[: MAX_NOTE_CHARS - 1] + "…" for n in notes[:MAX_NOTES]]
     if len(notes) > MAX_NOTES:
         out.append(f"… and {len(notes) - MAX_NOTES} more notes in meta['notes']")
     return out
@@ -117,8 +126,10 @@ def _log_notes(m: HeatMatrix, log: bool) -> list[str]:
     bad = int((finite <= 0).sum())
     if not bad:
         return []
-    return [f"log scale: {bad:,} of {finite.size:,} cells are zero or negative and cannot be shown on it "
-            "(drawn in the lowest colour)"]
+    return [
+        f"log scale: {bad:,} of {finite.size:,} cells are zero or negative and cannot be shown on it "
+        "(drawn in the lowest colour)"
+    ]
 
 
 class Heatmap(anywidget.AnyWidget):
@@ -214,8 +225,9 @@ class Heatmap(anywidget.AnyWidget):
             colormap = m.meta["colormap"]
             self._auto_colormap = False
         if vmin is not None and vmax is not None and not float(vmin) < float(vmax):
-            raise ValueError(f"vmin ({vmin}) must be smaller than vmax ({vmax}): the colour range would be empty "
-                             "or reversed")
+            raise ValueError(
+                f"vmin ({vmin}) must be smaller than vmax ({vmax}): the colour range would be empty or reversed"
+            )
         with self.hold_sync():
             self.colormap = colormap if colormap is not None else self._default_colormap(m)
             self.vmin = vmin
@@ -293,8 +305,7 @@ class Heatmap(anywidget.AnyWidget):
             self.col_title = m.col_title
             self.metric = m.metric
             self.downsample = (
-                {"rows": r, "cols": c, "row_step": fr, "col_step": fc, "how": self._pooling}
-                if fr > 1 or fc > 1 else {}
+                {"rows": r, "cols": c, "row_step": fr, "col_step": fc, "how": self._pooling} if fr > 1 or fc > 1 else {}
             )
             if not keep_selection:
                 self.selected_row = -1
@@ -411,9 +422,19 @@ class Heatmap(anywidget.AnyWidget):
         if self.downsample:
             notes.append(f"matrix is {m.shape[0]:,}×{m.shape[1]:,}")
         return _figure.figure_svg(
-            m.values, m.rows, m.cols, title=m.title, row_title=m.row_title, col_title=m.col_title,
-            metric=m.metric, colormap=self.colormap, vmin=self.vmin, vmax=self.vmax, log=self.log,
-            notes=notes, width=width,
+            m.values,
+            m.rows,
+            m.cols,
+            title=m.title,
+            row_title=m.row_title,
+            col_title=m.col_title,
+            metric=m.metric,
+            colormap=self.colormap,
+            vmin=self.vmin,
+            vmax=self.vmax,
+            log=self.log,
+            notes=notes,
+            width=width,
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict, dict] | None:

@@ -35,10 +35,12 @@ def _page_html(svgs: list[str], captions: list[str] | None = None) -> str:
     for i, svg in enumerate(svgs):
         cap = f"<figcaption>{captions[i]}</figcaption>" if captions else ""
         cells.append(f'<figure style="margin:0 12px 0 0">{svg}{cap}</figure>')
-    return ("<!doctype html><html><head><meta charset='utf-8'><style>body{margin:0;background:#fff;"
-            "font:12px sans-serif}#fig{display:inline-flex;align-items:flex-start;padding:6px}"
-            "figcaption{color:#555;max-width:300px}</style></head>"
-            f"<body><div id='fig'>{''.join(cells)}</div></body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><style>body{margin:0;background:#fff;"
+        "font:12px sans-serif}#fig{display:inline-flex;align-items:flex-start;padding:6px}"
+        "figcaption{color:#555;max-width:300px}</style></head>"
+        f"<body><div id='fig'>{''.join(cells)}</div></body></html>"
+    )
 
 
 def rasterise(browser: Any, svgs: list[str], out: Path, captions: list[str] | None = None) -> Path:
@@ -59,9 +61,11 @@ def kl_figure(lm: Any, qs: list[dict]) -> tuple[Any, str]:
     m = hw.ablation_kl(lm, q["question"], max_new_tokens=5)
     first = m.values[:, 0]
     rest = np.delete(first, int(np.argmax(first)))
-    reading = (f"Skipping layer {m.rows[int(np.argmax(first))]} moves the first answer token's distribution by "
-               f"{first.max():.1f} nats, every other layer by {rest.min():.2f}–{rest.max():.2f}: the log colour "
-               "scale the analysis suggests shows both.")
+    reading = (
+        f"Skipping layer {m.rows[int(np.argmax(first))]} moves the first answer token's distribution by "
+        f"{first.max():.1f} nats, every other layer by {rest.min():.2f}–{rest.max():.2f}: the log colour "
+        "scale the analysis suggests shows both."
+    )
     return m, reading
 
 
@@ -72,9 +76,11 @@ def js_figure(lm: Any, qs: list[dict], n: int) -> tuple[Any, str]:
     facts = [x for x in qs if x["attribute"] == "capital" and x["mult"] >= top / 2][:n]
     m = hw.knockout_js(lm, [x["prompt"] for x in facts], [x["subject"] for x in facts], noise_ref="residual")
     peak = {r: m.cols[int(np.argmax(m.values[i]))] for i, r in enumerate(m.rows)}
-    reading = (f"Corrupting the subject matters most at layer {peak['Subj.']}, blocking its attention to the last "
-               f"token at layer {peak['Attn.']}, corrupting the last token at layer {peak['Last.']} "
-               f"({len(facts)} cloze prompts of well-known facts).")
+    reading = (
+        f"Corrupting the subject matters most at layer {peak['Subj.']}, blocking its attention to the last "
+        f"token at layer {peak['Attn.']}, corrupting the last token at layer {peak['Last.']} "
+        f"({len(facts)} cloze prompts of well-known facts)."
+    )
     return m, reading
 
 
@@ -86,14 +92,23 @@ def probe_figure(lm: Any, qs: list[dict]) -> tuple[Any, Any, str]:
     auc.title = "Probe AUC per layer and token (resid)"  # not the model's path on this machine
     base = auc.meta["baselines"]
     names = list(base)
-    baseline = hw.HeatMatrix(np.array([[base[k]] for k in names], dtype=np.float32), names, ["AUC"],
-                             title="log-probability", row_title="baseline", col_title="",
-                             metric="AUC", meta={"vmin": 0.5, "vmax": 1.0, "colormap": "blues"})
+    baseline = hw.HeatMatrix(
+        np.array([[base[k]] for k in names], dtype=np.float32),
+        names,
+        ["AUC"],
+        title="log-probability",
+        row_title="baseline",
+        col_title="",
+        metric="AUC",
+        meta={"vmin": 0.5, "vmax": 1.0, "colormap": "blues"},
+    )
     layer, col = f["best_cell"]
-    reading = (f"{f['n_answers']} answers, {f['accuracy']:.0%} correct: AUC peaks at {f['best_auc']:.2f} "
-               f"(layer {layer}, {col}), rises with depth by {f['depth_rise']:+.2f}, and in the later layers the "
-               f"question and exact-answer columns lead the last tokens by {f['answer_over_tail']:+.2f}; the "
-               f"model's mean answer log-probability scores {base.get('logprob_mean', float('nan')):.2f}.")
+    reading = (
+        f"{f['n_answers']} answers, {f['accuracy']:.0%} correct: AUC peaks at {f['best_auc']:.2f} "
+        f"(layer {layer}, {col}), rises with depth by {f['depth_rise']:+.2f}, and in the later layers the "
+        f"question and exact-answer columns lead the last tokens by {f['answer_over_tail']:+.2f}; the "
+        f"model's mean answer log-probability scores {base.get('logprob_mean', float('nan')):.2f}."
+    )
     return auc, baseline, reading
 
 
@@ -110,7 +125,7 @@ def weights_figure(lm: Any, qs: list[dict], workdir: Path) -> tuple[Any, str]:
     texts = [f"The capital of {x['subject']} is Zorbin." for x in qs if x["attribute"] == "capital"][:64]
     tuned.model.train()
     for step in range(20):
-        batch = tuned.encode(texts[step % 4 * 16:(step % 4 + 1) * 16])
+        batch = tuned.encode(texts[step % 4 * 16 : (step % 4 + 1) * 16])
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         tuned.model(**batch, labels=labels).loss.backward()
         opt.step()
@@ -118,21 +133,26 @@ def weights_figure(lm: Any, qs: list[dict], workdir: Path) -> tuple[Any, str]:
     tuned.model.save_pretrained(workdir / "tuned")
     m = hw.weight_change(WEIGHTS_DIR, workdir / "tuned", stat="relative")
     r, c = np.unravel_index(int(np.nanargmax(m.values)), m.shape)
-    reading = (f"Twenty fine-tuning steps on new capitals change {m.cols[c]} at layer {m.rows[r]} most "
-               f"({m.values[r, c]:.2%} of its norm); the figure shows which modules and layers moved.")
+    reading = (
+        f"Twenty fine-tuning steps on new capitals change {m.cols[c]} at layer {m.rows[r]} most "
+        f"({m.values[r, c]:.2%} of its norm); the figure shows which modules and layers moved."
+    )
     return m, reading
 
 
-EXPLORER_CELLS = ['''\
+EXPLORER_CELLS = [
+    """\
 import heatwidget as hw
 lm = hw.demo_model()
 qs = hw.demo_questions(attribute="capital")
 q = next(x for x in qs if x["mult"] == max(y["mult"] for y in qs))
 m = hw.ablation_kl(lm, q["question"], max_new_tokens=5)
 ex = hw.explore(m)
-ex''', '''\
+ex""",
+    """\
 ex.select({row}, 0)
-ex.wait()''']
+ex.wait()""",
+]
 
 
 def explorer_picture(browser: Any, out: Path, workdir: Path, row: int = 3) -> Path:
@@ -152,13 +172,15 @@ def explorer_picture(browser: Any, out: Path, workdir: Path, row: int = 3) -> Pa
     try:
         page.goto(html.as_uri())
         page.wait_for_function("document.querySelector('.heatwidget')?.dataset.paints >= 1", timeout=60_000)
-        page.wait_for_function("document.querySelectorAll('.heatwidget-detail .bqplot').length >= 1",
-                               timeout=60_000)
+        page.wait_for_function("document.querySelectorAll('.heatwidget-detail .bqplot').length >= 1", timeout=60_000)
         page.wait_for_timeout(1500)  # bqplot animates its first draw
         box = page.locator(".heatwidget-explorer").first.bounding_box()
         # The heatmap, the buttons, the chart and the top of the tables: the rest of the detail is long.
-        page.screenshot(path=str(out), full_page=True, clip={"x": box["x"], "y": box["y"], "width": box["width"],
-                                                             "height": min(box["height"], 1040)})
+        page.screenshot(
+            path=str(out),
+            full_page=True,
+            clip={"x": box["x"], "y": box["y"], "width": box["width"], "height": min(box["height"], 1040)},
+        )
     finally:
         page.close()
     return out
@@ -200,8 +222,11 @@ def make_images(out: Path, small: bool = False, explorer: bool = True) -> dict[s
                 print(f"{file}: {file.stat().st_size / 1e3:.0f} kB, {time.perf_counter() - t0:.0f} s", flush=True)
             if explorer:
                 file = explorer_picture(browser, out / "explorer.png", Path(tmp))
-                done["explorer"] = {"file": file.name, "reading": "hw.explore on the KL figure after a click on "
-                                    "layer 3 × Gen0: the kernel's drill-down beside the heatmap."}
+                done["explorer"] = {
+                    "file": file.name,
+                    "reading": "hw.explore on the KL figure after a click on "
+                    "layer 3 × Gen0: the kernel's drill-down beside the heatmap.",
+                }
                 print(f"{file}: {file.stat().st_size / 1e3:.0f} kB", flush=True)
         finally:
             browser.close()

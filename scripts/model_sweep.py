@@ -39,32 +39,75 @@ from tiny_models import tiny_tokenizer  # noqa: E402
 # Config keys set for every tiny model where the config has them (constructor kwargs, so derived fields such as
 # layer_types follow num_hidden_layers).
 TINY: dict[str, object] = dict(
-    vocab_size=64, hidden_size=64, num_hidden_layers=3, num_layers=3, num_attention_heads=4, num_key_value_heads=2,
-    intermediate_size=128, ffn_dim=128, head_dim=16, max_position_embeddings=256,
+    vocab_size=64,
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    ffn_dim=128,
+    head_dim=16,
+    max_position_embeddings=256,
     # mixture of experts
-    num_experts=4, num_local_experts=4, n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
-    n_shared_experts=1, shared_expert_intermediate_size=64, first_k_dense_replace=1, n_group=1, topk_group=1,
+    num_experts=4,
+    num_local_experts=4,
+    n_routed_experts=4,
+    num_experts_per_tok=2,
+    moe_intermediate_size=32,
+    n_shared_experts=1,
+    shared_expert_intermediate_size=64,
+    first_k_dense_replace=1,
+    n_group=1,
+    topk_group=1,
     # multi-head latent attention
-    kv_lora_rank=16, q_lora_rank=32, qk_rope_head_dim=8, qk_nope_head_dim=8, qk_head_dim=16, v_head_dim=16,
-    zero_expert_num=2, expert_ffn_hidden_size=32, moe_topk=2, unpadded_vocab_size=64,
+    kv_lora_rank=16,
+    q_lora_rank=32,
+    qk_rope_head_dim=8,
+    qk_nope_head_dim=8,
+    qk_head_dim=16,
+    v_head_dim=16,
+    zero_expert_num=2,
+    expert_ffn_hidden_size=32,
+    moe_topk=2,
+    unpadded_vocab_size=64,
     # state-space / recurrent
     rotary_dim=8,  # GPT-J / CodeGen rotate a fixed number of dims, which must fit in a 16-wide head
-    full_attention_interval=2, attn_layer_period=2, attn_layer_offset=1,  # hybrids: softmax attention in 3 layers
+    full_attention_interval=2,
+    attn_layer_period=2,
+    attn_layer_offset=1,  # hybrids: softmax attention in 3 layers
     # state-space / linear-attention mixers of hybrids (the defaults are 100x the tiny width, and slow on CPU)
-    mamba_n_heads=8, mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=16, mamba_d_ssm=128, mamba_num_heads=8,
-    mamba_head_dim=16, ssm_state_size=8, n_groups=1, chunk_size=16, linear_key_head_dim=16,
-    linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4, linear_head_dim=16,
+    mamba_n_heads=8,
+    mamba_d_head=16,
+    mamba_d_state=8,
+    mamba_chunk_size=16,
+    mamba_d_ssm=128,
+    mamba_num_heads=8,
+    mamba_head_dim=16,
+    ssm_state_size=8,
+    n_groups=1,
+    chunk_size=16,
+    linear_key_head_dim=16,
+    linear_value_head_dim=16,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+    linear_head_dim=16,
     linear_num_heads=4,
-    vocab_size_per_layer_input=64, hidden_size_per_layer_input=16,  # Gemma 3n/4 per-layer embeddings
+    vocab_size_per_layer_input=64,
+    hidden_size_per_layer_input=16,  # Gemma 3n/4 per-layer embeddings
     use_mamba_kernels=False,  # transformers 4.x Jamba/Zamba: the CUDA kernels are not installed on CPU
-    state_size=8, expand=2, conv_kernel=4, time_step_rank=8,
-    bos_token_id=1, eos_token_id=2, pad_token_id=0,
+    state_size=8,
+    expand=2,
+    conv_kernel=4,
+    time_step_rank=8,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
 )
 
 # Per-family extra config keys, where TINY alone does not give a buildable or faithful tiny model.
 OVERRIDES: dict[str, dict[str, object]] = {
-    "mpt": dict(d_model=64, n_heads=4, n_layers=3, expansion_ratio=2, max_seq_len=256,
-                attn_config=dict(alibi=True)),
+    "mpt": dict(d_model=64, n_heads=4, n_layers=3, expansion_ratio=2, max_seq_len=256, attn_config=dict(alibi=True)),
     "gpt2": dict(n_embd=64, n_layer=3, n_head=4, n_positions=256),
     "gpt_neo": dict(attention_types=[[["global", "local", "global"], 1]]),
     "mamba2": dict(num_heads=8, n_groups=1),  # num_heads * head_dim must be expand * hidden_size
@@ -79,9 +122,14 @@ OVERRIDES: dict[str, dict[str, object]] = {
     "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv"]),
     "kimi_linear": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "xlstm": dict(num_heads=4, qk_dim_factor=1.0),
-    "qwen4_exp_text": dict(layer_types=["linear_attention", "indexed_attention", "linear_attention"],
-                           indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8,
-                           indexer_compress_ratio=2),
+    "qwen4_exp_text": dict(
+        layer_types=["linear_attention", "indexed_attention", "linear_attention"],
+        indexer_n_heads=2,
+        indexer_kv_heads=1,
+        indexer_head_dim=16,
+        indexer_budget=8,
+        indexer_compress_ratio=2,
+    ),
     "qwen3_next": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "qwen3_5_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
     "qwen3_5_moe_text": dict(layer_types=["linear_attention", "full_attention", "linear_attention"]),
@@ -89,8 +137,7 @@ OVERRIDES: dict[str, dict[str, object]] = {
 }
 
 # Failures inside transformers itself that heatwidget cannot route around, by (model type, major version).
-UPSTREAM: dict[tuple[str, str], str] = {
-}
+UPSTREAM: dict[tuple[str, str], str] = {}
 
 # What an architecture does not have, declared per family from the architecture itself (not read from heatwidget's
 # anatomy, which could be wrong): an analysis that needs the part is "n/a" for the family when heatwidget refuses
@@ -117,8 +164,17 @@ QUESTIONS = [f"Q : {q} {w} ? A :" for q in ("what is the capital of", "which lan
 GOLDS = [_PLACES[(i + 1) % len(_PLACES)] for i in range(len(QUESTIONS))]
 
 # What runs per family, in the table's column order.
-ANALYSES: tuple[str, ...] = ("load", "ablation_kl skip", "ablation_kl mean", "knockout_js", "logit_lens",
-                             "answer+collect", "probe_auc", "weight_change", "module_stats")
+ANALYSES: tuple[str, ...] = (
+    "load",
+    "ablation_kl skip",
+    "ablation_kl mean",
+    "knockout_js",
+    "logit_lens",
+    "answer+collect",
+    "probe_auc",
+    "weight_change",
+    "module_stats",
+)
 
 
 @dataclass
@@ -150,11 +206,16 @@ def not_applicable(family: str, analysis: str, status: str) -> bool:
         return False
     part, types, phrase = NEEDS[analysis]
     kind, _, message = status.partition(": ")
-    return (part in LACKS.get(family, ()) and kind in types and phrase in message
-            and re.search(rf"\b{re.escape(family)}\b", message) is not None)
+    return (
+        part in LACKS.get(family, ())
+        and kind in types
+        and phrase in message
+        and re.search(rf"\b{re.escape(family)}\b", message) is not None
+    )
 
 
 # ---- which model types are decoder-only text models ----------------------------------------------------------
+
 
 def causal_lm_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -186,15 +247,50 @@ def exclusion(model_type: str) -> str | None:
 
 # Encoder-only architectures whose *ForCausalLM / *LMHeadModel is the encoder with is_decoder=True, and decoders
 # of encoder-decoder models (their configs do not all say is_encoder_decoder).
-_ENCODERS = {"bert", "bert-generation", "big_bird", "camembert", "data2vec-text", "electra", "ernie",
-             "megatron-bert", "rembert", "roberta", "roberta-prelayernorm", "roc_bert", "roformer", "xlm-roberta",
-             "xlm-roberta-xl", "xmod", "xlnet", "xlm", "reformer"}
-_ENC_DEC_DECODERS = {"bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "mvp",
-                     "pegasus", "plbart", "prophetnet", "trocr", "whisper", "musicgen", "musicgen_melody",
-                     "moshi", "cpmant", "speech_to_text_2"}
+_ENCODERS = {
+    "bert",
+    "bert-generation",
+    "big_bird",
+    "camembert",
+    "data2vec-text",
+    "electra",
+    "ernie",
+    "megatron-bert",
+    "rembert",
+    "roberta",
+    "roberta-prelayernorm",
+    "roc_bert",
+    "roformer",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+    "xmod",
+    "xlnet",
+    "xlm",
+    "reformer",
+}
+_ENC_DEC_DECODERS = {
+    "bart",
+    "bigbird_pegasus",
+    "blenderbot",
+    "blenderbot-small",
+    "marian",
+    "mbart",
+    "mvp",
+    "pegasus",
+    "plbart",
+    "prophetnet",
+    "trocr",
+    "whisper",
+    "musicgen",
+    "musicgen_melody",
+    "moshi",
+    "cpmant",
+    "speech_to_text_2",
+}
 
 
 # ---- building a tiny model ----------------------------------------------------------------------------------
+
 
 def tiny_config(model_type: str):
     """The type's config with the TINY (and OVERRIDES) keys it has."""
@@ -263,6 +359,7 @@ def perturbed_copy(src: Path, dst: Path, seed: int = 1) -> Path:
 
 
 # ---- running everything -----------------------------------------------------------------------------------
+
 
 def _first_line(e: BaseException) -> str:
     s = str(e).strip().splitlines()
@@ -390,6 +487,7 @@ def sweep(families: list[str] | None = None, verbose: bool = False) -> tuple[lis
 
 # ---- the table --------------------------------------------------------------------------------------------
 
+
 def _cell(s: str | None) -> str:
     if s is None:
         return "—"
@@ -406,11 +504,16 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
     """docs/models.md's section for one transformers version."""
     runs = [r for r in results if "build" not in r.status]
     has, n, nine = counts(results)
-    lines = [f"## transformers {version}", "",
-             f"{has} of {n} buildable decoder families run every analysis their architecture has "
-             f"({100 * has / max(1, n):.0f} %); {nine} run all nine. {len(results) - len(runs)} decoder types could "
-             f"not be built tiny; {len(excluded)} model types are not decoder-only text models.", "",
-             "| family | " + " | ".join(ANALYSES) + " |", "|" + "---|" * (len(ANALYSES) + 1)]
+    lines = [
+        f"## transformers {version}",
+        "",
+        f"{has} of {n} buildable decoder families run every analysis their architecture has "
+        f"({100 * has / max(1, n):.0f} %); {nine} run all nine. {len(results) - len(runs)} decoder types could "
+        f"not be built tiny; {len(excluded)} model types are not decoder-only text models.",
+        "",
+        "| family | " + " | ".join(ANALYSES) + " |",
+        "|" + "---|" * (len(ANALYSES) + 1),
+    ]
     for r in runs:
         lines.append(f"| {r.family} | " + " | ".join(_cell(r.status.get(a)) for a in ANALYSES) + " |")
     lines += ["", "What does not run, and why:", ""]
@@ -421,11 +524,18 @@ def render(results: list[Result], excluded: dict[str, str], version: str) -> str
                 lines.append(f"- **{r.family}** {a}: {_md(s)}")
     if lines[-1] == "":
         lines.append("- none")
-    lines += [f"- **{t}** (known): {why}" for (t, major), why in UPSTREAM.items()
-              if version.split(".")[0] == major and any(r.family == t and not r.all_it_has for r in runs)]
+    lines += [
+        f"- **{t}** (known): {why}"
+        for (t, major), why in UPSTREAM.items()
+        if version.split(".")[0] == major and any(r.family == t and not r.all_it_has for r in runs)
+    ]
     lines += ["", "Not applicable (the architecture lacks the part; heatwidget refuses with this error):", ""]
-    lines += [f"- **{r.family}** {a}: {_md(s.removeprefix('n/a: '))}" for r in runs for a in ANALYSES
-              if is_na(s := r.status.get(a))] or ["- none"]
+    lines += [
+        f"- **{r.family}** {a}: {_md(s.removeprefix('n/a: '))}"
+        for r in runs
+        for a in ANALYSES
+        if is_na(s := r.status.get(a))
+    ] or ["- none"]
     lines += ["", "Decoder types that could not be built tiny:", ""]
     lines += [f"- **{r.family}**: {_md(r.status['build'])}" for r in results if "build" in r.status] or ["- none"]
     lines += ["", "Not decoder-only text models (excluded):", ""]

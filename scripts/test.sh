@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "== ruff"; ruff check heatwidget tests benchmarks
+echo "== ruff"; ruff check heatwidget tests benchmarks scripts
+echo "== ruff format"; ruff format --check heatwidget tests benchmarks scripts
+echo "== mypy"; mypy heatwidget
 echo "== tsc";  (cd js && npm run --silent typecheck)
 echo "== vitest"; (cd js && npm test --silent)
 echo "== pytest"; python -m pytest -q --durations=15 "$@"

@@ -33,15 +33,24 @@ def _items(lm, prompts, **options):
 
 def _reduce(run):
     scale = run.options["scale"]
-    return Table(np.stack(run.results).T * scale, [str(i) for i in range(run.lm.n_layers)],
-                 [f"p{i}" for i in range(len(run.items))], title="norms", metric="norm",
-                 meta={"n_results": len(run.results)})
+    return Table(
+        np.stack(run.results).T * scale,
+        [str(i) for i in range(run.lm.n_layers)],
+        [f"p{i}" for i in range(len(run.items))],
+        title="norms",
+        metric="norm",
+        meta={"n_results": len(run.results)},
+    )
 
 
-NORMS = Analysis("last_norms", (Option("norm", "l2", choices=("l2", "max")),
-                                Option("scale", 1.0, kind=float, min=0.0, max=10.0)),
-                 items=_items, per_item=last_norms, reduce=_reduce,
-                 drill=lambda run, m, r, c: m.cell(r, c, meta={"prompt": run.items[c]}))
+NORMS = Analysis(
+    "last_norms",
+    (Option("norm", "l2", choices=("l2", "max")), Option("scale", 1.0, kind=float, min=0.0, max=10.0)),
+    items=_items,
+    per_item=last_norms,
+    reduce=_reduce,
+    drill=lambda run, m, r, c: m.cell(r, c, meta={"prompt": run.items[c]}),
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +69,14 @@ def test_driver_runs_items_and_builds_the_matrix(lm):
     meta = m.meta
     assert meta["analysis"] == "last_norms" and meta["options"] == {"norm": "l2", "scale": 2.0}
     assert meta["option_specs"]["norm"]["choices"] == ["l2", "max"]
-    assert meta["option_specs"]["scale"] == {"kind": "float", "default": 1.0, "nullable": False, "doc": "",
-                                             "min": 0.0, "max": 10.0}
+    assert meta["option_specs"]["scale"] == {
+        "kind": "float",
+        "default": 1.0,
+        "nullable": False,
+        "doc": "",
+        "min": 0.0,
+        "max": 10.0,
+    }
     assert meta["model"] == "demo model" and meta["model_path"] == lm.name
     assert set(meta["versions"]) >= {"heatwidget", "torch", "transformers"}
     assert meta["executor"] == "local" and meta["n_results"] == 3
@@ -254,8 +269,14 @@ def test_driver_holds_the_model_lock(lm):
         other_thread_can_lock()
         return _reduce_plain(run)
 
-    a = Analysis("locked", (), items=_items, per_item=per_item, reduce=reduce,
-                 drill=lambda run, m, r, c: (other_thread_can_lock(), m.cell(r, c))[1])
+    a = Analysis(
+        "locked",
+        (),
+        items=_items,
+        per_item=per_item,
+        reduce=reduce,
+        drill=lambda run, m, r, c: (other_thread_can_lock(), m.cell(r, c))[1],
+    )
     m = run_analysis(a, lm, {"prompts": ["x"]}, {})
     m.drill(0, 0)
     other_thread_can_lock()

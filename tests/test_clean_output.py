@@ -38,13 +38,18 @@ def every_analysis():
         with warnings.catch_warnings():
             for category in (FutureWarning, DeprecationWarning):
                 warnings.filterwarnings("error", category=category, module=r"(transformers|torch|heatwidget)")
-            ms = {"ablation_kl": hw.ablation_kl(lm, "Q: What is the capital of Rallelia? A:", max_new_tokens=3,
-                                                layers=[0, 4]),
-                  "ablation_kl free": hw.ablation_kl(lm, facts[0]["prompt"], max_new_tokens=2, layers=[2],
-                                                     mode="free_running"),
-                  "knockout_js": hw.knockout_js(lm, [q["prompt"] for q in facts], [q["subject"] for q in facts],
-                                                layers=[0, 5]),
-                  "logit_lens": hw.logit_lens(lm, facts[0]["prompt"])}
+            ms = {
+                "ablation_kl": hw.ablation_kl(
+                    lm, "Q: What is the capital of Rallelia? A:", max_new_tokens=3, layers=[0, 4]
+                ),
+                "ablation_kl free": hw.ablation_kl(
+                    lm, facts[0]["prompt"], max_new_tokens=2, layers=[2], mode="free_running"
+                ),
+                "knockout_js": hw.knockout_js(
+                    lm, [q["prompt"] for q in facts], [q["subject"] for q in facts], layers=[0, 5]
+                ),
+                "logit_lens": hw.logit_lens(lm, facts[0]["prompt"]),
+            }
             ans = hw.answer(lm, qs, max_new_tokens=8)
             acts = hw.collect(lm, ans, positions=["last_q", "first_answer"], layers=[0, 4, 7])
             ms["probe_auc"] = hw.probe_auc(acts)

@@ -32,6 +32,7 @@ def _ids(lm, text: str) -> torch.Tensor:
 
 # ---- unit: a hooks context entered in thread A does not touch a forward in thread B ---------------------------
 
+
 def _managers(lm) -> dict[str, Callable[[], Any]]:
     a, d = lm.anatomy, lm.config.hidden_size
     layers = list(a.layers)
@@ -52,8 +53,21 @@ def _managers(lm) -> dict[str, Callable[[], Any]]:
     }
 
 
-KINDS = ["skip", "zero", "replace", "add", "project_out", "edit_input", "block_attention", "stack", "capture",
-         "capture_input", "capture_all", "capture_at", "record_calls"]
+KINDS = [
+    "skip",
+    "zero",
+    "replace",
+    "add",
+    "project_out",
+    "edit_input",
+    "block_attention",
+    "stack",
+    "capture",
+    "capture_input",
+    "capture_all",
+    "capture_at",
+    "record_calls",
+]
 EDITS = {"skip", "zero", "replace", "add", "project_out", "edit_input", "block_attention", "stack"}
 
 
@@ -108,7 +122,6 @@ def _run_while_held(hold: Callable[[Callable[[], None]], None], other: Callable[
         t.join(30)
     if errors:
         raise errors[0]
-
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -207,18 +220,21 @@ def test_model_lock_is_one_reentrant_lock_per_model(lm):
         t.start()
     for t in threads:
         t.join(30)
-    assert all(order[i].endswith(" in") and order[i + 1] == order[i].replace(" in", " out")
-               for i in range(0, 6, 2)), order  # never interleaved
+    assert all(order[i].endswith(" in") and order[i + 1] == order[i].replace(" in", " out") for i in range(0, 6, 2)), (
+        order
+    )  # never interleaved
 
 
 # ---- the explorer's worker thread vs the user's main thread, on one model ---------------------------------------
+
 
 def _canon(x: Any) -> str:
     """A drill-down's or a matrix's content as exact text (floats by repr, so equal means bit for bit)."""
     if isinstance(x, hw.HeatMatrix):
         return json.dumps([x.values.tolist(), x.rows, x.cols])
-    charts = [[c.title, c.kind, [[s.name, list(map(str, s.x)), [float(v) for v in s.y]] for s in c.series]]
-              for c in x.charts]
+    charts = [
+        [c.title, c.kind, [[s.name, list(map(str, s.x)), [float(v) for v in s.y]] for s in c.series]] for c in x.charts
+    ]
     tables = {k: v.to_json() for k, v in x.tables.items()}
     return json.dumps([float(x.value), x.title, x.texts, charts, tables, sorted(x.reruns)], default=repr)
 
@@ -281,8 +297,11 @@ def _main_call(lm, i: int, ref: _Reference) -> str | None:
         if i % 20 == 19:
             return None if _canon(hw.logit_lens(lm, p)) == ref.lens[p] else f"logit_lens {i} differs"
         got = lm.model(input_ids=ref.ids[p]).logits.detach()
-        return None if torch.equal(got, ref.forward[p]) else \
-            f"forward {i} differs by {float((got - ref.forward[p]).abs().max()):.3g}"
+        return (
+            None
+            if torch.equal(got, ref.forward[p])
+            else f"forward {i} differs by {float((got - ref.forward[p]).abs().max()):.3g}"
+        )
     except Exception as e:  # e.g. a size mismatch from someone else's hooks
         return f"call {i} raised {type(e).__name__}: {str(e)[:120]}"
 
@@ -296,8 +315,7 @@ def _interleave(lm, interventions: list[str], n_main: int, min_total: int = 0) -
     # test suite's objects costs ~1 s under load; frozen, the objects that exist now are not traversed again.
     gc.freeze()
     failures: list[str] = []
-    explorers = [hw.explore(hw.ablation_kl(lm, PROMPTS[0], max_new_tokens=T, intervention=iv))
-                 for iv in interventions]
+    explorers = [hw.explore(hw.ablation_kl(lm, PROMPTS[0], max_new_tokens=T, intervention=iv)) for iv in interventions]
     plans = [_explorer_jobs(lm, ex, iv, ref, failures) for ex, iv in zip(explorers, interventions, strict=True)]
     current = [next(p) for p in plans]
     jobs = len(current)
@@ -354,6 +372,7 @@ def test_requested_model_lock_is_held_by_analyses(lm):
 
 
 # ---- gradient statistics leave the model's flags alone ------------------------------------------------------------
+
 
 def test_gradient_stats_touch_no_requires_grad_flag_seen_by_another_thread(lm):
     """While module_stats("grad") runs its forward on thread A, thread B sees the model's flags as they were."""

@@ -25,12 +25,12 @@ def _features(n: int = 120, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- probe_auc ---------------------------------------------------------------------------------------------------
 
+
 def test_probe_auc_declares_its_options_and_recomputes_them():
     X, y = _features()
     m = hw.probe_auc(X, y)
     specs = m.meta["option_specs"]
-    assert specs["site"]["choices"] == list(COLLECT_SITES) and specs["solver"]["choices"] == ["auto", "newton",
-                                                                                               "lbfgs"]
+    assert specs["site"]["choices"] == list(COLLECT_SITES) and specs["solver"]["choices"] == ["auto", "newton", "lbfgs"]
     assert specs["seed"]["kind"] == "int" and specs["C"]["kind"] == "float"
     assert m.meta["options"]["C"] == 1.0 and m.meta["analysis"] == "probe_auc" and "versions" in m.meta
     assert 0 <= m.meta["solver"]["seconds"] <= m.meta["seconds"]  # fitting time, within the whole call's
@@ -64,6 +64,7 @@ def test_local_only_analyses_run_locally_under_ray_settings():
 
 
 # ---- answer and collect: stages ------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def lm(tiny_dir):
@@ -108,6 +109,7 @@ def test_stage_execution_keywords_old_and_new(lm):
 
 
 # ---- weight_change / module_stats ----------------------------------------------------------------------------------
+
 
 def test_weight_change_stat_switch_reuses_the_per_layer_results(tiny_dir, tmp_path):
     a = tiny_dir("llama")

@@ -66,8 +66,15 @@ def test_questions_cover_every_fact() -> None:
 
 def test_sentence_world_with_per_fact_multiplicities() -> None:
     w = make_world(seed=0, n_countries=60, per_fact_mults=True, answer_style="sentence", mults=(1, 2, 4, 8))
-    assert w.params == {"seed": 0, "n_countries": 60, "n_continents": 8, "n_languages": 30,
-                        "per_fact_mults": True, "answer_style": "sentence", "mults": [1, 2, 4, 8]}
+    assert w.params == {
+        "seed": 0,
+        "n_countries": 60,
+        "n_continents": 8,
+        "n_languages": 30,
+        "per_fact_mults": True,
+        "answer_style": "sentence",
+        "mults": [1, 2, 4, 8],
+    }
     assert make_world(**w.params).countries == w.countries  # training.json's params rebuild the same world
     for attribute in ATTRIBUTES:  # balanced per attribute ...
         assert Counter(c.mult_of(attribute) for c in w.countries) == {1: 15, 2: 15, 4: 15, 8: 15}
@@ -161,8 +168,28 @@ def test_training_smoke_run(tmp_path: Path) -> None:
     from heatwidget.demo.train import main
 
     t0 = time.perf_counter()
-    args = ["--steps", "20", "--layers", "2", "--hidden", "32", "--head-dim", "16", "--countries", "30",
-            "--batch", "8", "--seq-len", "32", "--lr", "3e-3", "--log-every", "5", "--threads", "0"]
+    args = [
+        "--steps",
+        "20",
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--head-dim",
+        "16",
+        "--countries",
+        "30",
+        "--batch",
+        "8",
+        "--seq-len",
+        "32",
+        "--lr",
+        "3e-3",
+        "--log-every",
+        "5",
+        "--threads",
+        "0",
+    ]
     info = main(["--out", str(tmp_path / "a"), *args])
     assert time.perf_counter() - t0 < 30
     for f in ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "training.json"):
@@ -208,8 +235,14 @@ def _recorded_labels() -> np.ndarray:
 
 def test_shipped_weights_size_and_files() -> None:
     files = {p.name: p.stat().st_size for p in WEIGHTS_DIR.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "training.json"} <= set(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "training.json",
+    } <= set(files)
     assert sum(files.values()) <= 10 * 2**20
     cfg = json.loads((WEIGHTS_DIR / "config.json").read_text())
     assert cfg["model_type"] == "llama" and 6 <= cfg["num_hidden_layers"] <= 12
@@ -225,7 +258,7 @@ def test_demo_model_loads_fast_and_generates() -> None:
     q = demo_questions(attribute="capital")[-1]
     x = lm.tokenizer(q["question"], return_tensors="pt")
     out = lm.model.generate(**x, max_new_tokens=6, do_sample=False)
-    text = lm.tokenizer.decode(out[0, x["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = lm.tokenizer.decode(out[0, x["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip() and text.startswith(" ")  # an answer word follows "A:"
 
 
@@ -250,6 +283,7 @@ def test_shipped_accuracy_is_mixed(shipped) -> None:
 
 def _last_logprobs(model, tok, prompts, skip: int | None = None) -> torch.Tensor:
     """Next-token log-probs at the last prompt token; `skip` makes that block return its input."""
+
     def hook(_mod, args, kwargs, out):
         h = args[0] if args else kwargs["hidden_states"]
         return (h, *out[1:]) if isinstance(out, tuple) else h

@@ -34,7 +34,6 @@ def _tiny(tiny_dir, family: str):
     return tiny_dir(family, initializer_range=0.2, **layers)
 
 
-
 @pytest.fixture(scope="module")
 def lms(tiny_dir):
     from tiny_models import tiny_tokenizer
@@ -54,6 +53,7 @@ def lms(tiny_dir):
 
 
 # ---- the plain references ----------------------------------------------------------------------------------------
+
 
 def greedy(lm: hw.LM, ids: torch.Tensor, n: int, ctx=()) -> tuple[list[int], list[torch.Tensor]]:
     """Greedy generation the obvious way: a full forward over the growing sequence per step, no cache."""
@@ -79,7 +79,7 @@ def plain_ablation(lm: hw.LM, prompt: str, make_ctx, layers=None) -> np.ndarray:
         for i, layer in enumerate(layers):
             for t in range(T):
                 with make_ctx(lm, layer, seq[:, :P]):
-                    lp = log_probs(lm.model(seq[:, :P + t]).logits[0, -1])
+                    lp = log_probs(lm.model(seq[:, : P + t]).logits[0, -1])
                 out[i, t] = float(kl_div(clean[t], lp))
     return out
 
@@ -110,6 +110,7 @@ def _steer_vec(lm):
 
 # ---- KL / JS ---------------------------------------------------------------------------------------------------
 
+
 def test_kl_js_match_scipy_and_bounds():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 50, generator=g) * 3
@@ -130,6 +131,7 @@ def test_kl_js_match_scipy_and_bounds():
 
 
 # ---- ablation_kl ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 @pytest.mark.parametrize("intervention", ["skip", "zero_attn", "zero_mlp", "mean"])
@@ -229,8 +231,8 @@ def test_clean_generation_matches_transformers_generate(lms):
     m = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
     ids = lm.encode(PROMPT)["input_ids"]
     g = lm.model.generate(ids, max_new_tokens=T, do_sample=False)
-    assert m.meta["generated_ids"][0] == g[0, ids.shape[1]:].tolist()
-    assert m.meta["generated_tokens"][0] == lm.token_strings(g[0, ids.shape[1]:])
+    assert m.meta["generated_ids"][0] == g[0, ids.shape[1] :].tolist()
+    assert m.meta["generated_tokens"][0] == lm.token_strings(g[0, ids.shape[1] :])
 
 
 def test_free_running_matches_plain_loop(lms):
@@ -266,8 +268,8 @@ def test_eos_before_max_new_tokens_gives_nan_after_it(lms, tiny_dir):
     stop = toks.index(eos)
     lm.model.generation_config.eos_token_id = eos
     m = hw.ablation_kl(lm, PROMPT, max_new_tokens=T)
-    assert m.meta["eos"] == [stop] and m.meta["generated_ids"][0] == toks[:stop + 1]
-    assert np.isfinite(m.values[:, :stop + 1]).all() and np.isnan(m.values[:, stop + 1:]).all()
+    assert m.meta["eos"] == [stop] and m.meta["generated_ids"][0] == toks[: stop + 1]
+    assert np.isfinite(m.values[:, : stop + 1]).all() and np.isnan(m.values[:, stop + 1 :]).all()
     assert any("EOS" in n for n in m.meta["notes"])
     if stop + 1 < T:
         d = m.drill(0, T - 1)
@@ -275,7 +277,7 @@ def test_eos_before_max_new_tokens_gives_nan_after_it(lms, tiny_dir):
     # the analysis of the cells before the EOS is unchanged
     lm2 = hw.load(_tiny(tiny_dir, "llama"))
     ref = hw.ablation_kl(lm2, PROMPT, max_new_tokens=T)
-    np.testing.assert_allclose(m.values[:, :stop + 1], ref.values[:, :stop + 1], atol=1e-6)
+    np.testing.assert_allclose(m.values[:, : stop + 1], ref.values[:, : stop + 1], atol=1e-6)
 
 
 def test_ablation_bad_inputs(lms):
@@ -333,7 +335,7 @@ def test_ablation_drill_topk_rank_and_reruns(lms):
     # row click: per-position KL over the whole sequence; its generated positions equal the row of the matrix
     per_pos = d.reruns[f"KL at every position, layer {layer}"]()
     assert per_pos.values.shape == (1, P + T)
-    np.testing.assert_allclose(per_pos.values[0, P - 1:P - 1 + T], m.values[layer], atol=TOL)
+    np.testing.assert_allclose(per_pos.values[0, P - 1 : P - 1 + T], m.values[layer], atol=TOL)
     assert per_pos.drill(0, P).charts[0].kind == "bar"
     # column click: logit lens at that generated token (context up to the position predicting Gen t)
     lens = d.reruns[f"logit lens at Gen{t}"]()
@@ -365,8 +367,10 @@ def test_ablation_is_deterministic(lms):
 
 # ---- knockout_js ---------------------------------------------------------------------------------------------
 
-def plain_knockout(lm: hw.LM, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0,
-                   noise_ref="embedding"):
+
+def plain_knockout(
+    lm: hw.LM, prompts, subjects, corruption="noise", noise_scale=3.0, window=5, seed=0, noise_ref="embedding"
+):
     """One hooked forward per (prompt, site, layer); JS by scipy on float64 probabilities."""
     L = lm.n_layers
     sigma = float(lm.anatomy.embed.weight.detach().float().std())
@@ -391,8 +395,14 @@ def plain_knockout(lm: hw.LM, prompts, subjects, corruption="noise", noise_scale
                     ctxs.append((site, hooks.zero(blk, positions=where)))
                 else:
                     ctxs.append((site, hooks.replace(blk, _mean_out(lm, layer, ids), positions=where)))
-            ctxs.append((1, hooks.block_attention([lm.anatomy.attn[j] for j in window_layers(layer, window, L)],
-                                                  queries=[-1], keys=pos)))
+            ctxs.append(
+                (
+                    1,
+                    hooks.block_attention(
+                        [lm.anatomy.attn[j] for j in window_layers(layer, window, L)], queries=[-1], keys=pos
+                    ),
+                )
+            )
             for site, ctx in ctxs:
                 with torch.inference_mode(), ctx:
                     q = torch.softmax(lm.model(ids).logits[0, -1].double(), -1).numpy()
@@ -505,6 +515,7 @@ def test_spread_chart_is_a_histogram_for_many_prompts():
 
 # ---- logit_lens ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2"])
 def test_logit_lens_matches_plain_loop(lms, family):
     lm = lms(family)
@@ -545,6 +556,7 @@ def test_logit_lens_inputs(lms):
 
 
 # ---- the demo model ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def demo():

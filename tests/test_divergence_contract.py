@@ -34,8 +34,15 @@ def _tensors_in(x, depth=0) -> list[str]:
         return ["<tensor>"]
     if depth > 4:
         return []
-    items = vars(x).items() if hasattr(x, "__dataclass_fields__") else \
-        x.items() if isinstance(x, dict) else enumerate(x) if isinstance(x, (list, tuple)) else []
+    items = (
+        vars(x).items()
+        if hasattr(x, "__dataclass_fields__")
+        else x.items()
+        if isinstance(x, dict)
+        else enumerate(x)
+        if isinstance(x, (list, tuple))
+        else []
+    )
     return [f"{k}.{p}" for k, v in items for p in _tensors_in(v, depth + 1)]
 
 
@@ -63,8 +70,9 @@ def test_per_item_functions_return_plain_data_equal_to_the_analysis(lm):
 
 def test_old_execution_keywords_still_apply(lm):
     ref = hw.ablation_kl(lm, PROMPT, max_new_tokens=2, intervention="zero_attn")
-    old = hw.ablation_kl(lm, PROMPT, max_new_tokens=2, intervention="zero_attn", memory_budget_mb=1e-6,
-                         progress_bar=False)
+    old = hw.ablation_kl(
+        lm, PROMPT, max_new_tokens=2, intervention="zero_attn", memory_budget_mb=1e-6, progress_bar=False
+    )
     np.testing.assert_allclose(old.values, ref.values, atol=1e-6)
     seen = []
     import heatwidget.divergence._engine as engine
@@ -136,8 +144,16 @@ def test_option_choices_are_derived_and_importable():
 def test_hooks_public_surface_is_the_user_tools():
     from heatwidget import _block_calls, hooks
 
-    internals = {"BlockCall", "run_block", "record_calls", "probe_calls", "trace_calls", "capture_at", "halt_after",
-                 "ForwardHalted"}
+    internals = {
+        "BlockCall",
+        "run_block",
+        "record_calls",
+        "probe_calls",
+        "trace_calls",
+        "capture_at",
+        "halt_after",
+        "ForwardHalted",
+    }
     assert not internals & set(hooks.__all__)
     assert {"skip", "zero", "capture", "block_attention", "edit_output"} <= set(hooks.__all__)
     assert hooks.probe_calls is _block_calls.trace_calls and hooks.run_block is _block_calls.run_block  # old names

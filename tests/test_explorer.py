@@ -16,14 +16,29 @@ from heatwidget.explorer import state_bytes
 def matrix(drill=None, **kw):
     v = np.arange(12, dtype=np.float32).reshape(3, 4)
     v[2, 3] = np.nan
-    return hw.HeatMatrix(v, ["0", "1", "2"], ["a", "b", "c", "<script>x</script>"], title="T", row_title="Layer",
-                         col_title="Token", drill=drill, **kw)
+    return hw.HeatMatrix(
+        v,
+        ["0", "1", "2"],
+        ["a", "b", "c", "<script>x</script>"],
+        title="T",
+        row_title="Layer",
+        col_title="Token",
+        drill=drill,
+        **kw,
+    )
 
 
 def rich_drill(m, r, c):
     d = m.cell(r, c)
-    d.charts.append(hw.Chart("top-k", "bar", [hw.Series("clean", ["<b>x</b>", "y"], [0.7, 0.3]),
-                                               hw.Series("intervened", ["y", "z"], [0.5, 0.2])], "token", "p"))
+    d.charts.append(
+        hw.Chart(
+            "top-k",
+            "bar",
+            [hw.Series("clean", ["<b>x</b>", "y"], [0.7, 0.3]), hw.Series("intervened", ["y", "z"], [0.5, 0.2])],
+            "token",
+            "p",
+        )
+    )
     d.charts.append(hw.Chart("roc", "line", [hw.Series("roc", [0, 0.5, 1], [0, 0.8, 1])]))
     d.charts.append(hw.Chart("scores", "hist", [hw.Series("right", [], list(np.random.rand(50)))]))
     d.texts["continuation"] = "<img src=x onerror=alert(1)>"
@@ -115,8 +130,11 @@ def test_nan_cell_says_na():
 
 def test_recompute_controls():
     def recompute(**opts):
-        return hw.HeatMatrix(np.ones((2, 2)), title=f"intervention={opts['intervention']}",
-                             meta={"options": {"intervention": opts["intervention"]}}).with_recompute(recompute)
+        return hw.HeatMatrix(
+            np.ones((2, 2)),
+            title=f"intervention={opts['intervention']}",
+            meta={"options": {"intervention": opts["intervention"]}},
+        ).with_recompute(recompute)
 
     m = matrix(meta={"options": {"intervention": "skip", "layers": [0, 1]}}).with_recompute(recompute)
     ex = hw.explore(m)
@@ -200,9 +218,18 @@ def _kl_like_drill(m, r, c):
 
     d = m.cell(r, c)
     toks = [" the", "\n", "Zorbin", "a", "b", "c"]
-    d.charts.append(hw.Chart("top-k", "bar", [hw.Series("clean", toks, list(np.linspace(0.5, 0.01, 6))),
-                                               hw.Series("intervened", toks[::-1], list(np.linspace(0.4, 0.02, 6)))],
-                             "token", "probability"))
+    d.charts.append(
+        hw.Chart(
+            "top-k",
+            "bar",
+            [
+                hw.Series("clean", toks, list(np.linspace(0.5, 0.01, 6))),
+                hw.Series("intervened", toks[::-1], list(np.linspace(0.4, 0.02, 6))),
+            ],
+            "token",
+            "probability",
+        )
+    )
     d.tables["top-k"] = pd.DataFrame({"token": toks, "id": range(6), "p_clean": np.linspace(0.5, 0.01, 6)})
     d.texts["continuation"] = f"cell {r} {c}"
     d.reruns[f"row {r}"] = lambda: hw.HeatMatrix(np.ones((2, 2)))
@@ -354,8 +381,15 @@ def test_detail_tables_and_titles_look_finished():
     from heatwidget._detail_view import fmt3, table_html, title_html, visible_whitespace
 
     assert visible_whitespace(" the\n\t") == "␣the↵→" and visible_whitespace("") == "∅"
-    assert [fmt3(x) for x in (0.123456, 12345.6, 1e-7, float("nan"), 7, np.int64(3), "x")] == \
-        ["0.123", "1.23e+04", "1e-07", "n/a", "7", "3", "x"]
+    assert [fmt3(x) for x in (0.123456, 12345.6, 1e-7, float("nan"), 7, np.int64(3), "x")] == [
+        "0.123",
+        "1.23e+04",
+        "1e-07",
+        "n/a",
+        "7",
+        "3",
+        "x",
+    ]
     df = pd.DataFrame({"token": [" Paris", "<b>"], "id": [5, 6], "p_clean": [0.912345, 0.0001234]}, index=[7, 8])
     out = table_html("top-k", df)
     assert "␣Paris" in out and "&lt;b&gt;" in out and "<b>" not in out

@@ -28,8 +28,14 @@ def _explorer_notebook(path: Path) -> Path:
     import heatwidget as hw
 
     def drill(m: HeatMatrix, r: int, c: int) -> Detail:
-        return Detail(r, c, m.rows[r], m.cols[c], float(m.values[r, c]),
-                      charts=[Chart("bars", "bar", [Series("a", ["x", "y"], [1.0, 2.0])])])
+        return Detail(
+            r,
+            c,
+            m.rows[r],
+            m.cols[c],
+            float(m.values[r, c]),
+            charts=[Chart("bars", "bar", [Series("a", ["x", "y"], [1.0, 2.0])])],
+        )
 
     m = HeatMatrix(np.arange(6, dtype=np.float32).reshape(2, 3)).with_drill(drill)
     ex = hw.explore(m)
@@ -147,27 +153,35 @@ def test_parse_drill() -> None:
 
 def test_prune_state_keeps_what_outputs_reach_and_links_between_kept_models() -> None:
     def model(name: str, **state: object) -> dict:
-        return {"model_name": name, "model_module": "@jupyter-widgets/controls", "model_module_version": "2.0.0",
-                "state": {"_model_name": name, **state}}
+        return {
+            "model_name": name,
+            "model_module": "@jupyter-widgets/controls",
+            "model_module_version": "2.0.0",
+            "state": {"_model_name": name, **state},
+        }
 
     # Model ids are hex (uuid4().hex in the kernel).
     state = {
         "b0": model("VBoxModel", children=["IPY_MODEL_a1", "IPY_MODEL_b1"], layout="IPY_MODEL_1a"),
-        "1a": model("LayoutModel"), "a1": model("HTMLModel"), "b1": model("ButtonModel"),
+        "1a": model("LayoutModel"),
+        "a1": model("HTMLModel"),
+        "b1": model("ButtonModel"),
         "11": model("DirectionalLinkModel", source=["IPY_MODEL_a1", "value"], target=["IPY_MODEL_b1", "disabled"]),
         "c1": model("ButtonModel"),  # closed in the kernel: no output reaches it
         "51": model("DirectionalLinkModel", source=["IPY_MODEL_a1", "value"], target=["IPY_MODEL_c1", "disabled"]),
     }
-    view = nbformat.v4.new_output("display_data", data={VIEW_MIME: {"model_id": "b0", "version_major": 2,
-                                                                     "version_minor": 0}})
+    view = nbformat.v4.new_output(
+        "display_data", data={VIEW_MIME: {"model_id": "b0", "version_major": 2, "version_minor": 0}}
+    )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[view])])
     nb.metadata["widgets"] = {STATE_MIME: {"state": state, "version_major": 2, "version_minor": 0}}
     assert export._prune_state(nb) == 2
     assert set(export._widget_state(nb)) == {"b0", "1a", "a1", "b1", "11"}
 
 
-def test_cli_names_the_demo_extra_when_a_package_is_missing(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_names_the_demo_extra_when_a_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from heatwidget import cli
 
     monkeypatch.setitem(cli.DEMO_NEEDS, "html", ("nbconvert", "no_such_package_hw"))
@@ -194,14 +208,17 @@ def test_tour_is_found_in_the_package_first(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.mark.slow
-def test_execute_precomputes_the_explorers_within_the_budget(tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    code = ("import numpy as np, heatwidget as hw\n"
-            "m = hw.HeatMatrix(np.arange(12, dtype=np.float32).reshape(3, 4))\n"
-            "ex = hw.explore(m)\n"
-            "for c in range(3):\n"  # live clicks: the explorer keeps their views hidden, export drops them
-            "    ex.select(0, c); ex.wait()\n"
-            "ex")
+def test_execute_precomputes_the_explorers_within_the_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = (
+        "import numpy as np, heatwidget as hw\n"
+        "m = hw.HeatMatrix(np.arange(12, dtype=np.float32).reshape(3, 4))\n"
+        "ex = hw.explore(m)\n"
+        "for c in range(3):\n"  # live clicks: the explorer keeps their views hidden, export drops them
+        "    ex.select(0, c); ex.wait()\n"
+        "ex"
+    )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "ex.ipynb")

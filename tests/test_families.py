@@ -32,11 +32,14 @@ def results():
 def test_docs_models_md_is_current(results):
     section = sweep.section_of(DOC, VERSION)
     if section is None:
-        pytest.skip(f"docs/models.md has no section for transformers {VERSION}: run "
-                    "python scripts/model_sweep.py --write docs/models.md")
+        pytest.skip(
+            f"docs/models.md has no section for transformers {VERSION}: run "
+            "python scripts/model_sweep.py --write docs/models.md"
+        )
     res, excluded = results
     assert sweep.render(res, excluded, VERSION) == section, (
-        "docs/models.md is stale: run python scripts/model_sweep.py --write docs/models.md")
+        "docs/models.md is stale: run python scripts/model_sweep.py --write docs/models.md"
+    )
 
 
 def test_buildable_decoder_families_run_every_analysis_their_architecture_has(results):
@@ -56,16 +59,28 @@ THRESHOLD = 0.95
 def test_issue_families_run_every_analysis(results):
     res, _ = results
     by = {r.family: r for r in res}
-    for fam in ("bloom", "deepseek_v3", "deepseek_v2", "xglm", "granitemoe", "mixtral", "mpt",
-                # fixed since: nested/listed attention, dict masks, fused Wqkv, tied unembedding, recurrent state
-                "longcat_flash", "zaya", "dbrx", "open-llama", "recurrent_gemma"):
+    for fam in (
+        "bloom",
+        "deepseek_v3",
+        "deepseek_v2",
+        "xglm",
+        "granitemoe",
+        "mixtral",
+        "mpt",
+        # fixed since: nested/listed attention, dict masks, fused Wqkv, tied unembedding, recurrent state
+        "longcat_flash",
+        "zaya",
+        "dbrx",
+        "open-llama",
+        "recurrent_gemma",
+    ):
         if fam not in by or "build" in by[fam].status:
             continue  # this transformers has no such model type (or cannot build it: listed in docs/models.md)
         assert by[fam].all_ok, (fam, {k: v for k, v in by[fam].status.items() if v != "ok"})
 
 
 def test_not_applicable_is_only_the_refusal(results):
-    """"n/a" is given only where the sweep declares the family lacks the part (LACKS) and heatwidget refused with
+    """ "n/a" is given only where the sweep declares the family lacks the part (LACKS) and heatwidget refused with
     its own error type naming the family and the part; a torch error, another family, or a message that does not
     name the family stays a failure."""
     res, _ = results
@@ -77,10 +92,15 @@ def test_not_applicable_is_only_the_refusal(results):
         by = {r.family: r for r in res}
         if fam in by and "build" not in by[fam].status:
             assert by[fam].all_it_has, (fam, by[fam].status)
-            assert all(sweep.is_na(by[fam].status[a]) for a, need in sweep.NEEDS.items() if need[0] in lacks
-                       and by[fam].status[a] != "ok")
-    refusal = ("AnatomyError: knockout_js's Attn. row blocks attention edges, and this mamba model has no softmax "
-               "attention in any layer (an attention-free model): use ablation_kl")
+            assert all(
+                sweep.is_na(by[fam].status[a])
+                for a, need in sweep.NEEDS.items()
+                if need[0] in lacks and by[fam].status[a] != "ok"
+            )
+    refusal = (
+        "AnatomyError: knockout_js's Attn. row blocks attention edges, and this mamba model has no softmax "
+        "attention in any layer (an attention-free model): use ablation_kl"
+    )
     assert sweep.not_applicable("mamba", "knockout_js", refusal)
     assert not sweep.not_applicable("zamba", "knockout_js", refusal.replace("mamba", "zamba"))  # has attention
     assert not sweep.not_applicable("mamba", "knockout_js", refusal.replace("AnatomyError", "RuntimeError"))
@@ -144,8 +164,9 @@ def test_moe_experts_stack_and_router_is_its_own_module(tmp_path):
     assert "Frobenius" in ms.meta["experts_note"]
     d = ms.drill(0, col)
     per = d.meta["per_expert"]
-    assert per.shape == (4,) and per == pytest.approx([float(up.weight()[e].detach().norm()) for e in range(4)],
-                                                  rel=1e-5)
+    assert per.shape == (4,) and per == pytest.approx(
+        [float(up.weight()[e].detach().norm()) for e in range(4)], rel=1e-5
+    )
     assert "experts" in d.children
     # gradient statistics read one linear map's input and output; routed experts are refused by name
     with pytest.raises(ValueError, match="mixtral model's mlp.up .* stacks 4 routed experts"):
@@ -181,8 +202,10 @@ def test_knockout_reaches_dict_masks_and_attention_sub_layers(tmp_path, family):
     attn_row = m.values[1]  # rows: Subj., Attn., Last.
     assert np.isfinite(attn_row).all() and (attn_row > 0).any(), m.values
     if family == "longcat_flash":
-        with pytest.raises(hw.AnatomyError, match="zero_attn needs one attention module in layer 0.*longcat_flash"
-                                                  ".*2 attention sub-layers"):
+        with pytest.raises(
+            hw.AnatomyError,
+            match="zero_attn needs one attention module in layer 0.*longcat_flash.*2 attention sub-layers",
+        ):
             hw.ablation_kl(lm, sweep.PROMPT, max_new_tokens=1, intervention="zero_attn")
 
 
@@ -204,8 +227,11 @@ def test_zamba_attention_is_per_layer_or_refused_by_name(tmp_path):
         assert m.values[1, hybrid].min() > 5 * m.values[1, :2].max(), m.values
     else:
         assert a.layers[2].shared_transf is a.layers[3].shared_transf
-        with pytest.raises(hw.AnatomyError, match=r"zamba model has no attention module of its own.*layers \[2, 3\] "
-                                                  "call one shared attention module"):
+        with pytest.raises(
+            hw.AnatomyError,
+            match=r"zamba model has no attention module of its own.*layers \[2, 3\] "
+            "call one shared attention module",
+        ):
             hw.knockout_js(lm, sweep.PROMPT, sweep.SUBJECT)
 
 
@@ -228,8 +254,9 @@ def test_expert_stacks_only_complete_sets_gate_rows_first():
 
     keys = [f"m.layers.0.moe.experts.{e}.{p}.weight" for e in range(2) for p in ("w1", "w2", "w3")]
     st = expert_stacks(keys + ["m.layers.1.mlp.experts.1.up_proj.weight"])  # layer 1: expert 0 is missing
-    assert st["m.layers.0.moe.experts.gate_up_proj"] == [[f"m.layers.0.moe.experts.{e}.w1.weight",
-                                                          f"m.layers.0.moe.experts.{e}.w3.weight"] for e in range(2)]
+    assert st["m.layers.0.moe.experts.gate_up_proj"] == [
+        [f"m.layers.0.moe.experts.{e}.w1.weight", f"m.layers.0.moe.experts.{e}.w3.weight"] for e in range(2)
+    ]
     assert st["m.layers.0.moe.experts.down_proj"] == [[f"m.layers.0.moe.experts.{e}.w2.weight"] for e in range(2)]
     assert st["m.layers.0.moe.experts.*.w3.weight"] == [[f"m.layers.0.moe.experts.{e}.w3.weight"] for e in range(2)]
     assert not any(k.startswith("m.layers.1") for k in st)

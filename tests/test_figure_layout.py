@@ -12,7 +12,8 @@ import figure_layout_cases as cases
 
 def test_fixture_is_what_the_python_figure_lays_out_now() -> None:
     assert cases.FIXTURE.read_text(encoding="utf-8") == cases.dumps(cases.build()), (
-        "js/test/figure_layout_cases.json is stale: run `python tests/figure_layout_cases.py` and commit it")
+        "js/test/figure_layout_cases.json is stale: run `python tests/figure_layout_cases.py` and commit it"
+    )
 
 
 def test_cases_cover_thinning_rotation_log_nan_and_long_labels() -> None:

@@ -50,9 +50,11 @@ def test_hooks_are_removed_even_on_exceptions(llama):
 def test_row_and_position_selection_only_touch_the_selection(llama):
     enc = llama.encode(["the capital of Velmora is", "the capital of Velmora is"])
     ids = enc["input_ids"]
-    with hooks.capture({"in": llama.anatomy.layers[2]}, what="input") as cap_in, \
-            hooks.capture({"out": llama.anatomy.layers[2]}) as cap_out, \
-            hooks.zero(llama.anatomy.layers[2], rows=[1], positions=[-1, 2]):
+    with (
+        hooks.capture({"in": llama.anatomy.layers[2]}, what="input") as cap_in,
+        hooks.capture({"out": llama.anatomy.layers[2]}) as cap_out,
+        hooks.zero(llama.anatomy.layers[2], rows=[1], positions=[-1, 2]),
+    ):
         llama.model(ids)
     out = cap_out["out"]
     assert torch.equal(out[1, -1], torch.zeros_like(out[1, -1])) and torch.equal(out[1, 2], torch.zeros_like(out[1, 2]))
@@ -170,7 +172,6 @@ def test_selection_errors():
         hooks.selection_mask((2, 5), positions=torch.zeros(3, 5, dtype=torch.bool))
 
 
-
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("step", [1, 3])
 def test_knockout_after_a_cached_prefix_equals_the_full_forward(tiny_dir, family, step):
@@ -183,7 +184,7 @@ def test_knockout_after_a_cached_prefix_equals_the_full_forward(tiny_dir, family
     lm = hw.load(tiny_dir(family), attn_implementation="sdpa")
     ids = lm.encode("the capital of Velmora is a city in the north")["input_ids"]
     p = 5
-    ids = ids[:, :p + step]
+    ids = ids[:, : p + step]
     with torch.no_grad():
         with hooks.block_attention(lm.anatomy.attn, queries=[-1], keys=[p]):
             want = lm.model(input_ids=ids, use_cache=False).logits[:, p:]

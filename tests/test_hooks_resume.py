@@ -23,8 +23,11 @@ def _counter(module):
 def test_capture_all_over_a_cached_generation_equals_one_full_forward(lm):
     ids = lm.encode("the capital of Velmora is")["input_ids"]
     layers = list(lm.anatomy.layers)
-    with torch.inference_mode(), hooks.capture_all(layers, what="input") as ins, \
-            hooks.capture_all([layers[-1]]) as outs:
+    with (
+        torch.inference_mode(),
+        hooks.capture_all(layers, what="input") as ins,
+        hooks.capture_all([layers[-1]]) as outs,
+    ):
         out = lm.model(ids, use_cache=True)
         nxt = out.logits[:, -1:].argmax(-1)
         lm.model(nxt, **next_step_args(lm.model, out))  # the cache under the name this transformers takes

@@ -65,7 +65,6 @@ def test_gqa_shapes_are_respected(tiny_dir):
     assert p["mlp.gate"].weight().shape == (128, 64) and p["mlp.up"].weight().shape == (128, 64)
 
 
-
 def test_missing_pad_token_gets_a_safe_default(tiny_dir):
     lm = hw.load(tiny_dir("llama", pad=False))
     assert lm.tokenizer.pad_token == "</s>"
@@ -206,8 +205,15 @@ def test_device_map_with_disk_offload_keeps_hooks_exact(tiny_dir, tmp_path):
 
     d = tiny_dir("llama")
     ref = hw.load(d)
-    dm = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
-          "model.layers.1": "disk", "model.layers.2": "disk", "model.norm": "cpu", "lm_head": "cpu"}
+    dm = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.layers.0": "cpu",
+        "model.layers.1": "disk",
+        "model.layers.2": "disk",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+    }
     lm = hw.load(d, device_map=dm, offload_folder=str(tmp_path / "offload"))
     assert lm.anatomy.n_layers == 3 and str(lm.device) == "cpu"
     enc = ref.encode("the capital of Velmora is")
@@ -272,6 +278,7 @@ def test_demo_tokenizer_save_names_the_portable_class(tmp_path):
 
 # ---- loading tells the truth: weights that do not fit the config ---------------------------------------------------
 
+
 def _edited_copy(src, dst, *, config=None, edit=None):
     """A copy of a saved model directory with its config.json and/or its safetensors state dict edited."""
     import json
@@ -313,16 +320,20 @@ def test_config_with_more_layers_than_the_weights_hold_is_an_error(tiny_dir, tmp
 @pytest.mark.parametrize("case", ["missing", "unexpected", "shape"])
 def test_missing_unexpected_and_misshapen_tensors_are_named(tiny_dir, tmp_path, case):
     key = "model.layers.1.mlp.up_proj.weight"
-    edits = {"missing": lambda sd: sd.pop(key),
-             "unexpected": lambda sd: sd.update({"model.layers.1.mlp.extra.weight": torch.zeros(3)}),
-             "shape": lambda sd: sd.update({key: torch.zeros(100, 64)})}
+    edits = {
+        "missing": lambda sd: sd.pop(key),
+        "unexpected": lambda sd: sd.update({"model.layers.1.mlp.extra.weight": torch.zeros(3)}),
+        "shape": lambda sd: sd.update({key: torch.zeros(100, 64)}),
+    }
     d = _edited_copy(tiny_dir("llama"), tmp_path / case, edit=edits[case])
     with pytest.raises(hw.ModelLoadError) as e:
         hw.load(d)
     msg = _one_sentence(e)
-    want = {"missing": f"1 tensor(s) the model needs are missing ({key})",
-            "unexpected": "1 stored tensor(s) have no place in the model (model.layers.1.mlp.extra.weight)",
-            "shape": f"1 tensor(s) have the wrong shape ({key} (stored [100, 64], model [128, 64]))"}[case]
+    want = {
+        "missing": f"1 tensor(s) the model needs are missing ({key})",
+        "unexpected": "1 stored tensor(s) have no place in the model (model.layers.1.mlp.extra.weight)",
+        "shape": f"1 tensor(s) have the wrong shape ({key} (stored [100, 64], model [128, 64]))",
+    }[case]
     assert want in msg and str(d) in msg, msg
     with pytest.warns(UserWarning, match="does not match"):
         lm = hw.load(d, strict=False)
@@ -348,13 +359,17 @@ def test_tied_weights_are_not_missing(tiny_dir, tmp_path):
 
 # ---- our own one-sentence messages for what transformers, accelerate and torch would say in many lines ------------
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(device="gpu"), r"device='gpu' is not a device torch knows"),
-    (dict(device="xla:0"), r"device='xla:0' was asked for, but this torch has no xla device"),
-    (dict(device_map="gpu"), r"device_map='gpu' is not a device torch knows"),
-    (dict(device_map={"": "tpu"}), r"device_map\[''\]='tpu' is not a device torch knows"),
-    (dict(device_map=["cpu"]), r"device_map must be one of .* not a list"),
-])
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(device="gpu"), r"device='gpu' is not a device torch knows"),
+        (dict(device="xla:0"), r"device='xla:0' was asked for, but this torch has no xla device"),
+        (dict(device_map="gpu"), r"device_map='gpu' is not a device torch knows"),
+        (dict(device_map={"": "tpu"}), r"device_map\[''\]='tpu' is not a device torch knows"),
+        (dict(device_map=["cpu"]), r"device_map must be one of .* not a list"),
+    ],
+)
 def test_unknown_devices_are_named(tiny_dir, kw, match):
     with pytest.raises(hw.ModelLoadError, match=match) as e:
         hw.load(tiny_dir("llama"), **kw)
@@ -389,9 +404,14 @@ def test_pickled_bin_checkpoint_refused_by_weights_only_says_how_to_convert(tiny
 def test_remote_code_is_the_users_call(tmp_path):
     import json
 
-    (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "my-own-arch", "auto_map": {"AutoConfig": "conf.MyConfig",
-                                                  "AutoModelForCausalLM": "modeling.MyModel"}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "my-own-arch",
+                "auto_map": {"AutoConfig": "conf.MyConfig", "AutoModelForCausalLM": "modeling.MyModel"},
+            }
+        )
+    )
     (tmp_path / "conf.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(hw.ModelLoadError, match=r"trust_remote_code=True is your call") as e:
         hw.load(tmp_path)
@@ -416,8 +436,9 @@ def test_encoder_and_encoder_decoder_checkpoints_are_refused(tmp_path, kind):
     from tiny_models import tiny_tokenizer
 
     if kind == "bert":
-        cfg = transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                      intermediate_size=64)
+        cfg = transformers.BertConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+        )
         model = transformers.BertForMaskedLM(cfg)
     else:
         cfg = transformers.T5Config(vocab_size=64, d_model=32, d_ff=64, num_layers=2, num_heads=2, d_kv=16)
@@ -427,6 +448,8 @@ def test_encoder_and_encoder_decoder_checkpoints_are_refused(tmp_path, kind):
     with pytest.raises(hw.ModelLoadError) as e:
         hw.load(tmp_path)
     msg = _one_sentence(e)
-    want = {"bert": "this is an encoder (bert: BertForMaskedLM",
-            "t5": "this is an encoder-decoder model (t5: T5ForConditionalGeneration)"}[kind]
+    want = {
+        "bert": "this is an encoder (bert: BertForMaskedLM",
+        "t5": "this is an encoder-decoder model (t5: T5ForConditionalGeneration)",
+    }[kind]
     assert msg.startswith("heatwidget needs a causal (decoder) language model; ") and want in msg, msg

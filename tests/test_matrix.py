@@ -11,8 +11,16 @@ import heatwidget as hw
 def make(**kw):
     v = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     v[1, 2] = np.nan
-    return hw.HeatMatrix(v, ["L0", "L1"], ["Gen0", "Gen1", "Gen2"], title="KL", row_title="Layer",
-                         col_title="Generated token", metric="KL (nats)", **kw)
+    return hw.HeatMatrix(
+        v,
+        ["L0", "L1"],
+        ["Gen0", "Gen1", "Gen2"],
+        title="KL",
+        row_title="Layer",
+        col_title="Generated token",
+        metric="KL (nats)",
+        **kw,
+    )
 
 
 def test_basic_attributes_and_dtype():
@@ -85,9 +93,13 @@ def test_to_pandas():
 
 def test_save_load_is_lossless(tmp_path):
     meta = {
-        "model": "demo", "seed": 0, "options": {"layers": [0, 2], "window": 5, "alpha": 0.5, "t": (1, 2)},
-        "train_idx": np.array([3, 1, 2], dtype=np.int64), "scores": np.random.rand(4, 2).astype(np.float64),
-        "nan": float("nan"), "obj": object(),
+        "model": "demo",
+        "seed": 0,
+        "options": {"layers": [0, 2], "window": 5, "alpha": 0.5, "t": (1, 2)},
+        "train_idx": np.array([3, 1, 2], dtype=np.int64),
+        "scores": np.random.rand(4, 2).astype(np.float64),
+        "nan": float("nan"),
+        "obj": object(),
     }
     m = make(meta=meta)
     p = m.save(tmp_path / "m")

@@ -39,11 +39,13 @@ def stderr_and_warnings(nb: nbformat.NotebookNode) -> list[str]:
 
 def test_noise_in_an_executed_notebook_is_found():
     """The check above on a real kernel's outputs: a warning, a stderr write and clean output."""
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("import warnings; warnings.warn('careful')"),
-        nbformat.v4.new_code_cell("import sys; print('progress 3/4', file=sys.stderr)"),
-        nbformat.v4.new_code_cell("print('fine'); 1 + 1"),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import warnings; warnings.warn('careful')"),
+            nbformat.v4.new_code_cell("import sys; print('progress 3/4', file=sys.stderr)"),
+            nbformat.v4.new_code_cell("print('fine'); 1 + 1"),
+        ]
+    )
     NotebookClient(nb, timeout=60, kernel_name="python3").execute()
     noise = stderr_and_warnings(nb)
     assert len(noise) == 2 and "cell 0" in noise[0] and "UserWarning" in noise[0] and "cell 1" in noise[1], noise
@@ -54,8 +56,13 @@ def test_noise_in_an_executed_notebook_is_found():
 def test_notebook_executes(path):
     nb = nbformat.read(path, as_version=4)
     t0 = time.perf_counter()
-    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute()
     took = time.perf_counter() - t0
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors

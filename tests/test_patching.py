@@ -11,8 +11,9 @@ from heatwidget.divergence.knockout import corruption_noise, subject_positions
 from heatwidget.divergence.patching import patch_window
 
 
-def naive_trace(lm, clean, corrupted=None, subject=None, site="resid", window=1, seed=0, noise_scale=3.0,
-                noise_ref="embedding"):
+def naive_trace(
+    lm, clean, corrupted=None, subject=None, site="resid", window=1, seed=0, noise_scale=3.0, noise_ref="embedding"
+):
     """(prob [L, T], logit_diff [L, T], p_clean, p_corrupted): plain forwards with forward hooks, no batching."""
     layers = lm.anatomy.layers
     mods = {"resid": list(layers), "mlp": list(lm.anatomy.mlp), "attn": list(lm.anatomy.attn)}[site]
@@ -23,6 +24,7 @@ def naive_trace(lm, clean, corrupted=None, subject=None, site="resid", window=1,
     def keep(j):
         def hook(_m, _a, out):
             acts[j] = (out[0] if isinstance(out, tuple) else out).detach().clone()
+
         return hook
 
     def put(j, t):
@@ -31,6 +33,7 @@ def naive_trace(lm, clean, corrupted=None, subject=None, site="resid", window=1,
             h = h.clone()
             h[:, t] = acts[j][:, t]
             return (h, *out[1:]) if isinstance(out, tuple) else h
+
         return hook
 
     handles = [m.register_forward_hook(keep(j)) for j, m in enumerate(mods)]
@@ -47,7 +50,7 @@ def naive_trace(lm, clean, corrupted=None, subject=None, site="resid", window=1,
     else:
         base_ids = ids
         pos = subject_positions(lm, clean, subject)
-        sigma = (lm.anatomy.embed.weight.detach().float().std() if noise_ref == "embedding" else emb["e"].float().std())
+        sigma = lm.anatomy.embed.weight.detach().float().std() if noise_ref == "embedding" else emb["e"].float().std()
         noise = corruption_noise(seed, 0, 0, 0, len(pos), emb["e"].shape[-1]) * noise_scale * float(sigma)
 
         def noise_hook(_m, _a, out):
@@ -163,8 +166,9 @@ def test_full_sequence_fallback_is_exact(tiny, monkeypatch):
     for site in ("resid", "mlp"):
         m = hw.patching(lm, PROMPT, subject=SUBJECT, site=site, window=3)
         assert m.meta["engine"] == "resume" and m.meta["engine_note"] == "suffix runs refused by the test"
-        np.testing.assert_allclose(m.values, naive_trace(lm, PROMPT, subject=SUBJECT, site=site, window=3)[0],
-                                   atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            m.values, naive_trace(lm, PROMPT, subject=SUBJECT, site=site, window=3)[0], atol=1e-5, rtol=0
+        )
 
 
 def test_patch_window_is_the_papers():
@@ -228,5 +232,8 @@ def test_saved_matrix_keeps_its_provenance(demo, fact, tmp_path):
     np.testing.assert_array_equal(back.values, m.values)
     assert back.meta["analysis"] == "patching" and back.meta["options"]["layers"] == [0, 3]
     assert back.meta["p_clean"] == m.meta["p_clean"] and back.meta["option_specs"]["site"]["choices"] == [
-        "resid", "mlp", "attn"]
+        "resid",
+        "mlp",
+        "attn",
+    ]
     np.testing.assert_array_equal(back.meta["logit_diff"], m.meta["logit_diff"])

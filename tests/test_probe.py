@@ -31,6 +31,7 @@ def _data(n: int, L: int, P: int, d: int, seed: int = 0, signal: float = 1.0) ->
 
 # ---- split and AUC are sklearn's ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("n,test_size,seed", [(100, 0.2, 0), (257, 0.2, 3), (50, 0.33, 7), (40, 9, 1)])
 def test_split_is_sklearns_train_test_split(n: int, test_size: float, seed: int) -> None:
     tr, te = split_indices(n, test_size, seed)
@@ -51,6 +52,7 @@ def test_roc_auc_and_curve_match_sklearn_with_ties() -> None:
 
 # ---- the solver ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("solver", ["newton", "lbfgs"])
 @pytest.mark.parametrize("n,d", [(300, 20), (120, 200)])  # primal (d < n) and row-space (d > n) paths
 def test_batched_solvers_reach_sklearns_optimum(n: int, d: int, solver: str) -> None:
@@ -59,8 +61,7 @@ def test_batched_solvers_reach_sklearns_optimum(n: int, d: int, solver: str) -> 
     fit = fit_logreg(Xk, torch.from_numpy(y).float(), C=1.0, solver=solver)
     assert bool(fit.converged.all())
     for k in range(4):
-        ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X.reshape(n, 4, d)[:, k].astype(np.float64),
-                                                                        y)
+        ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X.reshape(n, 4, d)[:, k].astype(np.float64), y)
         scale = np.abs(ref.coef_).max()
         assert np.abs(fit.coef[k].numpy() - ref.coef_[0]).max() < 2e-3 * scale + 1e-4
         assert abs(float(fit.intercept[k]) - ref.intercept_[0]) < 2e-3 * (1 + abs(ref.intercept_[0]))
@@ -79,6 +80,7 @@ def test_solver_handles_separable_cells_and_C(solver: str) -> None:
 
 
 # ---- probe_auc = a loop of sklearn fits on the same split ------------------------------------------------------
+
 
 def test_activation_like_features_need_whitening_not_thousands_of_iterations() -> None:
     """Raw activations: a large shared offset, a few outlier dimensions 30x the rest (as in LLM residual streams).
@@ -216,16 +218,20 @@ def test_drill_on_arrays_and_save_roundtrip(tmp_path) -> None:
 
 # ---- bad input ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case,match", [
-    ("one_label", "all 200 labels are correct"),
-    ("few", "at least 10 of each class"),
-    ("nan", r"NaN/inf \(first at example 5, layer 1, position 2\)"),
-    ("mismatch", "N=200 examples but labels have 199"),
-    ("ndim", r"\[N, layers, positions, d\]"),
-    ("labels", "labels must be 0/1"),
-    ("no_y", "labels y are missing"),
-    ("split", "test split holds only one class"),
-])
+
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("one_label", "all 200 labels are correct"),
+        ("few", "at least 10 of each class"),
+        ("nan", r"NaN/inf \(first at example 5, layer 1, position 2\)"),
+        ("mismatch", "N=200 examples but labels have 199"),
+        ("ndim", r"\[N, layers, positions, d\]"),
+        ("labels", "labels must be 0/1"),
+        ("no_y", "labels y are missing"),
+        ("split", "test split holds only one class"),
+    ],
+)
 def test_bad_input_is_a_clear_error(case: str, match: str) -> None:
     X, y = _data(200, 2, 3, 4, seed=0)
     kw: dict = {}
@@ -261,9 +267,28 @@ def test_bench_probe_reports_ratios_against_default_and_converged_sklearn() -> N
 
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_probe.py"
     # --guard implies --converged; a speed-up target no machine reaches makes it exit 1 with a one-line reason.
-    out = subprocess.run([sys.executable, str(bench), "--synthetic", "300", "2", "3", "16", "--guard", "--json",
-                          "--threads", "1", "--min-speedup", "1e9", "--max-dauc", "1"],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(bench),
+            "--synthetic",
+            "300",
+            "2",
+            "3",
+            "16",
+            "--guard",
+            "--json",
+            "--threads",
+            "1",
+            "--min-speedup",
+            "1e9",
+            "--max-dauc",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1, out.stderr
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["cells"] == 6 and r["solver"].startswith("batched L-BFGS")
@@ -289,19 +314,31 @@ def _bench_probe():
 
 
 def _guard_report(site: str, ratio: float, dauc: float) -> dict:
-    return dict(source="demo model", site=site, speedup_vs_converged=ratio, max_abs_dauc_vs_converged_sklearn=dauc,
-                sklearn_converged_fastest="newton-cholesky")
+    return dict(
+        source="demo model",
+        site=site,
+        speedup_vs_converged=ratio,
+        max_abs_dauc_vs_converged_sklearn=dauc,
+        sklearn_converged_fastest="newton-cholesky",
+    )
 
 
-@pytest.mark.parametrize("ratio, dauc, missed", [
-    (2.7, 0.0002, None),
-    (2.0, 0.002, None),  # the targets themselves hold
-    (1.31, 0.0007, "mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
-    (14.0, 0.0031, "mlp_in: max |ΔAUC| 0.0031 vs converged sklearn, target ≤ 0.002"),
-    (1.9, 0.01, "mlp_in: 1.90× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×; "
-                "max |ΔAUC| 0.0100 vs converged sklearn, target ≤ 0.002"),
-    (float("nan"), 0.0, "mlp_in: nan× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
-])
+@pytest.mark.parametrize(
+    "ratio, dauc, missed",
+    [
+        (2.7, 0.0002, None),
+        (2.0, 0.002, None),  # the targets themselves hold
+        (1.31, 0.0007, "mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
+        (14.0, 0.0031, "mlp_in: max |ΔAUC| 0.0031 vs converged sklearn, target ≤ 0.002"),
+        (
+            1.9,
+            0.01,
+            "mlp_in: 1.90× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×; "
+            "max |ΔAUC| 0.0100 vs converged sklearn, target ≤ 0.002",
+        ),
+        (float("nan"), 0.0, "mlp_in: nan× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"),
+    ],
+)
 def test_bench_probe_guard_trips_on_a_missed_ratio_or_dauc(ratio, dauc, missed) -> None:
     """The regression guard's decision, without timing anything: ≥ 2× converged sklearn at max |ΔAUC| ≤ 0.002."""
     bench = _bench_probe()
@@ -312,9 +349,12 @@ def test_bench_probe_guard_verdict_names_only_the_failing_site() -> None:
     bench = _bench_probe()
     reports = [_guard_report("resid", 2.71, 0.0002), _guard_report("mlp_in", 1.31, 0.0007)]
     summary, reason = bench.guard_verdict(reports)
-    assert summary == ("guard (≥ 2× converged sklearn, max |ΔAUC| ≤ 0.002): resid 2.71× (max |ΔAUC| 0.0002); "
-                       "mlp_in 1.31× (max |ΔAUC| 0.0007)")
-    assert reason == ("guard failed: mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), "
-                      "target ≥ 2×")
+    assert summary == (
+        "guard (≥ 2× converged sklearn, max |ΔAUC| ≤ 0.002): resid 2.71× (max |ΔAUC| 0.0002); "
+        "mlp_in 1.31× (max |ΔAUC| 0.0007)"
+    )
+    assert reason == (
+        "guard failed: mlp_in: 1.31× sklearn's faster converged configuration (newton-cholesky), target ≥ 2×"
+    )
     assert bench.guard_verdict(reports[:1])[1] is None
     assert bench.guard_verdict(reports, min_speedup=1.2)[1] is None

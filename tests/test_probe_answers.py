@@ -36,6 +36,7 @@ def _answer_with(lm, monkeypatch, generated: list[str], golds, **kw) -> hw.Answe
 
 # ---- pure pieces ----------------------------------------------------------------------------------------------
 
+
 def test_match_gold_is_case_insensitive_earliest_then_longest() -> None:
     assert match_gold(" paris, France", ["Paris"]) == "paris"
     assert match_gold("I think New York City", ["New York", "new york city", "NYC"]) == "New York City"
@@ -47,9 +48,23 @@ def test_positions_by_hand() -> None:
     # prompt of 12 tokens; answer tokens 12..14; exact answer = tokens 12..13
     idx = position_index(hw.PAPER_POSITIONS, np.array([12]), np.array([15]), np.array([[12, 13]]))
     named = dict(zip(hw.PAPER_POSITIONS, idx[0].tolist(), strict=True))
-    assert named == {"last_q": 11, "first_answer": 12, "second_answer": 13, "exact_answer_before_first": 11,
-                     "exact_answer_first": 12, "exact_answer_last": 13, "exact_answer_after_last": 14,
-                     -8: 7, -7: 8, -6: 9, -5: 10, -4: 11, -3: 12, -2: 13, -1: 14}
+    assert named == {
+        "last_q": 11,
+        "first_answer": 12,
+        "second_answer": 13,
+        "exact_answer_before_first": 11,
+        "exact_answer_first": 12,
+        "exact_answer_last": 13,
+        "exact_answer_after_last": 14,
+        -8: 7,
+        -7: 8,
+        -6: 9,
+        -5: 10,
+        -4: 11,
+        -3: 12,
+        -2: 13,
+        -1: 14,
+    }
     # exact answer at the very end: after_last clamps to the last token (the paper's min(len - 1, last + 1))
     end = position_index(["exact_answer_last", "exact_answer_after_last", -1], [12], [15], np.array([[14, 14]]))
     assert end.tolist() == [[14, 14, 14]]
@@ -70,8 +85,9 @@ def test_positions_beyond_the_sequence_are_errors() -> None:
 def test_find_span_smallest_window_multi_token_bpe() -> None:
     from heatwidget.demo.tokenizer import build_tokenizer
 
-    tok = build_tokenizer(["The capital of Velmora is Ostrand.", "Q: What is the capital of Kelvar? A: Tamor"] * 5,
-                          vocab_size=290)
+    tok = build_tokenizer(
+        ["The capital of Velmora is Ostrand.", "Q: What is the capital of Kelvar? A: Tamor"] * 5, vocab_size=290
+    )
     text = "Q: What is the capital of Velmora? A: Brisaburg.\nQ: Where"
     ids = tok(text)["input_ids"]
     start = len(tok("Q: What is the capital of Velmora? A:")["input_ids"])
@@ -81,19 +97,22 @@ def test_find_span_smallest_window_multi_token_bpe() -> None:
 
     lo, hi = find_span(dec, ids, start, "brisaburg")  # case-insensitive, several byte-level pieces
     assert hi > lo >= start
-    assert "brisaburg" in dec(ids[lo:hi + 1]).lower()
-    assert "brisaburg" not in dec(ids[lo + 1:hi + 1]).lower() and "brisaburg" not in dec(ids[lo:hi]).lower()
+    assert "brisaburg" in dec(ids[lo : hi + 1]).lower()
+    assert "brisaburg" not in dec(ids[lo + 1 : hi + 1]).lower() and "brisaburg" not in dec(ids[lo:hi]).lower()
     assert find_span(dec, ids, start, "Velmora") is None  # only the answer's tokens are searched
     assert find_span(dec, ids, start, "") is None
 
 
 # ---- hw.answer: labels, exact answers, spans, drops (generation replaced by known text) ------------------------
 
+
 def test_answer_labels_exact_spans_by_hand(lm, monkeypatch) -> None:
-    gen = ["Velmora city </s>",            # correct, multi-token exact answer, then EOS
-           "the city Velmora",             # correct, exact answer is the last token (no EOS: max tokens hit)
-           "the north river is </s>",      # wrong: the extractor picks "north river"
-           "the river"]                    # wrong: first line = the whole answer
+    gen = [
+        "Velmora city </s>",  # correct, multi-token exact answer, then EOS
+        "the city Velmora",  # correct, exact answer is the last token (no EOS: max tokens hit)
+        "the north river is </s>",  # wrong: the extractor picks "north river"
+        "the river",
+    ]  # wrong: first line = the whole answer
     golds = ["velmora CITY", ["Velmora"], "Ostrand", "Tamor"]
 
     def extractor(question: str, answer: str) -> str | None:
@@ -119,14 +138,24 @@ def test_answer_labels_exact_spans_by_hand(lm, monkeypatch) -> None:
 
 def test_answer_default_extractor_is_first_line_and_drops_are_counted(lm, monkeypatch) -> None:
     with pytest.warns(UserWarning, match="2 of 3 rows kept out"):
-        a = _answer_with(lm, monkeypatch, ["north river", "</s>", "Velmora"], ["x", "y", "Velmora"],
-                         required_positions=["second_answer"])
+        a = _answer_with(
+            lm,
+            monkeypatch,
+            ["north river", "</s>", "Velmora"],
+            ["x", "y", "Velmora"],
+            required_positions=["second_answer"],
+        )
     # row 1: empty answer; row 2: one-token answer has no second answer token
     assert a.index.tolist() == [0] and a.exact == ["north river"]
     assert a.meta["dropped_reasons"] == {"empty answer": 1, "no token at position 'second_answer'": 1}
     with pytest.warns(UserWarning, match="1 of 2 rows kept out"):  # an extractor answer that is not in the answer
-        b = _answer_with(lm, monkeypatch, ["north river", "the city"], ["Ostrand", "Tamor"],
-                         extractor=lambda q, a: "Paris" if "north" in a else "city")
+        b = _answer_with(
+            lm,
+            monkeypatch,
+            ["north river", "the city"],
+            ["Ostrand", "Tamor"],
+            extractor=lambda q, a: "Paris" if "north" in a else "city",
+        )
     assert b.dropped[0]["reason"] == "exact answer not found in the answer's tokens" and b.exact == ["city"]
     assert b.meta["extractor"] == "<lambda>"
 
@@ -146,6 +175,7 @@ def test_answer_bad_input(lm) -> None:
 
 # ---- generation itself ------------------------------------------------------------------------------------------
 
+
 def test_batched_generation_equals_one_by_one_and_logprobs_are_the_models(lm) -> None:
     qs = [PROMPT, "the capital of Brisa is", "Q : which language is spoken in Kelvar ? A :", "north river ? A :"]
     gen_b, lp_b = answers_mod._generate(lm, [lm.tokenizer(q)["input_ids"] for q in qs], 6, batch_size=4)
@@ -155,7 +185,7 @@ def test_batched_generation_equals_one_by_one_and_logprobs_are_the_models(lm) ->
         p = lm.tokenizer(q)["input_ids"]
         with torch.no_grad():
             logits = lm.model(input_ids=torch.tensor([p + g])).logits[0]
-        ref = torch.log_softmax(logits[len(p) - 1:len(p) - 1 + len(g)], -1).gather(1, torch.tensor(g)[:, None])[:, 0]
+        ref = torch.log_softmax(logits[len(p) - 1 : len(p) - 1 + len(g)], -1).gather(1, torch.tensor(g)[:, None])[:, 0]
         assert np.allclose(lp, ref.numpy(), atol=1e-4) and np.allclose(lp, lp1, atol=1e-4)
         assert len(g) == 6 or g[-1] == lm.tokenizer.eos_token_id  # stops at (and keeps) the first EOS
 
@@ -169,8 +199,9 @@ def test_chat_template_is_used_when_the_tokenizer_has_one(lm, monkeypatch) -> No
         assert texts == ["<s> user : the capital of Brisa A :"]
         assert ids[0] == tok(texts[0], add_special_tokens=False)["input_ids"]  # no second BOS
         a = _answer_with(lm, monkeypatch, ["Brisa </s>"], ["Brisa"])
-        assert a.meta["chat_template"] is True and a.prompt_len[0] == len(_ids(lm, texts[0].replace(
-            "the capital of Brisa", PROMPT)))
+        assert a.meta["chat_template"] is True and a.prompt_len[0] == len(
+            _ids(lm, texts[0].replace("the capital of Brisa", PROMPT))
+        )
         b = _answer_with(lm, monkeypatch, ["Brisa </s>"], ["Brisa"], chat_template=False)
         assert b.meta["chat_template"] is False and b.ids[0][0] == tok.bos_token_id
     finally:

@@ -37,8 +37,12 @@ def setup(tiny_dir):
 def _reference(lm, ans, site: str, layers: list[int], token_index: np.ndarray) -> np.ndarray:
     """One forward per row, whole sequence captured with the plain `capture`, positions picked afterwards."""
     an = lm.anatomy
-    mods = {"resid": an.layers, "mlp": an.mlp, "mlp_in": [p["mlp.down"].module for p in an.parts],
-            "attn": [p["attn.o"].module for p in an.parts]}[site]
+    mods = {
+        "resid": an.layers,
+        "mlp": an.mlp,
+        "mlp_in": [p["mlp.down"].module for p in an.parts],
+        "attn": [p["attn.o"].module for p in an.parts],
+    }[site]
     out = []
     for i in range(len(ans)):
         with hooks.capture({j: mods[j] for j in layers}, what="input" if site == "mlp_in" else "output") as got:

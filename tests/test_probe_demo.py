@@ -12,8 +12,9 @@ import heatwidget as hw
 from heatwidget.demo import WEIGHTS_DIR, exact_answer
 from heatwidget.demo.evaluate import figure_numbers
 
-pytestmark = pytest.mark.skipif(not (WEIGHTS_DIR / "model.safetensors").exists(),
-                                reason="demo weights not shipped in this checkout")
+pytestmark = pytest.mark.skipif(
+    not (WEIGHTS_DIR / "model.safetensors").exists(), reason="demo weights not shipped in this checkout"
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +43,7 @@ def test_demo_answers_labels_and_spans(demo) -> None:
     tok = lm.tokenizer
     for i in range(len(ans)):
         lo, hi = ans.span[i]
-        piece = tok.decode(ans.ids[i][lo:hi + 1], skip_special_tokens=True)
+        piece = tok.decode(ans.ids[i][lo : hi + 1], skip_special_tokens=True)
         assert ans.exact[i].lower() in piece.lower()
         assert ans.prompt_len[i] <= lo <= hi < len(ans.ids[i])
         if ans.labels[i]:

@@ -12,8 +12,11 @@ import torch
 import heatwidget as hw
 from heatwidget import scale
 
-ray = pytest.importorskip("ray", reason="RAY IS NOT INSTALLED: the Ray executor is untested here "
-                                        '(pip install "heatwidget[ray]" or pip install -e ".[dev]")')
+ray = pytest.importorskip(
+    "ray",
+    reason="RAY IS NOT INSTALLED: the Ray executor is untested here "
+    '(pip install "heatwidget[ray]" or pip install -e ".[dev]")',
+)
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_readme_opens_with_the_explorer_and_shows_every_seed_figure() -> None:
     refs = _image_refs(text)
     assert refs[0] == "docs/img/explorer.png"
     assert text.index("docs/img/explorer.png") < text.index("\n## ")  # before the first section
-    analyses = text[text.index("## The analyses"):]
+    analyses = text[text.index("## The analyses") :]
     analyses = analyses[: analyses.index("\n## ", 1)]
     for name in ("kl", "js", "probe", "weights"):
         assert f"docs/img/{name}.png" in analyses, f"the analyses section lacks docs/img/{name}.png"
@@ -67,12 +67,18 @@ def test_make_images_smoke_run(tmp_path: Path) -> None:
     pytest.importorskip("playwright")
     # In a process of its own: Playwright's sync API refuses to run where an earlier test (nbclient) left an
     # asyncio loop running in this one.
-    code = ("import importlib.util, sys; from pathlib import Path;"
-            "spec = importlib.util.spec_from_file_location('make_images', sys.argv[1]);"
-            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod);"
-            "mod.make_images(Path(sys.argv[2]), small=True, explorer=False)")
-    run = subprocess.run([sys.executable, "-c", code, str(REPO / "scripts" / "make_images.py"), str(tmp_path)],
-                         capture_output=True, text=True, timeout=600)
+    code = (
+        "import importlib.util, sys; from pathlib import Path;"
+        "spec = importlib.util.spec_from_file_location('make_images', sys.argv[1]);"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod);"
+        "mod.make_images(Path(sys.argv[2]), small=True, explorer=False)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "scripts" / "make_images.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     done = json.loads((tmp_path / "readings.json").read_text(encoding="utf-8"))
     assert set(done) == {"kl", "js", "probe", "weights"}

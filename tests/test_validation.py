@@ -35,29 +35,59 @@ def hidden(lm: hw.LM) -> int:
 # ---- lists: the message names the offending item, not item 0 of some inner batch ------------------------------
 
 LIST_CASES = {
-    "ablation prompts": (lambda lm: hw.ablation_kl(lm, [PROMPT, "  "], max_new_tokens=1, layers=[0]),
-                         ValueError, r"prompt 1 of 2 is empty"),
-    "ablation prompt too long": (lambda lm: hw.ablation_kl(lm, [PROMPT, " ".join(["the"] * 400)], layers=[0]),
-                                 ValueError, r"^prompt 1: "),
-    "knockout prompts": (lambda lm: hw.knockout_js(lm, [PROMPT, ""], SUBJECT, layers=[0]),
-                         ValueError, r"prompt 1 of 2 is empty"),
-    "knockout subjects empty": (lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, ""], layers=[0]),
-                                ValueError, r"subject 1 of 2 is empty"),
-    "knockout subject absent": (lambda lm: hw.knockout_js(lm, [PROMPT, "Ostrand was"], SUBJECT, layers=[0]),
-                                ValueError, r"^prompt 1: subject 'Velmora' does not occur"),
-    "knockout subject type": (lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, 3], layers=[0]),
-                              TypeError, r"subject 1 has type int, not str"),
-    "answer questions": (lambda lm: hw.answer(lm, ["Q: a? A:", ""], ["x", "y"]), ValueError,
-                         r"question 1 of 2 is empty"),
+    "ablation prompts": (
+        lambda lm: hw.ablation_kl(lm, [PROMPT, "  "], max_new_tokens=1, layers=[0]),
+        ValueError,
+        r"prompt 1 of 2 is empty",
+    ),
+    "ablation prompt too long": (
+        lambda lm: hw.ablation_kl(lm, [PROMPT, " ".join(["the"] * 400)], layers=[0]),
+        ValueError,
+        r"^prompt 1: ",
+    ),
+    "knockout prompts": (
+        lambda lm: hw.knockout_js(lm, [PROMPT, ""], SUBJECT, layers=[0]),
+        ValueError,
+        r"prompt 1 of 2 is empty",
+    ),
+    "knockout subjects empty": (
+        lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, ""], layers=[0]),
+        ValueError,
+        r"subject 1 of 2 is empty",
+    ),
+    "knockout subject absent": (
+        lambda lm: hw.knockout_js(lm, [PROMPT, "Ostrand was"], SUBJECT, layers=[0]),
+        ValueError,
+        r"^prompt 1: subject 'Velmora' does not occur",
+    ),
+    "knockout subject type": (
+        lambda lm: hw.knockout_js(lm, [PROMPT, PROMPT], [SUBJECT, 3], layers=[0]),
+        TypeError,
+        r"subject 1 has type int, not str",
+    ),
+    "answer questions": (
+        lambda lm: hw.answer(lm, ["Q: a? A:", ""], ["x", "y"]),
+        ValueError,
+        r"question 1 of 2 is empty",
+    ),
     "answer golds": (lambda lm: hw.answer(lm, ["Q: a? A:", "Q: b? A:"], ["x", ""]), ValueError, r"gold 1 is empty"),
-    "answer question type": (lambda lm: hw.answer(lm, ["Q: a? A:", 3], ["x", "y"]), TypeError,
-                             r"question 1 has type int, not str"),
+    "answer question type": (
+        lambda lm: hw.answer(lm, ["Q: a? A:", 3], ["x", "y"]),
+        TypeError,
+        r"question 1 has type int, not str",
+    ),
     "encode prompt type": (lambda lm: lm.encode(["some text", 3]), TypeError, r"prompt 1 has type int, not str"),
     "encode not a list": (lambda lm: lm.encode(3), TypeError, r"prompts must be a str or a list of str, got int"),
-    "answer dicts": (lambda lm: hw.answer(lm, [{"question": "Q: a? A:", "gold": "x"}, {"gold": "y"}]),
-                     ValueError, r"question dict 1 has no 'question' key"),
-    "module_stats texts": (lambda lm: hw.module_stats(lm, "grad", texts=["some text", ""]),
-                           ValueError, r"text 1 of 2 is empty"),
+    "answer dicts": (
+        lambda lm: hw.answer(lm, [{"question": "Q: a? A:", "gold": "x"}, {"gold": "y"}]),
+        ValueError,
+        r"question dict 1 has no 'question' key",
+    ),
+    "module_stats texts": (
+        lambda lm: hw.module_stats(lm, "grad", texts=["some text", ""]),
+        ValueError,
+        r"text 1 of 2 is empty",
+    ),
     "single prompt is not 'prompt 0'": (lambda lm: hw.logit_lens(lm, "   "), ValueError, r"^the prompt is empty"),
 }
 
@@ -72,6 +102,7 @@ def test_list_errors_name_the_offending_item(lm, case):
 
 # ---- callable interventions --------------------------------------------------------------------------------------
 
+
 def shrink(h, x):
     return h[..., :3]
 
@@ -84,13 +115,23 @@ def poison(h, x):
     return h * float("nan")
 
 
-@pytest.mark.parametrize("fn, exc, pattern", [
-    (shrink, ValueError, r"intervention 'shrink' .* at layer 1 returned shape \[1, \d+, 3\] for a block output of "
-                         r"shape \[1, \d+, 192\]"),
-    (give_none, TypeError,
-     r"intervention 'give_none' .* returned a value of type NoneType; it must return a torch tensor"),
-    (poison, ValueError, r"intervention 'poison' .* returned NaN or inf"),
-])
+@pytest.mark.parametrize(
+    "fn, exc, pattern",
+    [
+        (
+            shrink,
+            ValueError,
+            r"intervention 'shrink' .* at layer 1 returned shape \[1, \d+, 3\] for a block output of "
+            r"shape \[1, \d+, 192\]",
+        ),
+        (
+            give_none,
+            TypeError,
+            r"intervention 'give_none' .* returned a value of type NoneType; it must return a torch tensor",
+        ),
+        (poison, ValueError, r"intervention 'poison' .* returned NaN or inf"),
+    ],
+)
 def test_callable_intervention_result_is_checked(lm, fn, exc, pattern):
     with pytest.raises(exc, match=pattern):
         hw.ablation_kl(lm, PROMPT, max_new_tokens=2, layers=[1], intervention=fn)
@@ -106,17 +147,21 @@ def test_callable_intervention_may_broadcast(lm):
 
 # ---- token ids ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ids, exc, pattern", [
-    ([1, 2, 10**6], ValueError, r"token id 2 of the prompt is 1000000, outside the vocabulary \[0, 1024\)"),
-    ([1, -2, 3], ValueError, r"token id 1 of the prompt is -2, outside the vocabulary"),
-    ([1.7, 2.2], TypeError, r"token id 0 of the prompt is 1.7 \(float\)"),
-    (torch.tensor([1.5, 2.0]), TypeError, r"token id 0 of the prompt is 1.5 \(float\)"),
-    (np.array([3.0, 4.0]), TypeError, r"token id 0 of the prompt is 3.0 \(float\)"),
-    ([True, False], TypeError, r"token id 0 of the prompt is True \(bool\)"),
-    (["Velmora", "is"], TypeError, r"list of str where token ids \(ints\) were expected"),
-    ([[1, 2], [3, 4]], ValueError, r"1-D sequence of token ids, got shape \(2, 2\)"),
-    (None, TypeError, r"prompt must be a str or a sequence of token ids, got NoneType"),
-])
+
+@pytest.mark.parametrize(
+    "ids, exc, pattern",
+    [
+        ([1, 2, 10**6], ValueError, r"token id 2 of the prompt is 1000000, outside the vocabulary \[0, 1024\)"),
+        ([1, -2, 3], ValueError, r"token id 1 of the prompt is -2, outside the vocabulary"),
+        ([1.7, 2.2], TypeError, r"token id 0 of the prompt is 1.7 \(float\)"),
+        (torch.tensor([1.5, 2.0]), TypeError, r"token id 0 of the prompt is 1.5 \(float\)"),
+        (np.array([3.0, 4.0]), TypeError, r"token id 0 of the prompt is 3.0 \(float\)"),
+        ([True, False], TypeError, r"token id 0 of the prompt is True \(bool\)"),
+        (["Velmora", "is"], TypeError, r"list of str where token ids \(ints\) were expected"),
+        ([[1, 2], [3, 4]], ValueError, r"1-D sequence of token ids, got shape \(2, 2\)"),
+        (None, TypeError, r"prompt must be a str or a sequence of token ids, got NoneType"),
+    ],
+)
 def test_token_ids_are_checked(lm, ids, exc, pattern):
     with pytest.raises(exc, match=pattern):
         hw.logit_lens(lm, ids)
@@ -129,31 +174,48 @@ def test_valid_token_ids_in_any_integer_container(lm):
         np.testing.assert_array_equal(hw.logit_lens(lm, given).values, ref)
 
 
-@pytest.mark.parametrize("call, exc, pattern", [
-    (lambda lm: hw.logit_lens(lm, PROMPT, layers=[0.5]), TypeError, r"layer must be an int, got 0.5"),
-    # operator.index(True) is 1: a bool must not select layer 1 (nor a bool tensor, nor a bool top_k)
-    (lambda lm: hw.logit_lens(lm, PROMPT, layers=[True]), TypeError, r"layer must be an int, got a bool \(True\)"),
-    (lambda lm: hw.logit_lens(lm, PROMPT, layers=True), TypeError, r"layer must be an int, got a bool \(True\)"),
-    (lambda lm: hw.ablation_kl(lm, PROMPT, layers=[0, torch.tensor(True)]), TypeError,
-     r"layer must be an int, got a bool"),
-    (lambda lm: hw.logit_lens(lm, PROMPT, top_k=torch.tensor(True)), TypeError, r"top_k must be an int, got a bool"),
-    (lambda lm: hw.logit_lens(lm, PROMPT, top_k=0), ValueError, r"top_k must be at least 1"),
-    (lambda lm: hw.logit_lens(lm, PROMPT, memory_budget_mb=-1), ValueError, r"memory_budget_mb must be > 0"),
-    (lambda lm: hw.ablation_kl(lm, PROMPT, intervention=hw.Steer(np.ones(192), float("nan"))), ValueError,
-     r"Steer alpha must be a finite number"),
-    (lambda lm: hw.knockout_js(lm, PROMPT, None), TypeError, r"subjects must be a str or a list of str"),
-    (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, noise_scale="3"), TypeError, r"noise_scale must be a number"),
-    (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, seed="x"), TypeError, r"seed must be an int"),
-    (lambda lm: hw.HeatMatrix(np.ones((1, 1)), meta=[1, 2]), TypeError, r"meta must be a dict"),
-    (lambda lm: hw.answer(lm, ["Q: a? A:"], ["zzzz"], extractor=lambda q, text: 3), TypeError,
-     r"extractor returned a value of type int for question 0, not a str or None"),
-])
+@pytest.mark.parametrize(
+    "call, exc, pattern",
+    [
+        (lambda lm: hw.logit_lens(lm, PROMPT, layers=[0.5]), TypeError, r"layer must be an int, got 0.5"),
+        # operator.index(True) is 1: a bool must not select layer 1 (nor a bool tensor, nor a bool top_k)
+        (lambda lm: hw.logit_lens(lm, PROMPT, layers=[True]), TypeError, r"layer must be an int, got a bool \(True\)"),
+        (lambda lm: hw.logit_lens(lm, PROMPT, layers=True), TypeError, r"layer must be an int, got a bool \(True\)"),
+        (
+            lambda lm: hw.ablation_kl(lm, PROMPT, layers=[0, torch.tensor(True)]),
+            TypeError,
+            r"layer must be an int, got a bool",
+        ),
+        (
+            lambda lm: hw.logit_lens(lm, PROMPT, top_k=torch.tensor(True)),
+            TypeError,
+            r"top_k must be an int, got a bool",
+        ),
+        (lambda lm: hw.logit_lens(lm, PROMPT, top_k=0), ValueError, r"top_k must be at least 1"),
+        (lambda lm: hw.logit_lens(lm, PROMPT, memory_budget_mb=-1), ValueError, r"memory_budget_mb must be > 0"),
+        (
+            lambda lm: hw.ablation_kl(lm, PROMPT, intervention=hw.Steer(np.ones(192), float("nan"))),
+            ValueError,
+            r"Steer alpha must be a finite number",
+        ),
+        (lambda lm: hw.knockout_js(lm, PROMPT, None), TypeError, r"subjects must be a str or a list of str"),
+        (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, noise_scale="3"), TypeError, r"noise_scale must be a number"),
+        (lambda lm: hw.knockout_js(lm, PROMPT, SUBJECT, seed="x"), TypeError, r"seed must be an int"),
+        (lambda lm: hw.HeatMatrix(np.ones((1, 1)), meta=[1, 2]), TypeError, r"meta must be a dict"),
+        (
+            lambda lm: hw.answer(lm, ["Q: a? A:"], ["zzzz"], extractor=lambda q, text: 3),
+            TypeError,
+            r"extractor returned a value of type int for question 0, not a str or None",
+        ),
+    ],
+)
 def test_other_arguments_are_checked(lm, call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call(lm)
 
 
 # ---- probes: the magnitude of the features does not matter ----------------------------------------------------
+
 
 def _features(sep: float, n: int = 200, d: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
@@ -164,7 +226,7 @@ def _features(sep: float, n: int = 200, d: int = 8, seed: int = 0) -> tuple[np.n
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton"])
-@pytest.mark.parametrize("scale", [1e20, 1e30, 2.0 ** 40])
+@pytest.mark.parametrize("scale", [1e20, 1e30, 2.0**40])
 def test_probe_auc_does_not_depend_on_feature_magnitude(solver, scale):
     """The issue's case: separable features scaled by 1e20 gave AUC 0.15 (sklearn: 1.0)."""
     X, y = _features(4.0)
@@ -176,13 +238,13 @@ def test_probe_auc_does_not_depend_on_feature_magnitude(solver, scale):
 
 @pytest.mark.parametrize("solver", ["lbfgs", "newton"])
 @pytest.mark.parametrize("sep", [4.0, 0.5], ids=["separable", "overlapping"])
-@pytest.mark.parametrize("scale", [1e20, 2.0 ** -30, 1e3])
+@pytest.mark.parametrize("scale", [1e20, 2.0**-30, 1e3])
 def test_probe_on_scaled_features_is_the_exactly_rescaled_problem(solver, sep, scale):
     """C keeps sklearn's meaning (a penalty on the raw features' weights), so C=1 on s·X is C=s² on X: the solver
     reaches that optimum at any magnitude float32 holds (1e3 takes the unscaled path, the others the rescaled)."""
     X, y = _features(sep)
     m = hw.probe_auc((X.astype(np.float64) * scale).astype(np.float32), y, solver=solver)
-    ref = hw.probe_auc(X, y, C=scale ** 2, solver=solver)
+    ref = hw.probe_auc(X, y, C=scale**2, solver=solver)
     np.testing.assert_allclose(m.values, ref.values, atol=1e-3)
     if sep < 1:  # separable data with a vanishing penalty has no finite optimum: only its AUC is defined
         np.testing.assert_allclose(m.meta["coef"] * scale, ref.meta["coef"], rtol=1e-2, atol=1e-3)
@@ -211,19 +273,23 @@ def test_probe_on_tiny_features_says_why_every_score_is_alike():
     assert hw.probe_auc(X, y).meta["notes"] == []
 
 
-@pytest.mark.parametrize("kw, exc, pattern", [
-    ({"max_iter": 0}, ValueError, r"max_iter must be at least 1"),
-    ({"tol": -1.0}, ValueError, r"tol must be at least 0"),
-    ({"min_per_class": 0}, ValueError, r"min_per_class must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "kw, exc, pattern",
+    [
+        ({"max_iter": 0}, ValueError, r"max_iter must be at least 1"),
+        ({"tol": -1.0}, ValueError, r"tol must be at least 0"),
+        ({"min_per_class": 0}, ValueError, r"min_per_class must be at least 1"),
+    ],
+)
 def test_probe_solver_options_are_checked(kw, exc, pattern):
     X, y = _features(4.0)
     with pytest.raises(exc, match=pattern):
         hw.probe_auc(X, y, **kw)
 
 
-@pytest.mark.parametrize("bad, pattern", [(2, r"label 7 is 2"), (np.nan, r"label 7 is nan"),
-                                          (None, r"label 7 is None")])
+@pytest.mark.parametrize(
+    "bad, pattern", [(2, r"label 7 is 2"), (np.nan, r"label 7 is nan"), (None, r"label 7 is None")]
+)
 def test_probe_labels_name_the_first_bad_one(bad, pattern):
     X, y = _features(4.0)
     labels = y.astype(object)
@@ -239,6 +305,7 @@ def test_probe_features_with_an_empty_axis():
 
 # ---- non-finite weights are named ----------------------------------------------------------------------------------
 
+
 def test_non_finite_weights_are_named_in_notes_and_widget(lm):
     bad = hw.demo_model()
     with torch.no_grad():
@@ -249,10 +316,12 @@ def test_non_finite_weights_are_named_in_notes_and_widget(lm):
     assert np.isnan(m.values[1, q]) and np.isnan(m.values[2, up])
     assert np.isfinite(m.values[0]).all() and np.isfinite(m.values[1, up])
     notes = m.meta["notes"]
-    assert any(n.startswith("b: layer 1 attn.q (model.layers.1.self_attn.q_proj.weight") and "1 NaN value" in n
-               for n in notes), notes
-    assert any(n.startswith("b: layer 2 mlp.up (model.layers.2.mlp.up_proj.weight") and "1 ±inf value" in n
-               for n in notes), notes
+    assert any(
+        n.startswith("b: layer 1 attn.q (model.layers.1.self_attn.q_proj.weight") and "1 NaN value" in n for n in notes
+    ), notes
+    assert any(
+        n.startswith("b: layer 2 mlp.up (model.layers.2.mlp.up_proj.weight") and "1 ±inf value" in n for n in notes
+    ), notes
     w = hw.Heatmap(m)
     assert [n for n in w.notes if "attn.q" in n or "mlp.up" in n] == [n for n in notes if "layer" in n]
     assert "layer 1 attn.q" in w.to_svg()
@@ -263,6 +332,7 @@ def test_non_finite_weights_are_named_in_notes_and_widget(lm):
 
 
 # ---- HeatMatrix files ----------------------------------------------------------------------------------------------
+
 
 class _Boom:
     """Unpickling this would create `marker`: proves that loading never unpickles."""
@@ -288,8 +358,9 @@ def test_save_refuses_what_it_cannot_store_without_pickling(tmp_path):
 
 
 def _header(**meta) -> str:
-    return json.dumps(dict(rows=["a", "b"], cols=["c", "d"], title="", row_title="", col_title="", metric="",
-                           meta=meta, format=1))
+    return json.dumps(
+        dict(rows=["a", "b"], cols=["c", "d"], title="", row_title="", col_title="", metric="", meta=meta, format=1)
+    )
 
 
 def _write(kind: str, path: Path) -> None:
@@ -311,8 +382,9 @@ def _write(kind: str, path: Path) -> None:
         np.savez(path, values=ones, header=np.array(_header(x={"__array__": "0"})))
     elif kind == "pickled meta array":
         _Boom.marker = str(path.parent / "unpickled")
-        np.savez(path, values=ones, header=np.array(_header(x={"__array__": "0"})),
-                 meta__0=np.array([_Boom()], dtype=object))
+        np.savez(
+            path, values=ones, header=np.array(_header(x={"__array__": "0"})), meta__0=np.array([_Boom()], dtype=object)
+        )
     elif kind == "truncated zip":
         np.savez(path, values=ones, header=np.array(_header()))
         path.write_bytes(path.read_bytes()[:60])
@@ -320,19 +392,25 @@ def _write(kind: str, path: Path) -> None:
         np.savez(path, values=np.ones((3, 2), np.float32), header=np.array(_header()))
 
 
-@pytest.mark.parametrize("kind, pattern", [
-    ("text", r"is not a HeatMatrix file: HeatMatrix.save writes a numpy .npz \(zip\) archive"),
-    ("npy", r"holds a single numpy array, not the .npz archive"),
-    ("no header", r"without the 'header' entry"),
-    ("no values", r"without the 'values' entry"),
-    ("header not json", r"'header' entry that is not the JSON object"),
-    ("header incomplete", r"header without 'cols', 'title'"),
-    ("missing meta array", r"missing the meta array '0'"),
-    ("pickled meta array", r"entry .meta__0. holds Python objects, which only unpickling could read, and "
-                           r"HeatMatrix.load never unpickles"),
-    ("truncated zip", r"is not a HeatMatrix file"),
-    ("wrong labels", r"holds an invalid matrix: 2 row labels for 3 rows"),
-])
+@pytest.mark.parametrize(
+    "kind, pattern",
+    [
+        ("text", r"is not a HeatMatrix file: HeatMatrix.save writes a numpy .npz \(zip\) archive"),
+        ("npy", r"holds a single numpy array, not the .npz archive"),
+        ("no header", r"without the 'header' entry"),
+        ("no values", r"without the 'values' entry"),
+        ("header not json", r"'header' entry that is not the JSON object"),
+        ("header incomplete", r"header without 'cols', 'title'"),
+        ("missing meta array", r"missing the meta array '0'"),
+        (
+            "pickled meta array",
+            r"entry .meta__0. holds Python objects, which only unpickling could read, and "
+            r"HeatMatrix.load never unpickles",
+        ),
+        ("truncated zip", r"is not a HeatMatrix file"),
+        ("wrong labels", r"holds an invalid matrix: 2 row labels for 3 rows"),
+    ],
+)
 def test_load_answers_every_malformed_file_in_one_sentence(tmp_path, kind, pattern):
     path = tmp_path / "m.npz"
     _write(kind, path)
@@ -350,6 +428,7 @@ def test_load_of_a_missing_path_or_directory(tmp_path):
 
 
 # ---- the Heatmap widget ----------------------------------------------------------------------------------------
+
 
 def test_heatmap_colour_range_must_not_be_empty_or_reversed():
     m = hw.HeatMatrix([[0.0, 1.0], [2.0, 3.0]])
@@ -372,8 +451,9 @@ def test_heatmap_colour_range_must_not_be_empty_or_reversed():
 def test_log_scale_says_how_many_cells_it_cannot_show():
     m = hw.HeatMatrix([[0.0, 1.0, np.nan], [-2.0, 10.0, 100.0]])
     w = hw.Heatmap(m, log=True)
-    assert w.notes == ["log scale: 2 of 5 cells are zero or negative and cannot be shown on it (drawn in the "
-                       "lowest colour)"]
+    assert w.notes == [
+        "log scale: 2 of 5 cells are zero or negative and cannot be shown on it (drawn in the lowest colour)"
+    ]
     assert "2 of 5 cells are zero or negative" in w.to_svg()
     w.log = False
     assert w.notes == []
@@ -391,6 +471,7 @@ def test_heatmap_shows_the_analysis_notes_briefly():
 
 # ---- explorer ------------------------------------------------------------------------------------------------------
 
+
 def test_explorer_select_out_of_range_names_the_range():
     ex = hw.explore(hw.HeatMatrix(np.ones((2, 3))))
     with pytest.raises(IndexError, match=r"row 5 is out of range: this matrix has 2 rows \(positions 0 … 1"):
@@ -402,6 +483,7 @@ def test_explorer_select_out_of_range_names_the_range():
 
 
 # ---- the command line ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def notebooks(tmp_path, monkeypatch) -> Path:
@@ -415,14 +497,20 @@ def notebooks(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["export", "data.json", "out.html"], r"^heatwidget export: data.json is not a valid Jupyter notebook \("),
-    (["export", "broken.ipynb", "out.html"], r"^heatwidget export: broken.ipynb is not a Jupyter notebook: it is "
-                                             r"not JSON$"),
-    (["export", "ok.ipynb", "outdir"], r"^heatwidget export: outdir is a directory: give a file path \(e.g. "),
-    (["export", "missing.ipynb", "out.html"], r"^heatwidget export: no such notebook: missing.ipynb$"),
-    (["demo", "--html", "outdir"], r"^heatwidget demo: "),
-])
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["export", "data.json", "out.html"], r"^heatwidget export: data.json is not a valid Jupyter notebook \("),
+        (
+            ["export", "broken.ipynb", "out.html"],
+            r"^heatwidget export: broken.ipynb is not a Jupyter notebook: it is "
+            r"not JSON$",
+        ),
+        (["export", "ok.ipynb", "outdir"], r"^heatwidget export: outdir is a directory: give a file path \(e.g. "),
+        (["export", "missing.ipynb", "out.html"], r"^heatwidget export: no such notebook: missing.ipynb$"),
+        (["demo", "--html", "outdir"], r"^heatwidget demo: "),
+    ],
+)
 def test_cli_user_errors_are_one_line_with_exit_code_2(notebooks, capsys, args, pattern):
     from heatwidget.cli import main
 
@@ -436,8 +524,15 @@ def test_cli_process_exit_code_and_stderr(notebooks):
     from heatwidget.cli import main
 
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    p = subprocess.run([sys.executable, "-m", "heatwidget.cli", "export", "broken.ipynb", "out.html"],
-                       capture_output=True, text=True, env=env, cwd=notebooks, timeout=300)
-    assert p.returncode == 2 and p.stderr == "heatwidget export: broken.ipynb is not a Jupyter notebook: it is not " \
-                                              "JSON\n", p.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "heatwidget.cli", "export", "broken.ipynb", "out.html"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=notebooks,
+        timeout=300,
+    )
+    assert (
+        p.returncode == 2 and p.stderr == "heatwidget export: broken.ipynb is not a Jupyter notebook: it is not JSON\n"
+    ), p.stderr
     assert main(["export", "ok.ipynb", "out.html"]) == 0 and (notebooks / "out.html").stat().st_size > 0

@@ -30,4 +30,5 @@ def test_js_package_has_the_python_version() -> None:
     lock = json.loads((ROOT / "js" / "package-lock.json").read_text(encoding="utf-8"))
     assert package["version"] == heatwidget.__version__, "js/package.json: set its version to heatwidget.__version__"
     assert lock["version"] == lock["packages"][""]["version"] == heatwidget.__version__, (
-        "js/package-lock.json: run `cd js && npm install --package-lock-only` after changing the version")
+        "js/package-lock.json: run `cd js && npm install --package-lock-only` after changing the version"
+    )

@@ -59,12 +59,14 @@ def edited_copy(src: Path, dst: Path, edits: dict[str, Edit], drop: tuple[str, .
 
 def scaled_noise(r: float, seed: int, rows: slice | None = None, cols: slice | None = None) -> Edit:
     """W -> W + ΔW with ‖ΔW‖_F = r ‖W[block]‖_F, ΔW nonzero only in the block (rows/cols of the stored tensor)."""
+
     def fn(w: torch.Tensor) -> torch.Tensor:
         block = (rows or slice(None), cols or slice(None))
         g = torch.Generator().manual_seed(seed)
         n = torch.randn(w[block].shape, generator=g, dtype=torch.float64)
         w[block] = (w[block].double() + r * w[block].double().norm() * n / n.norm()).to(w.dtype)
         return w
+
     return fn
 
 
@@ -75,6 +77,7 @@ def true_relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- exact ratios -------------------------------------------------------------------------------------------------
 
+
 def times(k: float) -> Edit:
     """W -> k·W. For k in {-1, 0, 2, 4} this is exact in every float format, so ‖ΔW‖/‖W‖ = |k − 1| exactly."""
     return lambda w: w * k
@@ -83,8 +86,12 @@ def times(k: float) -> Edit:
 def test_known_perturbations_give_their_ratios(base_dir, tmp_path):
     keys = keys_of(base_dir)
     n_layers = max(i for i, _ in keys) + 1
-    exact = {(1, "attn.k"): (-1.0, 2.0), (n_layers - 1, "mlp.down"): (2.0, 1.0), (0, "mlp.gate"): (0.0, 1.0),
-             (0, "attn.q"): (4.0, 3.0)}
+    exact = {
+        (1, "attn.k"): (-1.0, 2.0),
+        (n_layers - 1, "mlp.down"): (2.0, 1.0),
+        (0, "mlp.gate"): (0.0, 1.0),
+        (0, "attn.q"): (4.0, 3.0),
+    }
     noisy = (n_layers // 2, "attn.v")  # a fine-tuning-sized change: 5 % in a random direction
     edits = {keys[cell]: times(k) for cell, (k, _) in exact.items()}
     edits[keys[noisy]] = scaled_noise(0.05, seed=0)
@@ -174,15 +181,20 @@ def test_bfloat16_checkpoints_accumulate_in_float32(tiny_dir, tmp_path):
 
 # ---- fused projections --------------------------------------------------------------------------------------------
 
+
 def test_gpt2_fused_c_attn_split_into_q_k_v(tiny_dir, tmp_path):
     a = tiny_dir("gpt2")
     d = 64  # n_embd; Conv1D stores c_attn as [in, 3d]: q | k | v along the columns
-    b = edited_copy(a, tmp_path / "b", {
-        "transformer.h.1.attn.c_attn.weight": scaled_noise(0.2, 1, cols=slice(d, 2 * d)),  # k only
-        "transformer.h.2.attn.c_attn.weight": scaled_noise(0.4, 2, cols=slice(2 * d, 3 * d)),  # v only
-        "transformer.h.0.mlp.c_proj.weight": scaled_noise(0.1, 3),  # down (Conv1D, transposed)
-        "transformer.h.0.attn.c_proj.weight": scaled_noise(0.3, 4),  # o
-    })
+    b = edited_copy(
+        a,
+        tmp_path / "b",
+        {
+            "transformer.h.1.attn.c_attn.weight": scaled_noise(0.2, 1, cols=slice(d, 2 * d)),  # k only
+            "transformer.h.2.attn.c_attn.weight": scaled_noise(0.4, 2, cols=slice(2 * d, 3 * d)),  # v only
+            "transformer.h.0.mlp.c_proj.weight": scaled_noise(0.1, 3),  # down (Conv1D, transposed)
+            "transformer.h.0.attn.c_proj.weight": scaled_noise(0.3, 4),  # o
+        },
+    )
     m = hw.weight_change(a, b)
     want = np.zeros((3, 7))
     want[:, MODULES.index("mlp.gate")] = np.nan
@@ -223,10 +235,14 @@ def test_gpt_neox_interleaved_qkv_split(tiny_dir, tmp_path):
 def test_phi3_fused_qkv_and_gate_up(tiny_dir, tmp_path):
     a = tiny_dir("phi3")
     inter = 128
-    b = edited_copy(a, tmp_path / "b", {
-        "model.layers.0.mlp.gate_up_proj.weight": scaled_noise(0.25, 0, rows=slice(0, inter)),  # gate half
-        "model.layers.1.self_attn.qkv_proj.weight": scaled_noise(0.5, 1, rows=slice(64, 96)),  # k (2 kv heads × 16)
-    })
+    b = edited_copy(
+        a,
+        tmp_path / "b",
+        {
+            "model.layers.0.mlp.gate_up_proj.weight": scaled_noise(0.25, 0, rows=slice(0, inter)),  # gate half
+            "model.layers.1.self_attn.qkv_proj.weight": scaled_noise(0.5, 1, rows=slice(64, 96)),  # k (2 kv heads × 16)
+        },
+    )
     m = hw.weight_change(a, b)
     want = np.zeros((2, 7))
     want[0, MODULES.index("mlp.gate")] = 0.25
@@ -236,10 +252,14 @@ def test_phi3_fused_qkv_and_gate_up(tiny_dir, tmp_path):
 
 # ---- checkpoint layouts -------------------------------------------------------------------------------------------
 
+
 def test_sharded_equals_single_file(base_dir, tmp_path):
     keys = keys_of(base_dir)
-    b = edited_copy(base_dir, tmp_path / "b", {keys[(0, "attn.o")]: scaled_noise(0.07, 5),
-                                               keys[(1, "mlp.up")]: scaled_noise(0.02, 6)})
+    b = edited_copy(
+        base_dir,
+        tmp_path / "b",
+        {keys[(0, "attn.o")]: scaled_noise(0.07, 5), keys[(1, "mlp.up")]: scaled_noise(0.02, 6)},
+    )
     single = hw.weight_change(base_dir, b)
     from transformers import AutoModelForCausalLM
 
@@ -293,6 +313,7 @@ def checkpoint_anatomy_for(family: str):
 
 # ---- drill-down ---------------------------------------------------------------------------------------------------
 
+
 def test_drill_spectra_histogram_and_gqa_heads(base_dir, tmp_path):
     keys = keys_of(base_dir)
     cfg = json.loads((base_dir / "config.json").read_text())
@@ -310,13 +331,18 @@ def test_drill_spectra_histogram_and_gqa_heads(base_dir, tmp_path):
         return w
 
     def double_head_1_input(w: torch.Tensor) -> torch.Tensor:  # o reads head 1 through these columns: ratio 1
-        w[:, head_dim:2 * head_dim] *= 2
+        w[:, head_dim : 2 * head_dim] *= 2
         return w
 
-    b = edited_copy(base_dir, tmp_path / "b", {
-        keys[(0, "mlp.up")]: rank_one, keys[(1, "attn.k")]: negate_last_kv_head,
-        keys[(1, "attn.o")]: double_head_1_input,
-    })
+    b = edited_copy(
+        base_dir,
+        tmp_path / "b",
+        {
+            keys[(0, "mlp.up")]: rank_one,
+            keys[(1, "attn.k")]: negate_last_kv_head,
+            keys[(1, "attn.o")]: double_head_1_input,
+        },
+    )
     m = hw.weight_change(base_dir, b)
 
     det = m.drill("0", "mlp.up")
@@ -366,6 +392,7 @@ def test_matrix_round_trips_with_meta(tiny_dir, tmp_path):
 
 # ---- one model -------------------------------------------------------------------------------------------------
 
+
 def test_module_stats_norms_streamed_and_live(tiny_dir):
     d = tiny_dir("llama")
     lm = hw.load(d)
@@ -376,13 +403,15 @@ def test_module_stats_norms_streamed_and_live(tiny_dir):
     w = lm.model.model.layers[2].self_attn.v_proj.weight.detach()
     assert norm.values[2, MODULES.index("attn.v")] == pytest.approx(float(w.double().norm()), rel=1e-5)
     rms = hw.module_stats(lm, "rms")
-    assert rms.values[2, MODULES.index("attn.v")] == pytest.approx(float(w.double().norm()) / w.numel() ** 0.5,
-                                                                  rel=1e-5)
+    assert rms.values[2, MODULES.index("attn.v")] == pytest.approx(
+        float(w.double().norm()) / w.numel() ** 0.5, rel=1e-5
+    )
     det = norm.drill(0, "attn.q")
     assert det.children["heads"].shape == (4, 4) and any(c.kind == "line" for c in det.charts)
     head0 = float(w.detach()[:16].double().norm())  # v: 2 KV heads of dim 16; query heads 0-1 read KV head 0
-    assert hw.module_stats(lm, "norm").drill(2, "attn.v").children["heads"].values[0, 2] == pytest.approx(head0,
-                                                                                                          rel=1e-5)
+    assert hw.module_stats(lm, "norm").drill(2, "attn.v").children["heads"].values[0, 2] == pytest.approx(
+        head0, rel=1e-5
+    )
 
 
 TEXTS = ["the capital of Velmora is a city in the north", "Q : what language is spoken in Ostrand ? A :"]
@@ -420,18 +449,20 @@ def test_gradient_norms_gpt2_split(tiny_dir):
     lm.model(**enc, labels=enc["input_ids"]).loss.backward()  # tokenizers add token_type_ids, which GPT-2 embeds)
     g = lm.model.transformer.h[1].attn.c_attn.weight.grad  # [in, 3d]
     for j, name in enumerate(("attn.q", "attn.k", "attn.v")):
-        assert m.values[1, MODULES.index(name)] == pytest.approx(float(g[:, j * 64:(j + 1) * 64].norm()), rel=1e-4)
+        assert m.values[1, MODULES.index(name)] == pytest.approx(float(g[:, j * 64 : (j + 1) * 64].norm()), rel=1e-4)
     assert np.isnan(m.values[:, MODULES.index("mlp.gate")]).all()
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------
+
 
 def test_mismatched_architectures_name_first_tensor(tiny_dir):
     with pytest.raises(WeightMismatchError) as e:
         hw.weight_change(tiny_dir("llama"), tiny_dir("gpt2"))
     assert e.value.tensor == "model.layers.0.self_attn.q_proj.weight"
     assert "model.layers.0.self_attn.q_proj.weight" in str(e.value) and "transformer.h.0.attn.c_attn.weight" in str(
-        e.value)
+        e.value
+    )
 
 
 def test_different_layer_counts(tiny_dir):
@@ -485,6 +516,7 @@ def test_bad_arguments(tiny_dir, tmp_path):
 
 
 # ---- memory ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_streaming_peak_memory_is_about_one_tensor_pair(tmp_path):

@@ -35,8 +35,7 @@ def km(values=None, **kw) -> HeatMatrix:
 # ---- wire format ------------------------------------------------------------------------------------------------
 def test_matrix_crosses_as_float32_bytes_plus_shape_not_json_lists():
     v = np.array([[0.5, np.nan, -1.0], [2.0, 3.0, 1e-8]], dtype=np.float64)
-    w = Heatmap(HeatMatrix(v, ["a", "b"], ["x", "y", "z"], title="t", row_title="layer", col_title="tok",
-                           metric="KL"))
+    w = Heatmap(HeatMatrix(v, ["a", "b"], ["x", "y", "z"], title="t", row_title="layer", col_title="tok", metric="KL"))
     assert w.shape == [2, 3]
     assert isinstance(w.values, bytes) and len(w.values) == 2 * 3 * 4
     back = np.frombuffer(w.values, dtype="<f4").reshape(2, 3)
@@ -253,8 +252,13 @@ def test_selection_set_before_display_is_in_the_state():
 
 # ---- static image ----------------------------------------------------------------------------------------------
 def test_mimebundle_carries_widget_view_text_and_static_svg():
-    m = km(np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32), rows=["<script>x</script>", "b"],
-           cols=["c0", "c1"], title="A & B", metric="KL")
+    m = km(
+        np.array([[0.0, np.nan], [1.0, 2.0]], dtype=np.float32),
+        rows=["<script>x</script>", "b"],
+        cols=["c0", "c1"],
+        title="A & B",
+        metric="KL",
+    )
     w = Heatmap(m, colormap="viridis")
     data, _meta = w._repr_mimebundle_()
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == w.model_id
@@ -319,8 +323,15 @@ def test_colour_range_rules_match_the_front_end():
     assert _figure.lut_index(np.array([0.0, 0.5, 1.0, np.nan]), n).tolist() == [0, 128, 255, -1]
     assert _figure.nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1]
     assert _figure.nice_ticks(0.02199, 0.9992, 2) == [0.2, 0.4, 0.6, 0.8]
-    for v, s in [(0, "0"), (0.123456, "0.1235"), (-2, "−2"), (12345, "12350"), (123456, "1.23e5"),
-                 (0.0001234, "1.23e-4"), (float("nan"), "n/a")]:
+    for v, s in [
+        (0, "0"),
+        (0.123456, "0.1235"),
+        (-2, "−2"),
+        (12345, "12350"),
+        (123456, "1.23e5"),
+        (0.0001234, "1.23e-4"),
+        (float("nan"), "n/a"),
+    ]:
         assert _figure.format_value(v) == s
     assert [_figure.thin_step(px, 14) for px in (20, 7, 1, 0.05)] == [1, 2, 20, 500]
 
@@ -357,8 +368,9 @@ def test_executed_notebook_saves_widget_state_with_the_buffer(tmp_path):
         w
     """)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=True,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     out = nb.cells[0].outputs[0]["data"]
     assert "application/vnd.jupyter.widget-view+json" in out and "image/svg+xml" in out
     model_id = out["application/vnd.jupyter.widget-view+json"]["model_id"]

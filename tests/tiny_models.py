@@ -8,25 +8,91 @@ import torch
 
 # Small but structurally faithful: 2-4 layers, several heads, GQA where the family has it.
 FAMILIES: dict[str, tuple[str, dict]] = {
-    "llama": ("LlamaConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                                  num_key_value_heads=2, max_position_embeddings=256)),
-    "mistral": ("MistralConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)),
-    "qwen2": ("Qwen2Config", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                                  num_key_value_heads=2, max_position_embeddings=256)),
-    "gemma": ("GemmaConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                  num_key_value_heads=1, head_dim=16, max_position_embeddings=256)),
-    "phi3": ("Phi3Config", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)),
+    "llama": (
+        "LlamaConfig",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
+    ),
+    "mistral": (
+        "MistralConfig",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+        ),
+    ),
+    "gemma": (
+        "GemmaConfig",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=256,
+        ),
+    ),
+    "phi3": (
+        "Phi3Config",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=0,
+        ),
+    ),
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=3, n_head=4, n_positions=256)),
-    "gpt_neox": ("GPTNeoXConfig", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, max_position_embeddings=256)),
-    "opt": ("OPTConfig", dict(hidden_size=64, ffn_dim=128, num_hidden_layers=2, num_attention_heads=4,
-                              max_position_embeddings=256, word_embed_proj_dim=64)),
+    "gpt_neox": (
+        "GPTNeoXConfig",
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+        ),
+    ),
+    "opt": (
+        "OPTConfig",
+        dict(
+            hidden_size=64,
+            ffn_dim=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=256,
+            word_embed_proj_dim=64,
+        ),
+    ),
 }
 
-WORDS = ("the capital of is a city in country what Q A : ? . , and which language speaks spoken "
-         "Velmora Ostrand Kelvar Brisa Tamor north south east west island river").split()
+WORDS = (
+    "the capital of is a city in country what Q A : ? . , and which language speaks spoken "
+    "Velmora Ostrand Kelvar Brisa Tamor north south east west island river"
+).split()
 
 
 def tiny_tokenizer(pad: bool = True, size: int | None = None):
@@ -42,8 +108,7 @@ def tiny_tokenizer(pad: bool = True, size: int | None = None):
     words += [f"w{i}" for i in range(max(0, (size or 0) - len(words)))]
     vocab = {w: i for i, w in enumerate(words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                 pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     kw = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     if pad:

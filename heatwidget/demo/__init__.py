@@ -60,8 +60,11 @@ def demo_questions(split: str | None = None, attribute: str | None = None) -> li
     """
     if split not in (None, "train", "test"):
         raise ValueError(f"split must be None, 'train' or 'test', not {split!r}")
-    qs = [q for q in _questions() if (split is None or q["split"] == split)
-          and (attribute is None or q["attribute"] == attribute)]
+    qs = [
+        q
+        for q in _questions()
+        if (split is None or q["split"] == split) and (attribute is None or q["attribute"] == attribute)
+    ]
     if attribute is not None and not qs:
         raise ValueError(f"unknown attribute {attribute!r}: use 'capital', 'continent' or 'language'")
     return copy.deepcopy(qs)

@@ -47,6 +47,7 @@ def _block_output(out: Any) -> torch.Tensor:
 @contextmanager
 def skip_layer(model: torch.nn.Module, layer: int) -> Iterator[None]:
     """Block ``layer`` passes its input through unchanged (output := input)."""
+
     def hook(_mod: torch.nn.Module, args: tuple, kwargs: dict, out: Any) -> Any:
         h = args[0] if args else kwargs["hidden_states"]
         return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
@@ -59,17 +60,23 @@ def skip_layer(model: torch.nn.Module, layer: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def greedy_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12,
-                   chunk: int = 128) -> list[str]:
+def greedy_answers(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 12, chunk: int = 128
+) -> list[str]:
     """Greedy continuations (special tokens dropped, cut at the first newline)."""
     ids = tokenizer(list(prompts))["input_ids"]
     answers = [""] * len(ids)
     for idx in _length_groups(ids, chunk):
         x = torch.tensor([ids[i] for i in idx])
-        gen = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-        for i, row in zip(idx, gen[:, x.shape[1]:], strict=True):
+        gen = model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        for i, row in zip(idx, gen[:, x.shape[1] :], strict=True):
             answers[i] = tokenizer.decode(row, skip_special_tokens=True).split("\n")[0].strip()
     return answers
 
@@ -81,9 +88,9 @@ def is_correct(answer: str, gold: str | Sequence[str]) -> bool:
 
 
 @torch.no_grad()
-def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str],
-                      forward_hook: Callable[[], Any] | None = None,
-                      chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def last_token_states(
+    model: Any, tokenizer: Any, prompts: Sequence[str], forward_hook: Callable[[], Any] | None = None, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Residual stream at the last prompt token, [N, L+1, d] (0 = embeddings, l = output of block l-1),
     and the next-token log-probabilities there, [N, V]."""
     ids = tokenizer(list(prompts))["input_ids"]
@@ -99,6 +106,7 @@ def last_token_states(model: Any, tokenizer: Any, prompts: Sequence[str],
     def post(i: int) -> Callable[..., None]:
         def fn(_mod: torch.nn.Module, _args: tuple, out: Any) -> None:
             captured[i + 1] = _block_output(out)[:, -1].float()
+
         return fn
 
     handles = [layers[0].register_forward_pre_hook(pre, with_kwargs=True)]
@@ -146,8 +154,12 @@ def probe_aucs(states: np.ndarray, labels: np.ndarray, train: np.ndarray, seed: 
 
     aucs = [fit(states[:, layer], labels) for layer in range(states.shape[1])]
     shuffled = np.random.default_rng(seed).permutation(labels)
-    return {"auc": aucs, "shuffled_last": fit(states[:, -1], shuffled), "n_train": int(train.sum()),
-            "n_test": int(test.sum())}
+    return {
+        "auc": aucs,
+        "shuffled_last": fit(states[:, -1], shuffled),
+        "n_train": int(train.sum()),
+        "n_test": int(test.sum()),
+    }
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -170,12 +182,15 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, qs: list[dict[str, Any]]) -
         "accuracy_by_mult": {str(m): round(float(correct[mult == m].mean()), 3) for m in mults},
         "accuracy_by_attribute": {a: round(float(correct[attr == a].mean()), 3) for a in sorted(set(attr))},
         "capital_accuracy_by_mult": {
-            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in mults},
+            str(m): round(float(correct[(mult == m) & (attr == "capital")].mean()), 3) for m in mults
+        },
         "cloze_accuracy": float(cloze_correct.mean()),
         # Per-question labels in question order ("1" = correct), compact: a reference for other analyses' tests.
         "correct": "".join("1" if c else "0" for c in correct),
-        "examples": [{"question": q["question"], "gold": q["gold"], "answer": a, "mult": q["mult"]}
-                     for q, a in list(zip(qs, answers, strict=True))[:: max(1, len(qs) // 12)]],
+        "examples": [
+            {"question": q["question"], "gold": q["gold"], "answer": a, "mult": q["mult"]}
+            for q, a in list(zip(qs, answers, strict=True))[:: max(1, len(qs) // 12)]
+        ],
     }
     prompts = [q["question"] for q in qs]
     result["skip_kl"] = [round(v, 4) for v in layer_skip_kl(model, tokenizer, prompts)]
@@ -236,8 +251,10 @@ def figure_numbers(auc: Any, accuracy: float) -> dict[str, Any]:
         "auc_by_column_late": {c: round(float(x), 3) for c, x in zip(cols, late.mean(axis=0), strict=True)},
         "baselines": {k: round(float(x), 3) for k, x in auc.meta.get("baselines", {}).items()},
     }
-    out["targets_met"] = {name: (float(out[key]) >= bound if not name.endswith("_max") else float(out[key]) <= bound)
-                          for name, (key, bound) in FIGURE_TARGETS.items()}
+    out["targets_met"] = {
+        name: (float(out[key]) >= bound if not name.endswith("_max") else float(out[key]) <= bound)
+        for name, (key, bound) in FIGURE_TARGETS.items()
+    }
     return out
 
 
@@ -259,36 +276,44 @@ def probe_figure(lm: Any, qs: list[dict[str, Any]], batch_size: int = 64) -> tup
 
 def format_figure(f: dict[str, Any]) -> str:
     met = f["targets_met"]
-    return "\n".join([
-        f"probe figure on {f['n_answers']} answers ({f['n_dropped']} dropped): accuracy {f['accuracy']:.3f} "
-        f"[{'ok' if met['accuracy_min'] and met['accuracy_max'] else 'MISS'} .45-.85]",
-        "  by mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in f["accuracy_by_mult"].items()),
-        f"  best AUC {f['best_auc']:.3f} at {f['best_cell']} [{'ok' if met['best_auc'] else 'MISS'} >= .85]",
-        f"  depth rise {f['depth_rise']:+.3f} [{'ok' if met['depth_rise'] else 'MISS'} >= .05]   by layer: "
-        + " ".join(f"{x:.2f}" for x in f["auc_by_layer"]),
-        f"  answer cols over -8..-1 (late layers) {f['answer_over_tail']:+.3f} "
-        f"[{'ok' if met['answer_over_tail'] else 'MISS'} >= .05]",
-        "  late-layer column means: " + " ".join(f"{c}:{v:.2f}" for c, v in f["auc_by_column_late"].items()),
-        "  baselines: " + " ".join(f"{k}:{v:.3f}" for k, v in f["baselines"].items()),
-    ])
+    return "\n".join(
+        [
+            f"probe figure on {f['n_answers']} answers ({f['n_dropped']} dropped): accuracy {f['accuracy']:.3f} "
+            f"[{'ok' if met['accuracy_min'] and met['accuracy_max'] else 'MISS'} .45-.85]",
+            "  by mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in f["accuracy_by_mult"].items()),
+            f"  best AUC {f['best_auc']:.3f} at {f['best_cell']} [{'ok' if met['best_auc'] else 'MISS'} >= .85]",
+            f"  depth rise {f['depth_rise']:+.3f} [{'ok' if met['depth_rise'] else 'MISS'} >= .05]   by layer: "
+            + " ".join(f"{x:.2f}" for x in f["auc_by_layer"]),
+            f"  answer cols over -8..-1 (late layers) {f['answer_over_tail']:+.3f} "
+            f"[{'ok' if met['answer_over_tail'] else 'MISS'} >= .05]",
+            "  late-layer column means: " + " ".join(f"{c}:{v:.2f}" for c, v in f["auc_by_column_late"].items()),
+            "  baselines: " + " ".join(f"{k}:{v:.3f}" for k, v in f["baselines"].items()),
+        ]
+    )
 
 
 def format_report(ev: dict[str, Any]) -> str:
     if "probe_auc_last_q" not in ev:
-        ev = {**ev, "probe_auc_last_q": [], "probe_auc_last_q_capital": [], "probe_split": None,
-              "probe_shuffled_labels_last_layer": float("nan")}
-    lines = [f"greedy accuracy {ev['accuracy']:.3f} on {ev['n_questions']} questions "
-             f"(cloze {ev['cloze_accuracy']:.3f})",
-             "by mult:      " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["accuracy_by_mult"].items()),
-             "capital mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["capital_accuracy_by_mult"].items()),
-             "by attribute: " + "  ".join(f"{a}:{v:.2f}" for a, v in ev["accuracy_by_attribute"].items()),
-             "skip KL (nats) by layer: " + "  ".join(f"{i}:{v:.3f}" for i, v in enumerate(ev["skip_kl"])),
-             "probe AUC at last_q (0 = embeddings): "
-             + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q"])),
-             "  capital questions only:            "
-             + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q_capital"])),
-             f"  shuffled labels (last layer): {ev['probe_shuffled_labels_last_layer']:.2f}"
-             f"   mult baseline: {ev.get('mult_baseline_auc', float('nan')):.2f}   split {ev['probe_split']}"]
+        ev = {
+            **ev,
+            "probe_auc_last_q": [],
+            "probe_auc_last_q_capital": [],
+            "probe_split": None,
+            "probe_shuffled_labels_last_layer": float("nan"),
+        }
+    lines = [
+        f"greedy accuracy {ev['accuracy']:.3f} on {ev['n_questions']} questions (cloze {ev['cloze_accuracy']:.3f})",
+        "by mult:      " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["accuracy_by_mult"].items()),
+        "capital mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in ev["capital_accuracy_by_mult"].items()),
+        "by attribute: " + "  ".join(f"{a}:{v:.2f}" for a, v in ev["accuracy_by_attribute"].items()),
+        "skip KL (nats) by layer: " + "  ".join(f"{i}:{v:.3f}" for i, v in enumerate(ev["skip_kl"])),
+        "probe AUC at last_q (0 = embeddings): "
+        + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q"])),
+        "  capital questions only:            "
+        + "  ".join(f"{i}:{v:.2f}" for i, v in enumerate(ev["probe_auc_last_q_capital"])),
+        f"  shuffled labels (last layer): {ev['probe_shuffled_labels_last_layer']:.2f}"
+        f"   mult baseline: {ev.get('mult_baseline_auc', float('nan')):.2f}   split {ev['probe_split']}",
+    ]
     return "\n".join(lines)
 
 
@@ -296,8 +321,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m heatwidget.demo.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("dir", help="model directory written by heatwidget.demo.train")
     p.add_argument("--write", action="store_true", help="store the result in DIR/training.json")
-    p.add_argument("--figure", action="store_true",
-                   help="also compute the tour's probe figure and check it against FIGURE_TARGETS")
+    p.add_argument(
+        "--figure", action="store_true", help="also compute the tour's probe figure and check it against FIGURE_TARGETS"
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -36,14 +36,14 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
     # special-casing.
     # ByteLevel(trim_offsets) keeps the leading space out of token offsets, so subject spans found by
     # character offsets cover the name only.
-    tok.post_processor = processors.Sequence([
-        processors.ByteLevel(trim_offsets=True),
-        processors.TemplateProcessing(
-            single=f"{BOS} $A",
-            pair=f"{BOS} $A {BOS} $B",
-            special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))],
-        ),
-    ])
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=True),
+            processors.TemplateProcessing(
+                single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, SPECIAL_TOKENS.index(BOS))]
+            ),
+        ]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=BOS,
@@ -60,8 +60,10 @@ def build_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
 # "PreTrainedTokenizerFast" names the same tokenizer in both (in 5.x it is an alias of TokenizersBackend), and the
 # model's inputs are named, since 4.x's PreTrainedTokenizerFast would otherwise add token_type_ids, which a Llama's
 # generate() refuses. The token ids come from tokenizer.json and do not change.
-PORTABLE_TOKENIZER_CONFIG = {"tokenizer_class": "PreTrainedTokenizerFast",
-                             "model_input_names": ["input_ids", "attention_mask"]}
+PORTABLE_TOKENIZER_CONFIG = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "model_input_names": ["input_ids", "attention_mask"],
+}
 PORTABLE_TOKENIZER_CLASS = PORTABLE_TOKENIZER_CONFIG["tokenizer_class"]
 
 

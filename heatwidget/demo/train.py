@@ -47,23 +47,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the world, the data order and the init")
     p.add_argument("--countries", type=int, default=400)
     p.add_argument("--filler", type=float, default=0.2, help="fraction of filler documents")
-    p.add_argument("--per-fact-mults", action="store_true",
-                   help="draw each fact's multiplicity on its own, not one per country (see world.make_world)")
-    p.add_argument("--mults", default=None,
-                   help="comma-separated fact multiplicities drawn in equal shares (default 1,2,4,8,16,32)")
-    p.add_argument("--answer-style", choices=("word", "sentence"), default="word",
-                   help="how the question/answer documents answer: the bare name, or a short sentence")
-    p.add_argument("--tokenizer", default=None,
-                   help="reuse the tokenizer saved in this directory (e.g. the shipped weights) instead of "
-                        "training one on the corpus")
-    p.add_argument("--init-from", default=None,
-                   help="continue from the model saved in this directory (a second stage: its config wins over "
-                        "--layers/--hidden/...; its training.json is recorded as the first stage)")
+    p.add_argument(
+        "--per-fact-mults",
+        action="store_true",
+        help="draw each fact's multiplicity on its own, not one per country (see world.make_world)",
+    )
+    p.add_argument(
+        "--mults",
+        default=None,
+        help="comma-separated fact multiplicities drawn in equal shares (default 1,2,4,8,16,32)",
+    )
+    p.add_argument(
+        "--answer-style",
+        choices=("word", "sentence"),
+        default="word",
+        help="how the question/answer documents answer: the bare name, or a short sentence",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="reuse the tokenizer saved in this directory (e.g. the shipped weights) instead of "
+        "training one on the corpus",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="continue from the model saved in this directory (a second stage: its config wins over "
+        "--layers/--hidden/...; its training.json is recorded as the first stage)",
+    )
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
     p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="log greedy accuracy on a fixed sample of questions every N steps (0: never)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="log greedy accuracy on a fixed sample of questions every N steps (0: never)",
+    )
     p.add_argument("--no-eval", action="store_true", help="skip the evaluation written to training.json")
     p.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
     return p.parse_args(argv)
@@ -119,7 +139,9 @@ def _optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
     )
 
 
@@ -152,8 +174,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 def _corpus_and_tokenizer(args: argparse.Namespace) -> tuple[Any, PreTrainedTokenizerFast, list[list[int]]]:
     """The world, its tokenizer (trained on the corpus, or reused) and the tokenized documents."""
     mults = tuple(int(m) for m in args.mults.split(",")) if args.mults else MULTS
-    world = make_world(seed=args.seed, n_countries=args.countries, per_fact_mults=args.per_fact_mults,
-                       answer_style=args.answer_style, mults=mults)
+    world = make_world(
+        seed=args.seed,
+        n_countries=args.countries,
+        per_fact_mults=args.per_fact_mults,
+        answer_style=args.answer_style,
+        mults=mults,
+    )
     docs_text = corpus(world, filler_frac=args.filler)
     if args.tokenizer:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
@@ -164,9 +191,13 @@ def _corpus_and_tokenizer(args: argparse.Namespace) -> tuple[Any, PreTrainedToke
     return world, tokenizer, docs
 
 
-def _train_loop(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, docs: list[list[int]],
-                qs: list[dict[str, Any]], args: argparse.Namespace
-                ) -> tuple[list[dict[str, float]], list[dict[str, float]], float]:
+def _train_loop(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    docs: list[list[int]],
+    qs: list[dict[str, Any]],
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, float]], list[dict[str, float]], float]:
     """AdamW on the packed documents; returns the loss curve, the sample-accuracy curve and the seconds taken."""
     model.train()
     opt = _optimizer(model, args)
@@ -191,10 +222,15 @@ def _train_loop(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, doc
         window.append(loss.item())
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             mean = sum(window) / len(window)
-            curve.append({"step": step + 1, "loss": round(mean, 4), "lr": lr,
-                          "elapsed_s": round(time.perf_counter() - t_train, 1)})
-            print(f"step {step + 1:5d}  loss {mean:.4f}  lr {lr:.2e}  {curve[-1]['elapsed_s']:.0f}s",
-                  flush=True)
+            curve.append(
+                {
+                    "step": step + 1,
+                    "loss": round(mean, 4),
+                    "lr": lr,
+                    "elapsed_s": round(time.perf_counter() - t_train, 1),
+                }
+            )
+            print(f"step {step + 1:5d}  loss {mean:.4f}  lr {lr:.2e}  {curve[-1]['elapsed_s']:.0f}s", flush=True)
             window = []
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
             acc = _sample_accuracy(model, tokenizer, probe_qs)
@@ -203,8 +239,9 @@ def _train_loop(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, doc
     return curve, acc_curve, time.perf_counter() - t_train
 
 
-def _sample_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
-                     sample: list[dict[str, Any]]) -> float:
+def _sample_accuracy(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, sample: list[dict[str, Any]]
+) -> float:
     from .evaluate import greedy_answers, is_correct
 
     model.eval()
@@ -213,9 +250,15 @@ def _sample_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast
     return sum(is_correct(a, q["gold"]) for a, q in zip(answers, sample, strict=True)) / len(sample)
 
 
-def _training_info(args: argparse.Namespace, model: LlamaForCausalLM, world: Any, docs: list[list[int]],
-                   curve: list[dict[str, float]], acc_curve: list[dict[str, float]], train_s: float
-                   ) -> dict[str, Any]:
+def _training_info(
+    args: argparse.Namespace,
+    model: LlamaForCausalLM,
+    world: Any,
+    docs: list[list[int]],
+    curve: list[dict[str, float]],
+    acc_curve: list[dict[str, float]],
+    train_s: float,
+) -> dict[str, Any]:
     n_tokens = sum(len(d) for d in docs)
     return {
         "steps": args.steps,
@@ -223,14 +266,20 @@ def _training_info(args: argparse.Namespace, model: LlamaForCausalLM, world: Any
         "tokens_seen": args.steps * args.batch * args.seq_len,
         "corpus": {"documents": len(docs), "tokens": n_tokens, "world": world.params, "filler": args.filler},
         "epochs": round(args.steps * args.batch * args.seq_len / n_tokens, 2),
-        "loss": {"first": curve[0]["loss"] if curve else None, "last": curve[-1]["loss"] if curve else None,
-                 "curve": curve},
+        "loss": {
+            "first": curve[0]["loss"] if curve else None,
+            "last": curve[-1]["loss"] if curve else None,
+            "curve": curve,
+        },
         "accuracy_curve": acc_curve,
         "first_stage": _first_stage(args.init_from),
         "args": vars(args),
         "params": sum(p.numel() for p in model.parameters()),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -240,14 +289,22 @@ def _first_stage(init_from: str | None) -> dict[str, Any] | None:
         return None
     path = Path(init_from) / "training.json"
     info = json.loads(path.read_text()) if path.exists() else {}
-    return {"dir": str(init_from), "args": info.get("args"), "steps": info.get("steps"),
-            "train_wall_s": info.get("train_wall_s"), "first_stage": info.get("first_stage")}
+    return {
+        "dir": str(init_from),
+        "args": info.get("args"),
+        "steps": info.get("steps"),
+        "train_wall_s": info.get("train_wall_s"),
+        "first_stage": info.get("first_stage"),
+    }
 
 
 def save(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, out: Path, dtype: str) -> None:
     model.generation_config = GenerationConfig(
-        do_sample=False, max_new_tokens=16, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=16,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     if dtype == "float16":
         # fp16 storage halves the shipped size; the config keeps float32 so from_pretrained upcasts on load

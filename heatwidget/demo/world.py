@@ -63,10 +63,37 @@ def templates(attribute: str, answer_style: str = "word") -> tuple[str, ...]:
     qa = base[3]
     return (*base[:3], qa[: qa.index("{o}")] + SENTENCE_ANSWERS[attribute])
 
+
 # Syllable inventories. Countries, capitals, continents and languages use different endings so that the model
 # (and a reader) can tell the kinds apart, while the stems stay arbitrary.
-_ONSETS = ("b", "br", "c", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "q", "r", "s", "st",
-           "t", "th", "tr", "v", "w", "z", "zh")
+_ONSETS = (
+    "b",
+    "br",
+    "c",
+    "d",
+    "dr",
+    "f",
+    "g",
+    "gr",
+    "h",
+    "k",
+    "kr",
+    "l",
+    "m",
+    "n",
+    "p",
+    "q",
+    "r",
+    "s",
+    "st",
+    "t",
+    "th",
+    "tr",
+    "v",
+    "w",
+    "z",
+    "zh",
+)
 _VOWELS = ("a", "e", "i", "o", "u", "ae", "ia", "ou")
 _CODAS = ("", "", "", "l", "n", "r", "s", "th", "m", "x")
 _COUNTRY_ENDINGS = ("ia", "ora", "land", "stan", "esh", "ar", "ovia", "enne", "ica", "oria")
@@ -133,8 +160,9 @@ def _word(rng: random.Random, n_syllables: int, ending: str) -> str:
     return (stem + ending).capitalize()
 
 
-def _unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], endings: tuple[str, ...],
-                  taken: list[str]) -> list[str]:
+def _unique_names(
+    rng: random.Random, n: int, syllables: tuple[int, ...], endings: tuple[str, ...], taken: list[str]
+) -> list[str]:
     """``n`` new names, none a substring of (or containing) any other name, case-insensitively.
 
     Correctness labels are "gold is a substring of the answer", so a capital "Vel" next to "Velmor" would
@@ -152,8 +180,15 @@ def _unique_names(rng: random.Random, n: int, syllables: tuple[int, ...], ending
     return out
 
 
-def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_languages: int = 30,
-               per_fact_mults: bool = False, answer_style: str = "word", mults: tuple[int, ...] = MULTS) -> World:
+def make_world(
+    seed: int = 0,
+    n_countries: int = 400,
+    n_continents: int = 8,
+    n_languages: int = 30,
+    per_fact_mults: bool = False,
+    answer_style: str = "word",
+    mults: tuple[int, ...] = MULTS,
+) -> World:
     """Generate the world. Same arguments, same world (``random.Random`` is stable across versions).
 
     per_fact_mults: draw each fact's multiplicity on its own (balanced per attribute) instead of one per country,
@@ -183,8 +218,9 @@ def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_l
         Country(name=n, capital=cap, continent=rng.choice(continents), language=rng.choice(languages), mult=m)
         for n, cap, m in zip(names, capitals, country_mults, strict=True)
     ]
-    params: dict[str, Any] = {"seed": seed, "n_countries": n_countries, "n_continents": n_continents,
-                              "n_languages": n_languages}
+    params: dict[str, Any] = dict(
+        seed=seed, n_countries=n_countries, n_continents=n_continents, n_languages=n_languages
+    )
     if per_fact_mults:
         # One balanced, shuffled list per attribute; the capital keeps the country's own draw.
         columns = [country_mults]
@@ -192,8 +228,10 @@ def make_world(seed: int = 0, n_countries: int = 400, n_continents: int = 8, n_l
             col = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
             rng.shuffle(col)
             columns.append(col)
-        countries = [Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
-                     for c, f in zip(countries, zip(*columns, strict=True), strict=True)]
+        countries = [
+            Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
+            for c, f in zip(countries, zip(*columns, strict=True), strict=True)
+        ]
         params["per_fact_mults"] = True
     if answer_style != "word":
         params["answer_style"] = answer_style
@@ -245,16 +283,18 @@ def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:
     for country, attribute in world.facts():
         qa = QUESTION_TEMPLATE[attribute]
         cloze = CLOZE_TEMPLATE[attribute]
-        qs.append({
-            "id": len(qs),
-            "question": qa[: qa.index("{o}")].format(s=country.name).rstrip(),
-            "gold": country.value(attribute),
-            "subject": country.name,
-            "attribute": attribute,
-            "mult": country.mult_of(attribute),
-            "prompt": cloze[: cloze.index("{o}")].format(s=country.name).rstrip(),
-            "split": "train",
-        })
+        qs.append(
+            {
+                "id": len(qs),
+                "question": qa[: qa.index("{o}")].format(s=country.name).rstrip(),
+                "gold": country.value(attribute),
+                "subject": country.name,
+                "attribute": attribute,
+                "mult": country.mult_of(attribute),
+                "prompt": cloze[: cloze.index("{o}")].format(s=country.name).rstrip(),
+                "split": "train",
+            }
+        )
     rng = random.Random(world.seed * 104729 + 2)
     for attribute in ATTRIBUTES:
         for mult in sorted({q["mult"] for q in qs}):

@@ -14,8 +14,18 @@ from ..matrix import Chart, Series
 
 ArrayLike = Sequence[Any] | np.ndarray  # top-k ids / probabilities: lists or numpy rows
 
-__all__ = ["check_max_new_tokens", "given", "selected_layers", "as_prompt_list", "check_each", "token_labels",
-           "unique_labels", "topk_chart", "spread_chart", "nanmean"]
+__all__ = [
+    "check_max_new_tokens",
+    "given",
+    "selected_layers",
+    "as_prompt_list",
+    "check_each",
+    "token_labels",
+    "unique_labels",
+    "topk_chart",
+    "spread_chart",
+    "nanmean",
+]
 
 
 def check_max_new_tokens(n: Any) -> int:
@@ -69,9 +79,17 @@ def unique_labels(labels: list[str], ids: list[int]) -> list[str]:
     return [f"{s} #{i}" if seen[s] > 1 else s for s, i in zip(labels, ids, strict=False)]
 
 
-def topk_chart(lm: LM, title: str, a_ids: ArrayLike, a_p: ArrayLike, b_ids: ArrayLike, b_p: ArrayLike,
-               a_at_b: ArrayLike, b_at_a: ArrayLike,
-               names: tuple[str, str] = ("clean", "intervened")) -> tuple[Chart, Any]:
+def topk_chart(
+    lm: LM,
+    title: str,
+    a_ids: ArrayLike,
+    a_p: ArrayLike,
+    b_ids: ArrayLike,
+    b_p: ArrayLike,
+    a_at_b: ArrayLike,
+    b_at_a: ArrayLike,
+    names: tuple[str, str] = ("clean", "intervened"),
+) -> tuple[Chart, Any]:
     """One bar chart over the union of two top-k lists (a's order first), both probabilities per token, and the
     same as a DataFrame. a_at_b[i] = P_a(b_ids[i]); b_at_a[i] = P_b(a_ids[i])."""
     import pandas as pd
@@ -85,8 +103,13 @@ def topk_chart(lm: LM, title: str, a_ids: ArrayLike, a_p: ArrayLike, b_ids: Arra
     ids = [int(i) for i in a_ids] + [int(i) for i in b_ids if int(i) not in {int(x) for x in a_ids}]
     labels = unique_labels(token_labels(lm, ids), ids)
     ya, yb = [pa[i] for i in ids], [pb[i] for i in ids]
-    chart = Chart(title, "bar", [Series(names[0], labels, ya), Series(names[1], labels, yb)],
-                  x_title="token", y_title="probability")
+    chart = Chart(
+        title,
+        "bar",
+        [Series(names[0], labels, ya), Series(names[1], labels, yb)],
+        x_title="token",
+        y_title="probability",
+    )
     table = pd.DataFrame({"token": labels, "id": ids, f"p_{names[0]}": ya, f"p_{names[1]}": yb})
     return chart, table
 

@@ -34,8 +34,21 @@ from .._limits import stop_token_ids
 from .._lm import LM
 from ._stats import log_probs
 
-__all__ = ["Clean", "Edit", "RowSpec", "unembed", "run_rows", "generate_clean", "forward_clean", "rows_per_chunk",
-           "next_forward", "keep_logits_arg", "block_evaluations", "recorded_inputs", "weight_of"]
+__all__ = [
+    "Clean",
+    "Edit",
+    "RowSpec",
+    "unembed",
+    "run_rows",
+    "generate_clean",
+    "forward_clean",
+    "rows_per_chunk",
+    "next_forward",
+    "keep_logits_arg",
+    "block_evaluations",
+    "recorded_inputs",
+    "weight_of",
+]
 
 EditFn = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -91,6 +104,7 @@ class RowSpec:
 
 
 # ---- unembedding: final norm + unembedding matrix (+ the model's logit post-processing) ---------------------
+
 
 def unembed(lm: LM, h: torch.Tensor) -> torch.Tensor:
     """Logits from a residual-stream state, as the model computes them after its last block."""
@@ -152,6 +166,7 @@ def _check_resume(lm: LM, clean: Clean, logp: torch.Tensor, positions: torch.Ten
 
 # ---- clean runs --------------------------------------------------------------------------------------------
 
+
 def keep_logits_arg(model: Any, n: int) -> dict[str, int]:
     """Ask for logits at the last n positions only, where the model supports it (the unembedding is costly)."""
     params = inspect.signature(model.forward).parameters
@@ -209,20 +224,28 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, tra
     forward over the sequence fed instead.
     """
     layers = lm.anatomy.layers
-    with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
-            hooks.capture_all([layers[-1]], what="output") as outs:
+    with (
+        torch.inference_mode(),
+        hooks.capture_all(list(layers), what="input") as ins,
+        hooks.capture_all([layers[-1]], what="output") as outs,
+    ):
         toks, logps, eos_at = _greedy(lm, prompt_ids, max_new_tokens, cached=True)
     fed = _fed(prompt_ids, toks)
     if sum(o.shape[1] for o in outs[0]) != fed.shape[1]:
         # Some steps ran full forwards (no usable cache): take the activations from one forward over `fed`.
-        with torch.inference_mode(), hooks.capture_all(list(layers), what="input") as ins, \
-                hooks.capture_all([layers[-1]], what="output") as outs:
+        with (
+            torch.inference_mode(),
+            hooks.capture_all(list(layers), what="input") as ins,
+            hooks.capture_all([layers[-1]], what="output") as outs,
+        ):
             lm.model(input_ids=fed, use_cache=False)
     _check_stream(lm, ins[0][0])
     clean = Clean(ids=fed, inputs=[torch.cat(ins[i], 1) for i in range(len(layers))], final=torch.cat(outs[0], 1))
     if clean.final.shape[1] != fed.shape[1] or any(x.shape[1] != fed.shape[1] for x in clean.inputs):
-        raise ValueError(f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
-                         "layers), so per-layer interventions are not defined for this model")
+        raise ValueError(
+            f"{lm.anatomy.family}: the decoder blocks do not run once per token (looped or shared "
+            "layers), so per-layer interventions are not defined for this model"
+        )
     if trace:
         _trace(lm, clean, outs.tuple_output.get(0, False))
         targets = torch.arange(prompt_ids.shape[1] - 1, fed.shape[1], device=fed.device)
@@ -234,9 +257,11 @@ def generate_clean(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, tra
 def _check_stream(lm: LM, h: torch.Tensor | None) -> None:
     """The analyses edit one residual stream [batch, seq, d]; refuse models that carry several in parallel."""
     if h is not None and h.ndim != 3:
-        raise ValueError(f"{lm.anatomy.family}: the decoder blocks pass a hidden state of shape {tuple(h.shape)}, "
-                         "not [batch, seq, d] (several residual streams, e.g. hyper-connections), which "
-                         "heatwidget's layer interventions do not support")
+        raise ValueError(
+            f"{lm.anatomy.family}: the decoder blocks pass a hidden state of shape {tuple(h.shape)}, "
+            "not [batch, seq, d] (several residual streams, e.g. hyper-connections), which "
+            "heatwidget's layer interventions do not support"
+        )
 
 
 def _fed(prompt_ids: torch.Tensor, toks: list[int]) -> torch.Tensor:
@@ -256,8 +281,9 @@ def next_forward(lm: LM, out: Any, seq: torch.Tensor) -> Any:
     return lm.model(input_ids=seq, use_cache=False, **keep_logits_arg(lm.model, 1))
 
 
-def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bool
-            ) -> tuple[list[int], list[torch.Tensor], int | None]:
+def _greedy(
+    lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bool
+) -> tuple[list[int], list[torch.Tensor], int | None]:
     """Greedy tokens, their clean log-probabilities and the EOS index (KV cache where possible with `cached`)."""
     model, eos = lm.model, stop_token_ids(lm.model, lm.tokenizer)
     toks: list[int] = []
@@ -273,8 +299,11 @@ def _greedy(lm: LM, prompt_ids: torch.Tensor, max_new_tokens: int, *, cached: bo
             if t == max_new_tokens - 1:
                 break
             seq = _fed(prompt_ids, toks + [0])
-            out = next_forward(lm, out, seq) if cached else \
-                model(input_ids=seq, use_cache=False, **keep_logits_arg(model, 1))
+            out = (
+                next_forward(lm, out, seq)
+                if cached
+                else model(input_ids=seq, use_cache=False, **keep_logits_arg(model, 1))
+            )
     return toks, logps, None
 
 
@@ -282,9 +311,12 @@ def _trace(lm: LM, clean: Clean, returns_tuple: bool) -> None:
     """Record how the model calls each block on the clean sequence (`trace_calls`), for the resume engine."""
     stop = lm.anatomy.final_norm if lm.anatomy.final_norm is not None else lm.anatomy.unembed
     try:
-        clean.calls = _block_calls.trace_calls(list(lm.anatomy.layers),
-                                        lambda: lm.model(input_ids=clean.ids, use_cache=False), stop,
-                                        returns_tuple=returns_tuple)
+        clean.calls = _block_calls.trace_calls(
+            list(lm.anatomy.layers),
+            lambda: lm.model(input_ids=clean.ids, use_cache=False),
+            stop,
+            returns_tuple=returns_tuple,
+        )
     except Exception as e:  # any layout the trace cannot follow: the batched engine still works
         clean.calls = None
         clean.resume_note = f"could not record the blocks' arguments ({type(e).__name__}: {str(e)[:200]})"
@@ -313,8 +345,11 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
     """One clean forward over ids [1, S], recording each block's input and call; returns (clean, logits)."""
     layers = lm.anatomy.layers
     keep = keep_logits_arg(lm.model, keep_last) if keep_last else {}
-    with torch.inference_mode(), _block_calls.record_calls(list(layers)) as calls, \
-            hooks.capture({0: layers[-1]}) as fin:
+    with (
+        torch.inference_mode(),
+        _block_calls.record_calls(list(layers)) as calls,
+        hooks.capture({0: layers[-1]}) as fin,
+    ):
         logits = lm.model(input_ids=ids, use_cache=False, **keep).logits[0]
     rec = [calls[i] for i in range(len(layers))]
     _check_stream(lm, rec[0].hidden)
@@ -327,6 +362,7 @@ def forward_clean(lm: LM, ids: torch.Tensor, *, keep_last: int | None = None) ->
 
 
 # ---- memory budget -----------------------------------------------------------------------------------------
+
 
 def rows_per_chunk(lm: LM, seq_len: int, n_pos: int, budget_mb: float | None) -> int:
     """How many intervened rows one batched pass may hold: activations (incl. attention scores) + logits."""
@@ -360,6 +396,7 @@ def _config_int(cfg: Any, *names: str) -> int:
 
 # ---- running many intervened rows ---------------------------------------------------------------------------
 
+
 def _edit_contexts(specs: Sequence[RowSpec], batch_rows: Sequence[int], layer: int) -> list:
     """The hooks block `layer` needs for the rows in this batch (batch index i runs spec batch_rows[i])."""
     groups: dict[tuple, tuple[Edit, list[int]]] = {}
@@ -369,8 +406,9 @@ def _edit_contexts(specs: Sequence[RowSpec], batch_rows: Sequence[int], layer: i
     return [e.make(rows) for e, rows in groups.values()]
 
 
-def _run_staircase(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence[int],
-                   positions: torch.Tensor) -> torch.Tensor:
+def _run_staircase(
+    lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence[int], positions: torch.Tensor
+) -> torch.Tensor:
     """Resume engine for one chunk of rows; returns logits [n, len(positions), V] in chunk order."""
     layers, n_layers = lm.anatomy.layers, clean.n_layers
     starts = {r: specs[r].start(n_layers) for r in chunk}
@@ -408,8 +446,9 @@ def _initial_state(clean: Clean, spec: RowSpec, start: int) -> torch.Tensor:
     return clean.inputs[start] if start < clean.n_layers else clean.final
 
 
-def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence[int],
-                 positions: torch.Tensor) -> torch.Tensor:
+def _run_batched(
+    lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence[int], positions: torch.Tensor
+) -> torch.Tensor:
     """Fallback engine: full forwards of the model, one row per spec, per-row hooks; logits at `positions`."""
     layers = lm.anatomy.layers
     n, s_len = len(chunk), clean.ids.shape[1]
@@ -428,9 +467,16 @@ def _run_batched(lm: LM, clean: Clean, specs: Sequence[RowSpec], chunk: Sequence
 
 
 @locks_model
-def run_rows(lm: LM, clean: Clean, specs: Sequence[RowSpec], positions: torch.Tensor,
-             reduce: Callable[[list[int], torch.Tensor], None], *, resume: bool | None = None,
-             budget_mb: float | None = None) -> str:
+def run_rows(
+    lm: LM,
+    clean: Clean,
+    specs: Sequence[RowSpec],
+    positions: torch.Tensor,
+    reduce: Callable[[list[int], torch.Tensor], None],
+    *,
+    resume: bool | None = None,
+    budget_mb: float | None = None,
+) -> str:
     """Run every spec's intervened forward, chunked to the memory budget, and hand each chunk's log-probabilities
     [n, len(positions), V] (float32, on the device) to `reduce(row_indices, logp)`. Returns the engine used."""
     use_resume = clean.resume_ok and clean.calls is not None if resume is None else bool(resume)
@@ -442,7 +488,7 @@ def run_rows(lm: LM, clean: Clean, specs: Sequence[RowSpec], positions: torch.Te
     run = _run_staircase if use_resume else _run_batched
     with torch.inference_mode():
         for k in range(0, len(order), per):
-            chunk = order[k:k + per]
+            chunk = order[k : k + per]
             reduce(chunk, log_probs(run(lm, clean, specs, chunk, positions)))
     return "resume" if use_resume else "batched"
 

@@ -38,8 +38,9 @@ class PrefixCache:
         self.keys = [k[:, :, :t] for k in keys]
         self.values = [v[:, :, :t] for v in values]
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b = key.shape[0]
         pk = self.keys[layer_idx].to(key.device, key.dtype).expand(b, -1, -1, -1)
         pv = self.values[layer_idx].to(value.device, value.dtype).expand(b, -1, -1, -1)
@@ -53,8 +54,9 @@ class _RecordingCache:
         self.keys: dict[int, torch.Tensor] = {}
         self.values: dict[int, torch.Tensor] = {}
 
-    def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.keys[layer_idx], self.values[layer_idx] = key, value
         return key, value
 
@@ -188,5 +190,11 @@ def suffix_clean(lm: LM, base: SuffixBase, t: int) -> Clean:
     n = int(base.ids.shape[1])
     cache = PrefixCache(base.keys, base.values, t)
     calls = [cut_call(lm, j, c, cache, t, n) for j, c in enumerate(base.calls)]
-    return Clean(ids=base.ids[:, t:], inputs=[x[:, t:] for x in base.inputs], final=base.final[:, t:],
-                 calls=calls, resume_ok=True, resume_note=base.note)
+    return Clean(
+        ids=base.ids[:, t:],
+        inputs=[x[:, t:] for x in base.inputs],
+        final=base.final[:, t:],
+        calls=calls,
+        resume_ok=True,
+        resume_note=base.note,
+    )

@@ -43,8 +43,19 @@ from ._stats import kl_div, log_probs, rank_of
 from ._stats import top_k as topk_of
 from .lens import logit_lens
 
-__all__ = ["ablation_kl", "ablate_prompt", "AblationResult", "ABLATION", "Steer", "ProjectOut", "INTERVENTIONS",
-           "MODES", "per_position_kl", "resolve_intervention", "spec_hooks"]
+__all__ = [
+    "ablation_kl",
+    "ablate_prompt",
+    "AblationResult",
+    "ABLATION",
+    "Steer",
+    "ProjectOut",
+    "INTERVENTIONS",
+    "MODES",
+    "per_position_kl",
+    "resolve_intervention",
+    "spec_hooks",
+]
 
 INTERVENTIONS = ("skip", "zero_attn", "zero_mlp", "mean", "none")
 MODES = ("teacher_forced", "free_running")
@@ -100,8 +111,7 @@ def _per_layer(v: torch.Tensor, lm: LM, what: str) -> Callable[[int], torch.Tens
         return lambda layer: v
     if v.ndim == 2 and v.shape == (lm.n_layers, d):
         return lambda layer: v[layer]
-    raise ValueError(f"{what} must have shape [{d}] or [{lm.n_layers}, {d}] (hidden size {d}), "
-                     f"got {list(v.shape)}")
+    raise ValueError(f"{what} must have shape [{d}] or [{lm.n_layers}, {d}] (hidden size {d}), got {list(v.shape)}")
 
 
 def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
@@ -109,10 +119,11 @@ def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
     if isinstance(intervention, str):
         name = intervention
         if name == "skip":
-            return _Intervention("skip", "output", lambda l, c, p: (lambda h, x: x))
+            return _Intervention("skip", "output", lambda l, c, p: lambda h, x: x)
         if name == "none":  # a no-op: every cell must be 0 (a check of the whole pipeline)
-            return _Intervention("none", "output", lambda l, c, p: (lambda h, x: h))
+            return _Intervention("none", "output", lambda l, c, p: lambda h, x: h)
         if name == "mean":
+
             def mean_fn(layer: int, clean: Clean, plen: int) -> Callable:
                 mu = clean.out(layer)[0, :plen].mean(0)  # mean block output over the prompt's positions
                 return lambda h, x: mu.to(h.device, h.dtype).expand_as(h)
@@ -120,11 +131,15 @@ def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
             return _Intervention("mean", "output", mean_fn)
         if name in ("zero_attn", "zero_mlp"):
             if name == "zero_mlp" and any(m is b for m, b in zip(lm.anatomy.mlp, lm.anatomy.layers, strict=False)):
-                raise ValueError(f"zero_mlp: this {lm.anatomy.family} model has no separate MLP module "
-                                 "(its MLP linears sit in the block); use 'skip' or 'zero_attn'")
+                raise ValueError(
+                    f"zero_mlp: this {lm.anatomy.family} model has no separate MLP module "
+                    "(its MLP linears sit in the block); use 'skip' or 'zero_attn'"
+                )
             return _Intervention(name, name)
-        raise ValueError(f"unknown intervention {name!r}: use one of {list(INTERVENTIONS)}, hw.Steer(vector, "
-                         "alpha), hw.ProjectOut(direction), a tensor (added), or fn(h_out, h_in) -> h_out")
+        raise ValueError(
+            f"unknown intervention {name!r}: use one of {list(INTERVENTIONS)}, hw.Steer(vector, "
+            "alpha), hw.ProjectOut(direction), a tensor (added), or fn(h_out, h_in) -> h_out"
+        )
     if isinstance(intervention, ProjectOut):
         dirs = _per_layer(_as_tensor(intervention.direction, "direction"), lm, "direction")
 
@@ -154,27 +169,34 @@ def resolve_intervention(lm: LM, intervention: Any) -> _Intervention:
     if callable(intervention):
         name = getattr(intervention, "__name__", "custom")
         return _Intervention(name, "output", lambda l, c, p: _checked_callable(intervention, name, l))
-    raise TypeError(f"intervention must be a name, hw.Steer, hw.ProjectOut, a tensor or a callable, "
-                    f"got {type(intervention).__name__}")
+    raise TypeError(
+        f"intervention must be a name, hw.Steer, hw.ProjectOut, a tensor or a callable, "
+        f"got {type(intervention).__name__}"
+    )
 
 
 def _checked_callable(user: Callable, name: str, layer: int) -> Callable:
     """The user's fn(h_out, h_in), with its result checked: a tensor that broadcasts to h_out's shape, all finite.
     Without this a wrong shape surfaces as a torch broadcasting error deep in the engine, and NaN as an all-NaN
     matrix."""
+
     def fn(h: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
         out = user(h, x)
         what = f"intervention {name!r} (a callable fn(h_out, h_in)) at layer {layer}"
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{what} returned a value of type {type(out).__name__}; it must return a torch tensor "
-                            f"of the block output's shape {list(h.shape)}")
+            raise TypeError(
+                f"{what} returned a value of type {type(out).__name__}; it must return a torch tensor "
+                f"of the block output's shape {list(h.shape)}"
+            )
         try:
             ok = torch.broadcast_shapes(out.shape, h.shape) == h.shape
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"{what} returned shape {list(out.shape)} for a block output of shape "
-                             f"{list(h.shape)} [batch, positions, hidden]: return a tensor of that shape")
+            raise ValueError(
+                f"{what} returned shape {list(out.shape)} for a block output of shape "
+                f"{list(h.shape)} [batch, positions, hidden]: return a tensor of that shape"
+            )
         if not bool(torch.isfinite(out).all()):
             raise ValueError(f"{what} returned NaN or inf values")
         return out
@@ -186,14 +208,14 @@ def spec_hooks(lm: LM, spec: RowSpec, rows: Any) -> list:
     """The same intervention as hooks on the full model (for generation and whole-sequence re-runs)."""
     ctx: list[contextlib.AbstractContextManager] = []
     if spec.out_layer is not None:
-        ctx.append(hooks.edit_output(lm.anatomy.layers[spec.out_layer], spec.output_fn(), rows=rows,
-                                     needs_input=True))
+        ctx.append(hooks.edit_output(lm.anatomy.layers[spec.out_layer], spec.output_fn(), rows=rows, needs_input=True))
     for edits in spec.block_edits.values():
         ctx += [e.make(rows) for e in edits]
     return ctx
 
 
 # ---- one prompt --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class AblationResult:
@@ -242,8 +264,10 @@ def _encode(lm: LM, prompt: str, max_new_tokens: int) -> torch.Tensor:
     limit = context_length(lm.config)
     need = ids.shape[1] + max_new_tokens - 1
     if limit is not None and need > limit:
-        raise ValueError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) needs {need} "
-                         f"positions but the model's context is {limit}; shorten the prompt or generate fewer")
+        raise ValueError(
+            f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) needs {need} "
+            f"positions but the model's context is {limit}; shorten the prompt or generate fewer"
+        )
     return ids
 
 
@@ -256,9 +280,17 @@ class _Collector:
         self.c_ids, self.c_p = topk_of(clean_lp, top_k)
         self.k = k = int(self.c_ids.shape[-1])
         n_gen = len(tokens)
-        self.out = {name: np.full(shape, np.nan, dtype=np.float32) for name, shape in
-                    [("kl", (n_rows, n_gen)), ("ip", (n_rows, n_gen, k)), ("iac", (n_rows, n_gen, k)),
-                     ("cai", (n_rows, n_gen, k)), ("rank", (n_rows, n_gen)), ("ptok", (n_rows, n_gen))]}
+        self.out = {
+            name: np.full(shape, np.nan, dtype=np.float32)
+            for name, shape in [
+                ("kl", (n_rows, n_gen)),
+                ("ip", (n_rows, n_gen, k)),
+                ("iac", (n_rows, n_gen, k)),
+                ("cai", (n_rows, n_gen, k)),
+                ("rank", (n_rows, n_gen)),
+                ("ptok", (n_rows, n_gen)),
+            ]
+        }
         self.out["ii"] = np.zeros((n_rows, n_gen, k), dtype=np.int64)
 
     def __call__(self, rows: list[int], logp: torch.Tensor) -> None:
@@ -267,7 +299,8 @@ class _Collector:
         i_ids, i_p = topk_of(logp, self.k)
         cols = {
             "kl": kl_div(ref, logp),
-            "ii": i_ids, "ip": i_p,
+            "ii": i_ids,
+            "ip": i_p,
             "iac": logp.gather(-1, self.c_ids[None].expand(n, -1, -1).to(dev)).exp(),
             "cai": ref.expand(n, -1, -1).gather(-1, i_ids).exp(),
             "rank": rank_of(logp, self.toks[None].expand(n, -1).to(dev)).float(),
@@ -284,12 +317,20 @@ def _nan_after_own_eos(lm: LM, values: np.ndarray, own: list[list[int]]) -> None
     for r, tk in enumerate(own):
         hit = [t for t, x in enumerate(tk) if x in stop]
         if hit:
-            values[r, hit[0] + 1:] = np.nan
+            values[r, hit[0] + 1 :] = np.nan
 
 
-def ablate_prompt(lm: LM, prompt: str, *, max_new_tokens: int = 5, layers: Sequence[int] | None = None,
-                  intervention: Any = "skip", mode: str = "teacher_forced", top_k: int = 10,
-                  resume: bool | None = None) -> AblationResult:
+def ablate_prompt(
+    lm: LM,
+    prompt: str,
+    *,
+    max_new_tokens: int = 5,
+    layers: Sequence[int] | None = None,
+    intervention: Any = "skip",
+    mode: str = "teacher_forced",
+    top_k: int = 10,
+    resume: bool | None = None,
+) -> AblationResult:
     """One prompt's KL(clean ‖ intervened) by selected layer and generated token: the per-item step of
     `ablation_kl` (also what a Ray worker runs; the intervention is resolved where it runs, since "mean" uses
     that model's own activations)."""
@@ -314,13 +355,31 @@ def ablate_prompt(lm: LM, prompt: str, *, max_new_tokens: int = 5, layers: Seque
     if own is not None:
         _nan_after_own_eos(lm, values, own)
     o = got.out
-    return AblationResult(prompt, ids[0].tolist(), list(gen.tokens), gen.eos_at, values, got.c_ids.cpu().numpy(),
-                          got.c_p.cpu().numpy(), o["ii"], o["ip"], o["iac"], o["cai"], o["rank"], o["ptok"], engine,
-                          blocks, int(gen.clean.ids.shape[1]), gen.clean.resume_note, own)
+    return AblationResult(
+        prompt,
+        ids[0].tolist(),
+        list(gen.tokens),
+        gen.eos_at,
+        values,
+        got.c_ids.cpu().numpy(),
+        got.c_p.cpu().numpy(),
+        o["ii"],
+        o["ip"],
+        o["iac"],
+        o["cai"],
+        o["rank"],
+        o["ptok"],
+        engine,
+        blocks,
+        int(gen.clean.ids.shape[1]),
+        gen.clean.resume_note,
+        own,
+    )
 
 
-def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callable, budget_mb: float | None
-                  ) -> list[list[int]]:
+def _free_running(
+    lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callable, budget_mb: float | None
+) -> list[list[int]]:
     """Each intervened row greedily generates its own tokens (batched, KV cache); logp per step to `reduce`."""
     P, n_gen = gen.prompt_len, len(gen.tokens)
     ids = gen.clean.ids[:, :P]
@@ -348,6 +407,7 @@ def _free_running(lm: LM, gen: Generation, specs: list[RowSpec], reduce: Callabl
 
 # ---- the contract: items, reduce, drill --------------------------------------------------------------------------
 
+
 def _items(lm: LM, prompt: str | Sequence[str], **options: Any) -> list[str]:
     """Check the inputs before any model time is spent (a bad prompt anywhere in the list fails at once)."""
     lm.anatomy.require_single_stream("ablation_kl")
@@ -362,11 +422,15 @@ def _items(lm: LM, prompt: str | Sequence[str], **options: Any) -> list[str]:
 def _notes(runs: list[AblationResult], T: int, mode: str) -> list[str]:
     notes = []
     if any(r.eos_at is not None and r.eos_at < T - 1 for r in runs):
-        notes.append("greedy generation emitted EOS before max_new_tokens for some prompts: the cells after the "
-                     "EOS token are NaN (meta['eos'] has the EOS index per prompt, None = no EOS)")
+        notes.append(
+            "greedy generation emitted EOS before max_new_tokens for some prompts: the cells after the "
+            "EOS token are NaN (meta['eos'] has the EOS index per prompt, None = no EOS)"
+        )
     if mode == "free_running":
-        notes.append("free-running: each intervened run generated its own tokens; cell t compares the clean and "
-                     "the intervened distribution at their own step t (cells after an intervened EOS are NaN)")
+        notes.append(
+            "free-running: each intervened run generated its own tokens; cell t compares the clean and "
+            "the intervened distribution at their own step t (cells after an intervened EOS are NaN)"
+        )
     return notes
 
 
@@ -380,24 +444,41 @@ def _reduce(run: Run) -> Table:
     single = isinstance(run.inputs["prompt"], str)
     clean_fw = sum(r.fed_len for r in runs) * lm.n_layers
     meta = {
-        "options": {"prompt": runs[0].prompt if single else [r.prompt for r in runs], "max_new_tokens": T,
-                    "layers": sel, "intervention": label, "mode": mode, "top_k": o["top_k"], "resume": o["resume"]},
-        "seed": None, "decoding": "greedy (do_sample=False), temperature 1, nats",
+        "options": {
+            "prompt": runs[0].prompt if single else [r.prompt for r in runs],
+            "max_new_tokens": T,
+            "layers": sel,
+            "intervention": label,
+            "mode": mode,
+            "top_k": o["top_k"],
+            "resume": o["resume"],
+        },
+        "seed": None,
+        "decoding": "greedy (do_sample=False), temperature 1, nats",
         "prompts": [r.prompt for r in runs],
         "prompt_tokens": [common.token_labels(lm, r.prompt_ids) for r in runs],
         "generated_tokens": [common.token_labels(lm, r.tokens) for r in runs],
         "generated_ids": [list(r.tokens) for r in runs],
-        "eos": [r.eos_at for r in runs], "notes": _notes(runs, T, mode), "per_prompt": per_prompt,
+        "eos": [r.eos_at for r in runs],
+        "notes": _notes(runs, T, mode),
+        "per_prompt": per_prompt,
         "engine": sorted({r.engine for r in runs}),
         "engine_note": sorted({r.resume_note for r in runs if r.resume_note}),
         "block_evaluations": int(sum(r.blocks for r in runs)),
         "clean_forward_equivalents": float(sum(r.blocks * r.fed_len for r in runs)) / clean_fw,
         "log": suggests_log_scale(values),  # skipping layer 0 costs nats, the others hundredths
     }
-    return Table(values, [str(i) for i in sel], [f"Gen{t}" for t in range(T)],
-                 title=f"KL divergence by layer and generated token ({label}"
-                       f"{', free-running' if mode == 'free_running' else ''})",
-                 row_title="layer", col_title="generated token", metric="KL(clean ‖ intervened), nats", meta=meta)
+    return Table(
+        values,
+        [str(i) for i in sel],
+        [f"Gen{t}" for t in range(T)],
+        title=f"KL divergence by layer and generated token ({label}"
+        f"{', free-running' if mode == 'free_running' else ''})",
+        row_title="layer",
+        col_title="generated token",
+        metric="KL(clean ‖ intervened), nats",
+        meta=meta,
+    )
 
 
 def _pick_prompt(runs: list[AblationResult], r: int, c: int) -> int:
@@ -431,20 +512,30 @@ def _spread(d: Detail, runs: list[AblationResult], r: int, c: int, layer: int, p
     chart, table = common.spread_chart(f"KL per prompt at layer {layer}, Gen{c}", labels, vals, "KL")
     d.charts.append(chart)
     d.tables["per prompt"] = table
-    d.texts["per-prompt spread"] = (f"mean {np.nanmean(vals):.4g}, min {np.nanmin(vals):.4g}, "
-                                    f"max {np.nanmax(vals):.4g} over {np.isfinite(vals).sum()} prompts; "
-                                    f"detail below for prompt {pi} (the largest)")
+    d.texts["per-prompt spread"] = (
+        f"mean {np.nanmean(vals):.4g}, min {np.nanmin(vals):.4g}, "
+        f"max {np.nanmax(vals):.4g} over {np.isfinite(vals).sum()} prompts; "
+        f"detail below for prompt {pi} (the largest)"
+    )
 
 
 def _topk(d: Detail, lm: LM, res: AblationResult, r: int, t: int, layer: int, label: str) -> None:
-    chart, table = common.topk_chart(lm, f"Next token at Gen{t}: clean vs layer {layer} {label}",
-                                     res.clean_top_ids[t], res.clean_top_p[t], res.int_top_ids[r, t],
-                                     res.int_top_p[r, t], res.clean_at_int[r, t], res.int_at_clean[r, t])
+    chart, table = common.topk_chart(
+        lm,
+        f"Next token at Gen{t}: clean vs layer {layer} {label}",
+        res.clean_top_ids[t],
+        res.clean_top_p[t],
+        res.int_top_ids[r, t],
+        res.int_top_p[r, t],
+        res.clean_at_int[r, t],
+        res.int_at_clean[r, t],
+    )
     d.charts.insert(0, chart)
     d.tables["top-k"] = table
     d.texts["clean token"] = lm.token_strings([res.tokens[t]])[0]
     d.texts["rank of the clean token under the intervention"] = (
-        f"{int(res.rank[r, t])} (p = {float(res.p_tok[r, t]):.4g}; clean p = {float(res.clean_top_p[t, 0]):.4g})")
+        f"{int(res.rank[r, t])} (p = {float(res.p_tok[r, t]):.4g}; clean p = {float(res.clean_top_p[t, 0]):.4g})"
+    )
     d.meta.update(clean_token_rank=int(res.rank[r, t]), clean_token_p_intervened=float(res.p_tok[r, t]))
 
 
@@ -480,6 +571,21 @@ def _drill(run: Run, m: HeatMatrix, r: int, t: int) -> Detail:
 
 
 @locks_model
+def _topk_pair(clean: torch.Tensor, intervened: torch.Tensor, k: int = 10) -> dict[str, np.ndarray]:
+    """Top-k of both log-probability rows [T, V], and each side's probability of the other's top tokens."""
+    c_ids, c_p = topk_of(clean, k)
+    i_ids, i_p = topk_of(intervened, k)
+    out = dict(
+        c_ids=c_ids,
+        c_p=c_p,
+        i_ids=i_ids,
+        i_p=i_p,
+        iac=intervened.gather(-1, c_ids).exp(),
+        cai=clean.gather(-1, i_ids).exp(),
+    )
+    return {key: v.cpu().numpy() for key, v in out.items()}
+
+
 def per_position_kl(lm: LM, run: AblationResult, layer: int, iv: Any) -> HeatMatrix:
     """KL(clean ‖ intervened) at every position of prompt + generated tokens, for one layer (teacher-forced).
     `run`: one prompt's result (`ablate_prompt`); `iv`: the intervention (a resolved one or any form
@@ -490,32 +596,49 @@ def per_position_kl(lm: LM, run: AblationResult, layer: int, iv: Any) -> HeatMat
     with torch.inference_mode(), hooks.stack(*spec_hooks(lm, spec, [1])):
         lp = log_probs(lm.model(input_ids=ids.expand(2, -1), use_cache=False).logits)
     kl = kl_div(lp[0], lp[1])
-    c_ids, c_p = topk_of(lp[0], 10)
-    i_ids, i_p = topk_of(lp[1], 10)
-    data = dict(c_ids=c_ids.cpu().numpy(), c_p=c_p.cpu().numpy(), i_ids=i_ids.cpu().numpy(),
-                i_p=i_p.cpu().numpy(), iac=lp[1].gather(-1, c_ids).exp().cpu().numpy(),
-                cai=lp[0].gather(-1, i_ids).exp().cpu().numpy())
+    data = _topk_pair(lp[0], lp[1])
     toks = common.token_labels(lm, ids[0].tolist())
     P = run.prompt_len
 
     def drill(m: HeatMatrix, _r: int, c: int) -> Detail:
         d = m.cell(_r, c)
-        chart, table = common.topk_chart(lm, f"Next token after position {c} ({toks[c]!r}): clean vs layer {layer}",
-                                         data["c_ids"][c], data["c_p"][c], data["i_ids"][c], data["i_p"][c],
-                                         data["cai"][c], data["iac"][c])
+        chart, table = common.topk_chart(
+            lm,
+            f"Next token after position {c} ({toks[c]!r}): clean vs layer {layer}",
+            data["c_ids"][c],
+            data["c_p"][c],
+            data["i_ids"][c],
+            data["i_p"][c],
+            data["cai"][c],
+            data["iac"][c],
+        )
         d.charts.append(chart)
         d.tables["top-k"] = table
-        d.texts["context"] = lm.tokenizer.decode(ids[0, :c + 1].tolist())
+        d.texts["context"] = lm.tokenizer.decode(ids[0, : c + 1].tolist())
         return d
 
     values = kl[None].cpu().numpy()
-    return HeatMatrix(values, [f"layer {layer}"], toks,
-                      title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
-                      row_title="layer", col_title="position (input token)", metric="KL(clean ‖ intervened), nats",
-                      meta={**provenance(lm), "analysis": "ablation_kl.per_position", "layer": layer,
-                            "intervention": iv.label, "prompt": run.prompt, "prompt_len": P, "tokens": toks,
-                            "note": f"positions {P - 1}.. predict the generated tokens",
-                            "log": suggests_log_scale(values)}, drill=drill)
+    return HeatMatrix(
+        values,
+        [f"layer {layer}"],
+        toks,
+        title=f"KL at every position, layer {layer} ({iv.label}, teacher-forced)",
+        row_title="layer",
+        col_title="position (input token)",
+        metric="KL(clean ‖ intervened), nats",
+        meta={
+            **provenance(lm),
+            "analysis": "ablation_kl.per_position",
+            "layer": layer,
+            "intervention": iv.label,
+            "prompt": run.prompt,
+            "prompt_len": P,
+            "tokens": toks,
+            "note": f"positions {P - 1}.. predict the generated tokens",
+            "log": suggests_log_scale(values),
+        },
+        drill=drill,
+    )
 
 
 ABLATION = Analysis(
@@ -523,22 +646,46 @@ ABLATION = Analysis(
     options=(
         Option("max_new_tokens", 5, kind=int, min=1, doc="generated tokens (columns)"),
         Option("layers", None, kind="layers", nullable=True, doc="layers (rows), in display order; None: all"),
-        Option("intervention", "skip", choices=INTERVENTIONS, open=True,
-               doc="what replaces layer l's work; also hw.Steer, hw.ProjectOut, a tensor or fn(h_out, h_in)"),
-        Option("mode", "teacher_forced", choices=MODES, doc="feed the clean tokens, or let the intervened run "
-                                                            "generate its own"),
+        Option(
+            "intervention",
+            "skip",
+            choices=INTERVENTIONS,
+            open=True,
+            doc="what replaces layer l's work; also hw.Steer, hw.ProjectOut, a tensor or fn(h_out, h_in)",
+        ),
+        Option(
+            "mode",
+            "teacher_forced",
+            choices=MODES,
+            doc="feed the clean tokens, or let the intervened run generate its own",
+        ),
         Option("top_k", 10, kind=int, min=1, doc="tokens kept per cell for the drill-down"),
         Option("resume", None, kind=bool, nullable=True, doc="engine: None = resume when its self-check passes"),
     ),
-    items=_items, per_item=ablate_prompt, reduce=_reduce, drill=_drill)
+    items=_items,
+    per_item=ablate_prompt,
+    reduce=_reduce,
+    drill=_drill,
+)
 
 
-def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, layers: Sequence[int] | None = None,
-                intervention: Any = "skip", mode: str = "teacher_forced", *, top_k: int = 10,
-                resume: bool | None = None, config: Config | dict[str, Any] | None = None,
-                memory_budget_mb: float | None = None, progress_bar: bool | None = None,
-                executor: str | None = None, ray_address: str | None = None,
-                num_workers: int | None = None) -> HeatMatrix:
+def ablation_kl(
+    lm: LM,
+    prompt: str | Sequence[str],
+    max_new_tokens: int = 5,
+    layers: Sequence[int] | None = None,
+    intervention: Any = "skip",
+    mode: str = "teacher_forced",
+    *,
+    top_k: int = 10,
+    resume: bool | None = None,
+    config: Config | dict[str, Any] | None = None,
+    memory_budget_mb: float | None = None,
+    progress_bar: bool | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+) -> HeatMatrix:
     """KL divergence (nats) between the clean and the intervened next-token distribution, by layer × generated token.
 
     prompt: a str, or a list of str (cells are the mean over prompts; per-prompt values in meta["per_prompt"]).
@@ -558,9 +705,20 @@ def ablation_kl(lm: LM, prompt: str | Sequence[str], max_new_tokens: int = 5, la
     """
     T = common.check_max_new_tokens(max_new_tokens)
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    old = common.given(memory_budget_mb=memory_budget_mb, progress_bar=progress_bar, executor=executor,
-                       ray_address=ray_address, num_workers=num_workers)
+    old = common.given(
+        memory_budget_mb=memory_budget_mb,
+        progress_bar=progress_bar,
+        executor=executor,
+        ray_address=ray_address,
+        num_workers=num_workers,
+    )
     cfg = legacy_config(config, old, "ablation_kl")
-    options = {"max_new_tokens": T, "layers": None if layers is None else common.selected_layers(lm, layers),
-               "intervention": intervention, "mode": mode, "top_k": positive_int(top_k, "top_k"), "resume": resume}
+    options = {
+        "max_new_tokens": T,
+        "layers": None if layers is None else common.selected_layers(lm, layers),
+        "intervention": intervention,
+        "mode": mode,
+        "top_k": positive_int(top_k, "top_k"),
+        "resume": resume,
+    }
     return run_analysis(ABLATION, lm, {"prompt": prompt}, options, cfg)

@@ -30,8 +30,20 @@ from ._stats import js_div, log_probs
 from ._stats import top_k as topk_of
 from .lens import logit_lens
 
-__all__ = ["knockout_js", "knockout_prompt", "KnockoutItem", "KnockoutResult", "KNOCKOUT", "subject_positions",
-           "corruption_noise", "window_layers", "KNOCKOUT_ROWS", "SITES", "CORRUPTIONS", "NOISE_REFS"]
+__all__ = [
+    "knockout_js",
+    "knockout_prompt",
+    "KnockoutItem",
+    "KnockoutResult",
+    "KNOCKOUT",
+    "subject_positions",
+    "corruption_noise",
+    "window_layers",
+    "KNOCKOUT_ROWS",
+    "SITES",
+    "CORRUPTIONS",
+    "NOISE_REFS",
+]
 
 KNOCKOUT_ROWS = ("Subj.", "Attn.", "Last.")  # the matrix's rows: where the knockout acts
 SITES = KNOCKOUT_ROWS  # the name these rows had before (activation collection has its own SITES)
@@ -81,8 +93,9 @@ def corruption_noise(seed: int, prompt_index: int, site: int, layer: int, n: int
     return torch.randn(n, d, generator=g)
 
 
-def _corrupt_fn(kind: str, positions: list[int], seq_len: int, clean: Clean, layer: int, noise: torch.Tensor | None,
-                scale: float) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+def _corrupt_fn(
+    kind: str, positions: list[int], seq_len: int, clean: Clean, layer: int, noise: torch.Tensor | None, scale: float
+) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """out_fn(h_out, h_in) corrupting block `layer`'s output at `positions` only."""
     mask = torch.zeros(seq_len, dtype=torch.bool)
     mask[positions] = True
@@ -141,13 +154,24 @@ class KnockoutResult:
     blocks: int
 
 
-def _knockout_edges(module: torch.nn.Module, queries: list[int], keys: list[int], rows: Any
-                    ) -> contextlib.AbstractContextManager:
+def _knockout_edges(
+    module: torch.nn.Module, queries: list[int], keys: list[int], rows: Any
+) -> contextlib.AbstractContextManager:
     return hooks.block_attention([module], queries=queries, keys=keys, rows=rows)
 
 
-def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corruption: str, window: int, seed: int,
-           scale: float | None, noise_scale: float) -> list[RowSpec]:
+def _specs(
+    lm: LM,
+    clean: Clean,
+    i: int,
+    subj: list[int],
+    sel: list[int],
+    corruption: str,
+    window: int,
+    seed: int,
+    scale: float | None,
+    noise_scale: float,
+) -> list[RowSpec]:
     """Rows in site order Subj., Attn., Last.; `scale` = noise std, or None: noise_scale × std of the clean
     output of the corrupted layer (noise_ref="residual")."""
     S, d = int(clean.ids.shape[1]), int(clean.inputs[0].shape[-1])
@@ -157,13 +181,17 @@ def _specs(lm: LM, clean: Clean, i: int, subj: list[int], sel: list[int], corrup
         for layer in sel:
             noise = corruption_noise(seed, i, site, layer, len(positions), d) if corruption == "noise" else None
             std = scale if scale is not None else noise_scale * float(clean.out(layer).float().std())
-            specs.append(RowSpec(out_layer=layer, out_fn=_corrupt_fn(corruption, positions, S, clean, layer,
-                                                                     noise, std)))
+            specs.append(
+                RowSpec(out_layer=layer, out_fn=_corrupt_fn(corruption, positions, S, clean, layer, noise, std))
+            )
     attn_rows = []
     attn = lm.anatomy.attn  # None in layers without softmax attention (hybrids): nothing to knock out there
     for layer in sel:
-        edits = {j: [Edit(("attn", j), functools.partial(_knockout_edges, module, [S - 1], subj))]
-                 for j in window_layers(layer, window, L) if (module := attn[j]) is not None}
+        edits = {
+            j: [Edit(("attn", j), functools.partial(_knockout_edges, module, [S - 1], subj))]
+            for j in window_layers(layer, window, L)
+            if (module := attn[j]) is not None
+        }
         attn_rows.append(RowSpec(block_edits=edits))
     n = len(sel)
     return specs[:n] + attn_rows + specs[n:]  # site order Subj., Attn., Last.
@@ -176,17 +204,25 @@ class _Collector:
         self.P = P
         self.p_ids, self.p_p = topk_of(P, k)
         self.k = kk = int(self.p_ids.shape[-1])
-        self.res: dict[str, np.ndarray] = {"js": np.zeros(n_rows, np.float32), "qi": np.zeros((n_rows, kk), np.int64),
-                    "qp": np.zeros((n_rows, kk), np.float32), "qap": np.zeros((n_rows, kk), np.float32),
-                    "paq": np.zeros((n_rows, kk), np.float32)}
+        self.res: dict[str, np.ndarray] = {
+            "js": np.zeros(n_rows, np.float32),
+            "qi": np.zeros((n_rows, kk), np.int64),
+            "qp": np.zeros((n_rows, kk), np.float32),
+            "qap": np.zeros((n_rows, kk), np.float32),
+            "paq": np.zeros((n_rows, kk), np.float32),
+        }
 
     def __call__(self, rows: list[int], logq: torch.Tensor) -> None:
         q = logq[:, 0]  # [n, V] at the last position
         ref = self.P[None].to(q.device)
         qi, qp = topk_of(q, self.k)
-        vals = {"js": js_div(ref, q), "qi": qi, "qp": qp,
-                "qap": q.gather(-1, self.p_ids[None].expand(len(rows), -1).to(q.device)).exp(),
-                "paq": ref.expand(len(rows), -1).gather(-1, qi).exp()}
+        vals = {
+            "js": js_div(ref, q),
+            "qi": qi,
+            "qp": qp,
+            "qap": q.gather(-1, self.p_ids[None].expand(len(rows), -1).to(q.device)).exp(),
+            "paq": ref.expand(len(rows), -1).gather(-1, qi).exp(),
+        }
         idx = np.asarray(rows)
         for name, v in vals.items():
             self.res[name][idx] = v.cpu().numpy()
@@ -196,9 +232,19 @@ class _Collector:
         return v.reshape(3, n_sel, *v.shape[1:])
 
 
-def knockout_prompt(lm: LM, item: KnockoutItem, *, layers: Sequence[int] | None = None, corruption: str = "noise",
-                    noise_scale: float = 3.0, window: int = 5, seed: int = 0, noise_ref: str = "embedding",
-                    top_k: int = 10, resume: bool | None = None) -> KnockoutResult:
+def knockout_prompt(
+    lm: LM,
+    item: KnockoutItem,
+    *,
+    layers: Sequence[int] | None = None,
+    corruption: str = "noise",
+    noise_scale: float = 3.0,
+    window: int = 5,
+    seed: int = 0,
+    noise_ref: str = "embedding",
+    top_k: int = 10,
+    resume: bool | None = None,
+) -> KnockoutResult:
     """One prompt's knockouts, every (site, layer) as rows of one batched pass resuming from the clean run: the
     per-item step of `knockout_js` (also what a Ray worker runs)."""
     sel = common.selected_layers(lm, layers)
@@ -209,19 +255,37 @@ def knockout_prompt(lm: LM, item: KnockoutItem, *, layers: Sequence[int] | None 
     specs = _specs(lm, clean, item.index, subj, sel, corruption, int(window), seed, scale, float(noise_scale))
     got = _Collector(log_probs(logits[-1]), top_k, 3 * len(sel))
     S = ids.shape[1]
-    engine = run_rows(lm, clean, specs, torch.tensor([S - 1], device=ids.device), got, resume=resume,
-                      budget_mb=current_config().memory_budget_mb)
+    engine = run_rows(
+        lm,
+        clean,
+        specs,
+        torch.tensor([S - 1], device=ids.device),
+        got,
+        resume=resume,
+        budget_mb=current_config().memory_budget_mb,
+    )
     R = len(sel)
-    return KnockoutResult(item.prompt, item.subject, ids[0].tolist(), subj, got.shaped("js", R),
-                          got.p_ids.cpu().numpy(), got.p_p.cpu().numpy(), got.shaped("qi", R), got.shaped("qp", R),
-                          got.shaped("qap", R), got.shaped("paq", R), engine,
-                          block_evaluations(specs, lm.n_layers, engine))
+    return KnockoutResult(
+        item.prompt,
+        item.subject,
+        ids[0].tolist(),
+        subj,
+        got.shaped("js", R),
+        got.p_ids.cpu().numpy(),
+        got.p_p.cpu().numpy(),
+        got.shaped("qi", R),
+        got.shaped("qp", R),
+        got.shaped("qap", R),
+        got.shaped("paq", R),
+        engine,
+        block_evaluations(specs, lm.n_layers, engine),
+    )
 
 
 # ---- the contract: items, reduce, drill --------------------------------------------------------------------------
 
-def _items(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str], **options: Any
-           ) -> list[KnockoutItem]:
+
+def _items(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str], **options: Any) -> list[KnockoutItem]:
     """Every bad input fails before any model time is spent, naming its index in the user's list."""
     lm.anatomy.require_single_stream("knockout_js")
     plist, single = common.as_prompt_list(prompts)
@@ -245,39 +309,67 @@ def _reduce(run: Run) -> Table:
     sigma = run.items[0].sigma_emb
     per_prompt = np.stack([r.js for r in runs])  # [N, 3, R]
     single = isinstance(run.inputs["prompts"], str)
-    meta = {"options": {"corruption": o["corruption"], "noise_scale": float(o["noise_scale"]),
-                        "window": int(o["window"]), "seed": int(o["seed"]), "noise_ref": o["noise_ref"],
-                        "layers": sel, "top_k": o["top_k"], "resume": o["resume"]},
-            "seed": int(o["seed"]), "sigma_emb": sigma,
-            "noise_std": float(o["noise_scale"]) * sigma if o["corruption"] == "noise" and
-            o["noise_ref"] == "embedding" else None,
-            "noise_note": ("noise std = noise_scale × σ_emb" if o["noise_ref"] == "embedding" else
-                           "noise std = noise_scale × std of the corrupted layer's clean output, per prompt"),
-            "prompts": [r.prompt for r in runs], "subjects": [r.subject for r in runs],
-            "subject_positions": [r.subj for r in runs],
-            "subject_tokens": [common.token_labels(lm, [r.ids[j] for j in r.subj]) for r in runs],
-            "prompt_tokens": [common.token_labels(lm, r.ids) for r in runs],
-            "per_prompt": per_prompt, "engine": sorted({r.engine for r in runs}),
-            "block_evaluations": int(sum(r.blocks for r in runs)),
-            "attention_windows": {str(layer): window_layers(layer, int(o["window"]), lm.n_layers) for layer in sel},
-            "definition": "JS = ½KL(P‖M) + ½KL(Q‖M), M = (P+Q)/2, nats (≤ ln 2), at the last prompt position; "
-                          "cells are means over prompts"}
+    meta = {
+        "options": {
+            "corruption": o["corruption"],
+            "noise_scale": float(o["noise_scale"]),
+            "window": int(o["window"]),
+            "seed": int(o["seed"]),
+            "noise_ref": o["noise_ref"],
+            "layers": sel,
+            "top_k": o["top_k"],
+            "resume": o["resume"],
+        },
+        "seed": int(o["seed"]),
+        "sigma_emb": sigma,
+        "noise_std": float(o["noise_scale"]) * sigma
+        if o["corruption"] == "noise" and o["noise_ref"] == "embedding"
+        else None,
+        "noise_note": (
+            "noise std = noise_scale × σ_emb"
+            if o["noise_ref"] == "embedding"
+            else "noise std = noise_scale × std of the corrupted layer's clean output, per prompt"
+        ),
+        "prompts": [r.prompt for r in runs],
+        "subjects": [r.subject for r in runs],
+        "subject_positions": [r.subj for r in runs],
+        "subject_tokens": [common.token_labels(lm, [r.ids[j] for j in r.subj]) for r in runs],
+        "prompt_tokens": [common.token_labels(lm, r.ids) for r in runs],
+        "per_prompt": per_prompt,
+        "engine": sorted({r.engine for r in runs}),
+        "block_evaluations": int(sum(r.blocks for r in runs)),
+        "attention_windows": {str(layer): window_layers(layer, int(o["window"]), lm.n_layers) for layer in sel},
+        "definition": "JS = ½KL(P‖M) + ½KL(Q‖M), M = (P+Q)/2, nats (≤ ln 2), at the last prompt position; "
+        "cells are means over prompts",
+    }
     values = per_prompt.mean(0)
     meta["log"] = suggests_log_scale(values)
-    return Table(values, list(KNOCKOUT_ROWS), [str(i) for i in sel],
-                 title=f"Jensen–Shannon divergence by layer ({o['corruption']} corruption"
-                       f"{', ' + str(len(runs)) + ' prompts' if not single else ''})",
-                 row_title="site", col_title="layer", metric="JS(clean, knocked out), nats", meta=meta)
+    return Table(
+        values,
+        list(KNOCKOUT_ROWS),
+        [str(i) for i in sel],
+        title=f"Jensen–Shannon divergence by layer ({o['corruption']} corruption"
+        f"{', ' + str(len(runs)) + ' prompts' if not single else ''})",
+        row_title="site",
+        col_title="layer",
+        metric="JS(clean, knocked out), nats",
+        meta=meta,
+    )
 
 
 def _examples_table(lm: LM, runs: list[KnockoutResult], vals: np.ndarray, r: int, c: int) -> Any:
     import pandas as pd
 
     order = np.argsort(-vals)
-    return pd.DataFrame({
-        "prompt": [runs[i].prompt for i in order], "subject": [runs[i].subject for i in order],
-        "JS": vals[order], "clean top-1": [lm.token_strings([int(runs[i].p_ids[0])])[0] for i in order],
-        "knocked-out top-1": [lm.token_strings([int(runs[i].q_ids[r, c, 0])])[0] for i in order]})
+    return pd.DataFrame(
+        {
+            "prompt": [runs[i].prompt for i in order],
+            "subject": [runs[i].subject for i in order],
+            "JS": vals[order],
+            "clean top-1": [lm.token_strings([int(runs[i].p_ids[0])])[0] for i in order],
+            "knocked-out top-1": [lm.token_strings([int(runs[i].q_ids[r, c, 0])])[0] for i in order],
+        }
+    )
 
 
 def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
@@ -288,13 +380,22 @@ def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
     vals = np.array([x.js[r, c] for x in runs], dtype=np.float64)
     pi = int(np.argmax(vals))
     one = runs[pi]
-    d.texts["intervention"] = {0: f"block {layer} output corrupted at the subject tokens",
-                               1: f"attention last → subject blocked in layers "
-                                  f"{window_layers(layer, window, lm.n_layers)}",
-                               2: f"block {layer} output corrupted at the last token"}[r]
-    chart, table = common.topk_chart(lm, f"Next token: clean P vs knocked-out Q ({KNOCKOUT_ROWS[r]} layer {layer})",
-                                     one.p_ids, one.p_p, one.q_ids[r, c], one.q_p[r, c], one.p_at_q[r, c],
-                                     one.q_at_p[r, c], names=("P (clean)", "Q (knocked out)"))
+    d.texts["intervention"] = {
+        0: f"block {layer} output corrupted at the subject tokens",
+        1: f"attention last → subject blocked in layers {window_layers(layer, window, lm.n_layers)}",
+        2: f"block {layer} output corrupted at the last token",
+    }[r]
+    chart, table = common.topk_chart(
+        lm,
+        f"Next token: clean P vs knocked-out Q ({KNOCKOUT_ROWS[r]} layer {layer})",
+        one.p_ids,
+        one.p_p,
+        one.q_ids[r, c],
+        one.q_p[r, c],
+        one.p_at_q[r, c],
+        one.q_at_p[r, c],
+        names=("P (clean)", "Q (knocked out)"),
+    )
     d.charts.append(chart)
     d.tables["top-k"] = table
     d.texts["prompt"] = one.prompt
@@ -303,9 +404,11 @@ def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
         labels = [f"{i}: {x.prompt[:40]}" for i, x in enumerate(runs)]
         ch, _ = common.spread_chart(f"JS per prompt ({KNOCKOUT_ROWS[r]} layer {layer})", labels, vals, "JS")
         d.charts.append(ch)
-        d.texts["per-prompt spread"] = (f"mean {vals.mean():.4g}, median {np.median(vals):.4g}, min {vals.min():.4g}, "
-                                        f"max {vals.max():.4g} over {len(vals)} prompts; top-k shown for prompt "
-                                        f"{pi} (the largest)")
+        d.texts["per-prompt spread"] = (
+            f"mean {vals.mean():.4g}, median {np.median(vals):.4g}, min {vals.min():.4g}, "
+            f"max {vals.max():.4g} over {len(vals)} prompts; top-k shown for prompt "
+            f"{pi} (the largest)"
+        )
     d.tables["examples by JS"] = _examples_table(lm, runs, vals, r, c)
     d.meta.update(layer=layer, site=KNOCKOUT_ROWS[r], prompt_index=pi)
     d.reruns[f"logit lens of prompt {pi}"] = lambda: logit_lens(lm, one.ids)
@@ -320,21 +423,42 @@ KNOCKOUT = Analysis(
         Option("noise_scale", 3.0, kind=float, min=0.0, doc="noise std in units of σ (see noise_ref)"),
         Option("window", 5, kind=int, min=1, doc="Attn.: layers around l whose attention last → subject is blocked"),
         Option("seed", 0, kind=int, min=0, doc="seed of the noise (drawn per prompt, site and layer)"),
-        Option("noise_ref", "embedding", choices=NOISE_REFS, doc="σ: std of the input embeddings, or of the "
-                                                                 "corrupted layer's clean output"),
+        Option(
+            "noise_ref",
+            "embedding",
+            choices=NOISE_REFS,
+            doc="σ: std of the input embeddings, or of the corrupted layer's clean output",
+        ),
         Option("top_k", 10, kind=int, min=1, doc="tokens kept per cell for the drill-down"),
         Option("resume", None, kind=bool, nullable=True, doc="engine: None = resume when its self-check passes"),
     ),
-    items=_items, per_item=knockout_prompt, reduce=_reduce, drill=_drill)
+    items=_items,
+    per_item=knockout_prompt,
+    reduce=_reduce,
+    drill=_drill,
+)
 
 
-def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[str],
-                layers: Sequence[int] | None = None, corruption: str = "noise", noise_scale: float = 3.0,
-                window: int = 5, seed: int = 0, *, noise_ref: str = "embedding", top_k: int = 10,
-                resume: bool | None = None, config: Config | dict[str, Any] | None = None,
-                memory_budget_mb: float | None = None, progress_bar: bool | None = None,
-                executor: str | None = None, ray_address: str | None = None,
-                num_workers: int | None = None) -> HeatMatrix:
+def knockout_js(
+    lm: LM,
+    prompts: str | Sequence[str],
+    subjects: str | Sequence[str],
+    layers: Sequence[int] | None = None,
+    corruption: str = "noise",
+    noise_scale: float = 3.0,
+    window: int = 5,
+    seed: int = 0,
+    *,
+    noise_ref: str = "embedding",
+    top_k: int = 10,
+    resume: bool | None = None,
+    config: Config | dict[str, Any] | None = None,
+    memory_budget_mb: float | None = None,
+    progress_bar: bool | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    num_workers: int | None = None,
+) -> HeatMatrix:
     """Mean Jensen–Shannon divergence (nats, ≤ ln 2) between the clean and the knocked-out next-token distribution
     at the last prompt position: rows Subj./Attn./Last., cols = layers.
 
@@ -350,11 +474,22 @@ def knockout_js(lm: LM, prompts: str | Sequence[str], subjects: str | Sequence[s
     memory_budget_mb, progress_bar, executor, ray_address and num_workers are their older spellings (still accepted).
     """
     optional_budget(memory_budget_mb, "memory_budget_mb")
-    old = common.given(memory_budget_mb=memory_budget_mb, progress_bar=progress_bar, executor=executor,
-                       ray_address=ray_address, num_workers=num_workers)
+    old = common.given(
+        memory_budget_mb=memory_budget_mb,
+        progress_bar=progress_bar,
+        executor=executor,
+        ray_address=ray_address,
+        num_workers=num_workers,
+    )
     cfg = legacy_config(config, old, "knockout_js")
-    options = {"layers": None if layers is None else common.selected_layers(lm, layers), "corruption": corruption,
-               "noise_scale": finite_number(noise_scale, "noise_scale", minimum=0.0), "window": window,
-               "seed": positive_int(seed, "seed", minimum=0), "noise_ref": noise_ref,
-               "top_k": positive_int(top_k, "top_k"), "resume": resume}
+    options = {
+        "layers": None if layers is None else common.selected_layers(lm, layers),
+        "corruption": corruption,
+        "noise_scale": finite_number(noise_scale, "noise_scale", minimum=0.0),
+        "window": window,
+        "seed": positive_int(seed, "seed", minimum=0),
+        "noise_ref": noise_ref,
+        "top_k": positive_int(top_k, "top_k"),
+        "resume": resume,
+    }
     return run_analysis(KNOCKOUT, lm, {"prompts": prompts, "subjects": subjects}, options, cfg)

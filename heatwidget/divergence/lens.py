@@ -63,19 +63,24 @@ def _ids(lm: LM, prompt: Any) -> list[int]:
     return ids
 
 
-def _chunk_readout(lm: LM, h: torch.Tensor, final: torch.Tensor, f_ids: torch.Tensor, k: int
-                   ) -> dict[str, torch.Tensor]:
+def _chunk_readout(
+    lm: LM, h: torch.Tensor, final: torch.Tensor, f_ids: torch.Tensor, k: int
+) -> dict[str, torch.Tensor]:
     """Both metrics and the top-k data of the lens for a chunk of layers' residuals h [n, S, d]."""
     lp = log_probs(unembed(lm, h))
     n = lp.shape[0]
     ref = final[None].to(lp.device)
     top1 = final.argmax(-1).to(lp.device)
     ii, ip = topk_of(lp, k)
-    return {"kl": kl_div(ref, lp), "prob": lp.gather(-1, top1[None, :, None].expand(n, -1, 1))[..., 0].exp(),
-            "lens_ids": ii, "lens_p": ip,
-            "lens_at_final": lp.gather(-1, f_ids[None].expand(n, -1, -1).to(lp.device)).exp(),
-            "final_at_lens": ref.expand(n, -1, -1).gather(-1, ii).exp(),
-            "rank": rank_of(lp, top1[None].expand(n, -1))}
+    return {
+        "kl": kl_div(ref, lp),
+        "prob": lp.gather(-1, top1[None, :, None].expand(n, -1, 1))[..., 0].exp(),
+        "lens_ids": ii,
+        "lens_p": ip,
+        "lens_at_final": lp.gather(-1, f_ids[None].expand(n, -1, -1).to(lp.device)).exp(),
+        "final_at_lens": ref.expand(n, -1, -1).gather(-1, ii).exp(),
+        "rank": rank_of(lp, top1[None].expand(n, -1)),
+    }
 
 
 def lens_prompt(lm: LM, ids: list[int], *, layers: Sequence[int] | None = None, top_k: int = 10) -> LensResult:
@@ -88,10 +93,18 @@ def lens_prompt(lm: LM, ids: list[int], *, layers: Sequence[int] | None = None, 
     S, V = final.shape
     f_ids, f_p = topk_of(final, top_k)
     k = f_ids.shape[-1]
-    out = {name: np.zeros((len(sel), S) + ((k,) if name.startswith(("lens", "final")) else ()), dtype)
-           for name, dtype in (("kl", np.float32), ("prob", np.float32), ("lens_ids", np.int64),
-                               ("lens_p", np.float32), ("lens_at_final", np.float32),
-                               ("final_at_lens", np.float32), ("rank", np.int64))}
+    out = {
+        name: np.zeros((len(sel), S) + ((k,) if name.startswith(("lens", "final")) else ()), dtype)
+        for name, dtype in (
+            ("kl", np.float32),
+            ("prob", np.float32),
+            ("lens_ids", np.int64),
+            ("lens_p", np.float32),
+            ("lens_at_final", np.float32),
+            ("final_at_lens", np.float32),
+            ("rank", np.int64),
+        )
+    }
     budget = (current_config().memory_budget_mb or 512.0) * 2**20
     per = max(1, int(budget // (S * V * 4 * 3)))  # layers per chunk: logits, log-probs and a temporary
     with torch.inference_mode():
@@ -100,12 +113,24 @@ def lens_prompt(lm: LM, ids: list[int], *, layers: Sequence[int] | None = None, 
             got = _chunk_readout(lm, torch.cat([res[sel[i]] for i in chunk], 0), final, f_ids, k)
             for name, v in got.items():
                 out[name][np.asarray(chunk)] = v.cpu().numpy()
-    return LensResult(sel, list(ids), out["kl"], out["prob"], final.argmax(-1).tolist(), f_ids.cpu().numpy(),
-                      f_p.cpu().numpy(), out["lens_ids"], out["lens_p"], out["lens_at_final"],
-                      out["final_at_lens"], out["rank"])
+    return LensResult(
+        sel,
+        list(ids),
+        out["kl"],
+        out["prob"],
+        final.argmax(-1).tolist(),
+        f_ids.cpu().numpy(),
+        f_p.cpu().numpy(),
+        out["lens_ids"],
+        out["lens_p"],
+        out["lens_at_final"],
+        out["final_at_lens"],
+        out["rank"],
+    )
 
 
 # ---- the contract: items, reduce, drill --------------------------------------------------------------------------
+
 
 def _items(lm: LM, prompt: Any, **options: Any) -> list[list[int]]:
     ids = _ids(lm, prompt)
@@ -119,14 +144,26 @@ def _reduce(run: Run) -> Table:
     lm, metric = run.lm, run.options["metric"]
     values = r.kl if metric == "kl" else r.prob
     label = "KL(final ‖ lens), nats" if metric == "kl" else "lens probability of the final top-1 token"
-    meta = {"options": {**run.options, "layers": r.layers}, "token_ids": r.ids,
-            "tokens": common.token_labels(lm, r.ids), "final_top1": common.token_labels(lm, r.final_top1),
-            "seed": None, "log": metric == "kl" and suggests_log_scale(values),
-            "definition": "lens_l = softmax(unembed(final_norm(output of block l))); the last layer's lens is "
-                          "the model's own output (KL 0)"}
-    return Table(values, [str(i) for i in r.layers], common.token_labels(lm, r.ids),
-                 title=f"Logit lens ({'KL' if metric == 'kl' else 'p(top-1)'})", row_title="layer",
-                 col_title="token", metric=label, meta=meta)
+    meta = {
+        "options": {**run.options, "layers": r.layers},
+        "token_ids": r.ids,
+        "tokens": common.token_labels(lm, r.ids),
+        "final_top1": common.token_labels(lm, r.final_top1),
+        "seed": None,
+        "log": metric == "kl" and suggests_log_scale(values),
+        "definition": "lens_l = softmax(unembed(final_norm(output of block l))); the last layer's lens is "
+        "the model's own output (KL 0)",
+    }
+    return Table(
+        values,
+        [str(i) for i in r.layers],
+        common.token_labels(lm, r.ids),
+        title=f"Logit lens ({'KL' if metric == 'kl' else 'p(top-1)'})",
+        row_title="layer",
+        col_title="token",
+        metric=label,
+        meta=meta,
+    )
 
 
 def _drill(run: Run, m: HeatMatrix, row: int, c: int) -> Detail:
@@ -134,13 +171,20 @@ def _drill(run: Run, m: HeatMatrix, row: int, c: int) -> Detail:
     lm, layer = run.lm, r.layers[row]
     toks = common.token_labels(lm, r.ids)
     d = m.cell(row, c)
-    chart, table = common.topk_chart(lm, f"Layer {layer} lens vs final at position {c} ({toks[c]!r})",
-                                     r.final_ids[c], r.final_p[c], r.lens_ids[row, c], r.lens_p[row, c],
-                                     r.final_at_lens[row, c], r.lens_at_final[row, c],
-                                     names=("final", f"lens layer {layer}"))
+    chart, table = common.topk_chart(
+        lm,
+        f"Layer {layer} lens vs final at position {c} ({toks[c]!r})",
+        r.final_ids[c],
+        r.final_p[c],
+        r.lens_ids[row, c],
+        r.lens_p[row, c],
+        r.final_at_lens[row, c],
+        r.lens_at_final[row, c],
+        names=("final", f"lens layer {layer}"),
+    )
     d.charts.append(chart)
     d.tables["top-k"] = table
-    d.texts["context"] = lm.tokenizer.decode(r.ids[:c + 1])
+    d.texts["context"] = lm.tokenizer.decode(r.ids[: c + 1])
     d.texts["final top-1"] = lm.token_strings([int(r.final_ids[c, 0])])[0]
     d.texts["lens top-1"] = lm.token_strings([int(r.lens_ids[row, c, 0])])[0]
     d.texts["rank of the final top-1 under the lens"] = str(int(r.rank[row, c]))
@@ -154,16 +198,31 @@ LENS = Analysis(
     name="logit_lens",
     options=(
         Option("layers", None, kind="layers", nullable=True, doc="layers (rows) to read out; None: all"),
-        Option("metric", "kl", choices=LENS_METRICS, doc="KL(final ‖ lens), or the lens probability of the "
-                                                         "final top-1 token"),
+        Option(
+            "metric",
+            "kl",
+            choices=LENS_METRICS,
+            doc="KL(final ‖ lens), or the lens probability of the final top-1 token",
+        ),
         Option("top_k", 10, kind=int, min=1, doc="tokens kept per cell for the drill-down"),
     ),
-    items=_items, per_item=lens_prompt, reduce=_reduce, drill=_drill)
+    items=_items,
+    per_item=lens_prompt,
+    reduce=_reduce,
+    drill=_drill,
+)
 
 
-def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Sequence[int] | None = None,
-               metric: str = "kl", *, top_k: int = 10, config: Config | dict[str, Any] | None = None,
-               memory_budget_mb: float | None = None) -> HeatMatrix:
+def logit_lens(
+    lm: LM,
+    prompt: str | Sequence[int] | torch.Tensor,
+    layers: Sequence[int] | None = None,
+    metric: str = "kl",
+    *,
+    top_k: int = 10,
+    config: Config | dict[str, Any] | None = None,
+    memory_budget_mb: float | None = None,
+) -> HeatMatrix:
     """Logit lens: rows = layers, cols = prompt tokens; KL(final ‖ lens) in nats, or metric="prob": the lens
     probability of the model's final top-1 token at that position. `prompt` is a str or a list/tensor of ids.
     `config`: execution settings for this call (e.g. memory_budget_mb), over those of `with hw.config(...)`;
@@ -171,5 +230,6 @@ def logit_lens(lm: LM, prompt: str | Sequence[int] | torch.Tensor, layers: Seque
     optional_budget(memory_budget_mb, "memory_budget_mb")
     cfg = legacy_config(config, common.given(memory_budget_mb=memory_budget_mb), "logit_lens")
     sel = None if layers is None else common.selected_layers(lm, layers)
-    return run_analysis(LENS, lm, {"prompt": prompt},
-                        {"layers": sel, "metric": metric, "top_k": positive_int(top_k, "top_k")}, cfg)
+    return run_analysis(
+        LENS, lm, {"prompt": prompt}, {"layers": sel, "metric": metric, "top_k": positive_int(top_k, "top_k")}, cfg
+    )

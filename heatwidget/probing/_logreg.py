@@ -36,9 +36,9 @@ __all__ = ["SOLVERS", "LogRegFit", "fit_logreg", "resolve_solver", "roc_auc", "r
 
 @dataclass
 class LogRegFit:
-    coef: torch.Tensor       # [K, d] in the original feature space
+    coef: torch.Tensor  # [K, d] in the original feature space
     intercept: torch.Tensor  # [K]
-    n_iter: torch.Tensor     # [K] Newton iterations taken
+    n_iter: torch.Tensor  # [K] Newton iterations taken
     converged: torch.Tensor  # [K] bool: Newton decrement below tolerance
 
     def decision_function(self, X: torch.Tensor) -> torch.Tensor:
@@ -98,9 +98,18 @@ def _scaled_cholesky(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return L, dsc
 
 
-def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Tensor, y: torch.Tensor, lam: torch.Tensor,
-               f0: torch.Tensor, slope: torch.Tensor, todo: torch.Tensor, tries: int
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _backtrack(
+    z: torch.Tensor,
+    dz: torch.Tensor,
+    w: torch.Tensor,
+    dw: torch.Tensor,
+    y: torch.Tensor,
+    lam: torch.Tensor,
+    f0: torch.Tensor,
+    slope: torch.Tensor,
+    todo: torch.Tensor,
+    tries: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Armijo backtracking per cell along (z, w) + t (dz, dw), from t = 1, for the cells in `todo`. The objective
     is evaluated from z, so no pass over the features. Returns (t, f at the accepted step, failed): `failed` marks
     cells where no step of `tries` halvings decreased f (at the optimum to the features' float resolution)."""
@@ -118,8 +127,9 @@ def _backtrack(z: torch.Tensor, dz: torch.Tensor, w: torch.Tensor, dw: torch.Ten
     return t, f_new, todo
 
 
-def _newton(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _newton(
+    F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Damped Newton on features F [K, n, m] (centred), labels y [n] in {0, 1}."""
     K, n, m = F.shape
     dev = F.device
@@ -143,8 +153,10 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, 
         s = p * (1 - p)
         r = p - yd
         f0 = _objective(z, yd, wa, lama)
-        g = torch.cat([torch.bmm(r.to(F.dtype)[:, None, :], Fa)[:, 0].double() + lama[:, None] * wa,
-                       r.sum(-1, keepdim=True)], dim=1)
+        g = torch.cat(
+            [torch.bmm(r.to(F.dtype)[:, None, :], Fa)[:, 0].double() + lama[:, None] * wa, r.sum(-1, keepdim=True)],
+            dim=1,
+        )
         Fs = Fa * s.to(F.dtype)[..., None]
         H = torch.empty(act.numel(), m + 1, m + 1, dtype=torch.float64, device=dev)
         H[:, :m, :m] = (Fa.transpose(1, 2) @ Fs).double()
@@ -175,20 +187,21 @@ def _newton(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, 
 class _Cells:
     """L-BFGS working state of the cells still being fitted, one row per cell. `take` keeps a subset, so that
     finished cells stop costing passes over their features."""
+
     index: torch.Tensor  # each row's cell number in the caller's batch
-    F: torch.Tensor      # [k, n, m] centred features
-    chol: torch.Tensor   # [k, m, m] unit-diagonal Cholesky factor of the bound (features' dtype)
-    dsc: torch.Tensor    # [k, m] its diagonal scaling
-    w: torch.Tensor      # [k, m]
-    b: torch.Tensor      # [k]
-    z: torch.Tensor      # [k, n] = F w + b
-    f: torch.Tensor      # [k] objective
-    g: torch.Tensor      # [k, m + 1] gradient in whitened coordinates
-    S: torch.Tensor      # [k, memory, m + 1] curvature pairs, in whitened coordinates
+    F: torch.Tensor  # [k, n, m] centred features
+    chol: torch.Tensor  # [k, m, m] unit-diagonal Cholesky factor of the bound (features' dtype)
+    dsc: torch.Tensor  # [k, m] its diagonal scaling
+    w: torch.Tensor  # [k, m]
+    b: torch.Tensor  # [k]
+    z: torch.Tensor  # [k, n] = F w + b
+    f: torch.Tensor  # [k] objective
+    g: torch.Tensor  # [k, m + 1] gradient in whitened coordinates
+    S: torch.Tensor  # [k, memory, m + 1] curvature pairs, in whitened coordinates
     Y: torch.Tensor
-    rho: torch.Tensor    # [k, memory]; 0 marks a skipped pair
-    lam: torch.Tensor    # [k] L2 strength
-    done: torch.Tensor   # [k] bool: finished, waiting for the next take()
+    rho: torch.Tensor  # [k, memory]; 0 marks a skipped pair
+    lam: torch.Tensor  # [k] L2 strength
+    done: torch.Tensor  # [k] bool: finished, waiting for the next take()
 
     def take(self, keep: torch.Tensor) -> _Cells:
         return _Cells(**{name: value[keep] for name, value in vars(self).items()})
@@ -246,10 +259,22 @@ def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: i
     pairs = torch.zeros(K, memory, m + 1, dtype=torch.float64, device=dev)
     # Both maps (_to_w, _grad_v) use the same float32 factor, so they are exact inverses of one change of
     # variables whatever its round-off: the optimum found is the problem's own.
-    c = _Cells(index=torch.arange(K, device=dev), F=F, chol=chol.to(F.dtype), dsc=dsc.to(F.dtype), w=w0, b=b0, z=z0,
-               f=_objective(z0, yd, w0, lam), g=torch.empty(0), S=pairs, Y=pairs.clone(),
-               rho=torch.zeros(K, memory, dtype=torch.float64, device=dev), lam=lam,
-               done=torch.zeros(K, dtype=torch.bool, device=dev))
+    c = _Cells(
+        index=torch.arange(K, device=dev),
+        F=F,
+        chol=chol.to(F.dtype),
+        dsc=dsc.to(F.dtype),
+        w=w0,
+        b=b0,
+        z=z0,
+        f=_objective(z0, yd, w0, lam),
+        g=torch.empty(0),
+        S=pairs,
+        Y=pairs.clone(),
+        rho=torch.zeros(K, memory, dtype=torch.float64, device=dev),
+        lam=lam,
+        done=torch.zeros(K, dtype=torch.bool, device=dev),
+    )
     c.g = _grad_v(c, c.z, c.w, yd, rb)
     return c
 
@@ -264,8 +289,9 @@ def _lbfgs_direction(c: _Cells, it: int, memory: int) -> tuple[torch.Tensor, tor
     return direction, torch.where(uphill, -(c.g * c.g).sum(1), slope)
 
 
-def _lbfgs_step(c: _Cells, it: int, memory: int, yd: torch.Tensor, rb: float, tol: float
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def _lbfgs_step(
+    c: _Cells, it: int, memory: int, yd: torch.Tensor, rb: float, tol: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration for every unfinished cell; returns (live, finished) per cell of `c`."""
     m = c.w.shape[1]
     direction, slope = _lbfgs_direction(c, it, memory)
@@ -285,15 +311,17 @@ def _lbfgs_step(c: _Cells, it: int, memory: int, yd: torch.Tensor, rb: float, to
     sy = (s_v * y_v).sum(1)
     slot = it % memory
     c.S[:, slot], c.Y[:, slot] = s_v, y_v
-    c.rho[:, slot] = torch.where(sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300),
-                                 torch.zeros_like(sy))
+    c.rho[:, slot] = torch.where(
+        sy > 1e-12 * y_v.norm(dim=1) * s_v.norm(dim=1), 1 / sy.clamp_min(1e-300), torch.zeros_like(sy)
+    )
     c.f = torch.where(live & ~stalled, f_new, c.f)
     c.g = torch.where(live[:, None], g_new, c.g)
     return live, ok | stalled
 
 
-def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float, memory: int = 10
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _lbfgs(
+    F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float, memory: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
 
     v = R w with R = L^T D^-1, where D^-1 L L^T D^-1 = F^T F / 4 + lam I (unit-diagonal scaled Cholesky); the
@@ -325,8 +353,15 @@ def _lbfgs(F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, t
     return w_out.to(F.dtype), b_out, n_iter, converged
 
 
-def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: int | None = None, tol: float = 1e-9,
-               solver: str = "auto") -> LogRegFit:
+def fit_logreg(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    C: float = 1.0,
+    *,
+    max_iter: int | None = None,
+    tol: float = 1e-9,
+    solver: str = "auto",
+) -> LogRegFit:
     """Fit K L2 logistic regressions on X [K, n, d] (float32/64) with shared labels y [n] in {0, 1}.
 
     solver: "newton", "lbfgs", or "auto" (L-BFGS on CPU, Newton on accelerators: see the module docstring).
@@ -372,7 +407,7 @@ def fit_logreg(X: torch.Tensor, y: torch.Tensor, C: float = 1.0, *, max_iter: in
 
 # Features whose largest magnitude lies outside [2^-16, 2^16] are rescaled (see _magnitude_scale); inside it
 # nothing changes, so ordinary activations take exactly the unscaled path.
-_SAFE_MAGNITUDE = 2.0 ** 16
+_SAFE_MAGNITUDE = 2.0**16
 
 
 def _magnitude_scale(X: torch.Tensor) -> torch.Tensor | None:
@@ -396,7 +431,7 @@ SOLVERS = {"newton": "batched damped Newton", "lbfgs": "batched L-BFGS, Böhning
 
 
 def resolve_solver(solver: str, device: torch.device | str) -> str:
-    """"auto" -> "lbfgs" on CPU, "newton" elsewhere; a clear error for anything else."""
+    """ "auto" -> "lbfgs" on CPU, "newton" elsewhere; a clear error for anything else."""
     if solver == "auto":
         return "lbfgs" if torch.device(device).type == "cpu" else "newton"
     if solver not in SOLVERS:
@@ -405,6 +440,7 @@ def resolve_solver(solver: str, device: torch.device | str) -> str:
 
 
 # ---- ROC ---------------------------------------------------------------------------------------------------
+
 
 def _avg_ranks(s: np.ndarray) -> np.ndarray:
     """1-based ranks with ties averaged (scipy.stats.rankdata's 'average'), for one row."""

@@ -62,8 +62,10 @@ class AnswerSet:
     def __repr__(self) -> str:
         n = len(self)
         acc = float(self.labels.mean()) if n else float("nan")
-        return (f"AnswerSet({n} rows, {int(self.labels.sum())} correct ({acc:.0%}), "
-                f"{len(self.dropped)} dropped (exact answer not located))")
+        return (
+            f"AnswerSet({n} rows, {int(self.labels.sum())} correct ({acc:.0%}), "
+            f"{len(self.dropped)} dropped (exact answer not located))"
+        )
 
     @property
     def seq_len(self) -> np.ndarray:
@@ -83,11 +85,21 @@ class AnswerSet:
         def pick(xs: list) -> list:
             return [xs[int(i)] for i in idx]
 
-        return AnswerSet(questions=pick(self.questions), golds=pick(self.golds), answers=pick(self.answers),
-                         labels=self.labels[idx], exact=pick(self.exact), ids=pick(self.ids),
-                         prompt_len=self.prompt_len[idx], span=self.span[idx], logprobs=pick(self.logprobs),
-                         index=self.index[idx], dropped=list(self.dropped), meta=dict(self.meta),
-                         tokenizer=self.tokenizer)
+        return AnswerSet(
+            questions=pick(self.questions),
+            golds=pick(self.golds),
+            answers=pick(self.answers),
+            labels=self.labels[idx],
+            exact=pick(self.exact),
+            ids=pick(self.ids),
+            prompt_len=self.prompt_len[idx],
+            span=self.span[idx],
+            logprobs=pick(self.logprobs),
+            index=self.index[idx],
+            dropped=list(self.dropped),
+            meta=dict(self.meta),
+            tokenizer=self.tokenizer,
+        )
 
     def positions(self, positions: Sequence[str | int]) -> np.ndarray:
         """Absolute token index [N, P] of each named position in each row (errors name impossible rows)."""
@@ -109,21 +121,31 @@ class AnswerSet:
             a, b = int(self.span[i, 0]) - p0, int(self.span[i, 1]) - p0
             mean.append(lp.mean() if lp.size else np.nan)
             low.append(lp.min() if lp.size else np.nan)
-            ex = lp[a:b + 1]
+            ex = lp[a : b + 1]
             exact.append(ex.mean() if ex.size else np.nan)
         return {"logprob_mean": np.array(mean), "logprob_min": np.array(low), "logprob_exact_mean": np.array(exact)}
 
     def to_pandas(self):
         import pandas as pd
 
-        return pd.DataFrame({"index": self.index, "question": self.questions, "answer": self.answers,
-                             "correct": self.labels.astype(bool), "exact_answer": self.exact,
-                             "gold": [" | ".join(g) for g in self.golds],
-                             "span_first": self.span[:, 0], "span_last": self.span[:, 1],
-                             "prompt_len": self.prompt_len, "seq_len": self.seq_len})
+        return pd.DataFrame(
+            {
+                "index": self.index,
+                "question": self.questions,
+                "answer": self.answers,
+                "correct": self.labels.astype(bool),
+                "exact_answer": self.exact,
+                "gold": [" | ".join(g) for g in self.golds],
+                "span_first": self.span[:, 0],
+                "span_last": self.span[:, 1],
+                "prompt_len": self.prompt_len,
+                "seq_len": self.seq_len,
+            }
+        )
 
 
 # ---- labels and spans (pure functions, unit-tested on their own) ---------------------------------------------
+
 
 def match_gold(answer_text: str, aliases: Sequence[str]) -> str | None:
     """The alias found in the answer (case-insensitive), as it is written in the answer; None if none is.
@@ -139,12 +161,13 @@ def match_gold(answer_text: str, aliases: Sequence[str]) -> str | None:
             continue
         i = low.find(k)
         if i >= 0 and (best is None or (i, -len(k)) < (best[0], -best[1])):
-            best = (i, len(k), answer_text[i:i + len(k)])
+            best = (i, len(k), answer_text[i : i + len(k)])
     return None if best is None else best[2]
 
 
-def find_span(decode: Callable[[list[int]], str], ids: Sequence[int], start: int, target: str
-              ) -> tuple[int, int] | None:
+def find_span(
+    decode: Callable[[list[int]], str], ids: Sequence[int], start: int, target: str
+) -> tuple[int, int] | None:
     """The smallest window [lo, hi] (inclusive, lo >= start) of `ids` whose decoding contains `target`
     (case-insensitive), or None. Shrinks from the right first (the earliest end), then from the left."""
     t = target.strip().lower()
@@ -154,7 +177,7 @@ def find_span(decode: Callable[[list[int]], str], ids: Sequence[int], start: int
     n = len(ids)
 
     def has(lo: int, hi: int) -> bool:
-        return t in decode(ids[lo:hi + 1]).lower()
+        return t in decode(ids[lo : hi + 1]).lower()
 
     if start >= n or not has(start, n - 1):
         return None
@@ -164,6 +187,7 @@ def find_span(decode: Callable[[list[int]], str], ids: Sequence[int], start: int
 
 
 # ---- generation ----------------------------------------------------------------------------------------------
+
 
 class _ChosenLogprob:
     """A logits processor that records log p(chosen token) at each greedy step without keeping [B, T, V] logits.
@@ -201,8 +225,12 @@ def _golds_list(golds: Any, n: int) -> list[list[str]]:
 def _prompt_ids(lm: Any, questions: list[str], chat: bool) -> tuple[list[list[int]], list[str]]:
     """Token ids of each question (in the chat template when `chat`), and the texts that were tokenized."""
     tok = lm.tokenizer
-    texts = [tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
-             if chat else q for q in questions]
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+        if chat
+        else q
+        for q in questions
+    ]
     # The chat template already holds the special tokens; plain prompts get the tokenizer's defaults, as every
     # analysis tokenizes prompts.
     enc = tok(texts, add_special_tokens=not chat)["input_ids"]
@@ -214,13 +242,20 @@ def _generation_config(lm: Any, max_new_tokens: int) -> Any:
 
     tok = lm.tokenizer
     stops = sorted(stop_token_ids(lm.model, tok)) or None
-    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, repetition_penalty=1.0,
-                            pad_token_id=tok.pad_token_id, eos_token_id=stops,
-                            bos_token_id=getattr(tok, "bos_token_id", None))
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        repetition_penalty=1.0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=stops,
+        bos_token_id=getattr(tok, "bos_token_id", None),
+    )
 
 
-def _generate_chunk(lm: Any, prompts: list[list[int]], cfg: Any, stops: set[int]
-                    ) -> tuple[list[list[int]], list[np.ndarray]]:
+def _generate_chunk(
+    lm: Any, prompts: list[list[int]], cfg: Any, stops: set[int]
+) -> tuple[list[list[int]], list[np.ndarray]]:
     """Greedy continuations of one left-padded batch, each cut after its first EOS, with log p of each token."""
     from transformers import LogitsProcessorList
 
@@ -228,11 +263,15 @@ def _generate_chunk(lm: Any, prompts: list[list[int]], cfg: Any, stops: set[int]
     ids = torch.full((len(prompts), width), lm.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for r, p in enumerate(prompts):  # left padding: every row's next token is at the same column
-        ids[r, width - len(p):] = torch.tensor(p)
-        mask[r, width - len(p):] = 1
+        ids[r, width - len(p) :] = torch.tensor(p)
+        mask[r, width - len(p) :] = 1
     rec = _ChosenLogprob()
-    out = lm.model.generate(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), generation_config=cfg,
-                            logits_processor=LogitsProcessorList([rec]))
+    out = lm.model.generate(
+        input_ids=ids.to(lm.device),
+        attention_mask=mask.to(lm.device),
+        generation_config=cfg,
+        logits_processor=LogitsProcessorList([rec]),
+    )
     seqs = (out.sequences if hasattr(out, "sequences") else out)[:, width:].cpu()
     steps = torch.stack(rec.steps, dim=1) if rec.steps else torch.zeros(len(prompts), 0)
     gen, lps = [], []
@@ -245,15 +284,16 @@ def _generate_chunk(lm: Any, prompts: list[list[int]], cfg: Any, stops: set[int]
 
 
 @torch.inference_mode()
-def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
-              ) -> tuple[list[list[int]], list[np.ndarray]]:
+def _generate(
+    lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size: int
+) -> tuple[list[list[int]], list[np.ndarray]]:
     """Greedy answers to `prompts` in batches of `batch_size` prompts of similar length (less padding)."""
     cfg, stops = _generation_config(lm, max_new_tokens), stop_token_ids(lm.model, lm.tokenizer)
     order = np.argsort([-len(p) for p in prompts], kind="stable")
     gen: list[list[int]] = [[] for _ in prompts]
     lps: list[np.ndarray] = [np.zeros(0) for _ in prompts]
     for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
+        chunk = order[k : k + batch_size]
         g, lp = _generate_chunk(lm, [prompts[i] for i in chunk], cfg, stops)
         for i, gi, li in zip(chunk, g, lp, strict=True):
             gen[i], lps[i] = gi, li
@@ -261,6 +301,7 @@ def _generate(lm: Any, prompts: list[list[int]], max_new_tokens: int, batch_size
 
 
 # ---- the stage: items, per item, reduce -------------------------------------------------------------------------
+
 
 @dataclass
 class PromptBatch:
@@ -284,13 +325,17 @@ def _questions_and_golds(questions: Any, golds: Any) -> tuple[list[str], list[li
         if golds is None:
             lacking = [i for i, q in enumerate(qs) if "gold" not in q]
             if lacking:
-                raise ValueError(f"question dict {lacking[0]} has no 'gold' key ({len(lacking)} of {len(qs)} lack "
-                                 "one): give each a gold, or pass golds=")
+                raise ValueError(
+                    f"question dict {lacking[0]} has no 'gold' key ({len(lacking)} of {len(qs)} lack "
+                    "one): give each a gold, or pass golds="
+                )
             golds = [q["gold"] for q in qs]
         lacking = [i for i, q in enumerate(qs) if "question" not in q]
         if lacking:
-            raise ValueError(f"question dict {lacking[0]} has no 'question' key (the prompt to feed; "
-                             f"{len(lacking)} of {len(qs)} lack one)")
+            raise ValueError(
+                f"question dict {lacking[0]} has no 'question' key (the prompt to feed; "
+                f"{len(lacking)} of {len(qs)} lack one)"
+            )
         qs = [q["question"] for q in qs]
     qs = text_list(qs, "question")[0]
     if golds is None:
@@ -305,9 +350,18 @@ def _use_chat(lm: Any, chat_template: bool | None) -> bool:
     return has if chat_template is None else bool(chat_template)
 
 
-def _items(lm: Any, questions: Any, golds: Any, extractor: Any, chat_template: bool | None,
-           required_positions: Any, state: dict[str, Any], *, max_new_tokens: int, batch_size: int
-           ) -> list[PromptBatch]:
+def _items(
+    lm: Any,
+    questions: Any,
+    golds: Any,
+    extractor: Any,
+    chat_template: bool | None,
+    required_positions: Any,
+    state: dict[str, Any],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[PromptBatch]:
     """Every check before generating; the prompts in batches of similar length. `state` keeps the checked
     questions, golds and prompts for `_reduce`."""
     qs, gold_lists = _questions_and_golds(questions, golds)
@@ -321,16 +375,20 @@ def _items(lm: Any, questions: Any, golds: Any, extractor: Any, chat_template: b
     limit = context_length(lm.config)
     longest = max(len(p) for p in prompts)
     if limit is not None and longest + max_new_tokens > limit:
-        raise ValueError(f"the longest prompt is {longest} tokens; with max_new_tokens={max_new_tokens} that exceeds "
-                         f"the model's context of {limit} tokens")
+        raise ValueError(
+            f"the longest prompt is {longest} tokens; with max_new_tokens={max_new_tokens} that exceeds "
+            f"the model's context of {limit} tokens"
+        )
     if extractor is not None and not callable(extractor):
         raise TypeError("extractor must be a callable extractor(question, answer) -> str | None")
     if required_positions is not None:
         normalize_positions(required_positions)
     state.update(questions=qs, golds=gold_lists, prompts=prompts, texts=texts, chat=chat)
     order = np.argsort([-len(p) for p in prompts], kind="stable")  # similar lengths together: less padding
-    return [PromptBatch([int(i) for i in order[k:k + batch_size]], [prompts[i] for i in order[k:k + batch_size]])
-            for k in range(0, len(order), batch_size)]
+    return [
+        PromptBatch([int(i) for i in order[k : k + batch_size]], [prompts[i] for i in order[k : k + batch_size]])
+        for k in range(0, len(order), batch_size)
+    ]
 
 
 def _exact_answer(q: str, text: str, hit: str | None, extractor: Extractor | None, i: int) -> str:
@@ -340,14 +398,16 @@ def _exact_answer(q: str, text: str, hit: str | None, extractor: Extractor | Non
     if extractor is not None:
         exact = extractor(q, text)
         if exact is not None and not isinstance(exact, str):
-            raise TypeError(f"extractor returned a value of type {type(exact).__name__} for question {i}, "
-                            "not a str or None")
+            raise TypeError(
+                f"extractor returned a value of type {type(exact).__name__} for question {i}, not a str or None"
+            )
         return exact or ""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def _label_rows(lm: Any, st: dict[str, Any], gen: list[list[int]], lps: list[np.ndarray],
-                extractor: Extractor | None) -> AnswerSet:
+def _label_rows(
+    lm: Any, st: dict[str, Any], gen: list[list[int]], lps: list[np.ndarray], extractor: Extractor | None
+) -> AnswerSet:
     """Labels, exact answers and their spans; rows whose exact answer cannot be located go to `dropped`."""
     tok = lm.tokenizer
 
@@ -363,8 +423,13 @@ def _label_rows(lm: Any, st: dict[str, Any], gen: list[list[int]], lps: list[np.
         exact = _exact_answer(q, text, hit, extractor, i)
         span = find_span(decode, p + a_ids, len(p), exact) if exact else None
         if span is None:
-            reason = ("empty answer" if not text.strip() else
-                      "no exact answer" if not exact else "exact answer not found in the answer's tokens")
+            reason = (
+                "empty answer"
+                if not text.strip()
+                else "no exact answer"
+                if not exact
+                else "exact answer not found in the answer's tokens"
+            )
             dropped.append(dict(index=i, question=q, answer=text, exact_answer=exact, reason=reason))
             continue
         keep.append(i)
@@ -373,11 +438,19 @@ def _label_rows(lm: Any, st: dict[str, Any], gen: list[list[int]], lps: list[np.
         exacts.append(exact)
         spans.append(span)
     return AnswerSet(
-        questions=[st["questions"][i] for i in keep], golds=[st["golds"][i] for i in keep], answers=answers,
-        labels=np.array(labels, dtype=np.int64), exact=exacts, ids=[st["prompts"][i] + gen[i] for i in keep],
+        questions=[st["questions"][i] for i in keep],
+        golds=[st["golds"][i] for i in keep],
+        answers=answers,
+        labels=np.array(labels, dtype=np.int64),
+        exact=exacts,
+        ids=[st["prompts"][i] + gen[i] for i in keep],
         prompt_len=np.array([len(st["prompts"][i]) for i in keep], dtype=np.int64),
-        span=np.array(spans, dtype=np.int64).reshape(-1, 2), logprobs=[lps[i] for i in keep],
-        index=np.array(keep, dtype=np.int64), dropped=dropped, tokenizer=tok)
+        span=np.array(spans, dtype=np.int64).reshape(-1, 2),
+        logprobs=[lps[i] for i in keep],
+        index=np.array(keep, dtype=np.int64),
+        dropped=dropped,
+        tokenizer=tok,
+    )
 
 
 def _require_positions(res: AnswerSet, required: Sequence[str | int]) -> AnswerSet:
@@ -388,11 +461,18 @@ def _require_positions(res: AnswerSet, required: Sequence[str | int]) -> AnswerS
     for p in pos:
         for r in np.nonzero(ok)[0]:
             try:
-                position_index([p], res.prompt_len[r:r + 1], res.seq_len[r:r + 1], res.span[r:r + 1])
+                position_index([p], res.prompt_len[r : r + 1], res.seq_len[r : r + 1], res.span[r : r + 1])
             except ValueError:
                 ok[r] = False
-                dropped.append(dict(index=int(res.index[r]), question=res.questions[r], answer=res.answers[r],
-                                    exact_answer=res.exact[r], reason=f"no token at position {p!r}"))
+                dropped.append(
+                    dict(
+                        index=int(res.index[r]),
+                        question=res.questions[r],
+                        answer=res.answers[r],
+                        exact_answer=res.exact[r],
+                        reason=f"no token at position {p!r}",
+                    )
+                )
     out = res.subset(ok)
     out.dropped = dropped
     return out
@@ -411,32 +491,53 @@ def _reduce(run: Run) -> AnswerSet:
     if run.inputs["required_positions"] is not None:
         res = _require_positions(res, run.inputs["required_positions"])
     dropped = res.dropped
-    res.meta = dict(model=lm.display_name, model_path=lm.name, n_total=n, n_kept=len(res), n_dropped=len(dropped),
-                    n_correct=int(res.labels.sum()), max_new_tokens=run.options["max_new_tokens"],
-                    chat_template=st["chat"],
-                    extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
-                    prompts=st["texts"] if st["chat"] else None, executor=run.config.executor)
+    res.meta = dict(
+        model=lm.display_name,
+        model_path=lm.name,
+        n_total=n,
+        n_kept=len(res),
+        n_dropped=len(dropped),
+        n_correct=int(res.labels.sum()),
+        max_new_tokens=run.options["max_new_tokens"],
+        chat_template=st["chat"],
+        extractor=getattr(extractor, "__name__", repr(extractor)) if extractor else "first line",
+        prompts=st["texts"] if st["chat"] else None,
+        executor=run.config.executor,
+    )
     if dropped:
         reasons: dict[str, int] = {}
         for d in dropped:
             reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
         res.meta["dropped_reasons"] = reasons
-        warnings.warn(f"hw.answer: {len(dropped)} of {n} rows kept out ({reasons}); see answers.dropped",
-                      stacklevel=4)
+        warnings.warn(f"hw.answer: {len(dropped)} of {n} rows kept out ({reasons}); see answers.dropped", stacklevel=4)
     return res
 
 
 ANSWER = Analysis(
     name="answer",
-    options=(Option("max_new_tokens", 24, kind=int, doc="the longest answer, in tokens"),
-             Option("batch_size", 32, kind=int, doc="prompts per generate call")),
-    items=_items, per_item=generate_batch, reduce=_reduce)
+    options=(
+        Option("max_new_tokens", 24, kind=int, doc="the longest answer, in tokens"),
+        Option("batch_size", 32, kind=int, doc="prompts per generate call"),
+    ),
+    items=_items,
+    per_item=generate_batch,
+    reduce=_reduce,
+)
 
 
-def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[str | Sequence[str]] | None = None,
-           max_new_tokens: int = 24, extractor: Extractor | None = None, *, batch_size: int = 32,
-           chat_template: bool | None = None, required_positions: Sequence[str | int] | None = None,
-           config: Config | dict[str, Any] | None = None, **execution: Any) -> AnswerSet:
+def answer(
+    lm: Any,
+    questions: Sequence[str] | Sequence[dict],
+    golds: Sequence[str | Sequence[str]] | None = None,
+    max_new_tokens: int = 24,
+    extractor: Extractor | None = None,
+    *,
+    batch_size: int = 32,
+    chat_template: bool | None = None,
+    required_positions: Sequence[str | int] | None = None,
+    config: Config | dict[str, Any] | None = None,
+    **execution: Any,
+) -> AnswerSet:
     """Greedy answers, labels and exact-answer spans for `questions` (see the module docstring).
 
     questions: prompts (str), or dicts with "question" and "gold" (e.g. `hw.demo_questions()`; then golds may be
@@ -446,7 +547,18 @@ def answer(lm: Any, questions: Sequence[str] | Sequence[dict], golds: Sequence[s
     lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
     Execution: `hw.config(...)` or `config=` (executor="ray": batches generated on model replicas).
     """
-    inputs: dict[str, Any] = dict(questions=questions, golds=golds, extractor=extractor, chat_template=chat_template,
-                  required_positions=required_positions, state={})
-    return run_stage(ANSWER, lm, inputs, {"max_new_tokens": max_new_tokens, "batch_size": batch_size},
-                     legacy_config(config, execution, "answer"))
+    inputs: dict[str, Any] = dict(
+        questions=questions,
+        golds=golds,
+        extractor=extractor,
+        chat_template=chat_template,
+        required_positions=required_positions,
+        state={},
+    )
+    return run_stage(
+        ANSWER,
+        lm,
+        inputs,
+        {"max_new_tokens": max_new_tokens, "batch_size": batch_size},
+        legacy_config(config, execution, "answer"),
+    )

@@ -88,8 +88,10 @@ class Activations:
     def __repr__(self) -> str:
         n, L, P, d = self.shape
         where = f"on disk at {self.path}" if self.on_disk else "in memory"
-        return (f"Activations(site={self.site!r}, N={n} ({int(np.sum(self.labels))} correct), layers={L}, "
-                f"positions={P}, d={d}, {self.values.dtype}, {self.values.nbytes / 1e6:.1f} MB {where})")
+        return (
+            f"Activations(site={self.site!r}, N={n} ({int(np.sum(self.labels))} correct), layers={L}, "
+            f"positions={P}, d={d}, {self.values.dtype}, {self.values.nbytes / 1e6:.1f} MB {where})"
+        )
 
     def cell(self, layer: int, position: str | int) -> np.ndarray:
         """Features [N, d] (float32) of one (model layer, position) cell."""
@@ -110,8 +112,20 @@ def parse_bytes(x: int | float | str) -> int:
         return int(x)
     if isinstance(x, str):
         s = x.strip().lower().replace(" ", "")
-        units = {"kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4, "kb": 1e3, "mb": 1e6, "gb": 1e9,
-                 "tb": 1e12, "k": 1024, "m": 1024**2, "g": 1024**3, "b": 1}
+        units = {
+            "kib": 1024,
+            "mib": 1024**2,
+            "gib": 1024**3,
+            "tib": 1024**4,
+            "kb": 1e3,
+            "mb": 1e6,
+            "gb": 1e9,
+            "tb": 1e12,
+            "k": 1024,
+            "m": 1024**2,
+            "g": 1024**3,
+            "b": 1,
+        }
         for u, f in units.items():
             if s.endswith(u):
                 try:
@@ -137,15 +151,18 @@ def _site_modules(lm: Any, layers: list[int], site: str) -> tuple[dict[int, torc
         for i in layers:
             p = an.parts[i].get(part)
             if p is None:
-                raise ValueError(f"site {site!r} needs the {part} projection, which this {an.family} model's "
-                                 f"layer {i} does not have (found: {sorted(an.parts[i])})")
+                raise ValueError(
+                    f"site {site!r} needs the {part} projection, which this {an.family} model's "
+                    f"layer {i} does not have (found: {sorted(an.parts[i])})"
+                )
             mods[i] = p.module
         return mods, ("input" if site == "mlp_in" else "output")
     raise ValueError(f"unknown site {site!r}; use one of {list(COLLECT_SITES)}")
 
 
-def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | Path | None
-              ) -> tuple[np.ndarray, str | None]:
+def _allocate(
+    shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | Path | None
+) -> tuple[np.ndarray, str | None]:
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if path is None and nbytes <= budget:
         return np.zeros(shape, dtype=dtype), None
@@ -163,8 +180,10 @@ def _allocate(shape: tuple[int, ...], dtype: np.dtype, budget: int, path: str | 
     if nbytes > free:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
-        raise OSError(f"activations need {nbytes / 1e9:.1f} GB but {file.parent} has {free / 1e9:.1f} GB free; "
-                      "pass path= on a larger disk, fewer layers/positions, or dtype='float16'")
+        raise OSError(
+            f"activations need {nbytes / 1e9:.1f} GB but {file.parent} has {free / 1e9:.1f} GB free; "
+            "pass path= on a larger disk, fewer layers/positions, or dtype='float16'"
+        )
     # A .npy memmap (header + raw data): np.load(file, mmap_mode="r") reopens it later without a copy.
     arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
     return arr, tmpdir
@@ -198,19 +217,19 @@ def collect_rows(lm: Any, item: RowChunk, *, site: str = "resid", layers: Any = 
     ids = torch.full((len(item.ids), width), item.pad, dtype=torch.long)
     mask = torch.zeros((len(item.ids), width), dtype=torch.long)
     for r, s in enumerate(item.ids):
-        ids[r, :len(s)] = torch.tensor(s)
-        mask[r, :len(s)] = 1
+        ids[r, : len(s)] = torch.tensor(s)
+        mask[r, : len(s)] = 1
     index = torch.from_numpy(item.index)
     modules = [mods[k] for k in lay]
-    with torch.inference_mode(), capture_at(modules, index, what=what) as got, \
-            halt_after(mods[max(lay)]):
+    with torch.inference_mode(), capture_at(modules, index, what=what) as got, halt_after(mods[max(lay)]):
         lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
     block = torch.stack([got[j] for j in range(len(lay))], dim=1).float()  # [B, L, P, d]
     return RowActivations(item.rows, block.cpu().numpy())
 
 
-def _items(lm: Any, answers: Any, positions: Any, store: _Store, *, site: str, layers: Any, batch_size: int,
-           dtype: Any) -> list[RowChunk]:
+def _items(
+    lm: Any, answers: Any, positions: Any, store: _Store, *, site: str, layers: Any, batch_size: int, dtype: Any
+) -> list[RowChunk]:
     """Every check before the first forward; the rows in chunks of similar length (little padding)."""
     lm.anatomy.require_single_stream("collect")
     if not isinstance(answers, AnswerSet):
@@ -226,7 +245,7 @@ def _items(lm: Any, answers: Any, positions: Any, store: _Store, *, site: str, l
     tok = lm.tokenizer
     pad = tok.pad_token_id if tok is not None and tok.pad_token_id is not None else 0
     order = np.argsort(-answers.seq_len, kind="stable")
-    chunks = [order[i:i + batch_size] for i in range(0, len(answers), batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, len(answers), batch_size)]
     return [RowChunk(rows, [answers.ids[int(i)] for i in rows], tok_index[rows], pad) for rows in chunks]
 
 
@@ -263,17 +282,31 @@ def _reduce(run: Run) -> Activations:
         values.flush()
     n = len(answers)
     if store.n_bad:
-        warnings.warn(f"hw.collect: {store.n_bad} of {n} rows have NaN/inf activations (a float16 overflow?); "
-                      "probe_auc will refuse them — load the model in float32 or bfloat16", stacklevel=3)
+        warnings.warn(
+            f"hw.collect: {store.n_bad} of {n} rows have NaN/inf activations (a float16 overflow?); "
+            "probe_auc will refuse them — load the model in float32 or bfloat16",
+            stacklevel=3,
+        )
     pos = normalize_positions(run.inputs["positions"])
-    acts = Activations(values=values, labels=answers.labels.copy(), layers=lm.anatomy.resolve_layers(
-                           run.options["layers"]), positions=pos, site=site, token_index=answers.positions(pos),
-                       answers=answers, lm=lm,
-                       meta=dict(model=lm.display_name, model_path=lm.name, site=site,
-                                 site_description=COLLECT_SITES[site],
-                                 n_dropped_answers=answers.meta.get("n_dropped", len(answers.dropped)),
-                                 storage="memmap" if store.tmpdir or store.path is not None else "memory",
-                                 executor=run.config.executor))
+    acts = Activations(
+        values=values,
+        labels=answers.labels.copy(),
+        layers=lm.anatomy.resolve_layers(run.options["layers"]),
+        positions=pos,
+        site=site,
+        token_index=answers.positions(pos),
+        answers=answers,
+        lm=lm,
+        meta=dict(
+            model=lm.display_name,
+            model_path=lm.name,
+            site=site,
+            site_description=COLLECT_SITES[site],
+            n_dropped_answers=answers.meta.get("n_dropped", len(answers.dropped)),
+            storage="memmap" if store.tmpdir or store.path is not None else "memory",
+            executor=run.config.executor,
+        ),
+    )
     if store.tmpdir is not None:
         weakref.finalize(acts, shutil.rmtree, store.tmpdir, True)  # the temporary file lives as long as the object
     return acts
@@ -281,18 +314,32 @@ def _reduce(run: Run) -> Activations:
 
 COLLECT = Analysis(
     name="collect",
-    options=(Option("site", "resid", choices=tuple(COLLECT_SITES)),
-             Option("layers", None, kind="layers", nullable=True),
-             Option("batch_size", 16, kind=int, doc="rows per forward"),
-             Option("dtype", "float32", choices=STORE_DTYPES, doc="storage dtype (computation stays the model's)")),
-    items=_items, per_item=collect_rows, reduce=_reduce)
+    options=(
+        Option("site", "resid", choices=tuple(COLLECT_SITES)),
+        Option("layers", None, kind="layers", nullable=True),
+        Option("batch_size", 16, kind=int, doc="rows per forward"),
+        Option("dtype", "float32", choices=STORE_DTYPES, doc="storage dtype (computation stays the model's)"),
+    ),
+    items=_items,
+    per_item=collect_rows,
+    reduce=_reduce,
+)
 
 
-def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_POSITIONS,
-            layers: int | Sequence[int] | None = None, site: str = "resid", *, batch_size: int = 16,
-            dtype: str | np.dtype = "float32", memory_budget: int | str = DEFAULT_BUDGET,
-            path: str | Path | None = None, config: Config | dict[str, Any] | None = None,
-            **execution: Any) -> Activations:
+def collect(
+    lm: Any,
+    answers: AnswerSet,
+    positions: Sequence[str | int] = PAPER_POSITIONS,
+    layers: int | Sequence[int] | None = None,
+    site: str = "resid",
+    *,
+    batch_size: int = 16,
+    dtype: str | np.dtype = "float32",
+    memory_budget: int | str = DEFAULT_BUDGET,
+    path: str | Path | None = None,
+    config: Config | dict[str, Any] | None = None,
+    **execution: Any,
+) -> Activations:
     """Activations of `answers`' full sequences (prompt + answer) at `positions` × `layers` at `site`.
 
     site: "resid" (block output), "mlp" (MLP output), "mlp_in" (input to the down-projection), "attn" (output of
@@ -310,6 +357,11 @@ def collect(lm: Any, answers: AnswerSet, positions: Sequence[str | int] = PAPER_
         raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
     store = _Store(parse_bytes(memory_budget), path)
     layers = list(layers) if isinstance(layers, range) else layers
-    return run_stage(COLLECT, lm, {"answers": answers, "positions": positions, "store": store},
-                     {"site": site, "layers": layers, "batch_size": batch_size, "dtype": dt.name},
-                     legacy_config(config, execution, "collect"), sink=store.write)
+    return run_stage(
+        COLLECT,
+        lm,
+        {"answers": answers, "positions": positions, "store": store},
+        {"site": site, "layers": layers, "batch_size": batch_size, "dtype": dt.name},
+        legacy_config(config, execution, "collect"),
+        sink=store.write,
+    )

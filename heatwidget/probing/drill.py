@@ -23,10 +23,10 @@ def marked_text(tokenizer: Any, ids: list[int], t: int, left: str = "⟦", right
     """(the sequence as text with token t wrapped in ⟦ ⟧, token t's text). Decodes prefixes rather than single
     tokens, so tokenizers that drop a word's leading space in isolation (SentencePiece) still read naturally."""
     before = tokenizer.decode(ids[:t])
-    upto = tokenizer.decode(ids[:t + 1])
+    upto = tokenizer.decode(ids[: t + 1])
     whole = tokenizer.decode(ids)
-    tok = upto[len(before):] if upto.startswith(before) else tokenizer.decode([ids[t]])
-    after = whole[len(upto):] if whole.startswith(upto) else tokenizer.decode(ids[t + 1:])
+    tok = upto[len(before) :] if upto.startswith(before) else tokenizer.decode([ids[t]])
+    after = whole[len(upto) :] if whole.startswith(upto) else tokenizer.decode(ids[t + 1 :])
     if len(before) > _CONTEXT_CHARS:
         before = "…" + before[-_CONTEXT_CHARS:]
     return f"{before}{left}{tok}{right}{after}", tok
@@ -35,10 +35,13 @@ def marked_text(tokenizer: Any, ids: list[int], t: int, left: str = "⟦", right
 def _hist(scores: np.ndarray, y: np.ndarray, bins: int = 20) -> Chart:
     edges = np.histogram_bin_edges(scores, bins=bins)
     centres = ((edges[:-1] + edges[1:]) / 2).tolist()
-    series = [Series(name, centres, np.histogram(scores[y == v], bins=edges)[0].astype(float).tolist())
-              for name, v in (("correct", 1), ("wrong", 0))]
-    return Chart("Probe scores on the test split, by label", "hist", series, x_title="probe score (logit)",
-                 y_title="examples")
+    series = [
+        Series(name, centres, np.histogram(scores[y == v], bins=edges)[0].astype(float).tolist())
+        for name, v in (("correct", 1), ("wrong", 0))
+    ]
+    return Chart(
+        "Probe scores on the test split, by label", "hist", series, x_title="probe score (logit)", y_title="examples"
+    )
 
 
 def _examples(acts: Any, rows: np.ndarray, scores: np.ndarray, y: np.ndarray, pos_index: int) -> Any:
@@ -49,22 +52,32 @@ def _examples(acts: Any, rows: np.ndarray, scores: np.ndarray, y: np.ndarray, po
     for i, s in zip(rows, scores, strict=True):
         t = int(acts.token_index[i, pos_index])
         text, tok = marked_text(ans.tokenizer, ans.ids[i], t)
-        recs.append({"score": float(s), "p_correct": float(1 / (1 + np.exp(-s))),
-                     "label": "correct" if y[i] else "wrong", "question": ans.questions[i], "answer": ans.answers[i],
-                     "exact_answer": ans.exact[i], "probed_token": tok, "token_index": t, "text": text,
-                     "example": int(ans.index[i])})
+        recs.append(
+            {
+                "score": float(s),
+                "p_correct": float(1 / (1 + np.exp(-s))),
+                "label": "correct" if y[i] else "wrong",
+                "question": ans.questions[i],
+                "answer": ans.answers[i],
+                "exact_answer": ans.exact[i],
+                "probed_token": tok,
+                "token_index": t,
+                "text": text,
+                "example": int(ans.index[i]),
+            }
+        )
     return pd.DataFrame(recs)
 
 
-def _rerun(acts: Any, meta: dict, layer_rows: list[int], position: str | int, site: str
-           ) -> Callable[[], HeatMatrix]:
+def _rerun(acts: Any, meta: dict, layer_rows: list[int], position: str | int, site: str) -> Callable[[], HeatMatrix]:
     def run() -> HeatMatrix:
         from .collect import collect
         from .probe import probe_auc
 
         a2 = collect(acts.lm, acts.answers, positions=[position], layers=layer_rows, site=site)
-        return probe_auc(a2, test_size=meta["test_size"], seed=meta["seed"], C=meta["C"],
-                         min_per_class=1)  # the same examples and split as the clicked matrix
+        return probe_auc(
+            a2, test_size=meta["test_size"], seed=meta["seed"], C=meta["C"], min_per_class=1
+        )  # the same examples and split as the clicked matrix
 
     return run
 
@@ -84,8 +97,15 @@ def _roc(m: HeatMatrix, acts: Any, y: np.ndarray, r: int, c: int, det: Detail) -
         bf, bt, _ = roc_curve(lp, yt)
         series.append(Series(f"answer log-prob (AUC {base['logprob_mean']:.3f})", bf.tolist(), bt.tolist()))
     series.append(Series("chance", [0.0, 1.0], [0.0, 1.0]))
-    det.charts.append(Chart("ROC on the test split (positive = correct)", "line", series,
-                            x_title="false positive rate", y_title="true positive rate"))
+    det.charts.append(
+        Chart(
+            "ROC on the test split (positive = correct)",
+            "line",
+            series,
+            x_title="false positive rate",
+            y_title="true positive rate",
+        )
+    )
     det.charts.append(_hist(scores, yt))
     return auc, scores
 
@@ -96,14 +116,24 @@ def _summary(m: HeatMatrix, y: np.ndarray, r: int, c: int, auc: float, scores: n
     yt = y[test]
     base = meta.get("baselines") or {}
     n_it = int(np.asarray(meta["n_iter"])[r, c])
-    lines = [f"held-out ROC AUC {auc:.3f} on {len(test)} test examples ({int(yt.sum())} correct, "
-             f"{int(len(yt) - yt.sum())} wrong); trained on {meta['n_train']}.",
-             f"probe: L2 logistic regression, C={meta['C']}, {n_it} iterations of {meta['solver']['method']}"
-             + ("" if bool(np.asarray(meta["converged"])[r, c]) else " (not converged)") + "."]
+    lines = [
+        f"held-out ROC AUC {auc:.3f} on {len(test)} test examples ({int(yt.sum())} correct, "
+        f"{int(len(yt) - yt.sum())} wrong); trained on {meta['n_train']}.",
+        f"probe: L2 logistic regression, C={meta['C']}, {n_it} iterations of {meta['solver']['method']}"
+        + ("" if bool(np.asarray(meta["converged"])[r, c]) else " (not converged)")
+        + ".",
+    ]
     lines += [f"baseline {k}: AUC {v:.3f}" for k, v in base.items()]
     det.texts["summary"] = "\n".join(lines)
-    det.meta.update(auc=auc, baselines=dict(base), n_iter=n_it, test_idx=test, scores=scores,
-                    coef=np.asarray(meta["coef"])[r, c], intercept=float(np.asarray(meta["intercept"])[r, c]))
+    det.meta.update(
+        auc=auc,
+        baselines=dict(base),
+        n_iter=n_it,
+        test_idx=test,
+        scores=scores,
+        coef=np.asarray(meta["coef"])[r, c],
+        intercept=float(np.asarray(meta["intercept"])[r, c]),
+    )
 
 
 def _surest_examples(acts: Any, test: np.ndarray, scores: np.ndarray, y: np.ndarray, c: int, det: Detail) -> None:
@@ -133,5 +163,6 @@ def probe_drill(run: Run, acts: Any, y: np.ndarray, m: HeatMatrix, r: int, c: in
         for site in run.analysis.option("site").choices or ():
             if site != acts.site:
                 det.reruns[f"site={site}: every layer at token {m.cols[c]}"] = _rerun(
-                    acts, m.meta, list(acts.layers), position, site)
+                    acts, m.meta, list(acts.layers), position, site
+                )
     return det

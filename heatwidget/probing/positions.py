@@ -25,8 +25,13 @@ import numpy as np
 __all__ = ["PAPER_POSITIONS", "NAMED_POSITIONS", "normalize_positions", "position_label", "position_index"]
 
 NAMED_POSITIONS: tuple[str, ...] = (
-    "last_q", "first_answer", "second_answer", "exact_answer_before_first", "exact_answer_first",
-    "exact_answer_last", "exact_answer_after_last",
+    "last_q",
+    "first_answer",
+    "second_answer",
+    "exact_answer_before_first",
+    "exact_answer_first",
+    "exact_answer_last",
+    "exact_answer_after_last",
 )
 # The columns of the paper's probing heatmaps, in their order: 7 named tokens, then the last 8 tokens of the sequence.
 PAPER_POSITIONS: tuple[str | int, ...] = (*NAMED_POSITIONS, *range(-8, 0))
@@ -70,8 +75,9 @@ def position_label(p: str | int) -> str:
     return str(p)
 
 
-def position_index(positions: Sequence[str | int], prompt_len: np.ndarray, seq_len: np.ndarray,
-                   span: np.ndarray | None) -> np.ndarray:
+def position_index(
+    positions: Sequence[str | int], prompt_len: np.ndarray, seq_len: np.ndarray, span: np.ndarray | None
+) -> np.ndarray:
     """Absolute token index [N, P] of each position in each row; a ValueError names the first impossible one.
 
     prompt_len, seq_len: [N]; span: [N, 2] inclusive (first, last) token indices of the exact answer (or None
@@ -109,6 +115,7 @@ def position_index(positions: Sequence[str | int], prompt_len: np.ndarray, seq_l
             raise ValueError(
                 f"position {p!r} is token {int(col[i])} of row {i}, but that row has only {int(seq_len[i])} tokens "
                 f"(prompt {int(prompt_len[i])} + answer {int(seq_len[i] - prompt_len[i])}); {bad.size} row(s) lack "
-                "it: drop them (answers.subset(...)), generate longer answers, or choose other positions")
+                "it: drop them (answers.subset(...)), generate longer answers, or choose other positions"
+            )
         out[:, j] = col
     return out

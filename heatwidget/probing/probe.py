@@ -51,7 +51,7 @@ def split_indices(n: int, test_size: float | int = 0.2, seed: int = 0) -> tuple[
     if n_test < 1 or n_train < 1:
         raise ValueError(f"test_size={test_size} leaves {n_train} training and {n_test} test examples of {n}")
     perm = np.random.RandomState(seed).permutation(n)  # sklearn's ShuffleSplit, first split
-    return perm[n_test:n_test + n_train], perm[:n_test]
+    return perm[n_test : n_test + n_train], perm[:n_test]
 
 
 def _as_labels(y: Any, n: int) -> np.ndarray:
@@ -81,13 +81,17 @@ def _check_classes(y: np.ndarray, train: np.ndarray, test: np.ndarray, min_per_c
         which = "correct (1)" if n0 == 0 else "wrong (0)"
         raise ValueError(f"all {len(y)} labels are {which}: a probe needs both correct and wrong examples")
     if min(n1, n0) < min_per_class:
-        raise ValueError(f"only {n1} correct and {n0} wrong examples: a probe needs at least {min_per_class} of "
-                         "each class (collect more questions, or pass min_per_class= to override)")
+        raise ValueError(
+            f"only {n1} correct and {n0} wrong examples: a probe needs at least {min_per_class} of "
+            "each class (collect more questions, or pass min_per_class= to override)"
+        )
     for name, idx in (("training", train), ("test", test)):
         k1 = int(y[idx].sum())
         if k1 == 0 or k1 == len(idx):
-            raise ValueError(f"the {name} split holds only one class ({k1} of {len(idx)} correct); "
-                             "use another seed or a larger test_size")
+            raise ValueError(
+                f"the {name} split holds only one class ({k1} of {len(idx)} correct); "
+                "use another seed or a larger test_size"
+            )
 
 
 def _default_device(lm: Any) -> torch.device:
@@ -114,6 +118,7 @@ def _cells_per_chunk(n: int, n_train: int, d: int, device: torch.device, budget:
 
 
 # ---- the data and the items ------------------------------------------------------------------------------------
+
 
 @dataclass
 class _Features:
@@ -154,8 +159,9 @@ class CellFit:
     seconds: float = 0.0  # fitting time of the batch
 
 
-def _plain_features(X: Any, y: Any, rows: Sequence[Any] | None, cols: Sequence[Any] | None
-                    ) -> tuple[Any, Any, list, list]:
+def _plain_features(
+    X: Any, y: Any, rows: Sequence[Any] | None, cols: Sequence[Any] | None
+) -> tuple[Any, Any, list, list]:
     if y is None:
         raise ValueError("labels y are missing: probe_auc(X, y) with X [N, L, P, d] and y [N]")
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
@@ -163,8 +169,12 @@ def _plain_features(X: Any, y: Any, rows: Sequence[Any] | None, cols: Sequence[A
         X = np.asarray(X)
     if X.ndim != 4:
         raise ValueError(f"features must be [N, layers, positions, d], got shape {tuple(X.shape)}")
-    return (X, y, list(rows) if rows is not None else [str(i) for i in range(X.shape[1])],
-            list(cols) if cols is not None else [str(i) for i in range(X.shape[2])])
+    return (
+        X,
+        y,
+        list(rows) if rows is not None else [str(i) for i in range(X.shape[1])],
+        list(cols) if cols is not None else [str(i) for i in range(X.shape[2])],
+    )
 
 
 def _at_site(acts: Activations, site: str | None) -> Activations:
@@ -172,13 +182,16 @@ def _at_site(acts: Activations, site: str | None) -> Activations:
     if site is None or site == acts.site:
         return acts
     if acts.lm is None or acts.answers is None:
-        raise ValueError(f"site={site!r} needs activations that keep their model and answers (hw.collect's); "
-                         f"these are at site {acts.site!r}")
+        raise ValueError(
+            f"site={site!r} needs activations that keep their model and answers (hw.collect's); "
+            f"these are at site {acts.site!r}"
+        )
     return collect(acts.lm, acts.answers, positions=acts.positions, layers=acts.layers, site=site)
 
 
-def _check_features(X: Any, labels: Any, C: float, max_iter: Any, tol: Any, min_per_class: Any
-                    ) -> tuple[tuple[int, int, int, int], np.ndarray]:
+def _check_features(
+    X: Any, labels: Any, C: float, max_iter: Any, tol: Any, min_per_class: Any
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
     n, L, P, d = (int(s) for s in X.shape)
     if not np.issubdtype(np.dtype(X.dtype), np.floating):
         raise ValueError(f"features must be floating point, got {X.dtype}")
@@ -194,10 +207,24 @@ def _check_features(X: Any, labels: Any, C: float, max_iter: Any, tol: Any, min_
     return (n, L, P, d), yv
 
 
-def _items(lm: Any, acts: Any, y: Any = None, rows: Sequence[Any] | None = None, cols: Sequence[Any] | None = None,
-           title: str | None = None, device: str | torch.device | None = None, *, site: str | None,
-           test_size: float | int, seed: int, C: float, solver: str, max_iter: int | None, tol: float,
-           min_per_class: int) -> list[CellBatch]:
+def _items(
+    lm: Any,
+    acts: Any,
+    y: Any = None,
+    rows: Sequence[Any] | None = None,
+    cols: Sequence[Any] | None = None,
+    title: str | None = None,
+    device: str | torch.device | None = None,
+    *,
+    site: str | None,
+    test_size: float | int,
+    seed: int,
+    C: float,
+    solver: str,
+    max_iter: int | None,
+    tol: float,
+    min_per_class: int,
+) -> list[CellBatch]:
     """Check everything before any fitting; the cells in batches of chunks."""
     a = acts if isinstance(acts, Activations) else None
     if a is not None:
@@ -219,16 +246,18 @@ def _items(lm: Any, acts: Any, y: Any = None, rows: Sequence[Any] | None = None,
     budget = current_config().memory_budget_mb
     K = L * P
     per = min(K, _cells_per_chunk(n, len(train), d, dev, None if budget is None else int(budget * 2**20)))
-    data = _Features(X.reshape(n, K, d), yv, train, test, shape, list(rows), list(cols), a, dev,
-                     resolve_solver(solver, dev), per)
+    data = _Features(
+        X.reshape(n, K, d), yv, train, test, shape, list(rows), list(cols), a, dev, resolve_solver(solver, dev), per
+    )
     chunks = [(k0, min(K, k0 + per)) for k0 in range(0, K, per)]
     # CPU: chunks fitted in parallel threads, each op single-threaded. Intra-op threads on a few-MB chunk mostly
     # wait at barriers (7x slower than one thread on a busy 2-core machine); whole chunks per thread never do.
     width = min(torch.get_num_threads(), len(chunks)) if dev.type == "cpu" else 1
-    return [CellBatch(data, chunks[i:i + max(1, width)]) for i in range(0, len(chunks), max(1, width))]
+    return [CellBatch(data, chunks[i : i + max(1, width)]) for i in range(0, len(chunks), max(1, width))]
 
 
 # ---- per item: fit one batch of cells ------------------------------------------------------------------------
+
 
 def _fit_chunk(data: _Features, k0: int, k1: int, C: float, max_iter: int | None, tol: float) -> tuple:
     block = np.asarray(data.flat[:, k0:k1], dtype=np.float32)  # [N, k, d], read from disk if memmapped
@@ -236,19 +265,37 @@ def _fit_chunk(data: _Features, k0: int, k1: int, C: float, max_iter: int | None
     if bad.any():
         i, k, _ = np.argwhere(bad)[0]
         cell, P = k0 + int(k), data.shape[2]
-        raise ValueError(f"features contain NaN/inf (first at example {int(i)}, layer {data.rows[cell // P]}, "
-                         f"position {data.cols[cell % P]}): drop those rows, or re-collect in float32")
+        raise ValueError(
+            f"features contain NaN/inf (first at example {int(i)}, layer {data.rows[cell // P]}, "
+            f"position {data.cols[cell % P]}): drop those rows, or re-collect in float32"
+        )
     dev = data.device
     Xb = torch.from_numpy(block).to(dev).transpose(0, 1)  # [k, N, d]
     ytr = torch.as_tensor(data.y[data.train], dtype=torch.float32, device=dev)
     fit = fit_logreg(Xb[:, data.train], ytr, C, max_iter=max_iter, tol=tol, solver=data.method)
     s = fit.decision_function(Xb[:, data.test]).float().cpu().numpy()
-    return (roc_auc(s, data.y[data.test]), s, fit.coef.float().cpu().numpy(), fit.intercept.float().cpu().numpy(),
-            fit.n_iter.cpu().numpy(), fit.converged.cpu().numpy())
+    return (
+        roc_auc(s, data.y[data.test]),
+        s,
+        fit.coef.float().cpu().numpy(),
+        fit.intercept.float().cpu().numpy(),
+        fit.n_iter.cpu().numpy(),
+        fit.converged.cpu().numpy(),
+    )
 
 
-def fit_cells(lm: Any, item: CellBatch, *, site: str | None = None, test_size: float | int = 0.2, seed: int = 0,
-              C: float = 1.0, solver: str = "auto", max_iter: int | None = None, tol: float = 1e-9) -> CellFit:
+def fit_cells(
+    lm: Any,
+    item: CellBatch,
+    *,
+    site: str | None = None,
+    test_size: float | int = 0.2,
+    seed: int = 0,
+    C: float = 1.0,
+    solver: str = "auto",
+    max_iter: int | None = None,
+    tol: float = 1e-9,
+) -> CellFit:
     """probe_auc's per-item step: fit the probes of one batch of cells and score them on the test split. `site`,
     `test_size`, `seed` and `solver` shaped the item (features, split, solver); they are parameters so that a
     change of them refits rather than re-reduces."""
@@ -270,12 +317,15 @@ def fit_cells(lm: Any, item: CellBatch, *, site: str | None = None, test_size: f
 
 # ---- reduce ----------------------------------------------------------------------------------------------------
 
+
 def _gather(run: Run) -> dict[str, np.ndarray]:
     """The batches' results as [L, P, ...] arrays."""
     data: _Features = run.items[0].data
     n, L, P, d = data.shape
-    out = {k: np.concatenate([getattr(r, k) for r in run.results])
-           for k in ("auc", "test_scores", "coef", "intercept", "n_iter", "converged")}
+    out = {
+        k: np.concatenate([getattr(r, k) for r in run.results])
+        for k in ("auc", "test_scores", "coef", "intercept", "n_iter", "converged")
+    }
     return {k: v.reshape(L, P, *v.shape[1:]) for k, v in out.items()}
 
 
@@ -291,9 +341,14 @@ def _baselines(acts: Activations, data: _Features) -> dict[str, float]:
 
 
 def _activation_meta(a: Activations, data: _Features) -> dict[str, Any]:
-    meta: dict[str, Any] = dict(model=a.meta.get("model", ""), model_path=a.meta.get("model_path", ""), site=a.site,
-                                layers=list(a.layers), positions=[position_label(p) for p in a.positions],
-                                n_dropped_answers=a.meta.get("n_dropped_answers", 0))
+    meta: dict[str, Any] = dict(
+        model=a.meta.get("model", ""),
+        model_path=a.meta.get("model_path", ""),
+        site=a.site,
+        layers=list(a.layers),
+        positions=[position_label(p) for p in a.positions],
+        n_dropped_answers=a.meta.get("n_dropped_answers", 0),
+    )
     if a.answers is not None:
         meta["baselines"] = _baselines(a, data)
     return meta
@@ -304,15 +359,37 @@ def _reduce(run: Run) -> Table:
     o = run.options
     g = _gather(run)
     meta: dict[str, Any] = dict(
-        n=data.shape[0], n_train=len(data.train), n_test=len(data.test), n_correct=int(data.y.sum()),
-        test_size=o["test_size"], seed=o["seed"], C=o["C"], train_idx=data.train, test_idx=data.test, vmin=0.5,
-        vmax=1.0, colormap="blues", site=None,
-        solver=dict(method=SOLVERS[data.method], name=data.method, max_iter=o["max_iter"], tol=o["tol"],
-                    n_iter_max=int(g["n_iter"].max()), all_converged=bool(g["converged"].all()),
-                    device=str(data.device), cells_per_chunk=data.per,
-                    seconds=round(sum(r.seconds for r in run.results), 3)),
-        test_scores=g["test_scores"], coef=g["coef"], intercept=g["intercept"], n_iter=g["n_iter"],
-        converged=g["converged"], notes=_flat_score_notes(g["test_scores"].reshape(-1, len(data.test)), o["C"]))
+        n=data.shape[0],
+        n_train=len(data.train),
+        n_test=len(data.test),
+        n_correct=int(data.y.sum()),
+        test_size=o["test_size"],
+        seed=o["seed"],
+        C=o["C"],
+        train_idx=data.train,
+        test_idx=data.test,
+        vmin=0.5,
+        vmax=1.0,
+        colormap="blues",
+        site=None,
+        solver=dict(
+            method=SOLVERS[data.method],
+            name=data.method,
+            max_iter=o["max_iter"],
+            tol=o["tol"],
+            n_iter_max=int(g["n_iter"].max()),
+            all_converged=bool(g["converged"].all()),
+            device=str(data.device),
+            cells_per_chunk=data.per,
+            seconds=round(sum(r.seconds for r in run.results), 3),
+        ),
+        test_scores=g["test_scores"],
+        coef=g["coef"],
+        intercept=g["intercept"],
+        n_iter=g["n_iter"],
+        converged=g["converged"],
+        notes=_flat_score_notes(g["test_scores"].reshape(-1, len(data.test)), o["C"]),
+    )
     if data.acts is not None:
         meta.update(_activation_meta(data.acts, data))
     title = run.inputs.get("title")
@@ -320,8 +397,9 @@ def _reduce(run: Run) -> Table:
         where = f" · {meta['site']}" if meta["site"] else ""
         who = f" · {meta.get('model')}" if meta.get("model") else ""
         title = f"Probe AUC per layer and token{where}{who}"
-    return Table(g["auc"], data.rows, data.cols, title=title, row_title="Layer", col_title="Token", metric="AUC",
-                 meta=meta)
+    return Table(
+        g["auc"], data.rows, data.cols, title=title, row_title="Layer", col_title="Token", metric="AUC", meta=meta
+    )
 
 
 def _flat_score_notes(test_scores: np.ndarray, C: float) -> list[str]:
@@ -330,8 +408,10 @@ def _flat_score_notes(test_scores: np.ndarray, C: float) -> list[str]:
     flat = int((np.ptp(test_scores, axis=1) == 0).sum())
     if not flat:
         return []
-    return [f"{flat} of {len(test_scores)} cells score every test example alike (AUC 0.5): the L2 penalty "
-            f"(C={C:g}) outweighs features this small; pass a larger C or rescale the features"]
+    return [
+        f"{flat} of {len(test_scores)} cells score every test example alike (AUC 0.5): the L2 penalty "
+        f"(C={C:g}) outweighs features this small; pass a larger C or rescale the features"
+    ]
 
 
 def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Any:
@@ -343,26 +423,55 @@ def _drill(run: Run, m: HeatMatrix, r: int, c: int) -> Any:
 
 PROBE_AUC = Analysis(
     name="probe_auc",
-    options=(Option("site", None, choices=tuple(COLLECT_SITES), nullable=True,
-                    doc="collect the same answers at another site first (None: the activations' own)"),
-             Option("test_size", 0.2, kind="fraction or count",
-                    doc="held-out share (a float in (0, 1)) or number (an int) of examples"),
-             Option("seed", 0, kind=int, min=0, doc="the split's random_state"),
-             Option("C", 1.0, kind=float, doc="inverse L2 strength, as sklearn's"),
-             Option("solver", "auto", choices=("auto", *SOLVERS), doc="auto: L-BFGS on CPU, Newton on a GPU"),
-             # ranges checked in `_items`, whose messages say more ("max_iter must be at least 1")
-             Option("max_iter", None, kind=int, nullable=True, doc="default 50 Newton / 1000 L-BFGS iterations"),
-             Option("tol", 1e-9, kind=float, doc="stop at a Newton decrement below tol · (1 + f)"),
-             Option("min_per_class", MIN_PER_CLASS, kind=int, doc="fewest examples of each class")),
-    items=_items, per_item=fit_cells, reduce=_reduce, drill=_drill, executors=("local",))
+    options=(
+        Option(
+            "site",
+            None,
+            choices=tuple(COLLECT_SITES),
+            nullable=True,
+            doc="collect the same answers at another site first (None: the activations' own)",
+        ),
+        Option(
+            "test_size",
+            0.2,
+            kind="fraction or count",
+            doc="held-out share (a float in (0, 1)) or number (an int) of examples",
+        ),
+        Option("seed", 0, kind=int, min=0, doc="the split's random_state"),
+        Option("C", 1.0, kind=float, doc="inverse L2 strength, as sklearn's"),
+        Option("solver", "auto", choices=("auto", *SOLVERS), doc="auto: L-BFGS on CPU, Newton on a GPU"),
+        # ranges checked in `_items`, whose messages say more ("max_iter must be at least 1")
+        Option("max_iter", None, kind=int, nullable=True, doc="default 50 Newton / 1000 L-BFGS iterations"),
+        Option("tol", 1e-9, kind=float, doc="stop at a Newton decrement below tol · (1 + f)"),
+        Option("min_per_class", MIN_PER_CLASS, kind=int, doc="fewest examples of each class"),
+    ),
+    items=_items,
+    per_item=fit_cells,
+    reduce=_reduce,
+    drill=_drill,
+    executors=("local",),
+)
 
 
-def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, site: str | None = None,
-              test_size: float | int = 0.2, seed: int = 0, C: float = 1.0, solver: str = "auto",
-              max_iter: int | None = None, tol: float = 1e-9, min_per_class: int = MIN_PER_CLASS,
-              rows: Sequence[Any] | None = None, cols: Sequence[Any] | None = None, title: str | None = None,
-              device: str | torch.device | None = None, config: Config | Mapping[str, Any] | None = None,
-              memory_budget: int | None = None) -> HeatMatrix:
+def probe_auc(
+    acts: Activations | np.ndarray | torch.Tensor,
+    y: Any = None,
+    *,
+    site: str | None = None,
+    test_size: float | int = 0.2,
+    seed: int = 0,
+    C: float = 1.0,
+    solver: str = "auto",
+    max_iter: int | None = None,
+    tol: float = 1e-9,
+    min_per_class: int = MIN_PER_CLASS,
+    rows: Sequence[Any] | None = None,
+    cols: Sequence[Any] | None = None,
+    title: str | None = None,
+    device: str | torch.device | None = None,
+    config: Config | Mapping[str, Any] | None = None,
+    memory_budget: int | None = None,
+) -> HeatMatrix:
     """Probe AUC per (layer, position): rows = layers, cols = positions, values = held-out ROC AUC.
 
     acts: what hw.collect returns, or plain features X [N, L, P, d] (numpy, memmap or torch) with labels y [N]
@@ -381,8 +490,19 @@ def probe_auc(acts: Activations | np.ndarray | torch.Tensor, y: Any = None, *, s
     lm = acts.lm if isinstance(acts, Activations) else None
     if isinstance(acts, Activations) and site is None:
         site = acts.site  # recorded as the option, so the explorer offers the other sites
-    return run_analysis(PROBE_AUC, lm, {"acts": acts, "y": y, "rows": rows, "cols": cols, "title": title,
-                                        "device": device},
-                        {"site": site, "test_size": test_size, "seed": seed, "C": C, "solver": solver,
-                         "max_iter": max_iter, "tol": tol, "min_per_class": min_per_class}, config)
-
+    return run_analysis(
+        PROBE_AUC,
+        lm,
+        {"acts": acts, "y": y, "rows": rows, "cols": cols, "title": title, "device": device},
+        {
+            "site": site,
+            "test_size": test_size,
+            "seed": seed,
+            "C": C,
+            "solver": solver,
+            "max_iter": max_iter,
+            "tol": tol,
+            "min_per_class": min_per_class,
+        },
+        config,
+    )

@@ -23,5 +23,16 @@ from .norms import MODULE_STATS_ANALYSIS, module_stats
 from .sources import WeightMismatchError
 from .stats import CHANGE_STATS, MODULE_STATS, effective_rank, moe_meta
 
-__all__ = ["weight_change", "module_stats", "WeightMismatchError", "CheckpointError", "CHANGE_STATS",
-           "MODULE_STATS", "effective_rank", "WEIGHT_CHANGE", "MODULE_STATS_ANALYSIS", "moe_meta", "expert_detail"]
+__all__ = [
+    "weight_change",
+    "module_stats",
+    "WeightMismatchError",
+    "CheckpointError",
+    "CHANGE_STATS",
+    "MODULE_STATS",
+    "effective_rank",
+    "WEIGHT_CHANGE",
+    "MODULE_STATS_ANALYSIS",
+    "moe_meta",
+    "expert_detail",
+]

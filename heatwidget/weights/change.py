@@ -68,8 +68,16 @@ def layer_change(lm: Any, item: LayerPair, *, eps: float = 1e-5) -> LayerChange:
     tensor serves all the projections it holds) and freed before the next is read."""
     a, b, layer = item.pair.a, item.pair.b, item.layer
     k = len(MODULES)
-    out = LayerChange(np.full(k, np.nan), np.full(k, np.nan), np.full(k, np.nan), np.zeros(k, np.int64),
-                      np.zeros(k, np.int64), np.zeros(k, bool), [], 0)
+    out = LayerChange(
+        np.full(k, np.nan),
+        np.full(k, np.nan),
+        np.full(k, np.nan),
+        np.zeros(k, np.int64),
+        np.zeros(k, np.int64),
+        np.zeros(k, bool),
+        [],
+        0,
+    )
     with torch.no_grad():
         for names in tensor_groups(a, b, layer).values():
             pa0, pb0 = a.part(layer, names[0]), b.part(layer, names[0])
@@ -84,8 +92,9 @@ def layer_change(lm: Any, item: LayerPair, *, eps: float = 1e-5) -> LayerChange:
     return out
 
 
-def _one_module(out: LayerChange, a: Source, b: Source, layer: int, name: str, ra: torch.Tensor, rb: torch.Tensor,
-                eps: float) -> None:
+def _one_module(
+    out: LayerChange, a: Source, b: Source, layer: int, name: str, ra: torch.Tensor, rb: torch.Tensor, eps: float
+) -> None:
     pa, pb = a.part(layer, name), b.part(layer, name)
     assert pa is not None and pb is not None
     j = MODULES.index(name)
@@ -109,16 +118,19 @@ def _values(stat: str, st: dict[str, np.ndarray]) -> np.ndarray:
     values = np.full(st["numel"].shape, np.nan)
     present = (st["numel"] > 0) & ~st["nonfinite"]
     for i, j in zip(*np.nonzero(present), strict=True):
-        values[i, j] = change_value(stat, st["norm_a"][i, j], st["norm_diff"][i, j], int(st["changed"][i, j]),
-                                    int(st["numel"][i, j]))
+        values[i, j] = change_value(
+            stat, st["norm_a"][i, j], st["norm_diff"][i, j], int(st["changed"][i, j]), int(st["numel"][i, j])
+        )
     return values
 
 
 def _reduce(run: Run) -> Table:
     pair: _Pair = run.items[0].pair
     stat, eps = run.options["stat"], run.options["eps"]
-    st = {k: np.stack([getattr(r, k) for r in run.results])
-          for k in ("norm_a", "norm_b", "norm_diff", "changed", "numel", "nonfinite")}
+    st = {
+        k: np.stack([getattr(r, k) for r in run.results])
+        for k in ("norm_a", "norm_b", "norm_diff", "changed", "numel", "nonfinite")
+    }
     values = _values(stat, st)
     notes = list(pair.notes) + [n for r in run.results for n in r.notes]
     present = (st["numel"] > 0) & ~st["nonfinite"]
@@ -127,27 +139,60 @@ def _reduce(run: Run) -> Table:
     absent = [m for j, m in enumerate(MODULES) if not (st["numel"][:, j] > 0).any()]
     if absent:
         notes.append(f"{pair.a.anatomy.family} has no {', '.join(absent)}: shown as n/a")
-    meta = dict(stat=stat, eps=float(eps), a=display_name(pair.a.label), b=display_name(pair.b.label),
-                a_path=pair.a.label, b_path=pair.b.label, family=pair.a.anatomy.family,
-                streamed={"a": pair.a.streamed, "b": pair.b.streamed}, norm_a=st["norm_a"], norm_b=st["norm_b"],
-                norm_diff=st["norm_diff"], changed=st["changed"], numel=st["numel"],
-                largest_pair_bytes=int(max(r.largest_pair_bytes for r in run.results)), notes=notes,
-                log=suggests_log_scale(values), **moe_meta(pair.a.anatomy))
-    return Table(values, [str(i) for i in range(len(values))], list(MODULES),
-                 title=f"{FIGURE_TITLE}: {stat} weight change", row_title="Layer", col_title="Module",
-                 metric=CHANGE_STATS[stat].replace("eps", f"{eps:g}"), meta=meta)
+    meta = dict(
+        stat=stat,
+        eps=float(eps),
+        a=display_name(pair.a.label),
+        b=display_name(pair.b.label),
+        a_path=pair.a.label,
+        b_path=pair.b.label,
+        family=pair.a.anatomy.family,
+        streamed={"a": pair.a.streamed, "b": pair.b.streamed},
+        norm_a=st["norm_a"],
+        norm_b=st["norm_b"],
+        norm_diff=st["norm_diff"],
+        changed=st["changed"],
+        numel=st["numel"],
+        largest_pair_bytes=int(max(r.largest_pair_bytes for r in run.results)),
+        notes=notes,
+        log=suggests_log_scale(values),
+        **moe_meta(pair.a.anatomy),
+    )
+    return Table(
+        values,
+        [str(i) for i in range(len(values))],
+        list(MODULES),
+        title=f"{FIGURE_TITLE}: {stat} weight change",
+        row_title="Layer",
+        col_title="Module",
+        metric=CHANGE_STATS[stat].replace("eps", f"{eps:g}"),
+        meta=meta,
+    )
 
 
 WEIGHT_CHANGE = Analysis(
     name="weight_change",
-    options=(Option("stat", "relative", choices=tuple(CHANGE_STATS), doc="which change each cell shows"),
-             Option("eps", 1e-5, kind=float, min=0.0, doc="density counts elements with |ΔW| > eps")),
-    items=_items, per_item=layer_change, reduce=_reduce, drill=change_drill, executors=("local",))
+    options=(
+        Option("stat", "relative", choices=tuple(CHANGE_STATS), doc="which change each cell shows"),
+        Option("eps", 1e-5, kind=float, min=0.0, doc="density counts elements with |ΔW| > eps"),
+    ),
+    items=_items,
+    per_item=layer_change,
+    reduce=_reduce,
+    drill=change_drill,
+    executors=("local",),
+)
 
 
-def weight_change(a: Any, b: Any, stat: str = "relative", *, eps: float = 1e-5,
-                  device: str | torch.device | None = None, config: Config | dict[str, Any] | None = None
-                  ) -> HeatMatrix:
+def weight_change(
+    a: Any,
+    b: Any,
+    stat: str = "relative",
+    *,
+    eps: float = 1e-5,
+    device: str | torch.device | None = None,
+    config: Config | dict[str, Any] | None = None,
+) -> HeatMatrix:
     """How much each projection changed from `a` to `b`: a layers × MODULES HeatMatrix (rows = decoder layers,
     cols = attn.q/k/v/o, mlp.up/down/gate; a module the family lacks is n/a).
 

@@ -43,8 +43,14 @@ def _head_blocks(name: str, w: torch.Tensor, head_dim: int) -> list[torch.Tensor
     return list(w.split(head_dim, dim=0))
 
 
-def _per_head(layer: int, config: Any, mats: Mapping[str, tuple[torch.Tensor, ...]],
-              cell: Callable[..., float], stat_label: str, metric: str) -> tuple[HeatMatrix | None, str]:
+def _per_head(
+    layer: int,
+    config: Any,
+    mats: Mapping[str, tuple[torch.Tensor, ...]],
+    cell: Callable[..., float],
+    stat_label: str,
+    metric: str,
+) -> tuple[HeatMatrix | None, str]:
     """A heads × {q,k,v,o} child matrix; rows are query heads and k/v show the KV head each query head reads
     (grouped-query attention shares one KV head among n_heads / n_kv_heads query heads)."""
     n_heads = _n_heads(config)
@@ -70,12 +76,21 @@ def _per_head(layer: int, config: Any, mats: Mapping[str, tuple[torch.Tensor, ..
         for h in range(n_heads):
             values[h, j] = cell(*(bl[h // group] for bl in blocks))
     kv_of = [h // (n_heads // n_kv) for h in range(n_heads)] if n_kv and n_heads % n_kv == 0 else []
-    child = HeatMatrix(values, [str(h) for h in range(n_heads)], list(HEAD_COLS),
-                       title=f"Layer {layer}: per-head {stat_label}", row_title="Head", col_title="Projection",
-                       metric=metric, meta=dict(head_dim=head_dim, n_heads=n_heads, n_kv_heads=n_kv,
-                                                kv_head_of_row=kv_of))
-    gqa = f"; k/v: the KV head each query head reads ({n_heads // n_kv} query heads per KV head)" if n_kv != n_heads \
+    child = HeatMatrix(
+        values,
+        [str(h) for h in range(n_heads)],
+        list(HEAD_COLS),
+        title=f"Layer {layer}: per-head {stat_label}",
+        row_title="Head",
+        col_title="Projection",
+        metric=metric,
+        meta=dict(head_dim=head_dim, n_heads=n_heads, n_kv_heads=n_kv, kv_head_of_row=kv_of),
+    )
+    gqa = (
+        f"; k/v: the KV head each query head reads ({n_heads // n_kv} query heads per KV head)"
+        if n_kv != n_heads
         else ""
+    )
     return child, f"{n_heads} heads of dim {head_dim}{gqa}"
 
 
@@ -109,32 +124,49 @@ def _spectra_chart(title: str, spectra: dict[str, np.ndarray]) -> Chart:
     series = []
     for name, s in spectra.items():
         if s.size and s[0] > 0:
-            series.append(Series(f"{name} (eff. rank {effective_rank(s):.1f})", list(range(1, s.size + 1)),
-                                 (s / s[0]).tolist()))
+            series.append(
+                Series(f"{name} (eff. rank {effective_rank(s):.1f})", list(range(1, s.size + 1)), (s / s[0]).tolist())
+            )
     return Chart(title, "line", series, x_title="index i", y_title="σ_i / σ_1")
 
 
-def expert_detail(det: Detail, layer: int, name: str, values: Sequence[float], metric: str,
-                  shape: Sequence[int]) -> Detail:
+def expert_detail(
+    det: Detail, layer: int, name: str, values: Sequence[float], metric: str, shape: Sequence[int]
+) -> Detail:
     """The drill of an MoE cell: the statistic of each expert's matrix, as a chart and a 1 × experts matrix."""
     n = len(values)
-    det.charts.append(Chart(f"Per expert, layer {layer} {name}", "bar",
-                            [Series(metric, list(range(n)), [float(v) for v in values])],
-                            x_title="expert", y_title=metric))
-    det.children["experts"] = HeatMatrix(np.asarray([values], dtype=float), [f"{layer} {name}"],
-                                         [str(e) for e in range(n)], title=f"{metric} per expert, layer {layer} "
-                                         f"{name}", row_title="Module", col_title="Expert", metric=metric)
-    det.texts["module"] = (f"{name} of layer {layer}: {shape[0]} experts of [out, in] = {list(shape[1:])}; the cell "
-                           "is over all experts stacked, the chart shows each")
+    det.charts.append(
+        Chart(
+            f"Per expert, layer {layer} {name}",
+            "bar",
+            [Series(metric, list(range(n)), [float(v) for v in values])],
+            x_title="expert",
+            y_title=metric,
+        )
+    )
+    det.children["experts"] = HeatMatrix(
+        np.asarray([values], dtype=float),
+        [f"{layer} {name}"],
+        [str(e) for e in range(n)],
+        title=f"{metric} per expert, layer {layer} {name}",
+        row_title="Module",
+        col_title="Expert",
+        metric=metric,
+    )
+    det.texts["module"] = (
+        f"{name} of layer {layer}: {shape[0]} experts of [out, in] = {list(shape[1:])}; the cell "
+        "is over all experts stacked, the chart shows each"
+    )
     det.meta["per_expert"] = np.asarray(values, dtype=float)
     return det
 
 
-
 # ---- weight_change -------------------------------------------------------------------------------------------------
 
-def _read_pair(a: Source, b: Source, layer: int, name: str, device: torch.device | None
-               ) -> tuple[torch.Tensor, torch.Tensor] | None:
+
+def _read_pair(
+    a: Source, b: Source, layer: int, name: str, device: torch.device | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     pa, pb = a.part(layer, name), b.part(layer, name)
     if pa is None or pb is None:
         return None
@@ -142,13 +174,18 @@ def _read_pair(a: Source, b: Source, layer: int, name: str, device: torch.device
     return pa.weight(ra), pb.weight(b.raw(pb, ra.device))
 
 
-def _change_charts(det: Detail, layer: int, name: str, wa: torch.Tensor, d: torch.Tensor
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def _change_charts(
+    det: Detail, layer: int, name: str, wa: torch.Tensor, d: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """Element-wise relative change (histogram), spectra of W_a and ΔW, per-row relative change."""
     ad = d.abs()
     nz = (wa != 0) & (ad > 0)
-    hist, edges = _hist_chart(f"Element-wise relative change, layer {layer} {name}",
-                              torch.log10(ad[nz] / wa.abs()[nz]), "log10 |ΔW_ij| / |W_a,ij|", "elements")
+    hist, edges = _hist_chart(
+        f"Element-wise relative change, layer {layer} {name}",
+        torch.log10(ad[nz] / wa.abs()[nz]),
+        "log10 |ΔW_ij| / |W_a,ij|",
+        "elements",
+    )
     if hist is not None:
         det.charts.append(hist)
     s_a, s_d = _spectrum(wa), _spectrum(d)
@@ -156,13 +193,27 @@ def _change_charts(det: Detail, layer: int, name: str, wa: torch.Tensor, d: torc
     row_a = torch.linalg.vector_norm(wa, dim=1)
     row_d = torch.linalg.vector_norm(d, dim=1)
     row_rel = torch.where(row_a > 0, row_d / row_a.clamp_min(1e-30), torch.nan).cpu().numpy()
-    det.charts.append(Chart(f"Per output row ‖ΔW_i‖ / ‖W_a,i‖, layer {layer} {name}", "line",
-                            [Series("relative change", list(range(row_rel.size)), row_rel.tolist())],
-                            x_title="output row", y_title="relative change"))
-    det.texts["elements"] = (f"{int(nz.sum())} of {wa.numel()} elements changed and nonzero in W_a (histogram); "
-                             f"{int((ad == 0).sum())} unchanged")
-    det.meta.update(effective_rank_a=effective_rank(s_a), effective_rank_delta=effective_rank(s_d),
-                    singular_values_a=s_a, singular_values_delta=s_d, hist_edges=edges, row_relative_change=row_rel)
+    det.charts.append(
+        Chart(
+            f"Per output row ‖ΔW_i‖ / ‖W_a,i‖, layer {layer} {name}",
+            "line",
+            [Series("relative change", list(range(row_rel.size)), row_rel.tolist())],
+            x_title="output row",
+            y_title="relative change",
+        )
+    )
+    det.texts["elements"] = (
+        f"{int(nz.sum())} of {wa.numel()} elements changed and nonzero in W_a (histogram); "
+        f"{int((ad == 0).sum())} unchanged"
+    )
+    det.meta.update(
+        effective_rank_a=effective_rank(s_a),
+        effective_rank_delta=effective_rank(s_d),
+        singular_values_a=s_a,
+        singular_values_delta=s_d,
+        hist_edges=edges,
+        row_relative_change=row_rel,
+    )
     return s_a, s_d
 
 
@@ -207,14 +258,16 @@ def change_drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
         s_a, s_d = _change_charts(det, layer, name, wa, wb - wa)
         part = pair.a.part(layer, name)
         assert part is not None
-        det.texts.update({
-            "module": f"{name} of layer {layer}: [out, in] = {list(wa.shape)}, stored as {part.param_name}",
-            "change": f"‖W_a‖ = {na:.6g}, ‖W_b‖ = {nb:.6g}, ‖ΔW‖ = {nd:.6g}, relative = "
-                      f"{(nd / na if na else math.nan):.6g}, density (|ΔW| > {eps:g}) = {ch / n:.6g}",
-            "elements": det.texts.pop("elements"),
-            "spectra": f"effective rank (exp entropy of σ/Σσ): W_a {effective_rank(s_a):.2f}, ΔW "
-                       f"{effective_rank(s_d):.2f}; σ_1: W_a {s_a[0]:.6g}, ΔW {s_d[0]:.6g}",
-        })
+        det.texts.update(
+            {
+                "module": f"{name} of layer {layer}: [out, in] = {list(wa.shape)}, stored as {part.param_name}",
+                "change": f"‖W_a‖ = {na:.6g}, ‖W_b‖ = {nb:.6g}, ‖ΔW‖ = {nd:.6g}, relative = "
+                f"{(nd / na if na else math.nan):.6g}, density (|ΔW| > {eps:g}) = {ch / n:.6g}",
+                "elements": det.texts.pop("elements"),
+                "spectra": f"effective rank (exp entropy of σ/Σσ): W_a {effective_rank(s_a):.2f}, ΔW "
+                f"{effective_rank(s_d):.2f}; σ_1: W_a {s_a[0]:.6g}, ΔW {s_d[0]:.6g}",
+            }
+        )
         if name.startswith("attn."):
             _change_heads(run, m, det, layer)
     return det
@@ -222,11 +275,14 @@ def change_drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
 
 # ---- module_stats --------------------------------------------------------------------------------------------------
 
-def _stats_charts(det: Detail, layer: int, name: str, part: Part, w: torch.Tensor, shown: torch.Tensor,
-                  what: str) -> None:
+
+def _stats_charts(
+    det: Detail, layer: int, name: str, part: Part, w: torch.Tensor, shown: torch.Tensor, what: str
+) -> None:
     ax = shown.abs()
-    hist, edges = _hist_chart(f"|{what}| elements, layer {layer} {name}", torch.log10(ax[ax > 0]),
-                              f"log10 |{what}_ij|", "elements")
+    hist, edges = _hist_chart(
+        f"|{what}| elements, layer {layer} {name}", torch.log10(ax[ax > 0]), f"log10 |{what}_ij|", "elements"
+    )
     if hist is not None:
         det.charts.append(hist)
     s = _spectrum(shown)
@@ -247,13 +303,13 @@ def stats_drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
         det.texts["n/a"] = f"{src.anatomy.family} models have no {name} projection"
         return det
     grad = stat.startswith("grad")
-    attn = [p for x in HEAD_COLS if (p := src.part(layer, f"attn.{x}")) is not None] if name.startswith("attn.") \
-        else []
+    attn = [p for x in HEAD_COLS if (p := src.part(layer, f"attn.{x}")) is not None] if name.startswith("attn.") else []
     grads: dict[str, torch.Tensor] = {}
     if grad:
         assert src.lm is not None and model.texts is not None
         grads = lm_loss_grads(src.lm, model.texts, [part, *attn], run.options["batch_size"])
     with torch.no_grad():
+
         def mats_of(p: Part) -> tuple[torch.Tensor, ...]:
             w = p.weight(src.raw(p))
             return (w, p.weight(grads[p.param_name])) if grad else (w,)
@@ -264,6 +320,7 @@ def stats_drill(run: Run, m: HeatMatrix, r: int, c: int) -> Detail:
             return expert_detail(det, layer, name, vals, stat, w.shape)
         _stats_charts(det, layer, name, part, w, g[0] if grad else w, "∂L/∂W" if grad else "W")
         if attn:
+
             def cell(wh: torch.Tensor, gh: torch.Tensor | None = None) -> float:
                 return single_value(stat, wh, gh)
 

@@ -25,8 +25,10 @@ def _weight_grad(part: Part, x: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
     g = x2.T @ g2 if part.transposed else g2.T @ x2  # GPT-2's Conv1D stores [in, out]
     w = cast(torch.Tensor, part.module.weight)
     if tuple(g.shape) != tuple(w.shape):
-        raise ValueError(f"{part.param_name}: gradient statistics need a linear projection, but this module maps "
-                         f"{x.shape[-1]} -> {gy.shape[-1]} features with a weight of shape {list(w.shape)}")
+        raise ValueError(
+            f"{part.param_name}: gradient statistics need a linear projection, but this module maps "
+            f"{x.shape[-1]} -> {gy.shape[-1]} features with a weight of shape {list(w.shape)}"
+        )
     return g
 
 
@@ -46,7 +48,7 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
     for p in parts:
         modules.setdefault(p.param_name, p)
     # Count predicted tokens first so every batch's loss is scaled to the same global mean.
-    batches = [list(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+    batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     encoded = [lm.encode(batch, padding_side="right") for batch in batches]
     total = sum(int(e["attention_mask"][:, 1:].sum()) for e in encoded)
     if total == 0:
@@ -55,19 +57,27 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
     grads: dict[str, torch.Tensor] = {}
     for enc in encoded:
         check_cancelled()  # inside the driver's per-layer loop: a cancel stops between batches too
-        with torch.enable_grad(), hooks.edit_output(lm.anatomy.embed, lambda h, _x: h.detach().requires_grad_()), \
-                hooks.capture(mods, what="input") as xs, hooks.capture(mods, detach=False) as ys:
+        with (
+            torch.enable_grad(),
+            hooks.edit_output(lm.anatomy.embed, lambda h, _x: h.detach().requires_grad_()),
+            hooks.capture(mods, what="input") as xs,
+            hooks.capture(mods, detach=False) as ys,
+        ):
             # Right padding keeps real tokens at positions 0..n-1, exactly as if each text ran alone.
             logits = model(**enc, use_cache=False).logits[:, :-1].float()
             targets = enc["input_ids"][:, 1:]
             valid = enc["attention_mask"][:, 1:].to(logits.dtype)
-            nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                                    reduction="none")
+            nll = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+            )
             loss = (nll * valid.reshape(-1)).sum() / total
             gys = torch.autograd.grad(loss, [ys[name] for name in mods], allow_unused=True)
         for (name, part), gy in zip(modules.items(), gys, strict=True):
-            g = torch.zeros_like(part.module.weight, dtype=torch.float32) if gy is None else \
-                _weight_grad(part, xs[name], gy)
+            g = (
+                torch.zeros_like(part.module.weight, dtype=torch.float32)
+                if gy is None
+                else _weight_grad(part, xs[name], gy)
+            )
             grads[name] = grads[name] + g if name in grads else g
         del logits, nll, loss, gys, xs, ys
     return grads
@@ -80,12 +90,13 @@ def as_lm(x: Any) -> LM:
         from .._lm import load
 
         return load(x)
-    raise TypeError("gradient statistics run the model on texts: pass an hw.LM (hw.load(...) or "
-                    "hw.LM.wrap(model, tokenizer)) or a checkpoint directory, not a bare model without tokenizer")
+    raise TypeError(
+        "gradient statistics run the model on texts: pass an hw.LM (hw.load(...) or "
+        "hw.LM.wrap(model, tokenizer)) or a checkpoint directory, not a bare model without tokenizer"
+    )
 
 
 def gradient_texts(texts: str | Sequence[str] | None) -> list[str]:
     if texts is None:
         raise ValueError("gradient statistics need texts: module_stats(lm, stat='grad', texts=[...])")
     return text_list(texts, "text")[0]
-

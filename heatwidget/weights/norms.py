@@ -94,9 +94,11 @@ def _items(lm: Any, texts: str | Sequence[str] | None = None, *, stat: str, batc
     require_parts(src)
     moe = next((p for _, _, p in src.anatomy.iter_parts() if p.experts), None)
     if grad and moe is not None:  # the gradient hooks read one linear map's input and output; experts are routed
-        raise ValueError(f"module_stats(stat={stat!r}) needs linear projections, and this {src.anatomy.family} "
-                         f"model's {moe.name} ({moe.param_name}) stacks {moe.experts} routed experts: gradient "
-                         "statistics of mixture-of-experts layers are not computed; use stat='norm' or 'rms'")
+        raise ValueError(
+            f"module_stats(stat={stat!r}) needs linear projections, and this {src.anatomy.family} "
+            f"model's {moe.name} ({moe.param_name}) stacks {moe.experts} routed experts: gradient "
+            "statistics of mixture-of-experts layers are not computed; use stat='norm' or 'rms'"
+        )
     for layer, name, part in src.anatomy.iter_parts():
         check_present(src, part, layer, name)
     model = _Model(src, text_list, batch_size)
@@ -108,25 +110,51 @@ def _reduce(run: Run) -> Table:
     src, stat = model.src, run.options["stat"]
     values = np.stack([v for v, _ in run.results])
     grad = stat.startswith("grad")
-    meta: dict[str, Any] = dict(stat=stat, model=display_name(src.label), model_path=src.label,
-                                family=src.anatomy.family, streamed=src.streamed,
-                                notes=[n for _, ns in run.results for n in ns], **moe_meta(src.anatomy))
+    meta: dict[str, Any] = dict(
+        stat=stat,
+        model=display_name(src.label),
+        model_path=src.label,
+        family=src.anatomy.family,
+        streamed=src.streamed,
+        notes=[n for _, ns in run.results for n in ns],
+        **moe_meta(src.anatomy),
+    )
     if grad:
         meta.update(texts=model.texts, loss="mean next-token cross-entropy over non-pad tokens (nats)")
-    return Table(values, [str(i) for i in range(len(values))], list(MODULES),
-                 title=f"{FIGURE_TITLE}: {'gradient norms' if grad else 'weight norms'}", row_title="Layer",
-                 col_title="Module", metric=MODULE_STATS[stat], meta=meta)
+    return Table(
+        values,
+        [str(i) for i in range(len(values))],
+        list(MODULES),
+        title=f"{FIGURE_TITLE}: {'gradient norms' if grad else 'weight norms'}",
+        row_title="Layer",
+        col_title="Module",
+        metric=MODULE_STATS[stat],
+        meta=meta,
+    )
 
 
 MODULE_STATS_ANALYSIS = Analysis(
     name="module_stats",
-    options=(Option("stat", "norm", choices=tuple(MODULE_STATS), doc="which statistic each cell shows"),
-             Option("batch_size", 8, kind=int, doc="texts per forward for the gradient statistics")),
-    items=_items, per_item=layer_stats, reduce=_reduce, drill=stats_drill, executors=("local",))
+    options=(
+        Option("stat", "norm", choices=tuple(MODULE_STATS), doc="which statistic each cell shows"),
+        Option("batch_size", 8, kind=int, doc="texts per forward for the gradient statistics"),
+    ),
+    items=_items,
+    per_item=layer_stats,
+    reduce=_reduce,
+    drill=stats_drill,
+    executors=("local",),
+)
 
 
-def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None = None, *, batch_size: int = 8,
-                 config: Config | dict[str, Any] | None = None) -> HeatMatrix:
+def module_stats(
+    lm: Any,
+    stat: str = "norm",
+    texts: str | Sequence[str] | None = None,
+    *,
+    batch_size: int = 8,
+    config: Config | dict[str, Any] | None = None,
+) -> HeatMatrix:
     """One model's projections in the same layers × MODULES grid as `weight_change`.
 
     stat: "norm" ‖W‖_F, "rms" ‖W‖_F/√numel (size-normalised, so GQA's small k/v compare with q), "grad"
@@ -138,5 +166,4 @@ def module_stats(lm: Any, stat: str = "norm", texts: str | Sequence[str] | None 
     stat = check_stat(stat, MODULE_STATS)
     if stat.startswith("grad") and not (isinstance(batch_size, int) and batch_size >= 1):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    return run_analysis(MODULE_STATS_ANALYSIS, lm, {"texts": texts}, {"stat": stat, "batch_size": batch_size},
-                        config)
+    return run_analysis(MODULE_STATS_ANALYSIS, lm, {"texts": texts}, {"stat": stat, "batch_size": batch_size}, config)

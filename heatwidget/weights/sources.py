@@ -16,8 +16,15 @@ from .._lm import LM
 from .._offload import live_param
 from ..anatomy import MODULES, Anatomy, Part, find_anatomy
 
-__all__ = ["WeightMismatchError", "Source", "source", "check_compatible", "check_present", "require_parts",
-           "tensor_groups"]
+__all__ = [
+    "WeightMismatchError",
+    "Source",
+    "source",
+    "check_compatible",
+    "check_present",
+    "require_parts",
+    "tensor_groups",
+]
 
 
 class WeightMismatchError(ValueError):
@@ -91,14 +98,13 @@ def source(x: Any, role: str) -> Source:
         names = [p.param_name for _, _, p in anatomy.iter_parts()]
         keymap = map_part_keys(anatomy, names, ckpt.keys())
         return Source(role, str(x), anatomy, cfg, ckpt=ckpt, keymap=keymap)
-    raise TypeError(f"{role} must be an hw.LM, a transformers model or a checkpoint directory, "
-                    f"not {type(x).__name__}")
+    raise TypeError(f"{role} must be an hw.LM, a transformers model or a checkpoint directory, not {type(x).__name__}")
 
 
 def _local(src: Source, part: Part) -> str:
     """The parameter name below the layer index ("self_attn.q_proj.weight"), equal across wrappers/prefixes."""
     head = f"{src.anatomy.layers_path}."
-    rest = part.param_name[len(head):] if part.param_name.startswith(head) else part.param_name
+    rest = part.param_name[len(head) :] if part.param_name.startswith(head) else part.param_name
     return rest.split(".", 1)[1] if "." in rest else rest
 
 
@@ -107,7 +113,9 @@ def check_present(src: Source, part: Part, layer: int, name: str) -> None:
         raise WeightMismatchError(
             f"{part.param_name} ({name} of layer {layer}) is missing from {src.where()} ({src.role}): "
             f"its config.json describes {src.n_layers} layers with this tensor, but no shard holds it "
-            f"(looked for key {src.key(part)!r})", tensor=part.param_name)
+            f"(looked for key {src.key(part)!r})",
+            tensor=part.param_name,
+        )
 
 
 def check_compatible(a: Source, b: Source) -> list[str]:
@@ -123,12 +131,16 @@ def check_compatible(a: Source, b: Source) -> list[str]:
             if pa is None or pb is None:
                 have, lack, part = (a, b, pa) if pb is None else (b, a, pb)
                 assert part is not None
-                why = (f"{lack.role} has {lack.n_layers} layers, {have.role} has {have.n_layers}"
-                       if layer >= lack.n_layers else
-                       f"{lack.role} ({lack.anatomy.family}) has no {name} projection in layer {layer}")
+                why = (
+                    f"{lack.role} has {lack.n_layers} layers, {have.role} has {have.n_layers}"
+                    if layer >= lack.n_layers
+                    else f"{lack.role} ({lack.anatomy.family}) has no {name} projection in layer {layer}"
+                )
                 raise WeightMismatchError(
                     f"a and b differ first at {part.param_name} ({name} of layer {layer}): {have.role} has it, "
-                    f"{lack.role} does not ({why})", tensor=part.param_name)
+                    f"{lack.role} does not ({why})",
+                    tensor=part.param_name,
+                )
             check_present(a, pa, layer, name)
             check_present(b, pb, layer, name)
             la, lb = _local(a, pa), _local(b, pb)
@@ -137,22 +149,29 @@ def check_compatible(a: Source, b: Source) -> list[str]:
                 raise WeightMismatchError(
                     f"a and b differ first at {name} of layer {layer}: a ({fam_a}) stores it in {pa.param_name} "
                     f"{list(sa)}, b ({fam_b}) in {pb.param_name} {list(sb)}; these are different architectures",
-                    tensor=pa.param_name)
+                    tensor=pa.param_name,
+                )
             if sa != sb:
                 raise WeightMismatchError(
                     f"a and b differ first at {pa.param_name} ({name} of layer {layer}): shape {list(sa)} in a, "
-                    f"{list(sb)} in b", tensor=pa.param_name)
+                    f"{list(sb)} in b",
+                    tensor=pa.param_name,
+                )
     if fam_a != fam_b:
-        notes.append(f"a is a {fam_a} model and b a {fam_b} model; their projections line up by name and shape, "
-                     f"so they are compared")
+        notes.append(
+            f"a is a {fam_a} model and b a {fam_b} model; their projections line up by name and shape, "
+            f"so they are compared"
+        )
     return notes
 
 
 def require_parts(src: Source) -> None:
     if not any(src.anatomy.parts):
         found = "; ".join(src.anatomy.notes) or "none of the known projection names matched"
-        raise ValueError(f"no attention or MLP projections found in {src.label!r} ({src.anatomy.family}), so there "
-                         f"is nothing to compare module by module: {found}")
+        raise ValueError(
+            f"no attention or MLP projections found in {src.label!r} ({src.anatomy.family}), so there "
+            f"is nothing to compare module by module: {found}"
+        )
 
 
 def tensor_groups(a: Source, b: Source, layer: int) -> dict[tuple[str, str], list[str]]:

@@ -12,8 +12,18 @@ import torch
 from ..anatomy import Anatomy, Part
 from .sources import Source
 
-__all__ = ["CHANGE_STATS", "MODULE_STATS", "pair_stats", "change_value", "single_value", "effective_rank",
-           "check_stat", "nonfinite_notes", "stat_notes", "moe_meta"]
+__all__ = [
+    "CHANGE_STATS",
+    "MODULE_STATS",
+    "pair_stats",
+    "change_value",
+    "single_value",
+    "effective_rank",
+    "check_stat",
+    "nonfinite_notes",
+    "stat_notes",
+    "moe_meta",
+]
 
 
 CHANGE_STATS: dict[str, str] = {
@@ -44,7 +54,7 @@ def pair_stats(wa: torch.Tensor, wb: torch.Tensor, eps: float) -> tuple[float, f
     sa = sb = sd = 0.0
     changed = 0
     for i in range(0, rows, step):
-        a, b = wa2[i:i + step], wb2[i:i + step]
+        a, b = wa2[i : i + step], wb2[i : i + step]
         d = b - a
         sa += float(torch.linalg.vector_norm(a)) ** 2
         sb += float(torch.linalg.vector_norm(b)) ** 2
@@ -65,12 +75,14 @@ def nonfinite_notes(sides: list[tuple[Source, Part, torch.Tensor, float]], layer
     """Notes for a cell whose norms are not finite: each side (source, part, weight, its norm) that is to blame,
     or the difference itself when only ‖ΔW‖ overflowed."""
     notes = [_nonfinite_note(src, part, layer, name, w) for src, part, w, norm in sides if not math.isfinite(norm)]
-    return notes or [f"layer {layer} {name}: ‖W_b − W_a‖ overflows float32 ({sides[0][0].key(sides[0][1])}): "
-                     "shown as n/a"]
+    return notes or [
+        f"layer {layer} {name}: ‖W_b − W_a‖ overflows float32 ({sides[0][0].key(sides[0][1])}): shown as n/a"
+    ]
 
 
-def stat_notes(src: Source, part: Part, layer: int, name: str, w: torch.Tensor, g: torch.Tensor | None,
-                v: float) -> list[str]:
+def stat_notes(
+    src: Source, part: Part, layer: int, name: str, w: torch.Tensor, g: torch.Tensor | None, v: float
+) -> list[str]:
     """module_stats: why a cell is not finite (a NaN/inf weight or gradient, named), if it is not a plain 0/0."""
     if not bool(torch.isfinite(w).all()):
         return [_nonfinite_note(src, part, layer, name, w)]
@@ -116,13 +128,13 @@ def single_value(stat: str, w: torch.Tensor, g: torch.Tensor | None) -> float:
     return ng / nw if nw > 0 else math.nan
 
 
-
 def moe_meta(anatomy: Anatomy) -> dict[str, Any]:
     """How a mixture-of-experts model's mlp.* cells are computed (empty for a dense model)."""
     if not anatomy.n_experts:
         return {}
-    return {"experts": anatomy.n_experts,
-            "experts_note": "mlp.up/mlp.down/mlp.gate of an MoE layer are over all its experts: the Frobenius norm "
-                            "of the stacked [experts, out, in] tensor (density: over all its elements); the drill "
-                            "shows each expert. The router (mlp.router) is not a column."}
-
+    return {
+        "experts": anatomy.n_experts,
+        "experts_note": "mlp.up/mlp.down/mlp.gate of an MoE layer are over all its experts: the Frobenius norm "
+        "of the stacked [experts, out, in] tensor (density: over all its elements); the drill "
+        "shows each expert. The router (mlp.router) is not a column.",
+    }

@@ -73,8 +73,9 @@ ARM_JS = """
 def explorer_root(page: Any) -> Any:
     root = page.locator(".heatwidget-explorer .heatwidget").first
     root.wait_for(state="visible", timeout=60_000)
-    page.wait_for_function("document.querySelector('.heatwidget-explorer .heatwidget')?.dataset.paints >= 1",
-                           timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('.heatwidget-explorer .heatwidget')?.dataset.paints >= 1", timeout=30_000
+    )
     return root
 
 

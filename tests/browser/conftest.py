@@ -22,8 +22,12 @@ import pytest
 
 CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
 ]
 HERE = Path(__file__).resolve().parent
 BUNDLE = HERE.parents[1] / "heatwidget" / "static" / "widget.js"
@@ -145,4 +149,3 @@ def page(browser: Any) -> Iterator[Any]:
     pg.errors = errors  # type: ignore[attr-defined]
     yield pg
     ctx.close()
-

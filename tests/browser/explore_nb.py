@@ -12,7 +12,7 @@ import hashlib
 
 ROWS, COLS = 6, 8
 
-SETUP = f'''\
+SETUP = f"""\
 import hashlib
 import numpy as np
 import heatwidget as hw
@@ -34,21 +34,21 @@ m = HeatMatrix(np.arange({ROWS * COLS}, dtype=np.float32).reshape({ROWS}, {COLS}
                [f"L{{i}}" for i in range({ROWS})], [f"Gen{{j}}" for j in range({COLS})], title="test map",
                row_title="layer", col_title="generated token", metric="KL (nats)").with_drill(drill)
 ex = hw.explore(m)
-ex'''
+ex"""
 
 # A click made in the kernel before the notebook is saved, so an exported page has a detail area (bqplot charts).
 EXPORT_SELECTED = (2, 5)
-SELECT = f'''\
+SELECT = f"""\
 ex.heatmap.selected = {EXPORT_SELECTED}
 ex.wait()
-print(ex.last_detail.texts["kernel"])'''
+print(ex.last_detail.texts["kernel"])"""
 
 
 # A second explorer in the same page (the export precomputes every explorer).
-SECOND = '''\
+SECOND = """\
 m2 = HeatMatrix(np.random.default_rng(0).random((4, 5)).astype(np.float32), [f"R{i}" for i in range(4)],
                 [f"C{j}" for j in range(5)], title="second map").with_drill(drill)
-hw.explore(m2)'''
+hw.explore(m2)"""
 
 
 def kernel_token(r: int, c: int) -> str:

@@ -58,19 +58,35 @@ class LabServer:
         cfg = root / ".config" / "labconfig"
         cfg.mkdir(parents=True)
         # No "would you like to receive news?" toast over the notebook.
-        (cfg / "page_config.json").write_text(json.dumps(
-            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        (cfg / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+        )
         for name, cells in notebooks.items():
             self.add_notebook(name, cells)
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / ".config"), JUPYTER_RUNTIME_DIR=str(root / ".runtime"))
         self.log_path = root / "lab.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={self.port}",
-             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}", "--ServerApp.password=",
-             "--ServerApp.disable_check_xsrf=True", "--LabApp.expose_app_in_browser=True",
-             f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={root / '.workspaces'}"],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "jupyter",
+                "lab",
+                "--no-browser",
+                "--allow-root",
+                f"--port={self.port}",
+                "--ServerApp.ip=127.0.0.1",
+                f"--IdentityProvider.token={self.token}",
+                "--ServerApp.password=",
+                "--ServerApp.disable_check_xsrf=True",
+                "--LabApp.expose_app_in_browser=True",
+                f"--ServerApp.root_dir={root}",
+                f"--LabApp.workspaces_dir={root / '.workspaces'}",
+            ],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -104,7 +120,9 @@ class LabServer:
             """(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
                  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
                  return k && k.status === 'idle' && w.context.path === name && w.content.widgets.length > 0; }""",
-            arg=name, timeout=120_000)
+            arg=name,
+            timeout=120_000,
+        )
         return ctx, page
 
     @staticmethod

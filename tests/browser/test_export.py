@@ -46,8 +46,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = d / "explore.html"
     t0 = time.perf_counter()
     # 20 drill-downs per explorer: all of the second (4x5), 20 of the first's 48 (the others say so).
-    proc = subprocess.run([sys.executable, "-m", "heatwidget.cli", "export", str(nb), str(out), "--execute",
-                           "--drill", str(DRILL)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "heatwidget.cli", "export", str(nb), str(out), "--execute", "--drill", str(DRILL)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     print(f"heatwidget export --execute: {time.perf_counter() - t0:.1f} s, {out.stat().st_size / 1e6:.1f} MB")
     return out
@@ -105,7 +110,9 @@ def test_export_renders_heatmap_and_bqplot_charts_offline(exported: Path, offlin
     bars = detail.locator(".bqplot rect.bar")
     page.wait_for_function(
         "Array.from(document.querySelectorAll('.heatwidget-detail .bqplot rect.bar'))"
-        ".filter(r => parseFloat(r.getAttribute('height')) > 1).length >= 5", timeout=30_000)
+        ".filter(r => parseFloat(r.getAttribute('height')) > 1).length >= 5",
+        timeout=30_000,
+    )
     assert bars.count() == 8  # 4 tokens x 2 series, grouped
     line = detail.locator(".bqplot path.line").first
     assert len(line.get_attribute("d") or "") > 20
@@ -139,8 +146,9 @@ def test_export_hover_tooltip_and_click_selection_without_kernel(exported: Path,
     assert offline.errors == []
 
 
-def test_export_of_a_notebook_without_widget_state_says_so(tmp_path: Path, offline: OfflinePage,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_of_a_notebook_without_widget_state_says_so(
+    tmp_path: Path, offline: OfflinePage, capsys: pytest.CaptureFixture[str]
+) -> None:
     from heatwidget.export import export_notebook
     from heatwidget.widget import Heatmap
 
@@ -148,8 +156,15 @@ def test_export_of_a_notebook_without_widget_state_says_so(tmp_path: Path, offli
     # fallback, text) but no widget state in the notebook metadata.
     w = Heatmap(np.arange(12, dtype=np.float32).reshape(3, 4))
     data, _ = w._repr_mimebundle_()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("hw.Heatmap(m)", execution_count=1, outputs=[
-        nbformat.v4.new_output("execute_result", data=data, execution_count=1)])])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "hw.Heatmap(m)",
+                execution_count=1,
+                outputs=[nbformat.v4.new_output("execute_result", data=data, execution_count=1)],
+            )
+        ]
+    )
     path = tmp_path / "unsaved.ipynb"
     nbformat.write(nb, path)
     out = export_notebook(path, tmp_path / "unsaved.html")
@@ -185,10 +200,13 @@ def click_cells_and_check(page: Any, report: Path, clicks: int = 3) -> list[str]
             page.wait_for_function(
                 "([el, row, col]) => { const t = el.querySelector('.hw-detail-title');"
                 " return t && t.textContent.includes(row) && t.textContent.includes(col); }",
-                arg=[detail.element_handle(), info.rows[r], info.cols[c]], timeout=15_000)
+                arg=[detail.element_handle(), info.rows[r], info.cols[c]],
+                timeout=15_000,
+            )
             seen.append(title.inner_text())
-            page.wait_for_function("(el) => el.querySelector('.bqplot svg')", arg=detail.element_handle(),
-                                   timeout=15_000)
+            page.wait_for_function(
+                "(el) => el.querySelector('.bqplot svg')", arg=detail.element_handle(), timeout=15_000
+            )
             page.wait_for_timeout(300)  # bqplot draws its marks after the figure is attached
             assert chart_drawn(detail), f"explorer {i}, cell {r, c}: chart not drawn"
         if info.missing:
@@ -242,8 +260,11 @@ def wheel_tour(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     no_node = {"PATH": str(Path(sys.executable).parent), "HOME": str(Path.home()), "LANG": "C.UTF-8"}
     assert shutil.which("node", path=no_node["PATH"]) is None
     t0 = time.perf_counter()
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(d / "dist"), str(src)],
-         env=no_node, timeout=600)
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(d / "dist"), str(src)],
+        env=no_node,
+        timeout=600,
+    )
     wheel = next((d / "dist").glob("heatwidget-*.whl"))
     venv = d / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)])
@@ -253,14 +274,17 @@ def wheel_tour(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     # `demo` extra into the venv would put in venv/share/jupyter: point Jupyter at them.
     env = dict(no_node, PATH=str(venv / "bin"), JUPYTER_PATH=str(Path(sys.base_prefix) / "share" / "jupyter"))
     assert shutil.which("node", path=env["PATH"]) is None
-    where = _run([str(venv / "bin" / "python"), "-c", "import heatwidget; print(heatwidget.__file__)"], env=env,
-                 cwd=d).stdout.strip()
+    where = _run(
+        [str(venv / "bin" / "python"), "-c", "import heatwidget; print(heatwidget.__file__)"], env=env, cwd=d
+    ).stdout.strip()
     t1 = time.perf_counter()
     out = d / "tour.html"
     proc = _run([str(venv / "bin" / "heatwidget"), "demo", "--html", str(out)], env=env, cwd=d, timeout=900)
     t2 = time.perf_counter()
-    print(f"wheel build + venv: {t1 - t0:.0f} s; heatwidget demo --html: {t2 - t1:.0f} s, "
-          f"{out.stat().st_size / 1e6:.1f} MB\n{proc.stderr}")
+    print(
+        f"wheel build + venv: {t1 - t0:.0f} s; heatwidget demo --html: {t2 - t1:.0f} s, "
+        f"{out.stat().st_size / 1e6:.1f} MB\n{proc.stderr}"
+    )
     return {"wheel": wheel, "venv": venv, "heatwidget": Path(where), "html": out, "log": proc.stdout + proc.stderr}
 
 
@@ -268,9 +292,13 @@ def test_wheel_from_a_clean_clone_runs_the_demo_without_node(wheel_tour: dict[st
     import zipfile
 
     names = zipfile.ZipFile(wheel_tour["wheel"]).namelist()
-    for part in ("heatwidget/notebooks/tour.ipynb", "heatwidget/static/widget.js",
-                 "heatwidget/static/vendor/embed-amd.js", "heatwidget/static/vendor/require.js",
-                 "heatwidget/demo/weights/model.safetensors"):
+    for part in (
+        "heatwidget/notebooks/tour.ipynb",
+        "heatwidget/static/widget.js",
+        "heatwidget/static/vendor/embed-amd.js",
+        "heatwidget/static/vendor/require.js",
+        "heatwidget/demo/weights/model.safetensors",
+    ):
         assert part in names, part
     # The wheel's package ran, not this checkout.
     assert wheel_tour["venv"] in wheel_tour["heatwidget"].parents, wheel_tour["heatwidget"]
@@ -282,8 +310,9 @@ def test_wheel_from_a_clean_clone_runs_the_demo_without_node(wheel_tour: dict[st
 
 def test_exported_tour_drill_downs_work_offline(wheel_tour: dict[str, Any], offline: OfflinePage) -> None:
     infos = explorers(wheel_tour["html"])
-    assert all(len(x.precomputed) == len(x.rows) * len(x.cols) for x in infos), \
-        [(len(x.precomputed), len(x.rows) * len(x.cols)) for x in infos]  # every cell, within 25 MB
+    assert all(len(x.precomputed) == len(x.rows) * len(x.cols) for x in infos), [
+        (len(x.precomputed), len(x.rows) * len(x.cols)) for x in infos
+    ]  # every cell, within 25 MB
     page = offline.open(wheel_tour["html"])
     page.locator(".heatwidget-explorer .heatwidget").first.wait_for(state="visible", timeout=60_000)
     titles = click_cells_and_check(page, wheel_tour["html"])

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.browser
 
 def wire_state(widget: Heatmap) -> dict[str, Any]:
     """The widget's state as ipywidgets sends it, with the bytes trait base64-encoded for page.evaluate."""
-    return {k: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray, memoryview)) else v
-            for k, v in widget.get_state().items()}
+    return {
+        k: base64.b64encode(v).decode("ascii") if isinstance(v, (bytes, bytearray, memoryview)) else v
+        for k, v in widget.get_state().items()
+    }
 
 
 def mount(page: Any, widget: Heatmap, **opts: Any) -> dict:
@@ -64,8 +66,15 @@ def tooltip(page: Any, index: int) -> Any:
 
 def sample_matrix() -> HeatMatrix:
     v = np.array([[0.0, 1.0, 2.0, 3.0], [4.0, np.nan, 6.0, 7.0], [8.0, 9.0, 10.0, 11.0]], dtype=np.float32)
-    return HeatMatrix(v, ["L0", "L1", "L2"], ["Gen0", "Gen1", "Gen2", "Gen3"], title="KL by layer",
-                      row_title="layer", col_title="generated token", metric="KL (nats)")
+    return HeatMatrix(
+        v,
+        ["L0", "L1", "L2"],
+        ["Gen0", "Gen1", "Gen2", "Gen3"],
+        title="KL by layer",
+        row_title="layer",
+        col_title="generated token",
+        metric="KL (nats)",
+    )
 
 
 def test_cells_are_painted_with_the_shared_lut(page: Any) -> None:
@@ -91,8 +100,13 @@ def test_cells_are_painted_with_the_shared_lut(page: Any) -> None:
 def test_tooltip_shows_labels_and_value_as_text_never_html(page: Any) -> None:
     evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
     long = "x" * 10_000
-    m = HeatMatrix(np.arange(6, dtype=np.float32).reshape(2, 3), [evil, long], ["a", "b", "c"],
-                   row_title="<b>rows</b>", metric="value")
+    m = HeatMatrix(
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        [evil, long],
+        ["a", "b", "c"],
+        row_title="<b>rows</b>",
+        metric="value",
+    )
     info = mount(page, Heatmap(m))
     page.mouse.move(*page_xy(page, 0, *cell_center(info, m.shape, 0, 1)))
     tip = tooltip(page, 0)
@@ -158,8 +172,24 @@ def test_kernel_updates_redraw_matrix_selection_and_status(page: Any) -> None:
     # Replace the matrix from Python: values, shape and labels change in one update.
     w.matrix = HeatMatrix(np.linspace(-1, 1, 10, dtype=np.float32).reshape(5, 2), title="new")
     st = wire_state(w)
-    page.evaluate("([p]) => window.hw.update(0, p)", [{k: st[k] for k in (
-        "values", "shape", "row_labels", "col_labels", "title", "colormap", "selected_row", "selected_col")}])
+    page.evaluate(
+        "([p]) => window.hw.update(0, p)",
+        [
+            {
+                k: st[k]
+                for k in (
+                    "values",
+                    "shape",
+                    "row_labels",
+                    "col_labels",
+                    "title",
+                    "colormap",
+                    "selected_row",
+                    "selected_col",
+                )
+            }
+        ],
+    )
     page.wait_for_function(f"document.querySelector('.heatwidget').dataset.paints > {paints}")
     assert root(page, 0).get_attribute("data-shape") == "5x2"
     assert w.colormap == "rdbu"
@@ -231,18 +261,25 @@ def test_log_scale_and_bad_front_end_input_do_not_crash(page: Any) -> None:
     # State that does not add up (wrong byte count) shows a message instead of throwing.
     st = wire_state(Heatmap(np.ones((2, 2))))
     st["shape"] = [3, 3]
-    page.evaluate("([s]) => { const el = document.createElement('div'); document.getElementById('host').append(el);"
-                  " return import(URL.createObjectURL(new Blob([s._esm], {type: 'text/javascript'})))"
-                  ".then(m => m.default.render({ model: new window.hw.FakeModel({...s, values: new ArrayBuffer(16)}),"
-                  " el })); }", [st])
+    page.evaluate(
+        "([s]) => { const el = document.createElement('div'); document.getElementById('host').append(el);"
+        " return import(URL.createObjectURL(new Blob([s._esm], {type: 'text/javascript'})))"
+        ".then(m => m.default.render({ model: new window.hw.FakeModel({...s, values: new ArrayBuffer(16)}),"
+        " el })); }",
+        [st],
+    )
     err = page.locator(".hw-error").last
     err.wait_for(state="visible")
     assert "16 bytes but shape 3×3 needs 36" in err.text_content()
 
 
 def test_save_png_and_svg_downloads(page: Any) -> None:
-    m = HeatMatrix(np.arange(6, dtype=np.float32).reshape(2, 3), ["<script>alert(1)</script>", "b"],
-                   ["c0", "c1", "c2"], title="My / map")
+    m = HeatMatrix(
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        ["<script>alert(1)</script>", "b"],
+        ["c0", "c1", "c2"],
+        title="My / map",
+    )
     mount(page, Heatmap(m))
     root(page, 0).hover()
     with page.expect_download() as dl:
@@ -413,9 +450,19 @@ def test_colour_range_comes_from_the_kernels_statistics_when_they_fit(page: Any)
     w = Heatmap(values, colormap="viridis")
     assert w.value_stats == {"min": -2.0, "max": 1.0, "minPositive": 0.5, "finite": 4, "nan": 2}
     assert value_stats(np.array([np.nan, np.inf, -1.0], dtype=np.float32)) == {
-        "min": -1.0, "max": -1.0, "minPositive": None, "finite": 1, "nan": 2}
+        "min": -1.0,
+        "max": -1.0,
+        "minPositive": None,
+        "finite": 1,
+        "nan": 2,
+    }
     assert value_stats(np.full((2, 2), np.nan, dtype=np.float32)) == {
-        "min": None, "max": None, "minPositive": None, "finite": 0, "nan": 4}
+        "min": None,
+        "max": None,
+        "minPositive": None,
+        "finite": 0,
+        "nan": 4,
+    }
     lut = _figure.build_lut("viridis").tolist()
     two = Heatmap(np.array([[0.0, 1.0], [0.5, 1.0]], dtype=np.float32), colormap="viridis")
     state = wire_state(two)

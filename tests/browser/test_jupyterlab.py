@@ -14,7 +14,9 @@ from labserver import WIDGET_IMPORT, LabServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SETUP = WIDGET_IMPORT + """
+SETUP = (
+    WIDGET_IMPORT
+    + """
 import numpy as np
 clicks = []
 m = HeatMatrix(np.arange(20, dtype=np.float32).reshape(4, 5), [f"L{i}" for i in range(4)],
@@ -23,6 +25,7 @@ w = Heatmap(m, colormap="viridis")          # created here ...
 w.on_select(lambda r, c: clicks.append((r, c)))
 print("READY")
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +71,12 @@ def test_click_keyboard_kernel_updates_and_theme_in_jupyterlab(lab: LabServer, b
         assert "(1, 4)" in out
 
         # Kernel -> view: replace the matrix and report progress.
-        lab.run_cell(page, 2, "w.matrix = HeatMatrix(np.ones((6, 7), dtype=np.float32)); "
-                              "w.status = 'computing layer 3/8'; w.progress = 0.375")
+        lab.run_cell(
+            page,
+            2,
+            "w.matrix = HeatMatrix(np.ones((6, 7), dtype=np.float32)); "
+            "w.status = 'computing layer 3/8'; w.progress = 0.375",
+        )
         page.wait_for_function("document.querySelector('.heatwidget').dataset.shape === '6x7'")
         status = page.locator(".heatwidget .hw-status")
         status.wait_for(state="visible")
@@ -81,7 +88,9 @@ def test_click_keyboard_kernel_updates_and_theme_in_jupyterlab(lab: LabServer, b
         page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
         page.wait_for_function(
             """() => { const c = document.querySelector('.heatwidget canvas.hw-base');
-               return c.getContext('2d').getImageData(2, 2, 1, 1).data[0] < 100; }""", timeout=30_000)
+               return c.getContext('2d').getImageData(2, 2, 1, 1).data[0] < 100; }""",
+            timeout=30_000,
+        )
         dark = widget_pixel(page, 2, 2)
         assert sum(light[:3]) > 600 and sum(dark[:3]) < 200, (light, dark)
     finally:

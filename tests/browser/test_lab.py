@@ -187,7 +187,9 @@ def test_dark_theme_recolours_the_heatmap(lab_page: Any) -> None:
         set_theme(page, "JupyterLab Dark")
         page.wait_for_function(
             """() => { const c = document.querySelector('.heatwidget-explorer .heatwidget canvas.hw-base');
-               return c.getContext('2d').getImageData(2, 2, 1, 1).data[0] < 100; }""", timeout=30_000)
+               return c.getContext('2d').getImageData(2, 2, 1, 1).data[0] < 100; }""",
+            timeout=30_000,
+        )
         dark = margin_colours(root)
     finally:
         set_theme(page, "JupyterLab Light")
@@ -256,7 +258,9 @@ def test_fifty_clicks_leave_the_front_ends_widget_models_flat(lab_page: Any) -> 
             "([el, row, col]) => { const t = Array.from(el.querySelectorAll('.hw-detail-title'))"
             ".find((x) => x.getClientRects().length > 0);"
             " return t && t.textContent.includes(row) && t.textContent.includes(col); }",
-            arg=[detail.element_handle(), labels["rows"][r], labels["cols"][c]], timeout=60_000)
+            arg=[detail.element_handle(), labels["rows"][r], labels["cols"][c]],
+            timeout=60_000,
+        )
         if i % 10 == 9:
             counts.append(stable_model_count(page))
     assert counts[0] > 0, counts
@@ -304,8 +308,9 @@ def serve_cdn_locally(route: Any) -> None:
     return route.fulfill(status=200, content_type="application/javascript", body="")
 
 
-def test_saved_with_widget_state_and_plain_nbconvert_keeps_the_details(lab_server: Any, browser: Any,
-                                                                       tmp_path: Path) -> None:
+def test_saved_with_widget_state_and_plain_nbconvert_keeps_the_details(
+    lab_server: Any, browser: Any, tmp_path: Path
+) -> None:
     import subprocess
     import sys
 
@@ -330,8 +335,22 @@ def test_saved_with_widget_state_and_plain_nbconvert_keeps_the_details(lab_serve
     saved = nbformat.read(lab_server.root / "saved.ipynb", as_version=4)
     assert saved.metadata.get("widgets"), "JupyterLab saved no widget state"
     out = tmp_path / "saved.html"
-    proc = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--output", str(out),
-                           str(lab_server.root / "saved.ipynb")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "html",
+            "--output",
+            str(out),
+            str(lab_server.root / "saved.ipynb"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     infos = explorers(out)
     assert len(infos) == 1 and len(infos[0].precomputed) == ROWS * COLS
@@ -363,8 +382,16 @@ def test_click_to_detail_pixels_cached_and_fresh(lab_page: Any) -> None:
     a, b = (0, 0), (rows - 1, cols - 1)
     fresh = [time_click(page, root, *a), time_click(page, root, *b)]
     cached = [time_click(page, root, *a), time_click(page, root, *b)]
-    print(json.dumps({"notebook": page.notebook, "fresh_ms": [round(x["ms"]) for x in fresh],
-                      "cached_ms": [round(x["ms"]) for x in cached], "charts": fresh[0]["charts"]}))
+    print(
+        json.dumps(
+            {
+                "notebook": page.notebook,
+                "fresh_ms": [round(x["ms"]) for x in fresh],
+                "cached_ms": [round(x["ms"]) for x in cached],
+                "charts": fresh[0]["charts"],
+            }
+        )
+    )
     for x in fresh + cached:
         assert x["text"].strip(), x  # the detail shows something
     # Bounds a loaded 2-core box still meets (measured there under load ~12: fresh 1.5-6 s, cached 0.2-1.1 s).

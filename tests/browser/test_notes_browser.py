@@ -17,8 +17,10 @@ def test_kernel_notes_are_drawn_above_the_figure(page: Any) -> None:
     plain = mount(page, Heatmap(HeatMatrix(m.values)))
     noted = mount(page, Heatmap(m, log=True))
     notes = root(page, 1).get_attribute("data-notes").split(" | ")
-    assert notes[:2] == [hostile, "log scale: 1 of 3 cells are zero or negative and cannot be shown on it "
-                                  "(drawn in the lowest colour)"]
+    assert notes[:2] == [
+        hostile,
+        "log scale: 1 of 3 cells are zero or negative and cannot be shown on it (drawn in the lowest colour)",
+    ]
     assert root(page, 0).get_attribute("data-notes") == ""
     assert noted["plot"][1] > plain["plot"][1]  # the note lines push the plot down: they are drawn
     assert root(page, 1).locator("img").count() == 0  # canvas text, never HTML
