@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -237,3 +239,26 @@ def test_saved_matrix_keeps_its_provenance(demo, fact, tmp_path):
         "attn",
     ]
     np.testing.assert_array_equal(back.meta["logit_diff"], m.meta["logit_diff"])
+
+
+@pytest.mark.parametrize("family", ["mamba", "zamba2"])
+def test_models_without_per_layer_attention_trace_resid_and_refuse_other_sites_by_name(tmp_path, family):
+    """An attention-free (Mamba) or hybrid (Zamba2) model: the block outputs are traced (the drill re-runs only the
+    sites the model has); mlp/attn are refused with one sentence naming the family and the layers, before any
+    model time, never a capture KeyError."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import model_sweep
+
+    lm = hw.load(model_sweep.build_tiny(family, tmp_path / family))
+    model_sweep._keep_word_tokenizer(lm)
+    words = [w.lstrip("Ġ▁") for w in lm.tokenizer.convert_ids_to_tokens(list(range(5, 12)))]
+    prompt = " ".join(words)
+    m = hw.patching(lm, prompt, subject=words[1], site="resid")
+    assert m.values.shape == (lm.n_layers, len(lm.encode(prompt)["input_ids"][0]))
+    sites = list(m.drill(0, 0).tables["this cell at each site"]["site"])
+    assert "resid" in sites and "attn" not in sites
+    for site in ("attn",) if family == "zamba2" else ("attn", "mlp"):
+        with pytest.raises(hw.AnatomyError, match=rf"site='{site}'.*{family} model's layers \["):
+            hw.patching(lm, prompt, subject=words[1], site=site)

@@ -39,6 +39,7 @@ from .. import hooks
 from .._lm import LM
 from .._offload import live_param
 from ..analysis import Analysis, Config, Option, Run, Table, current_config, run_analysis
+from ..anatomy import AnatomyError
 from ..matrix import Chart, Detail, HeatMatrix, Series
 from . import _common as common
 from ._engine import Edit, EditFn, RowSpec, forward_clean, keep_logits_arg, run_rows
@@ -119,22 +120,43 @@ class _Setup:
 
 
 def _site_modules(lm: LM, site: str) -> list[torch.nn.Module]:
+    """One module per layer whose output is `site`, or an AnatomyError naming the family and the layers that
+    have none (attention-free or hybrid layers, attention split into several sub-layers)."""
     a = lm.anatomy
     mods: list[Any] = list(a.layers) if site == "resid" else list(a.mlp) if site == "mlp" else list(a.attn)
+    missing = [j for j, m in enumerate(mods) if m is None or isinstance(m, (torch.nn.ModuleList, list, tuple))]
+    if missing:
+        raise AnatomyError(
+            f"patching site={site!r} restores one {site} output per layer, and this {a.family} model's layers "
+            f"{missing} have no single {site} module (attention-free, hybrid or split sub-layers): use site='resid'"
+        )
     return mods
+
+
+def _patchable_sites(lm: LM) -> list[str]:
+    """The sites this model has at every layer (the clean run records those, for re-runs at other sites)."""
+    out = []
+    for site in PATCH_SITES:
+        try:
+            _site_modules(lm, site)
+        except AnatomyError:
+            continue
+        out.append(site)
+    return out
 
 
 def _setup(lm: LM, item: PatchItem, seed: int, noise_ref: str, noise_scale: float) -> _Setup:
     """The clean run (every site's output at every layer and position) and the corruption to apply."""
     ids = lm.encode(item.clean)["input_ids"]
-    mods = {(s, j): m for s in PATCH_SITES for j, m in enumerate(_site_modules(lm, s))}
+    sites = _patchable_sites(lm)
+    mods = {(s, j): m for s in sites for j, m in enumerate(_site_modules(lm, s))}
     with (
         torch.inference_mode(),
         hooks.capture(mods) as acts,
         hooks.capture({0: lm.anatomy.layers[0]}, what="input") as emb,
     ):
         logits = lm.model(input_ids=ids, use_cache=False, **keep_logits_arg(lm.model, 1)).logits[0, -1]
-    clean = {s: [acts[(s, j)][0] for j in range(lm.n_layers)] for s in PATCH_SITES}
+    clean = {s: [acts[(s, j)][0] for j in range(lm.n_layers)] for s in sites}
     if item.corrupted is not None:
         return _Setup(ids, lm.encode(item.corrupted)["input_ids"], [], None, None, clean, log_probs(logits))
     noised = subject_positions(lm, item.clean, str(item.subject), ids)
@@ -348,6 +370,7 @@ def _items(
         raise TypeError(f"clean must be a str prompt, got {type(clean).__name__}")
     ids = lm.encode(clean)["input_ids"]
     common.selected_layers(lm, options.get("layers"))
+    _site_modules(lm, options.get("site", "resid"))
     if corrupted is not None:
         if not isinstance(corrupted, str):
             raise TypeError(f"corrupted must be a str prompt or None, got {type(corrupted).__name__}")
@@ -530,7 +553,7 @@ def _other_sites(run: Run, m: HeatMatrix, d: Detail, args: dict[str, Any]) -> No
 
     tr: Trace = run.results[0]
     rows = []
-    for other in PATCH_SITES:
+    for other in _patchable_sites(run.lm):  # a hybrid model may have no per-layer mlp/attn module
         _, _, lp = patched_log_probs(run.lm, run.items[0], site=other, **args)
         rows.append(
             {"site": other, "p(answer)": float(lp[tr.answer].exp()), "logit_diff": float(lp[tr.answer] - lp[tr.rival])}
