@@ -570,7 +570,8 @@ naming the family and what is missing.
   MoE checkpoints that transformers 5 saves one expert at a time (and GraniteMoE's input/output_linear) are read
   as the model's fused expert tensors. Other renamed keys (e.g. EXAONE's attention, tied Zamba blocks saved once)
   are not mapped: the directory reader raises a `WeightMismatchError` naming the tensor.
-  `module_stats(stat="grad")` refuses routed experts by name (its gradient hooks read one linear map).
+  `module_stats(stat="grad")` differentiates routed experts' stored weights with autograd (frozen experts are
+  refused by name).
 - The tiny models' vocabulary is a word-level tokenizer built locally; transformers 5 re-types it for some model
   types (e.g. Qwen2), so the sweep sets the word-level tokenizer on the loaded model where that happened.
 

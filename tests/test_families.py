@@ -168,9 +168,23 @@ def test_moe_experts_stack_and_router_is_its_own_module(tmp_path):
         [float(up.weight()[e].detach().norm()) for e in range(4)], rel=1e-5
     )
     assert "experts" in d.children
-    # gradient statistics read one linear map's input and output; routed experts are refused by name
-    with pytest.raises(ValueError, match="mixtral model's mlp.up .* stacks 4 routed experts"):
-        hw.module_stats(lm, stat="grad", texts=sweep.PROMPT)
+    # gradient statistics of routed experts: autograd on their stored weights, equal to a plain backward
+    from heatwidget.weights.gradients import expert_leaves
+
+    g = hw.module_stats(lm, stat="grad", texts=[sweep.PROMPT])
+    assert all(p.grad is None for p in lm.model.parameters())  # nothing left behind
+    enc = lm.encode([sweep.PROMPT])
+    lm.model(**enc, labels=enc["input_ids"]).loss.backward()
+    for name in ("mlp.up", "mlp.gate", "mlp.down"):
+        part, leaves = a.part(1, name), expert_leaves(a.part(1, name))
+        grad = leaves[0].grad if len(leaves) == 1 and leaves[0].ndim == 3 else torch.stack([t.grad for t in leaves])
+        want = float(part.weight(grad).double().norm())
+        assert g.values[1, list(hw.MODULES).index(name)] == pytest.approx(want, rel=1e-4), name
+    lm.model.zero_grad(set_to_none=True)
+    for t in expert_leaves(up):
+        t.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"experts\.gate_up_proj is frozen|w\d\.weight|is frozen"):
+        hw.module_stats(lm, stat="grad", texts=[sweep.PROMPT])
 
 
 @pytest.mark.parametrize("family", ["bloom", "xglm", "openai-gpt"])

@@ -16,7 +16,7 @@ from .._progress import check_cancelled
 from .._validate import text_list
 from ..anatomy import Part
 
-__all__ = ["lm_loss_grads", "as_lm", "gradient_texts"]
+__all__ = ["lm_loss_grads", "as_lm", "expert_leaves", "gradient_texts"]
 
 
 def _weight_grad(part: Part, x: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
@@ -41,12 +41,18 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
     The model is left untouched, for other threads too: no `.grad` fields, no requires_grad flags. Each
     projection's input x and output y are recorded by hooks acting only in this analysis, autograd gives ∂L/∂y,
     and ∂L/∂W = Σ_tokens ∂L/∂y ⊗ x. The embedding's output is made a leaf that requires grad, so the graph exists
-    even when the model's weights are frozen.
+    even when the model's weights are frozen. Routed MoE experts (one token sees a few of them) are no single
+    linear map: autograd differentiates their stored parameters directly, which needs them trainable
+    (`expert_leaves` says so otherwise).
     """
     model = lm.model
     modules: dict[str, Part] = {}
+    experts: dict[str, list[torch.Tensor]] = {}
     for p in parts:
-        modules.setdefault(p.param_name, p)
+        if p.experts:
+            experts.setdefault(p.param_name, expert_leaves(p))
+        else:
+            modules.setdefault(p.param_name, p)
     # Count predicted tokens first so every batch's loss is scaled to the same global mean.
     batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
     encoded = [lm.encode(batch, padding_side="right") for batch in batches]
@@ -71,8 +77,10 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
                 logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
             )
             loss = (nll * valid.reshape(-1)).sum() / total
-            gys = torch.autograd.grad(loss, [ys[name] for name in mods], allow_unused=True)
-        for (name, part), gy in zip(modules.items(), gys, strict=True):
+            leaves = [t for ts in experts.values() for t in ts]
+            (*gys,) = torch.autograd.grad(loss, [ys[name] for name in mods] + leaves, allow_unused=True)
+        _add_expert_grads(grads, experts, gys[len(mods) :])
+        for (name, part), gy in zip(modules.items(), gys[: len(mods)], strict=True):
             g = (
                 torch.zeros_like(part.module.weight, dtype=torch.float32)
                 if gy is None
@@ -81,6 +89,36 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
             grads[name] = grads[name] + g if name in grads else g
         del logits, nll, loss, gys, xs, ys
     return grads
+
+
+def expert_leaves(part: Part) -> list[torch.Tensor]:
+    """The trainable tensors an MoE part's stored experts are made of: the fused [experts, out, in] parameter, or
+    each listed expert's weight (transformers 4.x); a ValueError naming the part when they are frozen."""
+    stack = getattr(part.module, "experts", None) if not isinstance(part.module, torch.nn.Module) else None
+    leaves = (
+        [getattr(e, part.module.attr).weight for e in stack]  # type: ignore[attr-defined]
+        if stack is not None
+        else [getattr(part.module, part.param)]
+    )
+    if not all(isinstance(t, torch.Tensor) and t.requires_grad for t in leaves):
+        raise ValueError(
+            f"gradient statistics of routed experts differentiate their stored weights, and {part.param_name} "
+            "is frozen (requires_grad=False): unfreeze the experts or use stat='norm' or 'rms'"
+        )
+    return leaves
+
+
+def _add_expert_grads(grads: dict[str, torch.Tensor], experts: dict[str, list[torch.Tensor]], gs: Sequence) -> None:
+    """Accumulate ∂L/∂(stored experts) in the stored layout ([experts, …], stacked when listed per expert)."""
+    i = 0
+    for name, leaves in experts.items():
+        parts = [
+            torch.zeros_like(t, dtype=torch.float32) if g is None else g.float()
+            for t, g in zip(leaves, gs[i : i + len(leaves)], strict=True)
+        ]
+        i += len(leaves)
+        g = parts[0] if len(parts) == 1 and parts[0].ndim == 3 else torch.stack(parts)
+        grads[name] = grads[name] + g if name in grads else g
 
 
 def as_lm(x: Any) -> LM:

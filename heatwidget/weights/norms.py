@@ -25,7 +25,7 @@ from ..anatomy import MODULES
 from ..matrix import HeatMatrix
 from .change import FIGURE_TITLE
 from .drill import stats_drill
-from .gradients import as_lm, gradient_texts, lm_loss_grads
+from .gradients import as_lm, expert_leaves, gradient_texts, lm_loss_grads
 from .sources import Source, check_present, require_parts, source
 from .stats import MODULE_STATS, check_stat, moe_meta, single_value, stat_notes
 
@@ -92,13 +92,10 @@ def _items(lm: Any, texts: str | Sequence[str] | None = None, *, stat: str, batc
         positive_int(batch_size, "batch_size")
     src = source(as_lm(lm) if grad else lm, "model")
     require_parts(src)
-    moe = next((p for _, _, p in src.anatomy.iter_parts() if p.experts), None)
-    if grad and moe is not None:  # the gradient hooks read one linear map's input and output; experts are routed
-        raise ValueError(
-            f"module_stats(stat={stat!r}) needs linear projections, and this {src.anatomy.family} "
-            f"model's {moe.name} ({moe.param_name}) stacks {moe.experts} routed experts: gradient "
-            "statistics of mixture-of-experts layers are not computed; use stat='norm' or 'rms'"
-        )
+    if grad:  # routed experts are differentiated as stored tensors: they must be trainable (checked up front)
+        for _, _, part in src.anatomy.iter_parts():
+            if part.experts:
+                expert_leaves(part)
     for layer, name, part in src.anatomy.iter_parts():
         check_present(src, part, layer, name)
     model = _Model(src, text_list, batch_size)
