@@ -44,15 +44,16 @@ def run_heatwidget(lm, questions: list[dict], site: str, n_layers: int) -> tuple
     import heatwidget as hw
 
     t: dict[str, float] = {}
-    t0 = time.perf_counter()
-    ans = hw.answer(lm, questions, max_new_tokens=MAX_NEW_TOKENS, required_positions=hw.PAPER_POSITIONS)
-    t["answer"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, layers=list(range(n_layers)), site=site)
-    t["collect"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    m = hw.probe_auc(acts)
-    t["probe"] = time.perf_counter() - t0
+    with hw.config(progress=False):  # bars would interleave with the report
+        t0 = time.perf_counter()
+        ans = hw.answer(lm, questions, max_new_tokens=MAX_NEW_TOKENS, required_positions=hw.PAPER_POSITIONS)
+        t["answer"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, layers=list(range(n_layers)), site=site)
+        t["collect"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = hw.probe_auc(acts)
+        t["probe"] = time.perf_counter() - t0
     return t, ans, m
 
 
