@@ -163,6 +163,8 @@ class Config:
     memory_budget_mb: float | None = None
 
     def __post_init__(self) -> None:
+        if self.executor is None:  # what executor=None always meant, before hw.config
+            object.__setattr__(self, "executor", "local")
         if self.executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {list(EXECUTORS)}, got {self.executor!r}")
         for name in ("workers", "threads_per_worker"):

@@ -281,3 +281,13 @@ def test_driver_holds_the_model_lock(lm):
     m.drill(0, 0)
     other_thread_can_lock()
     assert free == [False, False, False, True]
+
+
+def test_executor_none_means_local_in_config_too():
+    from heatwidget.analysis import Config, current_config
+
+    assert Config(executor=None).executor == "local"
+    with hw.config(executor=None):
+        assert current_config().executor == "local"
+    with pytest.raises(ValueError, match="executor must be one of"):
+        Config(executor="threads")
