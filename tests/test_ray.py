@@ -48,6 +48,10 @@ def test_collect_ray_equals_local(cluster, lm, data):
     np.testing.assert_array_equal(np.asarray(b.values), np.asarray(a.values))  # bit for bit
     np.testing.assert_array_equal(b.labels, a.labels)
     assert b.token_index.tolist() == a.token_index.tolist()
+    with hw.config(executor="ray", workers=2):  # the documented way: execution settings in one place
+        c = hw.collect(lm, ans, batch_size=4)
+    assert c.meta["executor"] == "ray" and a.meta["executor"] == "local"
+    np.testing.assert_array_equal(np.asarray(c.values), np.asarray(a.values))
 
 
 def test_knockout_and_ablation_ray_equal_local(cluster, lm, data):
