@@ -27,6 +27,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - how the browser tests launch it
 from click_timing import explorer_root, time_click  # noqa: E402 - shared with the browser tests
 from heatmap_page import shape  # noqa: E402
 from labserver import LabServer  # noqa: E402
@@ -34,15 +35,6 @@ from test_lab import RUN_ALL_JS, RUN_ALL_TIMEOUT_MS, tour_opening  # noqa: E402
 
 from heatwidget.explorer import VIEW_CACHE_SIZE  # noqa: E402
 
-CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 TARGETS_MS = {"fresh": 1000.0, "cached": 100.0, "rebuilt": 100.0}
 KINDS = tuple(TARGETS_MS)
 

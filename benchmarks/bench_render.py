@@ -44,17 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from chromium import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - how the browser tests launch it
 from labserver import WIDGET_IMPORT, LabServer  # noqa: E402 - shared with the browser tests
 
-CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 SIZES = [(100, 100), (100, 10_000), (1000, 1000)]
 HARNESS = ROOT / "tests" / "browser" / "harness.html"
 

@@ -19,16 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chromium import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = os.environ.get("HEATWIDGET_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 HERE = Path(__file__).resolve().parent
 BUNDLE = HERE.parents[1] / "heatwidget" / "static" / "widget.js"
 ORIGIN = "http://heatwidget.test"
