@@ -252,7 +252,7 @@ def legacy_config(
         raise TypeError(f"{where}() got unexpected keyword argument(s) {unknown}")
     if not old:
         return config
-    settings = {_LEGACY_KEYWORDS[k]: ("local" if k == "executor" and v is None else v) for k, v in old.items()}
+    settings = {_LEGACY_KEYWORDS[k]: v for k, v in old.items()}  # Config reads executor=None as "local"
     base = dataclasses.asdict(resolve_config(config))
     return Config(**{**base, **settings})
 

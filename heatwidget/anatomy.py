@@ -475,9 +475,13 @@ class ExpertStack:
     def __init__(self, experts: nn.ModuleList, attr: str) -> None:
         self.experts, self.attr = experts, attr
 
+    def leaves(self) -> list[torch.Tensor]:
+        """Each expert's own weight [out, in] (the parameters the stacked copy is made of)."""
+        return [getattr(e, self.attr).weight for e in self.experts]
+
     @property
     def weight(self) -> torch.Tensor:
-        return torch.stack([getattr(e, self.attr).weight for e in self.experts])
+        return torch.stack(self.leaves())
 
 
 def moe_parts(mlp: nn.Module, mlp_path: str, family: str) -> dict[str, Part]:

@@ -14,7 +14,7 @@ from .._concurrency import locks_model
 from .._lm import LM
 from .._progress import check_cancelled
 from .._validate import text_list
-from ..anatomy import Part
+from ..anatomy import ExpertStack, Part
 
 __all__ = ["lm_loss_grads", "as_lm", "expert_leaves", "gradient_texts"]
 
@@ -94,12 +94,8 @@ def lm_loss_grads(lm: LM, texts: Sequence[str], parts: Sequence[Part], batch_siz
 def expert_leaves(part: Part) -> list[torch.Tensor]:
     """The trainable tensors an MoE part's stored experts are made of: the fused [experts, out, in] parameter, or
     each listed expert's weight (transformers 4.x); a ValueError naming the part when they are frozen."""
-    stack = getattr(part.module, "experts", None) if not isinstance(part.module, torch.nn.Module) else None
-    leaves = (
-        [getattr(e, part.module.attr).weight for e in stack]  # type: ignore[attr-defined]
-        if stack is not None
-        else [getattr(part.module, part.param)]
-    )
+    m = part.module
+    leaves = m.leaves() if isinstance(m, ExpertStack) else [getattr(m, part.param)]
     if not all(isinstance(t, torch.Tensor) and t.requires_grad for t in leaves):
         raise ValueError(
             f"gradient statistics of routed experts differentiate their stored weights, and {part.param_name} "
@@ -117,7 +113,7 @@ def _add_expert_grads(grads: dict[str, torch.Tensor], experts: dict[str, list[to
             for t, g in zip(leaves, gs[i : i + len(leaves)], strict=True)
         ]
         i += len(leaves)
-        g = parts[0] if len(parts) == 1 and parts[0].ndim == 3 else torch.stack(parts)
+        g = parts[0] if parts[0].ndim == 3 else torch.stack(parts)  # fused [experts, …], or one leaf per expert
         grads[name] = grads[name] + g if name in grads else g
 
 
