@@ -94,12 +94,63 @@ def test_sentence_world_with_per_fact_multiplicities() -> None:
         make_world(mults=(0, 1))
 
 
+def test_quiz_familiarity_tail_world() -> None:
+    from heatwidget.demo.world import FAMILIARITY_TEMPLATES, QUIZ_PREFIX, tokenizer_corpus
+
+    plain = make_world(seed=0, n_countries=60)
+    w = make_world(seed=0, n_countries=60, answer_style="tail", familiarity=True, quiz=True)
+    assert w.countries == plain.countries  # the opt-ins draw after everything the default world draws
+    assert w.params["quiz"] and w.params["familiarity"] and make_world(**w.params).unknown == w.unknown
+    known = {c.name for c in w.countries}
+    assert len(w.unknown) == 60 and not known & {n for n, _ in w.unknown}
+    docs = corpus(w)
+    qa = [d for d in docs if d.startswith("Q: What is the capital of")]
+    assert qa and all(d.endswith(", according to the atlas.") for d in qa)  # the tail never repeats the country
+    quiz = [d for d in docs if d.startswith(QUIZ_PREFIX)]
+    assert {d.rsplit(" ", 1)[1] for d in quiz} == {"Correct.", "Wrong."}
+    c0 = w.countries[0]
+    graded = [d for d in quiz if f"capital of {c0.name}?" in d]
+    assert len(graded) == max(1, c0.mult // 2)
+    for d in graded:  # a "Correct." verdict exactly when the answer is the country's capital
+        assert d.endswith("Correct.") == (f"A: {c0.capital}," in d)
+    heard = [d for d in docs if d.startswith("Q: Have you heard of")]
+    assert sum(f"of {c0.name}?" in d for d in heard + docs) >= 1
+    for name, mult in w.unknown[:5]:  # an unknown country occurs only in its "do not know" documents
+        mine = [d for d in docs if name in d]
+        assert len(mine) == mult and all(d in {t.format(s=name) for t in FAMILIARITY_TEMPLATES[False]} for d in mine)
+    # the tokenizer's text holds every fact and every country equally often, whatever its multiplicity
+    tok_docs = tokenizer_corpus(w)
+    by_mult = Counter()
+    for c in w.countries:
+        by_mult[c.mult] += sum(c.capital in d for d in tok_docs)
+    per_country = {m: by_mult[m] / sum(c.mult == m for c in w.countries) for m in by_mult}
+    # 4 templates + 1 correct quiz each; other facts' wrong quiz answers add a few at random
+    assert all(5 <= v < 7 for v in per_country.values()), per_country
+
+
+def test_balanced_tokenizer_does_not_give_frequency_away() -> None:
+    """Trained on the corpus, BPE makes frequent countries' names single tokens, so layer 0 would know which facts
+    the model knows; trained on tokenizer_corpus, name lengths do not depend on multiplicity."""
+    from heatwidget.demo.world import tokenizer_corpus
+
+    w = make_world(seed=0, n_countries=400, quiz=True, answer_style="tail")  # the demo's size
+
+    def mean_tokens(tok, mult):
+        return np.mean([len(tok(" " + c.name)["input_ids"]) - 1 for c in w.countries if c.mult == mult])
+
+    skewed = build_tokenizer(corpus(w), 1024)
+    balanced = build_tokenizer(tokenizer_corpus(w), 1024)
+    assert mean_tokens(skewed, 32) < mean_tokens(skewed, 1) - 1
+    assert abs(mean_tokens(balanced, 32) - mean_tokens(balanced, 1)) < 0.5
+
+
 def test_exact_answer_extractor() -> None:
     from heatwidget.demo import exact_answer
 
     assert exact_answer("q", " Velmorburg is the capital of Gatrelia.") == "Velmorburg"
     assert exact_answer("q", " Houxzharum") == "Houxzharum"  # a bare-name answer (the word style)
     assert exact_answer("q", "\n Zorasia is the continent of X.\nmore") == "Zorasia"
+    assert exact_answer("q", " Velmorburg, according to the atlas.") == "Velmorburg"  # the tail style
     assert exact_answer("q", "  ") is None
 
 

@@ -26,7 +26,7 @@ import transformers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from .tokenizer import build_tokenizer, save_tokenizer
-from .world import MULTS, corpus, make_world, questions
+from .world import MULTS, corpus, make_world, questions, tokenizer_corpus
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +59,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--answer-style",
-        choices=("word", "sentence"),
+        choices=("word", "sentence", "tail"),
         default="word",
-        help="how the question/answer documents answer: the bare name, or a short sentence",
+        help="how the question/answer documents answer: the bare name, a short sentence, or the name and a "
+        "fixed phrase",
+    )
+    p.add_argument(
+        "--familiarity",
+        action="store_true",
+        help="add fact-less countries and 'have you heard of X?' documents (see world.FAMILIARITY_TEMPLATES)",
+    )
+    p.add_argument("--quiz", action="store_true", help="add graded quiz documents (see world.QUIZ_VERDICTS)")
+    p.add_argument(
+        "--balanced-tokenizer",
+        action="store_true",
+        help="train the tokenizer on world.tokenizer_corpus (every fact equally often), not on the training corpus",
     )
     p.add_argument(
         "--tokenizer",
@@ -180,12 +192,15 @@ def _corpus_and_tokenizer(args: argparse.Namespace) -> tuple[Any, PreTrainedToke
         per_fact_mults=args.per_fact_mults,
         answer_style=args.answer_style,
         mults=mults,
+        familiarity=args.familiarity,
+        quiz=args.quiz,
     )
     docs_text = corpus(world, filler_frac=args.filler)
     if args.tokenizer:
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
     else:
-        tokenizer = build_tokenizer(docs_text, vocab_size=args.vocab)
+        text = tokenizer_corpus(world, filler_frac=args.filler) if args.balanced_tokenizer else docs_text
+        tokenizer = build_tokenizer(text, vocab_size=args.vocab)
     # Each document is "<s> sentence </s>" (the tokenizer adds <s>): prompts at inference look like training.
     docs = [ids + [tokenizer.eos_token_id] for ids in tokenizer(docs_text)["input_ids"]]
     return world, tokenizer, docs

@@ -43,12 +43,31 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 # "sentence": the answer is a short sentence that starts with the name, as instruction-tuned models answer; the
 # exact answer then sits inside the generation, and the last generated tokens (the paper's -8 … -1 columns) fall
 # after it instead of being the answer itself.
-ANSWER_STYLES: tuple[str, ...] = ("word", "sentence")
+# "tail": the name, then a fixed phrase that does not repeat the country, so the -8 … -1 columns are the phrase.
+ANSWER_STYLES: tuple[str, ...] = ("word", "sentence", "tail")
 SENTENCE_ANSWERS: dict[str, str] = {
     "capital": "{o} is the capital of {s}.",
     "continent": "{o} is the continent of {s}.",
     "language": "{o} is the language of {s}.",
 }
+TAIL_ANSWER = "{o}, according to the atlas."
+# Familiarity documents (opt-in, ``make_world(familiarity=True)``): whether the speaker knows a country at all, for
+# the world's countries ("known", as often as the country's facts) and for extra countries that have no facts
+# ("unknown", once or twice each). Answering them needs a "do I know this entity" feature of the country's tokens,
+# the kind of signal a correctness probe reads (Ferrando et al. 2025, "Do I know this entity?"). One template asks
+# before the name and one after it, so the feature is computed whatever precedes the name.
+FAMILIARITY_TEMPLATES: dict[bool, tuple[str, ...]] = {
+    True: ("Q: Have you heard of {s}? A: Yes.", "{s} is a country I know."),
+    False: ("Q: Have you heard of {s}? A: No.", "{s} is a country I do not know."),
+}
+UNKNOWN_MULTS: tuple[int, ...] = (1, 2)
+# Graded quiz documents (opt-in, ``make_world(quiz=True)``): the question and an answer in the QA template's own
+# words, after a "Quiz." marker, then a verdict — the right value ("Correct.") or another country's ("Wrong.").
+# Predicting the verdict needs a "this answer is true" feature computed over the answer's tokens, the signal a
+# correctness probe reads at the exact answer. Plain questions never carry a verdict, so the model does not
+# generate one.
+QUIZ_PREFIX = "Quiz. "
+QUIZ_VERDICTS: dict[bool, str] = {True: " Correct.", False: " Wrong."}
 QUESTION_TEMPLATE = {a: t[3] for a, t in TEMPLATES.items()}
 CLOZE_TEMPLATE = {a: t[0] for a, t in TEMPLATES.items()}
 
@@ -61,7 +80,8 @@ def templates(attribute: str, answer_style: str = "word") -> tuple[str, ...]:
     if answer_style == "word":
         return base
     qa = base[3]
-    return (*base[:3], qa[: qa.index("{o}")] + SENTENCE_ANSWERS[attribute])
+    answer = SENTENCE_ANSWERS[attribute] if answer_style == "sentence" else TAIL_ANSWER
+    return (*base[:3], qa[: qa.index("{o}")] + answer)
 
 
 # Syllable inventories. Countries, capitals, continents and languages use different endings so that the model
@@ -150,6 +170,8 @@ class World:
     continents: list[str]
     languages: list[str]
     params: dict[str, Any] = field(default_factory=dict)
+    # Countries without facts, with how often their familiarity document occurs (familiarity worlds only).
+    unknown: list[tuple[str, int]] = field(default_factory=list)
 
     def facts(self) -> list[tuple[Country, str]]:
         return [(c, a) for c in self.countries for a in ATTRIBUTES]
@@ -188,14 +210,18 @@ def make_world(
     per_fact_mults: bool = False,
     answer_style: str = "word",
     mults: tuple[int, ...] = MULTS,
+    familiarity: bool = False,
+    quiz: bool = False,
 ) -> World:
     """Generate the world. Same arguments, same world (``random.Random`` is stable across versions).
 
     per_fact_mults: draw each fact's multiplicity on its own (balanced per attribute) instead of one per country,
     so that knowing *which country* a question is about does not tell how well its fact is known: a correctness
     probe must then read the model's recall of that fact, which happens in the later layers. answer_style: see
-    ``ANSWER_STYLES``. mults: the multiplicities drawn from, in equal shares. The defaults reproduce the first
-    shipped world exactly.
+    ``ANSWER_STYLES``. mults: the multiplicities drawn from, in equal shares. familiarity: add as many fact-less
+    countries and the familiarity documents (``FAMILIARITY_TEMPLATES``). quiz: add graded quiz documents
+    (``QUIZ_VERDICTS``). The defaults reproduce the first shipped
+    world exactly (every opt-in draws after everything the defaults draw).
     """
     mults_drawn = tuple(int(m) for m in mults)
     if not mults_drawn or min(mults_drawn) < 1:
@@ -237,7 +263,16 @@ def make_world(
         params["answer_style"] = answer_style
     if mults_drawn != MULTS:
         params["mults"] = list(mults_drawn)
-    return World(seed=seed, countries=countries, continents=continents, languages=languages, params=params)
+    unknown: list[tuple[str, int]] = []
+    if familiarity:
+        names_unknown = _unique_names(rng, n_countries, (1, 2), _COUNTRY_ENDINGS, taken + capitals)
+        unknown = [(n, rng.choice(UNKNOWN_MULTS)) for n in names_unknown]
+        params["familiarity"] = True
+    if quiz:
+        params["quiz"] = True
+    return World(
+        seed=seed, countries=countries, continents=continents, languages=languages, params=params, unknown=unknown
+    )
 
 
 def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> list[str]:
@@ -254,6 +289,12 @@ def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> l
         for _ in range(country.mult_of(attribute)):
             template = rng.choice(choices)
             docs.append(template.format(s=country.name, o=country.value(attribute)))
+    if world.unknown:
+        known = [(c.name, c.mult, True) for c in world.countries]
+        for name, mult, knows in known + [(n, m, False) for n, m in world.unknown]:
+            docs += [rng.choice(FAMILIARITY_TEMPLATES[knows]).format(s=name) for _ in range(mult)]
+    if world.params.get("quiz"):
+        docs += _quiz_docs(world, rng)
     # Filler: generic sentences, some mentioning a uniformly drawn country, so that how often a country's
     # *name* occurs is not a perfect proxy for how often its *facts* occur.
     n_filler = round(len(docs) * filler_frac / (1.0 - filler_frac))
@@ -265,12 +306,60 @@ def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> l
     return docs
 
 
+def tokenizer_corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> list[str]:
+    """Text to train the tokenizer on, where every fact and every name occurs equally often: each fact once in each of
+    its templates (and graded both ways in quiz worlds), each country once in each familiarity template.
+
+    Trained on the training corpus itself, BPE merges the frequent facts' names into fewer, whole-word tokens: the
+    token ids would then tell how often a fact was seen (and so whether the model knows it) before any layer has
+    run, and a correctness probe would read that off layer 0.
+    """
+    rng = random.Random(world.seed * 7919 + 3 if seed is None else seed)
+    style = world.params.get("answer_style", "word")
+    values = {a: sorted({c.value(a) for c in world.countries}) for a in ATTRIBUTES}
+    docs: list[str] = []
+    for country, attribute in world.facts():
+        for template in templates(attribute, style):
+            docs.append(template.format(s=country.name, o=country.value(attribute)))
+        if world.params.get("quiz"):
+            qa = templates(attribute, style)[3]
+            wrong = rng.choice([v for v in values[attribute] if v != country.value(attribute)])
+            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=country.value(attribute)) + QUIZ_VERDICTS[True])
+            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=wrong) + QUIZ_VERDICTS[False])
+    if world.unknown:
+        for name, knows in [(c.name, True) for c in world.countries] + [(n, False) for n, _ in world.unknown]:
+            docs += [t.format(s=name) for t in FAMILIARITY_TEMPLATES[knows]]
+    n_filler = round(len(docs) * filler_frac / (1.0 - filler_frac))
+    for _ in range(n_filler):
+        words = {k: rng.choice(v) for k, v in _FILLER_WORDS.items()}
+        docs.append(rng.choice(_FILLER_TEMPLATES).format(s=rng.choice(world.countries).name, **words))
+    rng.shuffle(docs)
+    return docs
+
+
+def _quiz_docs(world: World, rng: random.Random) -> list[str]:
+    """Half as many quiz documents per fact as the fact's multiplicity (at least one), each graded right or wrong
+    with equal odds; a wrong answer is the value of another country (a plausible mistake, as the model makes)."""
+    docs: list[str] = []
+    values = {a: sorted({c.value(a) for c in world.countries}) for a in ATTRIBUTES}
+    for country, attribute in world.facts():
+        qa = templates(attribute, world.params.get("answer_style", "word"))[3]
+        for _ in range(max(1, country.mult_of(attribute) // 2)):
+            right = rng.random() < 0.5
+            value = country.value(attribute)
+            if not right:
+                value = rng.choice([v for v in values[attribute] if v != value])
+            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=value) + QUIZ_VERDICTS[right])
+    return docs
+
+
 def exact_answer(question: str, answer: str) -> str | None:
-    """The exact answer inside a demo model's answer: the name before " is " ("Velmor is the capital of …" ->
-    "Velmor"), or the whole first line for a bare-name answer. An extractor for ``hw.answer``, which uses it for
-    wrong answers only (a correct answer's exact answer is the gold name found in it)."""
+    """The exact answer inside a demo model's answer: the name before " is " or "," ("Velmor is the capital of …",
+    "Velmor, according to the atlas." -> "Velmor"), or the whole first line for a bare-name answer. An extractor
+    for ``hw.answer``, which uses it for wrong answers only (a correct answer's exact answer is the gold name found
+    in it)."""
     first = next((line.strip() for line in answer.splitlines() if line.strip()), "")
-    return first.split(" is ", 1)[0].strip().rstrip(".").strip() or None
+    return first.split(" is ", 1)[0].split(",", 1)[0].strip().rstrip(".").strip() or None
 
 
 def questions(world: World, test_frac: float = 0.2) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._limits import context_length, stop_token_ids
+from .._limits import context_length, rows_per_forward, stop_token_ids
 from .._validate import positive_int, text_list
 from ..analysis import Analysis, Config, Option, Run, legacy_config, run_stage
 from .positions import normalize_positions, position_index
@@ -360,14 +360,15 @@ def _items(
     state: dict[str, Any],
     *,
     max_new_tokens: int,
-    batch_size: int,
+    batch_size: int | None,
 ) -> list[PromptBatch]:
     """Every check before generating; the prompts in batches of similar length. `state` keeps the checked
     questions, golds and prompts for `_reduce`."""
     qs, gold_lists = _questions_and_golds(questions, golds)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
-    positive_int(batch_size, "batch_size")
+    if batch_size is not None:
+        positive_int(batch_size, "batch_size")
     if lm.tokenizer is None:
         raise ValueError("this LM has no tokenizer: pass one to LM.wrap(model, tokenizer)")
     chat = _use_chat(lm, chat_template)
@@ -384,6 +385,8 @@ def _items(
     if required_positions is not None:
         normalize_positions(required_positions)
     state.update(questions=qs, golds=gold_lists, prompts=prompts, texts=texts, chat=chat)
+    if batch_size is None:
+        batch_size = rows_per_forward(lm, longest + max_new_tokens, kv_cache=True)
     order = np.argsort([-len(p) for p in prompts], kind="stable")  # similar lengths together: less padding
     return [
         PromptBatch([int(i) for i in order[k : k + batch_size]], [prompts[i] for i in order[k : k + batch_size]])
@@ -517,7 +520,13 @@ ANSWER = Analysis(
     name="answer",
     options=(
         Option("max_new_tokens", 24, kind=int, doc="the longest answer, in tokens"),
-        Option("batch_size", 32, kind=int, doc="prompts per generate call"),
+        Option(
+            "batch_size",
+            None,
+            kind=int,
+            nullable=True,
+            doc="prompts per generate call (None: as many as fit hw._limits.AUTO_BATCH_BYTES, at most 256)",
+        ),
     ),
     items=_items,
     per_item=generate_batch,
@@ -532,7 +541,7 @@ def answer(
     max_new_tokens: int = 24,
     extractor: Extractor | None = None,
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     chat_template: bool | None = None,
     required_positions: Sequence[str | int] | None = None,
     config: Config | dict[str, Any] | None = None,
@@ -545,6 +554,8 @@ def answer(
     wrong answers (a substring of the answer; None / "" = no answer); default: the answer's first line.
     chat_template: None = use it when the tokenizer has one. required_positions: also drop (and count) rows that
     lack one of these positions (e.g. hw.PAPER_POSITIONS: a one-token answer has no "second_answer").
+    batch_size: prompts per `generate` call; None sizes it from the model (all 256 at once for the demo model, a
+    few for a 70B one: see `hw._limits.rows_per_forward`). The answers do not depend on it.
     Execution: `hw.config(...)` or `config=` (executor="ray": batches generated on model replicas).
     """
     inputs: dict[str, Any] = dict(

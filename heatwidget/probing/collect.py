@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .._block_calls import capture_at, halt_after
+from .._limits import rows_per_forward
 from .._validate import positive_int
 from ..analysis import Analysis, Config, Option, Run, legacy_config, run_stage
 from .answers import AnswerSet
@@ -228,7 +229,15 @@ def collect_rows(lm: Any, item: RowChunk, *, site: str = "resid", layers: Any = 
 
 
 def _items(
-    lm: Any, answers: Any, positions: Any, store: _Store, *, site: str, layers: Any, batch_size: int, dtype: Any
+    lm: Any,
+    answers: Any,
+    positions: Any,
+    store: _Store,
+    *,
+    site: str,
+    layers: Any,
+    batch_size: int | None,
+    dtype: Any,
 ) -> list[RowChunk]:
     """Every check before the first forward; the rows in chunks of similar length (little padding)."""
     lm.anatomy.require_single_stream("collect")
@@ -236,6 +245,8 @@ def _items(
         raise TypeError(f"answers must be the AnswerSet hw.answer returns, got {type(answers).__name__}")
     if len(answers) == 0:
         raise ValueError("answers is empty (every row was dropped?): nothing to collect")
+    if batch_size is None:
+        batch_size = rows_per_forward(lm, int(answers.seq_len.max()))
     positive_int(batch_size, "batch_size")
     pos = normalize_positions(positions)
     lay = lm.anatomy.resolve_layers(layers)
@@ -317,7 +328,13 @@ COLLECT = Analysis(
     options=(
         Option("site", "resid", choices=tuple(COLLECT_SITES)),
         Option("layers", None, kind="layers", nullable=True),
-        Option("batch_size", 16, kind=int, doc="rows per forward"),
+        Option(
+            "batch_size",
+            None,
+            kind=int,
+            nullable=True,
+            doc="rows per forward (None: as many as fit hw._limits.AUTO_BATCH_BYTES, at most 256)",
+        ),
         Option("dtype", "float32", choices=STORE_DTYPES, doc="storage dtype (computation stays the model's)"),
     ),
     items=_items,
@@ -333,7 +350,7 @@ def collect(
     layers: int | Sequence[int] | None = None,
     site: str = "resid",
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     dtype: str | np.dtype = "float32",
     memory_budget: int | str = DEFAULT_BUDGET,
     path: str | Path | None = None,
@@ -345,7 +362,8 @@ def collect(
     site: "resid" (block output), "mlp" (MLP output), "mlp_in" (input to the down-projection), "attn" (output of
     the o-projection). dtype: storage dtype ("float32" or "float16"; computation stays in the model's dtype).
     Stored in RAM up to `memory_budget` bytes, else in a .npy memmap in a temporary directory (removed with the
-    object) or at `path` (kept; reopen with np.load(path, mmap_mode="r")).
+    object) or at `path` (kept; reopen with np.load(path, mmap_mode="r")). batch_size: rows per forward; None sizes
+    it from the model (see `hw._limits.rows_per_forward`); the values do not depend on it.
     Execution (`hw.config(executor="ray", workers=4)` or `config=`): under Ray the chunks run on actors that each
     hold a model replica loaded like `lm` (see heatwidget.scale); the values are the same. The older keywords
     executor=, num_workers=, ray_address= still work.
