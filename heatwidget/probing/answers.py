@@ -25,7 +25,7 @@ import torch
 from .._limits import context_length, rows_per_forward, stop_token_ids
 from .._validate import positive_int, text_list
 from ..analysis import Analysis, Config, Option, Run, legacy_config, run_stage
-from .positions import normalize_positions, position_index
+from .positions import normalize_positions, position_index, position_valid
 
 __all__ = ["AnswerSet", "answer", "find_span", "match_gold", "generate_batch", "PromptBatch", "ANSWER"]
 
@@ -457,25 +457,24 @@ def _label_rows(
 
 
 def _require_positions(res: AnswerSet, required: Sequence[str | int]) -> AnswerSet:
-    """Drop (and list in `dropped`) the rows that lack one of the `required` positions."""
+    """Drop (and list in `dropped`) the rows that lack one of the `required` positions, each under the first
+    position it lacks."""
     pos = normalize_positions(required)
+    has = position_valid(pos, res.prompt_len, res.seq_len, res.span)  # [N, P], one pass (not one per row)
     dropped = res.dropped
     ok = np.ones(len(res), dtype=bool)
-    for p in pos:
-        for r in np.nonzero(ok)[0]:
-            try:
-                position_index([p], res.prompt_len[r : r + 1], res.seq_len[r : r + 1], res.span[r : r + 1])
-            except ValueError:
-                ok[r] = False
-                dropped.append(
-                    dict(
-                        index=int(res.index[r]),
-                        question=res.questions[r],
-                        answer=res.answers[r],
-                        exact_answer=res.exact[r],
-                        reason=f"no token at position {p!r}",
-                    )
+    for j, p in enumerate(pos):
+        for r in np.nonzero(ok & ~has[:, j])[0]:
+            dropped.append(
+                dict(
+                    index=int(res.index[r]),
+                    question=res.questions[r],
+                    answer=res.answers[r],
+                    exact_answer=res.exact[r],
+                    reason=f"no token at position {p!r}",
                 )
+            )
+        ok &= has[:, j]
     out = res.subset(ok)
     out.dropped = dropped
     return out

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["PAPER_POSITIONS", "NAMED_POSITIONS", "normalize_positions", "position_label", "position_index"]
+__all__ = [
+    "PAPER_POSITIONS",
+    "NAMED_POSITIONS",
+    "normalize_positions",
+    "position_label",
+    "position_index",
+    "position_valid",
+]
 
 NAMED_POSITIONS: tuple[str, ...] = (
     "last_q",
@@ -85,6 +92,33 @@ def position_index(
     """
     prompt_len = np.asarray(prompt_len, dtype=np.int64)
     seq_len = np.asarray(seq_len, dtype=np.int64)
+    out = _columns(positions, prompt_len, seq_len, span)
+    for j, p in enumerate(normalize_positions(positions)):
+        col = out[:, j]
+        bad = np.nonzero((col < 0) | (col >= seq_len))[0]
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"position {p!r} is token {int(col[i])} of row {i}, but that row has only {int(seq_len[i])} tokens "
+                f"(prompt {int(prompt_len[i])} + answer {int(seq_len[i] - prompt_len[i])}); {bad.size} row(s) lack "
+                "it: drop them (answers.subset(...)), generate longer answers, or choose other positions"
+            )
+    return out
+
+
+def position_valid(
+    positions: Sequence[str | int], prompt_len: np.ndarray, seq_len: np.ndarray, span: np.ndarray | None
+) -> np.ndarray:
+    """Bool [N, P]: whether each row has each position (the rows `position_index` would refuse, all at once)."""
+    seq_len = np.asarray(seq_len, dtype=np.int64)
+    out = _columns(positions, np.asarray(prompt_len, dtype=np.int64), seq_len, span)
+    return (out >= 0) & (out < seq_len[:, None])
+
+
+def _columns(
+    positions: Sequence[str | int], prompt_len: np.ndarray, seq_len: np.ndarray, span: np.ndarray | None
+) -> np.ndarray:
+    """The token index [N, P] each position names in each row, in range or not."""
     n = prompt_len.shape[0]
     pos = normalize_positions(positions)
     out = np.empty((n, len(pos)), dtype=np.int64)
@@ -109,13 +143,5 @@ def position_index(
                 col = np.minimum(seq_len - 1, sp[:, 1])
             else:  # exact_answer_after_last
                 col = np.minimum(seq_len - 1, sp[:, 1] + 1)
-        bad = np.nonzero((col < 0) | (col >= seq_len))[0]
-        if bad.size:
-            i = int(bad[0])
-            raise ValueError(
-                f"position {p!r} is token {int(col[i])} of row {i}, but that row has only {int(seq_len[i])} tokens "
-                f"(prompt {int(prompt_len[i])} + answer {int(seq_len[i] - prompt_len[i])}); {bad.size} row(s) lack "
-                "it: drop them (answers.subset(...)), generate longer answers, or choose other positions"
-            )
         out[:, j] = col
     return out
