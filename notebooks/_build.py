@@ -24,8 +24,7 @@ PROBE = """from heatwidget.demo import exact_answer
 import ipywidgets as W
 
 qs_all = hw.demo_questions()   # every demo question: capitals, continents and languages
-ans = hw.answer(lm, qs_all, max_new_tokens=12, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS,
-                batch_size=64)
+ans = hw.answer(lm, qs_all, max_new_tokens=12, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS)
 print(ans)
 acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid")
 auc = hw.probe_auc(acts, test_size=0.2, seed=0)
