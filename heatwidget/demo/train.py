@@ -45,6 +45,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0, help="seeds the world, the data order and the init")
+    _add_world_args(p)
+    p.add_argument("--vocab", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="log greedy accuracy on a fixed sample of questions every N steps (0: never)",
+    )
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation written to training.json")
+    p.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
+    return p.parse_args(argv)
+
+
+def _add_world_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that shape the fact world, its corpus and its tokenizer."""
     p.add_argument("--countries", type=int, default=400)
     p.add_argument("--filler", type=float, default=0.2, help="fraction of filler documents")
     p.add_argument(
@@ -87,18 +104,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="continue from the model saved in this directory (a second stage: its config wins over "
         "--layers/--hidden/...; its training.json is recorded as the first stage)",
     )
-    p.add_argument("--vocab", type=int, default=1024)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (0: leave torch's default)")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument(
-        "--eval-every",
-        type=int,
-        default=0,
-        help="log greedy accuracy on a fixed sample of questions every N steps (0: never)",
-    )
-    p.add_argument("--no-eval", action="store_true", help="skip the evaluation written to training.json")
-    p.add_argument("--save-dtype", choices=("float16", "float32"), default="float16")
-    return p.parse_args(argv)
 
 
 def batches(docs: list[list[int]], seq_len: int, batch: int, seed: int) -> Iterator[torch.Tensor]:

@@ -248,31 +248,34 @@ def make_world(
         seed=seed, n_countries=n_countries, n_continents=n_continents, n_languages=n_languages
     )
     if per_fact_mults:
-        # One balanced, shuffled list per attribute; the capital keeps the country's own draw.
-        columns = [country_mults]
-        for _ in ATTRIBUTES[1:]:
-            col = [mults_drawn[i % len(mults_drawn)] for i in range(n_countries)]
-            rng.shuffle(col)
-            columns.append(col)
-        countries = [
-            Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
-            for c, f in zip(countries, zip(*columns, strict=True), strict=True)
-        ]
+        countries = _per_fact(countries, country_mults, mults_drawn, rng)
         params["per_fact_mults"] = True
-    if answer_style != "word":
-        params["answer_style"] = answer_style
-    if mults_drawn != MULTS:
-        params["mults"] = list(mults_drawn)
+    # Only what differs from the first shipped world is recorded, so its training.json params stay as they were.
+    extra = dict(answer_style=answer_style, mults=list(mults_drawn), familiarity=familiarity, quiz=quiz)
+    params.update({k: v for k, v in extra.items() if v not in ("word", list(MULTS), False)})
     unknown: list[tuple[str, int]] = []
     if familiarity:
         names_unknown = _unique_names(rng, n_countries, (1, 2), _COUNTRY_ENDINGS, taken + capitals)
         unknown = [(n, rng.choice(UNKNOWN_MULTS)) for n in names_unknown]
-        params["familiarity"] = True
-    if quiz:
-        params["quiz"] = True
     return World(
         seed=seed, countries=countries, continents=continents, languages=languages, params=params, unknown=unknown
     )
+
+
+def _per_fact(
+    countries: list[Country], country_mults: list[int], mults: tuple[int, ...], rng: random.Random
+) -> list[Country]:
+    """The countries with one balanced, shuffled multiplicity list per attribute; the capital keeps the country's
+    own draw."""
+    columns = [country_mults]
+    for _ in ATTRIBUTES[1:]:
+        col = [mults[i % len(mults)] for i in range(len(countries))]
+        rng.shuffle(col)
+        columns.append(col)
+    return [
+        Country(c.name, c.capital, c.continent, c.language, c.mult, tuple(f))
+        for c, f in zip(countries, zip(*columns, strict=True), strict=True)
+    ]
 
 
 def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> list[str]:
