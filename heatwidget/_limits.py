@@ -40,6 +40,16 @@ def _widest_block_matrix(model: Any, layers: Any) -> int:
     return max(dims, default=0)
 
 
+def _config_int(cfg: Any, name: str) -> int | None:
+    """A config's integer attribute, or None where it has none or refuses one global value (configs whose layers
+    differ raise on e.g. `num_attention_heads`; then the estimate falls back to the hidden size)."""
+    try:
+        value = getattr(cfg, name, None)
+    except Exception:  # transformers' AmbiguousGlobalPerLayerAttributeError and kin
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def rows_per_forward(lm: Any, tokens: int, *, kv_cache: bool = False) -> int:
     """How many rows of `tokens` tokens one forward should batch when the caller did not say (batch_size=None):
     as many as fit AUTO_BATCH_BYTES of activations — the block's widest matrix per token, three buffers deep — plus,
@@ -51,9 +61,9 @@ def rows_per_forward(lm: Any, tokens: int, *, kv_cache: bool = False) -> int:
     per_token = 3 * width * elem
     if kv_cache:
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-        heads = getattr(cfg, "num_attention_heads", None)
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or (hidden // heads if heads else None)
+        heads = _config_int(cfg, "num_attention_heads")
+        kv_heads = _config_int(cfg, "num_key_value_heads") or heads
+        head_dim = _config_int(cfg, "head_dim") or (hidden // heads if heads else None)
         kv_width = kv_heads * head_dim if kv_heads and head_dim else hidden
         per_token += 2 * lm.anatomy.n_layers * kv_width * elem
     rows = AUTO_BATCH_BYTES // max(1, tokens * per_token)

@@ -60,3 +60,19 @@ def test_auto_batches_change_nothing(demo_lm):
 def test_explicit_batch_size_is_still_checked(demo_lm, bad):
     with pytest.raises((ValueError, TypeError), match="batch_size"):
         hw.answer(demo_lm, hw.demo_questions()[:2], batch_size=bad)
+
+
+def test_configs_that_refuse_a_global_head_count_fall_back_to_the_hidden_size():
+    """Per-layer configs (Gemma 4, dots3) raise on `config.num_attention_heads`; sizing must not."""
+    from heatwidget._limits import _config_int
+
+    class PerLayer:
+        hidden_size = 64
+
+        @property
+        def num_attention_heads(self):
+            raise AttributeError("'num_attention_heads' is a per-layer attribute")  # what transformers raises, in kind
+
+    assert _config_int(PerLayer(), "num_attention_heads") is None
+    assert _config_int(PerLayer(), "hidden_size") == 64
+    assert _config_int(PerLayer(), "missing") is None
