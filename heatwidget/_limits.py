@@ -34,7 +34,7 @@ AUTO_BATCH_BYTES = 1 << 30
 AUTO_BATCH_MAX_ROWS = 256
 
 
-def _widest_block_matrix(model: Any, layers: Any) -> int:
+def _widest_block_matrix(layers: Any) -> int:
     """The largest dimension of a 2-D weight in the first block: the MLP's width, whatever the family calls it."""
     dims = [max(p.shape) for p in layers[0].parameters() if p.dim() == 2] if len(layers) else []
     return max(dims, default=0)
@@ -56,7 +56,7 @@ def rows_per_forward(lm: Any, tokens: int, *, kv_cache: bool = False) -> int:
     when generating, every layer's keys and values (AUTO_BATCH_MAX_ROWS at most)."""
     model = lm.model
     hidden = int(model.get_input_embeddings().weight.shape[1])
-    width = max(hidden, _widest_block_matrix(model, lm.anatomy.layers))
+    width = max(hidden, _widest_block_matrix(lm.anatomy.layers))
     elem = next(model.parameters()).element_size()
     per_token = 3 * width * elem
     if kv_cache:

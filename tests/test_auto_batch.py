@@ -71,7 +71,9 @@ def test_configs_that_refuse_a_global_head_count_fall_back_to_the_hidden_size():
 
         @property
         def num_attention_heads(self):
-            raise AttributeError("'num_attention_heads' is a per-layer attribute")  # what transformers raises, in kind
+            # transformers' AmbiguousGlobalPerLayerAttributeError is a RuntimeError, which getattr's default does
+            # not catch (an AttributeError would be, and would not test the fallback)
+            raise RuntimeError("'num_attention_heads' is a per-layer attribute and may vary across layers")
 
     assert _config_int(PerLayer(), "num_attention_heads") is None
     assert _config_int(PerLayer(), "hidden_size") == 64

@@ -252,7 +252,8 @@ def make_world(
         params["per_fact_mults"] = True
     # Only what differs from the first shipped world is recorded, so its training.json params stay as they were.
     extra = dict(answer_style=answer_style, mults=list(mults_drawn), familiarity=familiarity, quiz=quiz)
-    params.update({k: v for k, v in extra.items() if v not in ("word", list(MULTS), False)})
+    first = dict(answer_style="word", mults=list(MULTS), familiarity=False, quiz=False)
+    params.update({k: v for k, v in extra.items() if v != first[k]})
     unknown: list[tuple[str, int]] = []
     if familiarity:
         names_unknown = _unique_names(rng, n_countries, (1, 2), _COUNTRY_ENDINGS, taken + capitals)
@@ -292,10 +293,8 @@ def corpus(world: World, filler_frac: float = 0.2, seed: int | None = None) -> l
         for _ in range(country.mult_of(attribute)):
             template = rng.choice(choices)
             docs.append(template.format(s=country.name, o=country.value(attribute)))
-    if world.unknown:
-        known = [(c.name, c.mult, True) for c in world.countries]
-        for name, mult, knows in known + [(n, m, False) for n, m in world.unknown]:
-            docs += [rng.choice(FAMILIARITY_TEMPLATES[knows]).format(s=name) for _ in range(mult)]
+    for name, mult, knows in _familiarity_entries(world):
+        docs += [rng.choice(FAMILIARITY_TEMPLATES[knows]).format(s=name) for _ in range(mult)]
     if world.params.get("quiz"):
         docs += _quiz_docs(world, rng)
     # Filler: generic sentences, some mentioning a uniformly drawn country, so that how often a country's
@@ -319,19 +318,18 @@ def tokenizer_corpus(world: World, filler_frac: float = 0.2, seed: int | None = 
     """
     rng = random.Random(world.seed * 7919 + 3 if seed is None else seed)
     style = world.params.get("answer_style", "word")
-    values = {a: sorted({c.value(a) for c in world.countries}) for a in ATTRIBUTES}
+    values = _attribute_values(world)
     docs: list[str] = []
     for country, attribute in world.facts():
         for template in templates(attribute, style):
             docs.append(template.format(s=country.name, o=country.value(attribute)))
         if world.params.get("quiz"):
             qa = templates(attribute, style)[3]
-            wrong = rng.choice([v for v in values[attribute] if v != country.value(attribute)])
-            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=country.value(attribute)) + QUIZ_VERDICTS[True])
-            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=wrong) + QUIZ_VERDICTS[False])
-    if world.unknown:
-        for name, knows in [(c.name, True) for c in world.countries] + [(n, False) for n, _ in world.unknown]:
-            docs += [t.format(s=name) for t in FAMILIARITY_TEMPLATES[knows]]
+            wrong = _wrong_value(rng, values[attribute], country.value(attribute))
+            docs.append(_quiz_doc(qa, country.name, country.value(attribute), True))
+            docs.append(_quiz_doc(qa, country.name, wrong, False))
+    for name, _mult, knows in _familiarity_entries(world):
+        docs += [t.format(s=name) for t in FAMILIARITY_TEMPLATES[knows]]
     n_filler = round(len(docs) * filler_frac / (1.0 - filler_frac))
     for _ in range(n_filler):
         words = {k: rng.choice(v) for k, v in _FILLER_WORDS.items()}
@@ -344,16 +342,37 @@ def _quiz_docs(world: World, rng: random.Random) -> list[str]:
     """Half as many quiz documents per fact as the fact's multiplicity (at least one), each graded right or wrong
     with equal odds; a wrong answer is the value of another country (a plausible mistake, as the model makes)."""
     docs: list[str] = []
-    values = {a: sorted({c.value(a) for c in world.countries}) for a in ATTRIBUTES}
+    values = _attribute_values(world)
     for country, attribute in world.facts():
         qa = templates(attribute, world.params.get("answer_style", "word"))[3]
         for _ in range(max(1, country.mult_of(attribute) // 2)):
             right = rng.random() < 0.5
             value = country.value(attribute)
             if not right:
-                value = rng.choice([v for v in values[attribute] if v != value])
-            docs.append(QUIZ_PREFIX + qa.format(s=country.name, o=value) + QUIZ_VERDICTS[right])
+                value = _wrong_value(rng, values[attribute], value)
+            docs.append(_quiz_doc(qa, country.name, value, right))
     return docs
+
+
+def _attribute_values(world: World) -> dict[str, list[str]]:
+    """Every value each attribute takes in the world, sorted (the pool wrong quiz answers are drawn from)."""
+    return {a: sorted({c.value(a) for c in world.countries}) for a in ATTRIBUTES}
+
+
+def _wrong_value(rng: random.Random, values: list[str], right: str) -> str:
+    return rng.choice([v for v in values if v != right])
+
+
+def _quiz_doc(qa_template: str, country: str, value: str, right: bool) -> str:
+    return QUIZ_PREFIX + qa_template.format(s=country, o=value) + QUIZ_VERDICTS[right]
+
+
+def _familiarity_entries(world: World) -> list[tuple[str, int, bool]]:
+    """(name, how often, known?) of every country with familiarity documents: the world's countries, as often as
+    their facts, then the fact-less ones; none where the world has no fact-less countries."""
+    if not world.unknown:
+        return []
+    return [(c.name, c.mult, True) for c in world.countries] + [(n, m, False) for n, m in world.unknown]
 
 
 def exact_answer(question: str, answer: str) -> str | None:

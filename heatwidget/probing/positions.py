@@ -92,8 +92,8 @@ def position_index(
     """
     prompt_len = np.asarray(prompt_len, dtype=np.int64)
     seq_len = np.asarray(seq_len, dtype=np.int64)
-    out = _columns(positions, prompt_len, seq_len, span)
-    for j, p in enumerate(normalize_positions(positions)):
+    pos, out = _columns(positions, prompt_len, seq_len, span)
+    for j, p in enumerate(pos):
         col = out[:, j]
         bad = np.nonzero((col < 0) | (col >= seq_len))[0]
         if bad.size:
@@ -111,14 +111,14 @@ def position_valid(
 ) -> np.ndarray:
     """Bool [N, P]: whether each row has each position (the rows `position_index` would refuse, all at once)."""
     seq_len = np.asarray(seq_len, dtype=np.int64)
-    out = _columns(positions, np.asarray(prompt_len, dtype=np.int64), seq_len, span)
+    _, out = _columns(positions, np.asarray(prompt_len, dtype=np.int64), seq_len, span)
     return (out >= 0) & (out < seq_len[:, None])
 
 
 def _columns(
     positions: Sequence[str | int], prompt_len: np.ndarray, seq_len: np.ndarray, span: np.ndarray | None
-) -> np.ndarray:
-    """The token index [N, P] each position names in each row, in range or not."""
+) -> tuple[list[str | int], np.ndarray]:
+    """The validated positions, and the token index [N, P] each names in each row, in range or not."""
     n = prompt_len.shape[0]
     pos = normalize_positions(positions)
     out = np.empty((n, len(pos)), dtype=np.int64)
@@ -144,4 +144,4 @@ def _columns(
             else:  # exact_answer_after_last
                 col = np.minimum(seq_len - 1, sp[:, 1] + 1)
         out[:, j] = col
-    return out
+    return pos, out
