@@ -8,7 +8,7 @@
 
 Same features, same split (probe_auc's meta["train_idx"/"test_idx"], which are sklearn's train_test_split):
   batched: hw.probe_auc(X, y, solver=)                                 (one run, reading features included;
-           solver "auto" = Böhning-whitened L-BFGS on CPU, damped Newton on a GPU)
+           solver "auto" = whitened L-BFGS on CPU, damped Newton on a GPU)
   sklearn: for every (layer, position): LogisticRegression(C=1).fit(X_train, y_train), roc_auc_score on X_test
 Reports the time ratio and max |ΔAUC| over cells. sklearn runs with its defaults (lbfgs, max_iter=100, tol=1e-4);
 cells where it stops at max_iter are counted, and `--converged` adds sklearn run to convergence, two ways:

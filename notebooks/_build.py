@@ -171,8 +171,8 @@ the gold answers, the exact answer is located in the generated tokens, and one l
         ("code", SETUP),
         ("code", PROBE),
         ("md", PROBE_READING),
-        ("md", """All 120 probes were fitted together (L-BFGS whitened by Böhning's bound on a CPU, Newton on a GPU), to the
-optimum sklearn's `LogisticRegression(C=1)` converges to; `benchmarks/bench_probe.py --converged` compares the two."""),
+        ("md", """All 120 probes were fitted together (L-BFGS, whitened by Böhning's bound then by the Hessian, on a CPU;
+Newton on a GPU), to the optimum sklearn's `LogisticRegression(C=1)` converges to; `benchmarks/bench_probe.py --converged` compares the two."""),
         ("code", """{k: auc.meta["solver"][k] for k in ("method", "n_iter_max", "all_converged", "seconds")}"""),
         ("code", """d = auc.drill(auc.rows[-2], "exact_answer_last")
 print(d)

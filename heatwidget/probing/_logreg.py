@@ -10,8 +10,10 @@ optimiser runs. Two solvers reach the same optimum:
 - "lbfgs": L-BFGS in coordinates whitened by Böhning's bound. The logistic Hessian never exceeds X^T X / 4 + lam I
   (Böhning & Lindsay 1988), so with R^T R = that bound and v = R w, the Hessian in v has its eigenvalues in (0, 1]:
   one Gram matrix and one Cholesky factorisation per cell, then O(n d) iterations (79-199 on the demo model, where
-  sklearn's unpreconditioned lbfgs needs up to ~1,900 on the same raw activations). On CPU it is 1.5x (d = 192)
-  to 2.6x (d = 576) faster than Newton (measured in benchmarks/bench_probe.py), so it is the CPU default.
+  sklearn's unpreconditioned lbfgs needs up to ~1,900 on the same raw activations). For small d, after a few
+  iterations it re-whitens once by the Hessian at the current point (then ~8 iterations more: see
+  REWHITEN_AFTER). On CPU it is faster than Newton (measured in benchmarks/bench_probe.py), so it is the CPU
+  default.
 
 Exactness tricks (each leaves the minimiser unchanged):
 - features are centred on the training mean (the free intercept absorbs the shift), which conditions H and makes
@@ -139,7 +141,6 @@ def _newton(
     b = torch.full((K,), float(np.log(ybar / (1 - ybar))), dtype=torch.float64, device=dev)  # optimum at w = 0
     n_iter = torch.zeros(K, dtype=torch.long, device=dev)
     done = torch.zeros(K, dtype=torch.bool, device=dev)
-    eye = torch.eye(m + 1, dtype=torch.float64, device=dev)
     eps = float(torch.finfo(F.dtype).eps)
     for _ in range(max_iter):
         act = (~done).nonzero()[:, 0]
@@ -157,14 +158,7 @@ def _newton(
             [torch.bmm(r.to(F.dtype)[:, None, :], Fa)[:, 0].double() + lama[:, None] * wa, r.sum(-1, keepdim=True)],
             dim=1,
         )
-        Fs = Fa * s.to(F.dtype)[..., None]
-        H = torch.empty(act.numel(), m + 1, m + 1, dtype=torch.float64, device=dev)
-        H[:, :m, :m] = (Fa.transpose(1, 2) @ Fs).double()
-        H[:, :m, :m] += lama[:, None, None] * eye[:m, :m]
-        H[:, :m, m] = Fs.sum(1).double()
-        H[:, m, :m] = H[:, :m, m]
-        H[:, m, m] = s.sum(-1)
-        L, dsc = _scaled_cholesky(H)
+        L, dsc = _scaled_cholesky(_logistic_hessian(Fa, s, lama))
         with _lapack_threads(dev, m):
             step = torch.cholesky_solve((g * dsc)[..., None], L)[..., 0] * dsc
         dec = (g * step).sum(-1)  # Newton decrement squared: f - f* ~ dec / 2 near the optimum
@@ -190,8 +184,10 @@ class _Cells:
 
     index: torch.Tensor  # each row's cell number in the caller's batch
     F: torch.Tensor  # [k, n, m] centred features
-    chol: torch.Tensor  # [k, m, m] unit-diagonal Cholesky factor of the bound (features' dtype)
+    chol: torch.Tensor  # [k, m, m] unit-diagonal Cholesky factor of the whitened w-block (features' dtype)
     dsc: torch.Tensor  # [k, m] its diagonal scaling
+    rb: torch.Tensor  # [k] sqrt of the intercept's curvature
+    cb: torch.Tensor  # [k, m] the (w, b) cross term over the intercept's curvature
     w: torch.Tensor  # [k, m]
     b: torch.Tensor  # [k]
     z: torch.Tensor  # [k, n] = F w + b
@@ -230,21 +226,26 @@ def _inverse_hessian_times(S: torch.Tensor, Y: torch.Tensor, valid: torch.Tensor
     return gamma * g + torch.bmm(p.transpose(1, 2), S)[:, 0] - gamma * torch.bmm(r.transpose(1, 2), Y)[:, 0]
 
 
-def _to_w(c: _Cells, v: torch.Tensor) -> torch.Tensor:
-    """R^-1 v = D L^-T v: a direction in whitened coordinates mapped back to w."""
-    v = v.to(c.F.dtype)[..., None]
-    return torch.linalg.solve_triangular(c.chol.transpose(1, 2), v, upper=True)[..., 0] * c.dsc
+def _to_w(c: _Cells, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """R^-1 v: a direction [k, m + 1] in whitened coordinates mapped back to (w [k, m], b [k]).
+
+    v = R (w, b) with v_w = R_w w and v_b = rb (b + cb . w): R_w = L^T D^-1 whitens the w-block (its Schur complement
+    once the intercept couples in), and the intercept's own coordinate stays in float64."""
+    u = torch.linalg.solve_triangular(c.chol.transpose(1, 2), v[:, :-1].to(c.F.dtype)[..., None], upper=True)
+    u = (u[..., 0] * c.dsc).double()
+    return u, v[:, -1] / c.rb - (c.cb * u).sum(1)
 
 
-def _grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor, yd: torch.Tensor, rb: float) -> torch.Tensor:
-    """The gradient in whitened coordinates: R^-T grad_w = L^-1 D grad_w, and b's scaled by 1 / rb."""
+def _grad_v(c: _Cells, z: torch.Tensor, w: torch.Tensor, yd: torch.Tensor) -> torch.Tensor:
+    """The gradient in whitened coordinates, R^-T (g_w, g_b) = (L^-1 D (g_w - cb g_b), g_b / rb)."""
     r = torch.sigmoid(z) - yd
-    gw = torch.bmm(r.to(c.F.dtype)[:, None, :], c.F)[:, 0].double() + c.lam[:, None] * w
+    gb = r.sum(-1)
+    gw = torch.bmm(r.to(c.F.dtype)[:, None, :], c.F)[:, 0].double() + c.lam[:, None] * w - c.cb * gb[:, None]
     gv = torch.linalg.solve_triangular(c.chol, (gw.to(c.F.dtype) * c.dsc)[..., None], upper=False)[..., 0]
-    return torch.cat([gv.double(), (r.sum(-1) / rb)[:, None]], dim=1)
+    return torch.cat([gv.double(), (gb / c.rb)[:, None]], dim=1)
 
 
-def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: int, rb: float) -> _Cells:
+def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: int) -> _Cells:
     """Every cell at w = 0 with the intercept at its optimum there, and the whitening factor of its bound."""
     K, n, m = F.shape
     dev = F.device
@@ -264,6 +265,8 @@ def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: i
         F=F,
         chol=chol.to(F.dtype),
         dsc=dsc.to(F.dtype),
+        rb=torch.full((K,), (n / 4) ** 0.5, dtype=torch.float64, device=dev),  # the bound's intercept entry: n / 4
+        cb=torch.zeros(K, m, dtype=torch.float64, device=dev),  # centred features: no cross term
         w=w0,
         b=b0,
         z=z0,
@@ -275,7 +278,7 @@ def _lbfgs_start(F: torch.Tensor, yd: torch.Tensor, lam: torch.Tensor, memory: i
         lam=lam,
         done=torch.zeros(K, dtype=torch.bool, device=dev),
     )
-    c.g = _grad_v(c, c.z, c.w, yd, rb)
+    c.g = _grad_v(c, c.z, c.w, yd)
     return c
 
 
@@ -289,24 +292,20 @@ def _lbfgs_direction(c: _Cells, it: int, memory: int) -> tuple[torch.Tensor, tor
     return direction, torch.where(uphill, -(c.g * c.g).sum(1), slope)
 
 
-def _lbfgs_step(
-    c: _Cells, it: int, memory: int, yd: torch.Tensor, rb: float, tol: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _lbfgs_step(c: _Cells, it: int, memory: int, yd: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One iteration for every unfinished cell; returns (live, finished) per cell of `c`."""
-    m = c.w.shape[1]
     direction, slope = _lbfgs_direction(c, it, memory)
     # The quasi-Newton decrement g^T H^-1 g / 2 (H^-1 as L-BFGS has learnt it) estimates the remaining gap; the
     # gradient's plain length in v would understate it wherever the fit is confident and H << the bound.
     ok = ~c.done & (-slope / 2 <= tol * (1 + c.f.abs()))
     live = ~c.done & ~ok
-    u = _to_w(c, direction[:, :m]).double()
-    ub = direction[:, m] / rb
+    u, ub = _to_w(c, direction)
     Fu = _matvec(c.F, u.to(c.F.dtype)).double() + ub[:, None]
     # In whitened coordinates the unit step is almost always accepted.
     t, f_new, stalled = _backtrack(c.z, Fu, c.w, u, yd, c.lam, c.f, slope, live, tries=30)
     t = torch.where(live & ~stalled, t, torch.zeros_like(t))
     c.z, c.w, c.b = c.z + t[:, None] * Fu, c.w + t[:, None] * u, c.b + t * ub
-    g_new = _grad_v(c, c.z, c.w, yd, rb)
+    g_new = _grad_v(c, c.z, c.w, yd)
     s_v, y_v = t[:, None] * direction, g_new - c.g
     sy = (s_v * y_v).sum(1)
     slot = it % memory
@@ -319,26 +318,69 @@ def _lbfgs_step(
     return live, ok | stalled
 
 
+# After REWHITEN_AFTER iterations the fit is near its optimum, where the logistic Hessian is far below Böhning's
+# bound (confident examples contribute p(1-p) << 1/4): L-BFGS restarts in coordinates whitened by the Hessian at
+# that point, and converges in a handful of iterations more. One more Gram matrix per cell buys it, so only where
+# that matrix is cheap next to the passes it saves: on the demo's resid features (m = 192) iterations fall 711 -> 220
+# and the fit takes 0.72x the time; at m = 576 (mlp_in) the saved passes only pay for the Gram matrix (measured in
+# benchmarks/bench_probe.py).
+REWHITEN_AFTER = 8
+REWHITEN_MAX_DIM = 384
+
+
+def _logistic_hessian(F: torch.Tensor, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """The objective's Hessian in (w, b), [k, m + 1, m + 1] float64, for curvatures s = p(1 - p) [k, n]."""
+    k, _n, m = F.shape
+    Fs = F * s.to(F.dtype)[..., None]
+    H = torch.empty(k, m + 1, m + 1, dtype=torch.float64, device=F.device)
+    H[:, :m, :m] = (F.transpose(1, 2) @ Fs).double()
+    H.diagonal(dim1=1, dim2=2)[:, :m].add_(lam[:, None])
+    H[:, :m, m] = Fs.sum(1).double()
+    H[:, m, :m] = H[:, :m, m]
+    H[:, m, m] = s.sum(-1)
+    return H
+
+
+def _rewhiten(c: _Cells, yd: torch.Tensor) -> None:
+    """Whiten by the Hessian at the current point instead of the bound; the curvature pairs, learnt in the old
+    coordinates, are dropped."""
+    p = torch.sigmoid(c.z)
+    H = _logistic_hessian(c.F, p * (1 - p), c.lam)
+    m = c.w.shape[1]
+    h, cross = H[:, m, m], H[:, :m, m]
+    chol, dsc = _scaled_cholesky(H[:, :m, :m] - cross[:, :, None] * cross[:, None, :] / h[:, None, None])
+    c.chol, c.dsc = chol.to(c.F.dtype), dsc.to(c.F.dtype)
+    c.rb, c.cb = h.sqrt(), cross / h[:, None]
+    c.S.zero_()
+    c.Y.zero_()
+    c.rho.zero_()
+    c.g = _grad_v(c, c.z, c.w, yd)
+
+
 def _lbfgs(
     F: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, max_iter: int, tol: float, memory: int = 10
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """L-BFGS on features F [K, n, m] (centred), labels y [n] in {0, 1}, in Böhning-whitened coordinates.
 
-    v = R w with R = L^T D^-1, where D^-1 L L^T D^-1 = F^T F / 4 + lam I (unit-diagonal scaled Cholesky); the
-    intercept's coordinate is sqrt(n / 4) b. Only w, b and z = F w + b are kept; directions found in v are mapped
-    back through R^-1 (two small triangular solves per iteration), and the line search moves z along F u without
-    touching F again.
+    v = R (w, b) with R = L^T D^-1, where D^-1 L L^T D^-1 = the bound [[F^T F / 4 + lam I, 0], [0, n / 4]]
+    (unit-diagonal scaled Cholesky), later the Hessian at the current point (see REWHITEN_AFTER). Only w, b and
+    z = F w + b are kept; directions found in v are mapped back through R^-1 (two small triangular solves per
+    iteration), and the line search moves z along F u without touching F again.
     """
-    K, n, _m = F.shape
+    K, n, m = F.shape
     dev = F.device
-    rb = (n / 4) ** 0.5
     yd = y.to(dev, torch.float64)
-    c = _lbfgs_start(F, yd, lam, memory, rb)
+    c = _lbfgs_start(F, yd, lam, memory)
     w_out, b_out = c.w.clone(), c.b.clone()
     n_iter = torch.zeros(K, dtype=torch.long, device=dev)
     converged = torch.zeros(K, dtype=torch.bool, device=dev)
+    rewhiten_at = REWHITEN_AFTER if m <= REWHITEN_MAX_DIM else -1
+    it0 = 0  # the iteration the curvature pairs start from
     for it in range(max_iter):
-        live, finished = _lbfgs_step(c, it, memory, yd, rb, tol)
+        if it == rewhiten_at:
+            _rewhiten(c, yd)
+            it0 = it
+        live, finished = _lbfgs_step(c, it - it0, memory, yd, tol)
         n_iter[c.index] += live.long()
         c.done |= finished
         if bool(finished.any()):
@@ -427,7 +469,10 @@ def _magnitude_scale(X: torch.Tensor) -> torch.Tensor | None:
     return torch.exp2(exponent.clamp(-126, 127)).to(X.dtype)  # normal float32 powers of two
 
 
-SOLVERS = {"newton": "batched damped Newton", "lbfgs": "batched L-BFGS, Böhning-whitened"}
+SOLVERS = {
+    "newton": "batched damped Newton",
+    "lbfgs": "batched L-BFGS, whitened by Böhning's bound, then by the Hessian",
+}
 
 
 def resolve_solver(solver: str, device: torch.device | str) -> str:

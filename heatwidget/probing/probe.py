@@ -4,9 +4,10 @@ The recipe of Orgad et al. 2024 (the truthfulness heatmaps of "LLMs Know More Th
 split of the examples (sklearn's train_test_split(test_size, random_state=seed), reproduced bit for bit without
 importing sklearn), one LogisticRegression(C) per cell on the raw features, ROC AUC of its scores on the test
 examples. Here the cells are fitted together, a chunk at a time, by a batched solver (`_logreg.py`): L-BFGS in
-Böhning-whitened coordinates on CPU, damped Newton on a GPU. Both stop at the optimum sklearn's solver approaches
-(tolerance 1e-9 on the Newton decrement); tests/test_probe.py holds the AUC to sklearn's within 0.01 per cell and
-the coefficients within 2e-3 relative, and benchmarks/bench_probe.py compares them on the demo model.
+whitened coordinates (Böhning's bound, then the Hessian near the optimum) on CPU, damped Newton on a GPU. Both stop
+at the optimum sklearn's solver approaches (tolerance 1e-9 on the Newton decrement); tests/test_probe.py holds the
+AUC to sklearn's within 0.01 per cell and the coefficients within 2e-3 relative, and benchmarks/bench_probe.py
+compares them on the demo model.
 
 On the analysis contract (`heatwidget.analysis`): the item is one batch of cells (`CellBatch`: the chunks fitted
 concurrently), `fit_cells` the public per-item function, `PROBE_AUC` the declaration; the driver runs it in this
