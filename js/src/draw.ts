@@ -4,6 +4,8 @@ import type { Item, Theme } from "./figure";
 export interface Images {
   cells: CanvasImageSource | null;
   colorbar: CanvasImageSource | null;
+  /** Where the cells image goes when it is not the figure's plot rectangle (the plot rounded to device pixels). */
+  cellsRect?: { x: number; y: number; w: number; h: number };
 }
 
 const ALIGN: Record<string, CanvasTextAlign> = { left: "left", right: "right", center: "center" };
@@ -61,7 +63,8 @@ export function drawItems(ctx: CanvasRenderingContext2D, items: Item[], images: 
         if (!img) break;
         // One pixel per cell, scaled without smoothing: crisp cells at any zoom, no per-cell drawing.
         ctx.imageSmoothingEnabled = false;
-        ctx.drawImage(img, it.x, it.y, it.w, it.h);
+        const r = it.src === "cells" && images.cellsRect ? images.cellsRect : it;
+        ctx.drawImage(img, r.x, r.y, r.w, r.h);
         break;
       }
       case "text":

@@ -22,6 +22,11 @@ export function hitTest(plot: Rect, rows: number, cols: number, px: number, py: 
   return { row: Math.min(rows - 1, Math.floor(fy * rows)), col: Math.min(cols - 1, Math.floor(fx * cols)) };
 }
 
+/** The centre of the device pixel that contains CSS coordinate x (dpr device pixels per CSS pixel). */
+export function pixelCentre(x: number, dpr: number): number {
+  return (Math.floor(x * dpr) + 0.5) / dpr;
+}
+
 /** The rectangle of cell (row, col); edges are computed per index so neighbours share them exactly. */
 export function cellRect(plot: Rect, rows: number, cols: number, row: number, col: number): Rect {
   const x0 = plot.x + (col * plot.w) / cols;

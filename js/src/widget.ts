@@ -8,10 +8,10 @@ import { detailIndexFor, parseDetailCells, watchLiveness } from "./details";
 import { drawItems } from "./draw";
 import { DARK_THEME, type Figure, LIGHT_THEME, type Theme, axisLabel, layoutFigure } from "./figure";
 import { FrameCache, type LayoutInputs } from "./frame";
-import { type Cell, cellRect, hitTest, moveCursor } from "./layout";
+import { type Cell, cellRect, hitTest, moveCursor, pixelCentre } from "./layout";
 import { Memo } from "./memo";
 import { OverlayLayer, type OverlayState } from "./overlay";
-import { CellPixels, poolFactors, poolMatrix } from "./raster";
+import { CellPixels, SampledPixels, deviceRect, poolFactors, poolMatrix, shouldSample } from "./raster";
 import { type Norm, formatValue, kernelStats, stats } from "./scale";
 import { toSvg } from "./svg";
 import { type TextMeasurer, documentMeasurer } from "./text";
@@ -220,6 +220,8 @@ class HeatmapView {
   private readonly progressBar: HTMLProgressElement;
   private readonly errorBox: HTMLDivElement;
   private readonly cellsCanvas: HTMLCanvasElement;
+  // The plot at device resolution, for matrices with more cells than the plot has pixels (raster.ts).
+  private readonly sampledCanvas: HTMLCanvasElement;
   private readonly barCanvas: HTMLCanvasElement;
 
   private readonly overlayLayer: OverlayLayer;
@@ -234,6 +236,7 @@ class HeatmapView {
   // Frame caches (see memo.ts): a paint recomputes only the stages whose inputs changed.
   private readonly frameCache = new FrameCache();
   private readonly cells = new CellPixels();
+  private readonly sampled = new SampledPixels();
   private readonly barMemo = new Memo<void>();
   private readonly drawMemo = new Memo<void>();
   private dirtyData = true;
@@ -258,6 +261,7 @@ class HeatmapView {
     this.listen(dom.saveSvg, "click", () => this.saveSvg());
     this.overlayLayer = new OverlayLayer(this.overlay);
     this.cellsCanvas = doc.createElement("canvas");
+    this.sampledCanvas = doc.createElement("canvas");
     this.barCanvas = doc.createElement("canvas");
     this.measurer = documentMeasurer(doc);
     this.updateStatus();
@@ -430,16 +434,16 @@ class HeatmapView {
   /** Recolour the cells through the LUT into the 1 px/cell canvas; true when its pixels changed. */
   private updateCells(p: Prepared, norm: Norm): boolean {
     if (!this.cells.update(p.values, norm, buildLut32(this.colormap()))) return false;
-    const cc = this.cellsCanvas;
-    if (cc.width !== p.cols || cc.height !== p.rows) {
-      cc.width = p.cols;
-      cc.height = p.rows;
-    }
-    const ctx = cc.getContext("2d");
-    const px = this.cells.pixels;
-    // ImageData over the pixel buffer itself: no copy before putImageData.
-    const bytes = new Uint8ClampedArray(px.buffer, px.byteOffset, px.byteLength);
-    if (ctx) ctx.putImageData(new ImageData(bytes, p.cols, p.rows), 0, 0);
+    putPixels(this.cellsCanvas, this.cells.pixels, p.cols, p.rows);
+    return true;
+  }
+
+  /** The plot's device pixels for a matrix with more cells than pixels; false when that is not the case. */
+  private updateSampled(p: Prepared, norm: Norm, fig: Figure, dpr: number): boolean {
+    const rect = deviceRect(fig.plot, dpr);
+    if (!shouldSample(p.rows, p.cols, rect)) return false;
+    if (this.sampled.update(p.values, p.rows, p.cols, fig.plot, dpr, norm, buildLut32(this.colormap())))
+      putPixels(this.sampledCanvas, this.sampled.pixels, rect.w, rect.h);
     return true;
   }
 
@@ -539,7 +543,7 @@ class HeatmapView {
   }
 
   /** The figure onto the base canvas (resized only when its size changes); the overlay follows the size. */
-  private drawBase(fig: Figure, dpr: number): void {
+  private drawBase(fig: Figure, dpr: number, sampled: boolean): void {
     const w = Math.round(fig.width * dpr);
     const h = Math.round(fig.height * dpr);
     if (this.base.width !== w || this.base.height !== h) {
@@ -552,7 +556,10 @@ class HeatmapView {
     const ctx = this.base.getContext("2d");
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    drawItems(ctx, fig.items, { cells: this.cellsCanvas, colorbar: this.barCanvas }, this.theme);
+    const cells = sampled
+      ? { cells: this.sampledCanvas, cellsRect: deviceRectInCss(deviceRect(fig.plot, dpr), dpr) }
+      : { cells: this.cellsCanvas };
+    drawItems(ctx, fig.items, { ...cells, colorbar: this.barCanvas }, this.theme);
   }
 
   /**
@@ -575,24 +582,27 @@ class HeatmapView {
       return;
     }
     const norm = (this.norm = this.currentNorm(p));
-    this.updateCells(p, norm);
     this.updateBar();
     const width = this.width || this.root.clientWidth || 640;
     const notes = this.notes();
     const inputs = this.layoutInputs(p, width, notes);
     const fig = this.frameCache.figure(inputs, norm, () => this.buildFigure(p, norm, width, notes));
     const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
-    const drawKey = [fig, this.cells.recolors, this.barMemo.computations, dpr, this.theme];
+    // More cells than device pixels: colour only the cell each pixel shows; else one pixel per cell, scaled.
+    const sampled = this.updateSampled(p, norm, fig, dpr);
+    if (!sampled) this.updateCells(p, norm);
+    const drawKey = [fig, sampled, this.cells.recolors, this.sampled.recolors, this.barMemo.computations, dpr, this.theme];
     if (this.drawMemo.has(drawKey)) return;
     this.fig = fig;
-    this.drawBase(fig, dpr);
+    this.drawBase(fig, dpr, sampled);
     this.drawMemo.get(drawKey, () => undefined);
     this.drawOverlay();
     this.paints++;
     const end = performance.now();
     this.root.dataset.paints = String(this.paints);
     this.root.dataset.layouts = String(this.frameCache.layouts);
-    this.root.dataset.recolors = String(this.cells.recolors);
+    this.root.dataset.recolors = String(this.cells.recolors + this.sampled.recolors);
+    this.root.dataset.sampled = String(sampled);
     this.root.dataset.plot = [fig.plot.x, fig.plot.y, fig.plot.w, fig.plot.h].map((v) => v.toFixed(2)).join(",");
     this.root.dataset.shape = `${p.rows}x${p.cols}`;
     this.root.dataset.notes = notes.join(" | ");
@@ -652,7 +662,13 @@ class HeatmapView {
     const box = this.overlay.getBoundingClientRect();
     const sx = box.width ? this.fig.width / box.width : 1;
     const sy = box.height ? this.fig.height / box.height : 1;
-    return hitTest(this.fig.plot, this.prepared.rows, this.prepared.cols, (e.clientX - box.left) * sx, (e.clientY - box.top) * sy);
+    // The cell the pointer's device pixel shows: hitTest at that pixel's centre, where the pixel's colour is
+    // sampled (by drawImage, or by paintSampled when cells are smaller than pixels). At the pointer's own
+    // coordinates (a pixel's corner, for a mouse) a cell narrower than a pixel would be its left neighbour.
+    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
+    const x = pixelCentre((e.clientX - box.left) * sx, dpr);
+    const y = pixelCentre((e.clientY - box.top) * sy, dpr);
+    return hitTest(this.fig.plot, this.prepared.rows, this.prepared.cols, x, y);
   }
 
   private onPointer(e: PointerEvent): void {
@@ -798,6 +814,11 @@ class HeatmapView {
   }
 
   // ---- export ------------------------------------------------------------------------------------------------
+  /** Exports carry every cell (one pixel each), also when the view shows only the sampled ones. */
+  private fullResolutionCells(): void {
+    if (this.prepared && this.norm) this.updateCells(this.prepared, this.norm);
+  }
+
   private fileName(ext: string): string {
     return `${slug(String(this.model.get("title") ?? ""))}.${ext}`;
   }
@@ -818,6 +839,7 @@ class HeatmapView {
   pngBlob(): Promise<Blob | null> {
     const fig = this.fig;
     if (!fig) return Promise.resolve(null);
+    this.fullResolutionCells();
     const scale = 2;
     const c = this.root.ownerDocument.createElement("canvas");
     c.width = Math.round(fig.width * scale);
@@ -832,6 +854,7 @@ class HeatmapView {
   svgText(): string | null {
     const fig = this.fig;
     if (!fig) return null;
+    this.fullResolutionCells();
     return toSvg(
       fig.items,
       fig.width,
@@ -850,6 +873,22 @@ class HeatmapView {
     const svg = this.svgText();
     if (svg) this.download(new Blob([svg], { type: "image/svg+xml" }), this.fileName("svg"));
   }
+}
+
+/** Pixels (one 32-bit RGBA word each) into a canvas of w × h, resized only when its size changes. */
+function putPixels(canvas: HTMLCanvasElement, px: Uint32Array<ArrayBuffer>, w: number, h: number): void {
+  if (canvas.width !== w || canvas.height !== h) {
+    canvas.width = w;
+    canvas.height = h;
+  }
+  const ctx = canvas.getContext("2d");
+  // ImageData over the pixel buffer itself: no copy before putImageData.
+  const bytes = new Uint8ClampedArray(px.buffer, px.byteOffset, px.byteLength);
+  if (ctx) ctx.putImageData(new ImageData(bytes, w, h), 0, 0);
+}
+
+function deviceRectInCss(r: { x0: number; y0: number; w: number; h: number }, dpr: number) {
+  return { x: r.x0 / dpr, y: r.y0 / dpr, w: r.w / dpr, h: r.h / dpr };
 }
 
 function render({ model, el }: RenderProps<HeatmapState>): () => void {

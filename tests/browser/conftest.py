@@ -1,7 +1,8 @@
 """Fixtures for the browser tests: Debian's Chromium driven by Playwright, no network.
 
 * `page`: a static harness (harness.html) served through Playwright's request routing; it renders the widget
-  from the exact state the Python `Heatmap` serialises (including its `_esm` bundle), with a small fake model.
+  from the exact state the Python `Heatmap` serialises (including its `_esm` bundle), with a small fake model;
+  `hidpi_page`: the same at 2 device pixels per CSS pixel.
 * `browser`: one Chromium for the whole session; `lab_server`: one JupyterLab server for the whole session
   (tests add their notebooks to it), because each costs seconds of the 2-core CI budget.
 * Missing Chromium: the tests are skipped with a loud reason locally, and fail when `CI` or
@@ -118,9 +119,8 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         server.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 800, "height": 900}, accept_downloads=True)
+def _harness_page(browser: Any, **context: Any) -> Iterator[Any]:
+    ctx = browser.new_context(viewport={"width": 800, "height": 900}, accept_downloads=True, **context)
     pg = ctx.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -141,3 +141,14 @@ def page(browser: Any) -> Iterator[Any]:
     pg.errors = errors  # type: ignore[attr-defined]
     yield pg
     ctx.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from _harness_page(browser)
+
+
+@pytest.fixture
+def hidpi_page(browser: Any) -> Iterator[Any]:
+    """The harness on a display of 2 device pixels per CSS pixel (a laptop's retina screen)."""
+    yield from _harness_page(browser, device_scale_factor=2)

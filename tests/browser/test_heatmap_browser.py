@@ -477,3 +477,62 @@ def test_colour_range_comes_from_the_kernels_statistics_when_they_fit(page: Any)
     pixels = [page.evaluate("([i, x, y]) => window.hw.pixel(i, x, y)", [i, x, y]) for i in range(3)]
     assert pixels == [lut[255], lut[2], lut[255]]
     assert page.errors == []
+
+
+@pytest.mark.parametrize("fixture", ["page", "hidpi_page"])
+def test_more_cells_than_pixels_show_the_cell_under_each_pixel_and_export_every_cell(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    # Issue 18: a matrix with more cells than the plot has device pixels is coloured at device resolution (only
+    # the cell under each pixel's centre), which must be the cell the pointer names there; exports keep every cell.
+    page = request.getfixturevalue(fixture)
+    rows, cols = (400, 900) if fixture == "page" else (800, 1800)  # more cells than device pixels either way
+    v = (np.add.outer(np.arange(rows) * 7.0, np.arange(cols) * 13.0) % 101).astype(np.float32)
+    v[::37, ::41] = np.nan
+    info = mount(page, Heatmap(v, colormap="viridis"))
+    r = root(page, 0)
+    assert r.get_attribute("data-sampled") == "true"
+    lut = _figure.build_lut("viridis")
+    idx = _figure.lut_index(v, _figure.color_norm(v, "viridis"))
+    dpr = page.evaluate("devicePixelRatio")
+    x0, y0, pw, ph = info["plot"]
+    rng = np.random.default_rng(1)
+    checked = nan_seen = 0
+    for _ in range(300):
+        # A device pixel inside the plot's frame line (1 CSS px), read at its centre (hw.pixel reads the pixel
+        # containing x, y).
+        dx = int(rng.integers(np.ceil(x0 * dpr) + 2 * dpr, np.floor((x0 + pw) * dpr) - 2 * dpr))
+        dy = int(rng.integers(np.ceil(y0 * dpr) + 2 * dpr, np.floor((y0 + ph) * dpr) - 2 * dpr))
+        cx, cy = (dx + 0.5) / dpr, (dy + 0.5) / dpr
+        fy, fx = (cy - y0) / ph * rows, (cx - x0) / pw * cols  # hitTest's arithmetic at the pixel's centre
+        if min(fy % 1, 1 - fy % 1, fx % 1, 1 - fx % 1) < 0.02:
+            continue  # data-plot has 2 decimals: too close to a cell edge to tell from here
+        row, col = int(fy), int(fx)
+        px = page.evaluate("([x, y]) => window.hw.pixel(0, x, y)", [cx, cy])
+        if np.isnan(v[row, col]):
+            nan_seen += 1
+            assert px[:3] not in lut[:, :3].tolist(), (row, col)
+        else:
+            assert px == lut[idx[row, col]].tolist(), (dx, dy, row, col)
+            checked += 1
+    assert checked > 200 and nan_seen >= 0
+    # A click on a pixel selects the cell that pixel shows (the pointer lands on a pixel's corner: for cells
+    # narrower than a pixel, the cell at the corner is often the left neighbour of the one shown).
+    for k in range(40):
+        cx, cy = np.ceil(x0) + 3 + 7 * k, np.ceil(y0) + 2 + 5 * k  # whole CSS pixels: corners of device pixels
+        page.mouse.click(*page_xy(page, 0, cx, cy))
+        got = saved(page, 0)[-1]
+        shown = page.evaluate("([x, y]) => window.hw.pixel(0, x, y)", [cx, cy])
+        want = (int((cy + 0.5 / dpr - y0) / ph * rows), int((cx + 0.5 / dpr - x0) / pw * cols))
+        if not np.isnan(v[want]):
+            assert shown == lut[idx[want]].tolist(), (k, want)
+        assert (got["selected_row"], got["selected_col"]) == want, k
+    # The SVG export embeds the full matrix, one pixel per cell.
+    with page.expect_download() as dl:
+        r.hover()
+        r.locator("button.hw-save-svg").click()
+    svg = open(dl.value.path(), encoding="utf-8").read()
+    images = [base64.b64decode(s.split('"')[0]) for s in svg.split("data:image/png;base64,")[1:]]
+    sizes = {(int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) for png in images}
+    assert (cols, rows) in sizes, sizes
+    assert page.errors == []
