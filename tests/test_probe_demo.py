@@ -120,3 +120,20 @@ def test_figure_numbers_measure_the_seed_figures_shape() -> None:
     assert not any(flat["targets_met"][k] for k in ("accuracy_max", "best_auc", "depth_rise", "answer_over_tail"))
     with pytest.raises(ValueError, match="columns"):
         figure_numbers(hw.HeatMatrix(np.full((2, 2), 0.7)), 0.5)
+
+
+@pytest.mark.parametrize(
+    ("site", "best", "rise", "answer_over_tail"),
+    [("mlp_in", 0.781, 0.010, 0.024), ("mlp", 0.775, 0.013, 0.032), ("attn", 0.749, 0.015, 0.020)],
+)
+def test_demo_probe_figure_at_the_other_sites_is_the_documented_one(demo, site, best, rise, answer_over_tail) -> None:
+    """docs/demo-model.md: no other read-out of the layers gives the figure the seeds' shape on this model either
+    (`python -m heatwidget.demo.evaluate DIR --figure --site SITE` reproduces these)."""
+    from heatwidget.demo.evaluate import probe_figure
+
+    lm, qs, ans = demo
+    _, auc, f = probe_figure(lm, qs, site=site, answers=ans)
+    assert f["site"] == auc.meta["site"] == site
+    assert f["best_auc"] == pytest.approx(best, abs=0.02)
+    assert f["depth_rise"] == pytest.approx(rise, abs=0.02)
+    assert f["answer_over_tail"] == pytest.approx(answer_over_tail, abs=0.02)

@@ -258,19 +258,29 @@ def figure_numbers(auc: Any, accuracy: float) -> dict[str, Any]:
     return out
 
 
-def probe_figure(lm: Any, qs: list[dict[str, Any]], batch_size: int = 64) -> tuple[Any, Any, dict[str, Any]]:
-    """The tour's probe figure on ``qs``: (answers, AUC matrix, figure_numbers + accuracy by multiplicity)."""
+def probe_figure(
+    lm: Any, qs: list[dict[str, Any]], batch_size: int = 64, site: str = "resid", answers: Any = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The tour's probe figure on ``qs``: (answers, AUC matrix, figure_numbers + accuracy by multiplicity).
+
+    ``site`` is ``hw.collect``'s: the tour probes the residual stream; "mlp_in", "mlp" and "attn" ask whether
+    another read-out of the same layers carries the signal the residual stream lacks. ``answers``: the result of
+    the tour's ``hw.answer`` call on ``qs`` when the caller already has it (it is the same for every site).
+    """
     import heatwidget as hw
 
     from .world import exact_answer
 
-    ans = hw.answer(lm, qs, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS, batch_size=batch_size)
-    acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site="resid", batch_size=batch_size)
+    ans = answers
+    if ans is None:
+        ans = hw.answer(lm, qs, extractor=exact_answer, required_positions=hw.PAPER_POSITIONS, batch_size=batch_size)
+    acts = hw.collect(lm, ans, hw.PAPER_POSITIONS, site=site, batch_size=batch_size)
     auc = hw.probe_auc(acts)
     nums = figure_numbers(auc, float(ans.labels.mean()))
     mult = np.array([qs[i]["mult"] for i in ans.index])
     nums["accuracy_by_mult"] = {str(m): round(float(ans.labels[mult == m].mean()), 3) for m in sorted(set(mult))}
     nums["n_answers"], nums["n_dropped"] = len(ans), int(ans.meta["n_dropped"])
+    nums["site"] = site
     return ans, auc, nums
 
 
@@ -278,7 +288,8 @@ def format_figure(f: dict[str, Any]) -> str:
     met = f["targets_met"]
     return "\n".join(
         [
-            f"probe figure on {f['n_answers']} answers ({f['n_dropped']} dropped): accuracy {f['accuracy']:.3f} "
+            f"probe figure ({f.get('site', 'resid')}) on {f['n_answers']} answers ({f['n_dropped']} dropped): "
+            f"accuracy {f['accuracy']:.3f} "
             f"[{'ok' if met['accuracy_min'] and met['accuracy_max'] else 'MISS'} .45-.85]",
             "  by mult: " + "  ".join(f"{m}:{v:.2f}" for m, v in f["accuracy_by_mult"].items()),
             f"  best AUC {f['best_auc']:.3f} at {f['best_cell']} [{'ok' if met['best_auc'] else 'MISS'} >= .85]",
@@ -324,6 +335,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--figure", action="store_true", help="also compute the tour's probe figure and check it against FIGURE_TARGETS"
     )
+    p.add_argument(
+        "--site",
+        default="resid",
+        choices=["resid", "mlp_in", "mlp", "attn"],
+        help="what --figure probes (hw.collect's site; the tour's is resid)",
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -342,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.figure:
         from .._lm import load
 
-        _ans, _auc, ev["probe_figure"] = probe_figure(load(path), qs)
+        _ans, _auc, ev["probe_figure"] = probe_figure(load(path), qs, site=args.site)
         print(format_figure(ev["probe_figure"]))
     if args.write:
         info["eval"] = ev
