@@ -329,6 +329,8 @@ def format_report(ev: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from ..probing.collect import COLLECT_SITES
+
     p = argparse.ArgumentParser(prog="python -m heatwidget.demo.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("dir", help="model directory written by heatwidget.demo.train")
     p.add_argument("--write", action="store_true", help="store the result in DIR/training.json")
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument(
         "--site",
         default="resid",
-        choices=["resid", "mlp_in", "mlp", "attn"],
+        choices=list(COLLECT_SITES),
         help="what --figure probes (hw.collect's site; the tour's is resid)",
     )
     p.add_argument("--threads", type=int, default=2)

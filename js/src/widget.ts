@@ -11,7 +11,7 @@ import { FrameCache, type LayoutInputs } from "./frame";
 import { type Cell, cellRect, hitTest, moveCursor, pixelCentre } from "./layout";
 import { Memo } from "./memo";
 import { OverlayLayer, type OverlayState } from "./overlay";
-import { CellPixels, SampledPixels, deviceRect, poolFactors, poolMatrix, shouldSample } from "./raster";
+import { CellPixels, type DeviceRect, SampledPixels, deviceRect, poolFactors, poolMatrix, shouldSample } from "./raster";
 import { type Norm, formatValue, kernelStats, stats } from "./scale";
 import { toSvg } from "./svg";
 import { type TextMeasurer, documentMeasurer } from "./text";
@@ -443,7 +443,7 @@ class HeatmapView {
     const rect = deviceRect(fig.plot, dpr);
     if (!shouldSample(p.rows, p.cols, rect)) return false;
     if (this.sampled.update(p.values, p.rows, p.cols, fig.plot, dpr, norm, buildLut32(this.colormap())))
-      putPixels(this.sampledCanvas, this.sampled.pixels, rect.w, rect.h);
+      putPixels(this.sampledCanvas, this.sampled.pixels, this.sampled.rect.w, this.sampled.rect.h);
     return true;
   }
 
@@ -557,7 +557,7 @@ class HeatmapView {
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     const cells = sampled
-      ? { cells: this.sampledCanvas, cellsRect: deviceRectInCss(deviceRect(fig.plot, dpr), dpr) }
+      ? { cells: this.sampledCanvas, cellsRect: deviceRectInCss(this.sampled.rect, dpr) }
       : { cells: this.cellsCanvas };
     drawItems(ctx, fig.items, { ...cells, colorbar: this.barCanvas }, this.theme);
   }
@@ -587,7 +587,7 @@ class HeatmapView {
     const notes = this.notes();
     const inputs = this.layoutInputs(p, width, notes);
     const fig = this.frameCache.figure(inputs, norm, () => this.buildFigure(p, norm, width, notes));
-    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
+    const dpr = devicePixels();
     // More cells than device pixels: colour only the cell each pixel shows; else one pixel per cell, scaled.
     const sampled = this.updateSampled(p, norm, fig, dpr);
     if (!sampled) this.updateCells(p, norm);
@@ -665,7 +665,7 @@ class HeatmapView {
     // The cell the pointer's device pixel shows: hitTest at that pixel's centre, where the pixel's colour is
     // sampled (by drawImage, or by paintSampled when cells are smaller than pixels). At the pointer's own
     // coordinates (a pixel's corner, for a mouse) a cell narrower than a pixel would be its left neighbour.
-    const dpr = Math.max(1, globalThis.devicePixelRatio || 1);
+    const dpr = devicePixels();
     const x = pixelCentre((e.clientX - box.left) * sx, dpr);
     const y = pixelCentre((e.clientY - box.top) * sy, dpr);
     return hitTest(this.fig.plot, this.prepared.rows, this.prepared.cols, x, y);
@@ -875,6 +875,11 @@ class HeatmapView {
   }
 }
 
+/** Device pixels per CSS pixel (at least 1): what the canvases are drawn at and what the pointer is read at. */
+function devicePixels(): number {
+  return Math.max(1, globalThis.devicePixelRatio || 1);
+}
+
 /** Pixels (one 32-bit RGBA word each) into a canvas of w × h, resized only when its size changes. */
 function putPixels(canvas: HTMLCanvasElement, px: Uint32Array<ArrayBuffer>, w: number, h: number): void {
   if (canvas.width !== w || canvas.height !== h) {
@@ -887,7 +892,7 @@ function putPixels(canvas: HTMLCanvasElement, px: Uint32Array<ArrayBuffer>, w: n
   if (ctx) ctx.putImageData(new ImageData(bytes, w, h), 0, 0);
 }
 
-function deviceRectInCss(r: { x0: number; y0: number; w: number; h: number }, dpr: number) {
+function deviceRectInCss(r: DeviceRect, dpr: number) {
   return { x: r.x0 / dpr, y: r.y0 / dpr, w: r.w / dpr, h: r.h / dpr };
 }
 
